@@ -1,0 +1,38 @@
+"""pypicache: a caching private Python package index."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pyramid.config import Configurator
+
+from . import db
+from .settings import Settings
+from .wsgi import PypicacheApp
+
+
+def main(global_config: dict[str, Any] | None = None, **ini_settings: str) -> PypicacheApp:
+    """The PasteDeploy entry point (``pserve development.ini``)."""
+    return make_app(Settings.from_mapping(ini_settings))
+
+
+def make_app(settings: Settings) -> PypicacheApp:
+    """The composition root: read top to bottom, it is the table of contents."""
+    settings.prepare_data_dir()
+    if settings.migrate_on_start:
+        db.upgrade(settings.database_url)
+    pyramid_settings = {"tm.manager_hook": "pyramid_tm.explicit_manager"}
+    with Configurator(settings=pyramid_settings) as config:
+        config.registry["pypicache.settings"] = settings
+        # Engine, session factory, pyramid_tm and request.dbsession.
+        config.include(".db")
+        # Blob store, upstream client and the index service as request.index.
+        config.include(".services")
+        config.include(".routes")
+        # Views, and the exception views that turn domain errors into HTTP.
+        config.scan(".views")
+        wsgi_app = config.make_wsgi_app()
+        registry = config.registry
+    return PypicacheApp(
+        wsgi_app, registry["index_service"], registry["db_engine"], settings.client_max_age
+    )

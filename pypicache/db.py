@@ -1,0 +1,75 @@
+"""Engine, session factory, request-scoped sessions and schema migrations."""
+
+from __future__ import annotations
+
+from importlib.resources import files as package_files
+from typing import Any
+
+import transaction
+import zope.sqlalchemy
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from pyramid.config import Configurator
+from pyramid.request import Request
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import Session, sessionmaker
+
+from .settings import Settings
+
+
+def get_engine(database_url: str) -> Engine:
+    if database_url.startswith("sqlite"):
+        engine = create_engine(database_url, connect_args={"timeout": 30})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(database_url, pool_pre_ping=True)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets the serving threads read while a fill commits; foreign keys make
+    # ON DELETE CASCADE real.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def get_session_factory(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+def get_tm_session(
+    session_factory: sessionmaker[Session], transaction_manager: transaction.TransactionManager
+) -> Session:
+    """A session joined to ``transaction_manager``: committed or aborted with it."""
+    session = session_factory()
+    zope.sqlalchemy.register(session, transaction_manager=transaction_manager)
+    return session
+
+
+def alembic_config(database_url: str) -> AlembicConfig:
+    """Alembic pointed at our migrations wherever the package is installed."""
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(package_files("pypicache.migrations")))
+    cfg.attributes["database_url"] = database_url
+    return cfg
+
+
+def upgrade(database_url: str) -> None:
+    """Create or upgrade the schema to the newest migration."""
+    command.upgrade(alembic_config(database_url), "head")
+
+
+def includeme(config: Configurator) -> None:
+    settings: Settings = config.registry["pypicache.settings"]
+    config.include("pyramid_tm")
+    engine = get_engine(settings.database_url)
+    session_factory = get_session_factory(engine)
+    config.registry["dbsession_factory"] = session_factory
+    config.registry["db_engine"] = engine
+
+    def dbsession(request: Request) -> Session:
+        return get_tm_session(session_factory, request.tm)
+
+    config.add_request_method(dbsession, reify=True)

@@ -1,0 +1,33 @@
+"""The domain's exceptions; views/errors.py is the one place that maps them to HTTP."""
+
+
+class PypicacheError(Exception):
+    """Base class of everything the domain raises on purpose."""
+
+
+class SettingsError(PypicacheError):
+    """A setting has a value we cannot use; the message names the setting."""
+
+
+class InvalidName(PypicacheError):
+    """A project name that is not a valid name at all (PEP 508 / the name-format spec)."""
+
+
+class ProjectNotFound(PypicacheError):
+    """Neither this index nor its upstream has the project."""
+
+
+class FileNotFound(PypicacheError):
+    """The project exists but offers no file of that name."""
+
+
+class UpstreamUnavailable(PypicacheError):
+    """The upstream failed (connection error, 5xx, garbage) and nothing cached can stand in."""
+
+
+class UpstreamTimeout(UpstreamUnavailable):
+    """The upstream did not answer in time."""
+
+
+class HashMismatch(PypicacheError):
+    """Bytes that do not match the digest the page advertised; they are never stored."""

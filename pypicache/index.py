@@ -1,0 +1,371 @@
+"""The index service: what a project page holds, when to ask the upstream, and cache fills."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import BinaryIO
+
+import transaction
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, selectinload, sessionmaker
+
+from .db import get_tm_session
+from .errors import FileNotFound, ProjectNotFound, UpstreamUnavailable
+from .fill import Fill, FillRegistry
+from .keyedlocks import KeyedLocks
+from .models import File, Project
+from .projectlist import ProjectList, ProjectListFiles
+from .rendering import FileRecord, PageData, RenderedPage, render
+from .settings import Settings
+from .storage import BlobStore
+from .upstream import NotModified, UpstreamClient, UpstreamPage
+
+log = logging.getLogger(__name__)
+
+
+def utcnow() -> datetime:
+    """Naive UTC, the way every timestamp is stored."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+@dataclass(frozen=True)
+class CachedPage:
+    """A rendered page and how long this process may serve it without asking anyone."""
+
+    page: RenderedPage
+    fresh_until: float  # time.monotonic()
+    stale: bool  # served because the upstream failed; clients must not cache it
+
+
+class IndexService:
+    def __init__(
+        self,
+        settings: Settings,
+        session_factory: sessionmaker[Session],
+        store: BlobStore,
+        upstream: UpstreamClient | None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.upstream = upstream
+        self._session_factory = session_factory
+        self._pages: dict[str, CachedPage] = {}
+        self._missing: dict[str, float] = {}  # upstream said 404: name -> until (monotonic)
+        self._locks = KeyedLocks()
+        self.fills = FillRegistry()
+        self._wait_timeout = (
+            settings.upstream_connect_timeout
+            + settings.upstream_timeout * (settings.upstream_retries + 1)
+            + 5
+        )
+        self.project_list = ProjectList(
+            settings.index_dir,
+            upstream,
+            local_fingerprint=self._local_fingerprint,
+            local_names=self._local_projects,
+            ttl=settings.index_ttl,
+        )
+
+    def close(self) -> None:
+        self.fills.stop()
+        if self.upstream is not None:
+            self.upstream.close()
+
+    @contextmanager
+    def _unit_of_work(self) -> Iterator[Session]:
+        manager = transaction.TransactionManager(explicit=True)
+        with manager:
+            yield get_tm_session(self._session_factory, manager)
+
+    # -- project pages ---------------------------------------------------------------------
+
+    def cached_page(self, name: str) -> CachedPage | None:
+        """The page if this process may serve it right now without a database or upstream trip."""
+        entry = self._pages.get(name)
+        if entry is not None and entry.fresh_until > time.monotonic():
+            return entry
+        return None
+
+    def project_page(self, name: str) -> CachedPage:
+        """The page for normalized ``name``, revalidated with the upstream when it is due."""
+        entry = self.cached_page(name)
+        if entry is not None:
+            return entry
+        with self._locks.hold(name):
+            entry = self.cached_page(name)
+            return entry if entry is not None else self._load(name)
+
+    def _load(self, name: str) -> CachedPage:
+        with self._unit_of_work() as db:
+            project = self._project(db, name)
+            if project is not None:
+                age = self._age(project)
+                if self.upstream is None or age < self.settings.page_ttl:
+                    return self._remember(project, self.settings.page_ttl - age)
+            elif self.upstream is None:
+                raise ProjectNotFound(name)
+            if self._missing.get(name, 0) > time.monotonic():
+                raise ProjectNotFound(name)
+            etag = project.upstream_etag if project is not None else None
+            fallback = self._snapshot(project) if project is not None else None
+
+        assert self.upstream is not None
+        try:
+            result = self.upstream.fetch_project(name, etag)
+        except ProjectNotFound:
+            self._forget_project(name)
+            raise
+        except UpstreamUnavailable as exc:
+            if fallback is None:
+                log.warning("upstream failed for uncached %s: %s", name, exc)
+                raise
+            log.warning("upstream failed, serving stale %s: %s", name, exc)
+            return self._keep(fallback, self.settings.error_retry_interval, stale=True)
+
+        with self._unit_of_work() as db:
+            project = self._project(db, name)
+            if isinstance(result, NotModified):
+                if project is None:  # vanished meanwhile; ask again next time
+                    raise ProjectNotFound(name)
+                project.checked_at = utcnow()
+                if result.serial is not None and result.serial > (project.last_serial or 0):
+                    project.last_serial = result.serial
+                return self._remember(project, self.settings.page_ttl)
+            if project is not None and _older(result.serial, project.last_serial):
+                log.warning(
+                    "upstream sent %s at serial %s, older than our %s; keeping ours",
+                    name,
+                    result.serial,
+                    project.last_serial,
+                )
+                return self._remember(project, self.settings.error_retry_interval)
+            if project is None:
+                project = Project(name=name, display_name=name, files=[], versions=[])
+                db.add(project)
+            self._apply(project, result)
+            db.flush()
+            return self._remember(project, self.settings.page_ttl)
+
+    def _project(self, db: Session, name: str) -> Project | None:
+        return db.scalar(
+            select(Project).where(Project.name == name).options(selectinload(Project.files))
+        )
+
+    def _age(self, project: Project) -> float:
+        if project.checked_at is None:
+            return float("inf")
+        return (utcnow() - project.checked_at).total_seconds()
+
+    def _apply(self, project: Project, page: UpstreamPage) -> None:
+        """Make the stored page say what the upstream page says."""
+        existing = {f.filename: f for f in project.files}
+        for uf in page.files:
+            row = existing.pop(uf.filename, None)
+            if row is None:
+                row = File(filename=uf.filename)
+                project.files.append(row)
+            elif uf.sha256 and row.sha256 and uf.sha256 != row.sha256:
+                # Hashes rule: the blob of the old hash is never served for this name again.
+                log.warning(
+                    "upstream hash of %s/%s changed from %s to %s",
+                    project.name,
+                    uf.filename,
+                    row.sha256,
+                    uf.sha256,
+                )
+                row.cached_at = None
+            row.version = uf.version
+            row.sha256 = uf.sha256 or row.sha256
+            row.size = uf.size if uf.size is not None else row.size
+            row.requires_python = uf.requires_python
+            row.yanked = uf.yanked
+            row.yanked_reason = uf.yanked_reason
+            row.upload_time = uf.upload_time
+            row.has_metadata = uf.has_metadata
+            row.metadata_sha256 = uf.metadata_sha256 or (
+                row.metadata_sha256 if uf.has_metadata else None
+            )
+            row.upstream_url = uf.url
+        for gone in existing.values():
+            project.files.remove(gone)
+        project.versions = sorted(page.versions)
+        project.last_serial = page.serial
+        project.upstream_etag = page.etag
+        project.status = page.status
+        project.status_reason = page.status_reason
+        project.checked_at = utcnow()
+
+    def _snapshot(self, project: Project) -> RenderedPage:
+        return render(
+            PageData(
+                name=project.name,
+                display_name=project.display_name,
+                serial=project.last_serial,
+                versions=list(project.versions or ()),
+                files=[_record(project.name, f) for f in project.files],
+            )
+        )
+
+    def _remember(self, project: Project, ttl: float) -> CachedPage:
+        return self._keep(self._snapshot(project), ttl, stale=False)
+
+    def _keep(self, page: RenderedPage, ttl: float, *, stale: bool) -> CachedPage:
+        entry = CachedPage(page, time.monotonic() + max(ttl, 0), stale)
+        self._pages[page.name] = entry
+        self._missing.pop(page.name, None)
+        return entry
+
+    def _forget_project(self, name: str) -> None:
+        """The upstream says the project does not exist (any more)."""
+        self._missing[name] = time.monotonic() + self.settings.negative_ttl
+        self._pages.pop(name, None)
+        with self._unit_of_work() as db:
+            project = self._project(db, name)
+            if project is not None:
+                log.warning("upstream no longer has %s; dropping its cached page", name)
+                db.delete(project)
+
+    def _local_fingerprint(self) -> tuple[int, int | None]:
+        """Changes whenever a project is added or removed; cheap enough for every request."""
+        with self._unit_of_work() as db:
+            count, last = db.execute(select(func.count(Project.id), func.max(Project.id))).one()
+            return count, last
+
+    def _local_projects(self) -> Iterator[tuple[str, str]]:
+        with self._unit_of_work() as db:
+            rows = db.execute(select(Project.name, Project.display_name).order_by(Project.name))
+            yield from rows.tuples()
+
+    def open_project_list(self, json: bool) -> tuple[ProjectListFiles, BinaryIO]:
+        """The rendered /simple/ list and an open handle on the rendering asked for."""
+        while True:
+            files = self.project_list.current()
+            try:
+                return files, (files.json_path if json else files.html_path).open("rb")
+            except FileNotFoundError:
+                continue  # re-rendered between the two lines; take the new one
+
+    # -- files -----------------------------------------------------------------------------
+
+    def locate_file(self, project: str, filename: str) -> FileRecord:
+        record = self.project_page(project).page.files.get(filename)
+        if record is None:
+            raise FileNotFound(f"{project} has no file {filename}")
+        return record
+
+    def open_stored(self, sha256: str | None) -> BinaryIO | None:
+        """The stored blob, or None when it is not in the store."""
+        if sha256 is None:
+            return None
+        try:
+            return self.store.open(sha256)
+        except FileNotFoundError:
+            return None
+
+    def fill(self, record: FileRecord) -> Fill | None:
+        """The download bringing ``record`` into the store (None: it is stored already)."""
+        sha256 = record.sha256
+        return self._fill(
+            key=f"{record.project}/{record.filename}",
+            url=record.upstream_url,
+            sha256=sha256,
+            size=record.size,
+            on_commit=lambda digest, size: self._file_cached(record, digest, size),
+        )
+
+    def open_metadata(self, record: FileRecord) -> BinaryIO:
+        """The file's core metadata (PEP 658), fetched from the upstream on first use."""
+        if not record.has_metadata:
+            raise FileNotFound(f"{record.filename} has no metadata file")
+        stored = self.open_stored(record.metadata_sha256)
+        if stored is not None:
+            return stored
+        fill = self._fill(
+            key=f"{record.project}/{record.filename}.metadata",
+            url=record.upstream_url + ".metadata" if record.upstream_url else None,
+            sha256=record.metadata_sha256,
+            size=None,
+            on_commit=lambda digest, _size: self._metadata_cached(record, digest),
+        )
+        sha256 = fill.wait_finished() if fill is not None else record.metadata_sha256
+        stored = self.open_stored(sha256)
+        if stored is None:
+            raise FileNotFound(f"metadata of {record.filename} vanished from the store")
+        return stored
+
+    def _fill(
+        self,
+        key: str,
+        url: str | None,
+        sha256: str | None,
+        size: int | None,
+        on_commit: Callable[[str, int], None],
+    ) -> Fill | None:
+        upstream = self.upstream
+        if upstream is None or url is None:
+            raise UpstreamUnavailable(f"{key} is not cached and there is no upstream to fetch it")
+        return self.fills.get_or_start(
+            key,
+            is_stored=lambda: sha256 is not None and self.store.exists(sha256),
+            make=lambda: Fill(
+                key=key,
+                open_upstream=lambda: upstream.open(url),
+                store=self.store,
+                expected_sha256=sha256,
+                expected_size=size,
+                on_commit=on_commit,
+                stop=self.fills.stop_event,
+                read_timeout=self._wait_timeout,
+            ),
+        )
+
+    def _file_cached(self, record: FileRecord, sha256: str, size: int) -> None:
+        with self._unit_of_work() as db:
+            row = self._file_row(db, record)
+            if row is None:
+                return
+            if row.sha256 is None:  # the page gave no hash: now we know it
+                row.sha256, row.size = sha256, size
+                self._pages.pop(record.project, None)
+            if row.sha256 == sha256:
+                row.cached_at = utcnow()
+
+    def _metadata_cached(self, record: FileRecord, sha256: str) -> None:
+        with self._unit_of_work() as db:
+            row = self._file_row(db, record)
+            if row is not None and row.metadata_sha256 is None:
+                row.metadata_sha256 = sha256
+                self._pages.pop(record.project, None)
+
+    def _file_row(self, db: Session, record: FileRecord) -> File | None:
+        return db.scalar(
+            select(File)
+            .join(Project)
+            .where(Project.name == record.project, File.filename == record.filename)
+        )
+
+
+def _older(serial: int | None, stored: int | None) -> bool:
+    return serial is not None and stored is not None and serial < stored
+
+
+def _record(project: str, f: File) -> FileRecord:
+    return FileRecord(
+        project=project,
+        filename=f.filename,
+        version=f.version,
+        sha256=f.sha256,
+        size=f.size,
+        requires_python=f.requires_python,
+        yanked=f.yanked,
+        yanked_reason=f.yanked_reason,
+        upload_time=f.upload_time,
+        has_metadata=f.has_metadata,
+        metadata_sha256=f.metadata_sha256,
+        upstream_url=f.upstream_url,
+    )

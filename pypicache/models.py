@@ -1,0 +1,79 @@
+"""The tables: projects and their files, as the index knows them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+# Stable constraint names, so migrations read the same on SQLite and PostgreSQL.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Project(Base):
+    """A project page as last seen upstream (or, later, a private project)."""
+
+    __tablename__ = "projects"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)  # normalized
+    display_name: Mapped[str] = mapped_column(String(255))
+    # The upstream's X-PyPI-Last-Serial for the page we stored, when it sent one.
+    last_serial: Mapped[int | None] = mapped_column(BigInteger)
+    upstream_etag: Mapped[str | None] = mapped_column(String(255))
+    # When the upstream last confirmed this page (200 or 304); drives TTL revalidation.
+    checked_at: Mapped[datetime | None] = mapped_column(DateTime)
+    versions: Mapped[list[str]] = mapped_column(JSON, default=list)
+    status: Mapped[str | None] = mapped_column(String(32))
+    status_reason: Mapped[str | None] = mapped_column(Text)
+
+    files: Mapped[list[File]] = relationship(
+        back_populates="project", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class File(Base):
+    """One distribution file offered on a project page."""
+
+    __tablename__ = "files"
+    __table_args__ = (UniqueConstraint("project_id", "filename"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # Indexed by the unique (project_id, filename) constraint.
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    filename: Mapped[str] = mapped_column(String(512))
+    version: Mapped[str | None] = mapped_column(String(255))
+    sha256: Mapped[str | None] = mapped_column(String(64), index=True)
+    size: Mapped[int | None] = mapped_column(BigInteger)
+    requires_python: Mapped[str | None] = mapped_column(Text)
+    yanked: Mapped[bool] = mapped_column(Boolean, default=False)
+    yanked_reason: Mapped[str | None] = mapped_column(Text)
+    upload_time: Mapped[datetime | None] = mapped_column(DateTime)
+    has_metadata: Mapped[bool] = mapped_column(Boolean, default=False)
+    metadata_sha256: Mapped[str | None] = mapped_column(String(64))
+    upstream_url: Mapped[str | None] = mapped_column(Text)
+    # When the blob for the current sha256 was stored; None while it is not cached.
+    cached_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+    project: Mapped[Project] = relationship(back_populates="files")

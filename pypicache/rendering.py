@@ -1,0 +1,174 @@
+"""One page builder, two renderings: PEP 503 HTML and PEP 691 JSON, byte-for-byte deterministic."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from html import escape
+from typing import Any
+from urllib.parse import quote
+
+from packaging.version import InvalidVersion, Version
+
+JSON_TYPE = "application/vnd.pypi.simple.v1+json"
+HTML_TYPE = "application/vnd.pypi.simple.v1+html"
+TEXT_HTML = "text/html"
+CONTENT_TYPES = {
+    JSON_TYPE: JSON_TYPE,
+    HTML_TYPE: f"{HTML_TYPE}; charset=utf-8",
+    TEXT_HTML: f"{TEXT_HTML}; charset=utf-8",
+}
+# We serve `versions`, `size` and `upload-time` (PEP 700); nothing newer is claimed.
+API_VERSION = "1.1"
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    """What a page says about one file, detached from the database session."""
+
+    project: str
+    filename: str
+    version: str | None
+    sha256: str | None
+    size: int | None
+    requires_python: str | None
+    yanked: bool
+    yanked_reason: str | None
+    upload_time: datetime | None
+    has_metadata: bool
+    metadata_sha256: str | None
+    upstream_url: str | None
+
+    @property
+    def href(self) -> str:
+        """Relative to /simple/<project>/, so pages are the same bytes behind any proxy."""
+        return f"../../packages/{self.project}/{quote(self.filename)}"
+
+
+@dataclass(frozen=True)
+class PageData:
+    name: str
+    display_name: str
+    serial: int | None
+    versions: Sequence[str]
+    files: Sequence[FileRecord]
+
+
+@dataclass(frozen=True)
+class Representation:
+    body: bytes
+    etag: str
+
+
+@dataclass(frozen=True)
+class RenderedPage:
+    """A project page ready to send: both renderings, their validators, the serial."""
+
+    name: str
+    serial: int | None
+    html: Representation
+    json: Representation
+    files: dict[str, FileRecord] = field(repr=False)
+
+    def representation(self, media_type: str) -> Representation:
+        return self.json if media_type == JSON_TYPE else self.html
+
+
+def etag_of(body: bytes) -> str:
+    return '"' + hashlib.sha256(body).hexdigest()[:40] + '"'
+
+
+def render(page: PageData) -> RenderedPage:
+    files = sorted(page.files, key=lambda f: f.filename)
+    html = render_html(page.display_name, page.serial, files)
+    body = render_json(page.name, page.serial, page.versions, files)
+    return RenderedPage(
+        name=page.name,
+        serial=page.serial,
+        html=Representation(html, etag_of(html)),
+        json=Representation(body, etag_of(body)),
+        files={f.filename: f for f in files},
+    )
+
+
+def render_html(display_name: str, serial: int | None, files: Sequence[FileRecord]) -> bytes:
+    name = escape(display_name)
+    lines = [
+        "<!DOCTYPE html>",
+        "<html>",
+        "  <head>",
+        f'    <meta name="pypi:repository-version" content="{API_VERSION}">',
+        f"    <title>Links for {name}</title>",
+        "  </head>",
+        "  <body>",
+        f"    <h1>Links for {name}</h1>",
+    ]
+    for f in files:
+        attrs = [f'href="{escape(f.href)}{"#sha256=" + f.sha256 if f.sha256 else ""}"']
+        if f.requires_python:
+            attrs.append(f'data-requires-python="{escape(f.requires_python)}"')
+        if f.yanked:
+            # Always with a value: pip reads a bare data-yanked as "not yanked".
+            attrs.append(f'data-yanked="{escape(f.yanked_reason or "")}"')
+        if f.has_metadata:
+            value = f"sha256={f.metadata_sha256}" if f.metadata_sha256 else "true"
+            attrs.append(f'data-dist-info-metadata="{value}" data-core-metadata="{value}"')
+        lines.append(f"    <a {' '.join(attrs)}>{escape(f.filename)}</a><br />")
+    lines += ["  </body>", "</html>"]
+    if serial is not None:
+        lines.append(f"<!--SERIAL {serial}-->")
+    return ("\n".join(lines) + "\n").encode()
+
+
+def render_json(
+    name: str, serial: int | None, versions: Sequence[str], files: Sequence[FileRecord]
+) -> bytes:
+    entries = [_json_file(f) for f in files]
+    meta: dict[str, Any] = {
+        # `size` is mandatory from 1.1 on; a page with an unknown size claims only 1.0.
+        "api-version": API_VERSION if all(f.size is not None for f in files) else "1.0"
+    }
+    if serial is not None:
+        meta["_last-serial"] = serial
+    data = {"meta": meta, "name": name, "versions": sort_versions(versions), "files": entries}
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _json_file(f: FileRecord) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "filename": f.filename,
+        "url": f.href,
+        "hashes": {"sha256": f.sha256} if f.sha256 else {},
+    }
+    if f.requires_python:
+        entry["requires-python"] = f.requires_python
+    if f.size is not None:
+        entry["size"] = f.size
+    if f.upload_time is not None:
+        entry["upload-time"] = format_upload_time(f.upload_time)
+    if f.yanked:
+        # Never "" (pip: not yanked, uv: yanked) and never null (uv rejects the page).
+        entry["yanked"] = f.yanked_reason or True
+    if f.has_metadata:
+        value: Any = {"sha256": f.metadata_sha256} if f.metadata_sha256 else True
+        entry["core-metadata"] = value
+        entry["data-dist-info-metadata"] = value
+    return entry
+
+
+def format_upload_time(value: datetime) -> str:
+    """PyPI's spelling: ISO 8601 in UTC with a ``Z``, microseconds only when non-zero."""
+    return value.replace(tzinfo=None).isoformat() + "Z"
+
+
+def sort_versions(versions: Sequence[str]) -> list[str]:
+    def key(text: str) -> tuple[int, Version | str]:
+        try:
+            return (0, Version(text))
+        except InvalidVersion:
+            return (1, text)
+
+    return sorted(set(versions), key=lambda v: (*key(v), v))  # type: ignore[arg-type]

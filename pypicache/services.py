@@ -1,0 +1,41 @@
+"""Builds the domain objects from the settings and offers them to requests."""
+
+from __future__ import annotations
+
+from pyramid.config import Configurator
+from pyramid.request import Request
+
+from .index import IndexService
+from .settings import Settings
+from .storage import LocalBlobStore
+from .upstream import UpstreamClient
+
+
+def includeme(config: Configurator) -> None:
+    settings: Settings = config.registry["pypicache.settings"]
+    upstream = (
+        UpstreamClient(
+            settings.upstream_url,
+            connect_timeout=settings.upstream_connect_timeout,
+            read_timeout=settings.upstream_timeout,
+            retries=settings.upstream_retries,
+        )
+        if settings.upstream_url
+        else None
+    )
+    service = IndexService(
+        settings,
+        config.registry["dbsession_factory"],
+        LocalBlobStore(settings.blob_dir, settings.tmp_dir),
+        upstream,
+    )
+    config.registry["index_service"] = service
+
+    def index(request: Request) -> IndexService:
+        return service
+
+    def app_settings(request: Request) -> Settings:
+        return settings
+
+    config.add_request_method(index, reify=True)
+    config.add_request_method(app_settings, reify=True)

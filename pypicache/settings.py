@@ -1,0 +1,192 @@
+"""Settings: one frozen object parsed once from the ini, the environment and CLI flags."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from pypi_simple import PYPI_SIMPLE_ENDPOINT
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from .errors import SettingsError
+
+PREFIX = "pypicache."
+DATABASE_KEY = "sqlalchemy.url"
+DATABASE_ENV = "PYPICACHE_DATABASE_URL"
+
+# Every setting we read, with its default as the ini would spell it.  The
+# environment variable of ``pypicache.NAME`` is ``PYPICACHE_NAME``.
+DEFAULTS: dict[str, str] = {
+    "pypicache.upstream_url": PYPI_SIMPLE_ENDPOINT,
+    "pypicache.changelog_url": "",
+    "pypicache.data_dir": "pypicache-data",
+    "pypicache.follow_interval": "60",
+    "pypicache.page_ttl": "300",
+    "pypicache.negative_ttl": "60",
+    "pypicache.error_retry_interval": "10",
+    "pypicache.index_ttl": "3600",
+    "pypicache.client_max_age": "60",
+    "pypicache.upstream_connect_timeout": "10",
+    "pypicache.upstream_timeout": "30",
+    "pypicache.upstream_retries": "2",
+    "pypicache.migrate_on_start": "true",
+}
+
+
+def env_name(key: str) -> str:
+    """The environment variable that overrides setting ``key``."""
+    if key == DATABASE_KEY:
+        return DATABASE_ENV
+    return key.upper().replace(".", "_")
+
+
+@dataclass(frozen=True)
+class Settings:
+    upstream_url: str | None
+    changelog_url: str | None
+    data_dir: Path
+    database_url: str
+    follow_interval: float
+    page_ttl: float
+    negative_ttl: float
+    error_retry_interval: float
+    index_ttl: float
+    client_max_age: int
+    upstream_connect_timeout: float
+    upstream_timeout: float
+    upstream_retries: int
+    migrate_on_start: bool
+
+    @classmethod
+    def from_mapping(
+        cls,
+        ini: Mapping[str, str],
+        environ: Mapping[str, str] | None = None,
+        overrides: Mapping[str, str | None] | None = None,
+    ) -> Settings:
+        """Merge defaults < ini < environment < overrides (CLI flags) and validate."""
+        environ = os.environ if environ is None else environ
+        raw: dict[str, str] = dict(DEFAULTS)
+        raw.update({k: str(v) for k, v in ini.items() if k.startswith(PREFIX) or k == DATABASE_KEY})
+        for key in [*DEFAULTS, DATABASE_KEY]:
+            value = environ.get(env_name(key))
+            if value is not None:
+                raw[key] = value
+        for key, value in (overrides or {}).items():
+            if value is not None:
+                raw[key] = value
+        unknown = sorted(k for k in raw if k.startswith(PREFIX) and k not in DEFAULTS)
+        if unknown:
+            raise SettingsError(f"{unknown[0]}: unknown setting")
+
+        upstream = _upstream_url(raw["pypicache.upstream_url"])
+        data_dir = Path(raw["pypicache.data_dir"].strip() or "pypicache-data").expanduser()
+        database_url = raw.get(DATABASE_KEY, "").strip() or (
+            f"sqlite:///{(data_dir / 'pypicache.sqlite').absolute()}"
+        )
+        try:
+            make_url(database_url)
+        except ArgumentError:
+            raise SettingsError(f"{DATABASE_KEY}: not a database URL: {database_url!r}") from None
+        return cls(
+            upstream_url=upstream,
+            changelog_url=_changelog_url(raw["pypicache.changelog_url"], upstream),
+            data_dir=data_dir,
+            database_url=database_url,
+            follow_interval=_seconds(raw, "pypicache.follow_interval"),
+            page_ttl=_seconds(raw, "pypicache.page_ttl", minimum=0),
+            negative_ttl=_seconds(raw, "pypicache.negative_ttl", minimum=0),
+            error_retry_interval=_seconds(raw, "pypicache.error_retry_interval", minimum=0),
+            index_ttl=_seconds(raw, "pypicache.index_ttl", minimum=0),
+            client_max_age=int(_seconds(raw, "pypicache.client_max_age", minimum=0)),
+            upstream_connect_timeout=_seconds(raw, "pypicache.upstream_connect_timeout"),
+            upstream_timeout=_seconds(raw, "pypicache.upstream_timeout"),
+            upstream_retries=_count(raw, "pypicache.upstream_retries"),
+            migrate_on_start=_bool(raw, "pypicache.migrate_on_start"),
+        )
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.data_dir / "blobs"
+
+    @property
+    def tmp_dir(self) -> Path:
+        """Where partial downloads live; on the blob store's filesystem so renames are atomic."""
+        return self.data_dir / "tmp"
+
+    @property
+    def index_dir(self) -> Path:
+        return self.data_dir / "index"
+
+    def prepare_data_dir(self) -> None:
+        for path in (self.data_dir, self.blob_dir, self.tmp_dir, self.index_dir):
+            path.mkdir(parents=True, exist_ok=True)
+
+
+def _upstream_url(value: str) -> str | None:
+    value = value.strip()
+    if value.lower() == "none":
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https", "file") or (
+        parts.scheme != "file" and not parts.netloc
+    ):
+        raise SettingsError(
+            "pypicache.upstream_url: expected an http(s):// or file:// URL or 'none', "
+            f"got {value!r}"
+        )
+    if parts.username or parts.password:
+        # Credentials would end up in logs and the admin page; take them from netrc instead.
+        raise SettingsError("pypicache.upstream_url: must not contain credentials")
+    return value if value.endswith("/") else value + "/"
+
+
+def _changelog_url(value: str, upstream: str | None) -> str | None:
+    value = value.strip()
+    if value.lower() == "none":
+        return None
+    if value:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise SettingsError(
+                f"pypicache.changelog_url: expected an http(s):// URL or 'none', got {value!r}"
+            )
+        return value
+    if upstream is None or urlsplit(upstream).scheme == "file":
+        return None
+    parts = urlsplit(upstream)
+    # PyPI's layout: the XML-RPC changelog lives at /pypi on the index host.
+    return urlunsplit((parts.scheme, parts.netloc, "/pypi", "", ""))
+
+
+def _seconds(raw: Mapping[str, str], key: str, minimum: float = 0.001) -> float:
+    try:
+        value = float(raw[key])
+    except ValueError:
+        raise SettingsError(f"{key}: expected a number of seconds, got {raw[key]!r}") from None
+    if not value >= minimum or value == float("inf"):
+        raise SettingsError(f"{key}: must be a number >= {minimum:g}, got {raw[key]!r}")
+    return value
+
+
+def _count(raw: Mapping[str, str], key: str) -> int:
+    try:
+        value = int(raw[key])
+    except ValueError:
+        raise SettingsError(f"{key}: expected a whole number, got {raw[key]!r}") from None
+    if value < 0:
+        raise SettingsError(f"{key}: must not be negative, got {raw[key]!r}")
+    return value
+
+
+def _bool(raw: Mapping[str, str], key: str) -> bool:
+    value = raw[key].strip().lower()
+    if value in ("true", "yes", "on", "1"):
+        return True
+    if value in ("false", "no", "off", "0"):
+        return False
+    raise SettingsError(f"{key}: expected true or false, got {raw[key]!r}")

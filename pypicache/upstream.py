@@ -1,0 +1,338 @@
+"""The upstream client: project pages, the project list and files, over HTTP(S) or file://."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib.metadata import version as dist_version
+from pathlib import Path
+from typing import BinaryIO
+from urllib.parse import quote, unquote, urljoin, urlsplit
+from urllib.request import url2pathname
+
+import requests
+from packaging.utils import canonicalize_name
+from pypi_simple import DistributionPackage, Link, ProjectPage
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from .errors import ProjectNotFound, UpstreamTimeout, UpstreamUnavailable
+
+log = logging.getLogger(__name__)
+
+# What uv sends: JSON first, HTML as the fallback for indexes without PEP 691.
+PAGE_ACCEPT = (
+    "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, "
+    "text/html;q=0.01"
+)
+CHUNK = 64 * 1024
+DIST_SUFFIXES = (".whl", ".tar.gz", ".zip", ".tar.bz2", ".tgz", ".egg")
+_ANCHOR = re.compile(rb"<a\s[^>]*>([^<]*)</a>", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class UpstreamFile:
+    filename: str
+    url: str
+    version: str | None
+    sha256: str | None
+    size: int | None
+    requires_python: str | None
+    yanked: bool
+    yanked_reason: str | None
+    upload_time: datetime | None  # naive UTC
+    has_metadata: bool
+    metadata_sha256: str | None
+
+
+@dataclass(frozen=True)
+class UpstreamPage:
+    name: str
+    files: tuple[UpstreamFile, ...]
+    versions: tuple[str, ...]
+    serial: int | None
+    etag: str | None
+    status: str | None
+    status_reason: str | None
+
+
+@dataclass(frozen=True)
+class NotModified:
+    """The upstream confirmed our stored copy (HTTP 304)."""
+
+    serial: int | None
+
+
+@dataclass
+class ProjectList:
+    """The upstream's project list, streamed: names are read lazily from ``names``."""
+
+    names: Iterator[str]
+    etag: str | None
+    serial: int | None
+
+
+class UpstreamStream:
+    """An open upstream file: its announced size and its bytes, read in chunks."""
+
+    def __init__(
+        self, size: int | None, chunks: Iterator[bytes], close: Callable[[], None]
+    ) -> None:
+        self.size = size
+        self._chunks = chunks
+        self._close = close
+
+    def iter_chunks(self) -> Iterator[bytes]:
+        return self._chunks
+
+    def close(self) -> None:
+        self._close()
+
+    def __enter__(self) -> UpstreamStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def parse_serial(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+class UpstreamClient:
+    """Talks to one upstream index; every call has a timeout and maps failures to our errors."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        connect_timeout: float,
+        read_timeout: float,
+        retries: int,
+    ) -> None:
+        self.base_url = base_url
+        self.timeout = (connect_timeout, read_timeout)
+        self.is_local = urlsplit(base_url).scheme == "file"
+        self.session = requests.Session()
+        self.session.headers["User-Agent"] = f"pypicache/{dist_version('pypicache')}"
+        retry = Retry(
+            total=retries,
+            connect=retries,
+            read=retries,
+            status=retries,
+            backoff_factor=0.25,
+            status_forcelist=(500, 502, 503, 504),
+            allowed_methods=("GET", "HEAD"),
+            respect_retry_after_header=False,
+            raise_on_status=False,
+        )
+        adapter = HTTPAdapter(max_retries=retry, pool_maxsize=32)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+
+    def close(self) -> None:
+        self.session.close()
+
+    def project_url(self, name: str) -> str:
+        return urljoin(self.base_url, quote(name) + "/")
+
+    # -- project pages ---------------------------------------------------------------------
+
+    def fetch_project(self, name: str, etag: str | None = None) -> UpstreamPage | NotModified:
+        """Fetch ``name``'s page, conditionally when we hold an ``etag``."""
+        if self.is_local:
+            return self._local_project(name)
+        headers = {"Accept": PAGE_ACCEPT}
+        if etag:
+            headers["If-None-Match"] = etag
+        url = self.project_url(name)
+        response = self._get(url, headers=headers)
+        with response:
+            serial = parse_serial(response.headers.get("X-PyPI-Last-Serial"))
+            if response.status_code == 304:
+                return NotModified(serial)
+            if response.status_code in (404, 410):
+                raise ProjectNotFound(name)
+            if response.status_code != 200:
+                raise UpstreamUnavailable(f"upstream answered {response.status_code} for {url}")
+            try:
+                page = ProjectPage.from_response(response, name)
+            except Exception as exc:
+                raise UpstreamUnavailable(f"unparsable upstream page {url}: {exc}") from exc
+            return _page(name, page, serial, response.headers.get("ETag"))
+
+    def _local_project(self, name: str) -> UpstreamPage:
+        root = _local_path(self.base_url)
+        directory = root / name
+        if not directory.is_dir():
+            found = [p for p in _subdirs(root) if canonicalize_name(p.name) == name]
+            if not found:
+                raise ProjectNotFound(name)
+            directory = found[0]
+        index = directory / "index.html"
+        if index.is_file():
+            page = ProjectPage.from_html(name, index.read_bytes(), base_url=index.as_uri())
+            return _page(name, page, None, None, local=True)
+        files = tuple(
+            _file(
+                DistributionPackage.from_link(Link(p.name, p.as_uri(), {}), name),
+                size=p.stat().st_size,
+                sha256=_sha256_file(p),
+            )
+            for p in sorted(directory.iterdir())
+            if p.is_file() and p.name.endswith(DIST_SUFFIXES)
+        )
+        return UpstreamPage(name, files, _versions(files, None), None, None, None, None)
+
+    # -- the project list ------------------------------------------------------------------
+
+    def project_list(self, etag: str | None = None) -> ProjectList | NotModified:
+        """The upstream's ``/simple/`` list, parsed while it streams (PyPI's is huge)."""
+        if self.is_local:
+            names = (p.name for p in _subdirs(_local_path(self.base_url)))
+            return ProjectList(names, None, None)
+        headers = {"Accept": "text/html"}
+        if etag:
+            headers["If-None-Match"] = etag
+        response = self._get(self.base_url, headers=headers, stream=True)
+        serial = parse_serial(response.headers.get("X-PyPI-Last-Serial"))
+        if response.status_code == 304:
+            response.close()
+            return NotModified(serial)
+        if response.status_code != 200:
+            response.close()
+            raise UpstreamUnavailable(f"upstream answered {response.status_code} for its list")
+        return ProjectList(_anchor_texts(response), response.headers.get("ETag"), serial)
+
+    # -- files -----------------------------------------------------------------------------
+
+    def open(self, url: str) -> UpstreamStream:
+        """Start downloading ``url``; the caller reads the chunks and must close the stream."""
+        if urlsplit(url).scheme == "file":
+            path = _local_path(url)
+            try:
+                handle: BinaryIO = path.open("rb")
+            except OSError as exc:
+                raise UpstreamUnavailable(f"cannot read {path}: {exc}") from exc
+            chunks = iter(lambda: handle.read(CHUNK), b"")
+            return UpstreamStream(path.stat().st_size, chunks, handle.close)
+        response = self._get(url, headers={"Accept-Encoding": "identity"}, stream=True)
+        if response.status_code != 200:
+            response.close()
+            raise UpstreamUnavailable(f"upstream answered {response.status_code} for {url}")
+        length = response.headers.get("Content-Length")
+        size = int(length) if length and length.isdigit() else None
+        return UpstreamStream(size, _raw_chunks(response), response.close)
+
+    def _get(self, url: str, *, headers: dict[str, str], stream: bool = False) -> requests.Response:
+        try:
+            return self.session.get(url, headers=headers, timeout=self.timeout, stream=stream)
+        except requests.Timeout as exc:
+            raise UpstreamTimeout(f"upstream timed out: {url}") from exc
+        except requests.RequestException as exc:
+            raise UpstreamUnavailable(f"upstream request failed: {url}: {exc}") from exc
+
+
+def _raw_chunks(response: requests.Response) -> Iterator[bytes]:
+    # The exact bytes (no content decoding): hashes are over what the upstream stores.
+    try:
+        yield from response.raw.stream(CHUNK, decode_content=False)
+    except requests.Timeout as exc:
+        raise UpstreamTimeout(f"upstream timed out during {response.url}") from exc
+    except Exception as exc:
+        raise UpstreamUnavailable(f"upstream download broke off: {response.url}: {exc}") from exc
+
+
+def _anchor_texts(response: requests.Response) -> Iterator[str]:
+    """Anchor texts of a streamed HTML list, one buffer at a time (constant memory)."""
+    with response:
+        tail = b""
+        try:
+            for chunk in response.iter_content(CHUNK):
+                buffer = tail + chunk
+                end = 0
+                for match in _ANCHOR.finditer(buffer):
+                    yield match.group(1).decode("utf-8", "replace").strip()
+                    end = match.end()
+                tail = buffer[end:] if end else buffer[-4096:]
+        except requests.RequestException as exc:
+            raise UpstreamUnavailable(f"upstream list broke off: {exc}") from exc
+
+
+def _page(
+    name: str, page: ProjectPage, serial: int | None, etag: str | None, local: bool = False
+) -> UpstreamPage:
+    if serial is None:
+        serial = parse_serial(page.last_serial)
+    files = tuple(
+        _file(pkg, size=_local_size(pkg.url) if local and pkg.size is None else pkg.size)
+        for pkg in page.packages
+    )
+    status = page.status.value if page.status is not None else None
+    return UpstreamPage(
+        name, files, _versions(files, page.versions), serial, etag, status, page.status_reason
+    )
+
+
+def _file(
+    pkg: DistributionPackage, *, size: int | None = None, sha256: str | None = None
+) -> UpstreamFile:
+    upload_time = pkg.upload_time
+    if upload_time is not None:
+        upload_time = upload_time.astimezone(UTC).replace(tzinfo=None)
+    metadata_digests = pkg.metadata_digests or {}
+    url = pkg.url.split("#", 1)[0]
+    return UpstreamFile(
+        filename=pkg.filename,
+        url=url,
+        version=pkg.version,
+        sha256=(sha256 or pkg.digests.get("sha256") or "").lower() or None,
+        size=size if size is not None else pkg.size,
+        requires_python=pkg.requires_python or None,
+        yanked=bool(pkg.is_yanked),
+        yanked_reason=pkg.yanked_reason or None,
+        upload_time=upload_time,
+        has_metadata=bool(pkg.has_metadata),
+        metadata_sha256=(metadata_digests.get("sha256") or "").lower() or None,
+    )
+
+
+def _versions(files: tuple[UpstreamFile, ...], listed: list[str] | None) -> tuple[str, ...]:
+    versions = set(listed or ())
+    versions.update(f.version for f in files if f.version)
+    return tuple(versions)
+
+
+def _local_path(url: str) -> Path:
+    return Path(url2pathname(unquote(urlsplit(url).path)))
+
+
+def _local_size(url: str) -> int | None:
+    if urlsplit(url).scheme != "file":
+        return None
+    try:
+        return _local_path(url).stat().st_size
+    except OSError:
+        return None
+
+
+def _subdirs(root: Path) -> Iterator[Path]:
+    try:
+        yield from (p for p in sorted(root.iterdir()) if p.is_dir())
+    except OSError as exc:
+        raise UpstreamUnavailable(f"cannot list {root}: {exc}") from exc
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

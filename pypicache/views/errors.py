@@ -1,0 +1,71 @@
+"""The one place where domain errors become HTTP answers."""
+
+from __future__ import annotations
+
+import logging
+
+from pyramid.httpexceptions import HTTPMovedPermanently, HTTPNotFound
+from pyramid.request import Request
+from pyramid.response import Response
+from pyramid.view import exception_view_config, notfound_view_config
+
+from ..errors import (
+    FileNotFound,
+    HashMismatch,
+    InvalidName,
+    ProjectNotFound,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from ..fill import FillStopped
+
+log = logging.getLogger(__name__)
+
+
+def _text(status: int, message: str) -> Response:
+    # Never cached: a 404 or 502 now says nothing about a minute from now.
+    return Response(
+        status=status,
+        body=(message + "\n").encode(),
+        content_type="text/plain",
+        charset="utf-8",
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+@notfound_view_config(append_slash=HTTPMovedPermanently)
+def not_found(exc: HTTPNotFound, request: Request) -> Response:
+    return _text(404, "404 Not Found")
+
+
+@exception_view_config(ProjectNotFound)
+def project_not_found(exc: ProjectNotFound, request: Request) -> Response:
+    return _text(404, f"404 Not Found: no project named {exc}")
+
+
+@exception_view_config(InvalidName)
+@exception_view_config(FileNotFound)
+def file_not_found(exc: Exception, request: Request) -> Response:
+    return _text(404, f"404 Not Found: {exc}")
+
+
+@exception_view_config(UpstreamTimeout)
+def upstream_timeout(exc: UpstreamTimeout, request: Request) -> Response:
+    return _text(504, f"504 Gateway Timeout: the upstream index timed out ({exc})")
+
+
+@exception_view_config(UpstreamUnavailable)
+def upstream_unavailable(exc: UpstreamUnavailable, request: Request) -> Response:
+    return _text(502, f"502 Bad Gateway: the upstream index failed ({exc})")
+
+
+@exception_view_config(HashMismatch)
+def hash_mismatch(exc: HashMismatch, request: Request) -> Response:
+    return _text(502, f"502 Bad Gateway: the upstream sent bytes that fail their hash ({exc})")
+
+
+@exception_view_config(FillStopped)
+def stopping(exc: FillStopped, request: Request) -> Response:
+    response = _text(503, "503 Service Unavailable: the server is stopping")
+    response.headers["Retry-After"] = "5"
+    return response

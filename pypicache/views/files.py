@@ -1,0 +1,105 @@
+"""Distribution files and their core metadata: from the blob store, or streamed while filled."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import BinaryIO
+
+from pyramid.request import Request
+from pyramid.response import Response
+from pyramid.view import view_config
+
+from ..errors import FileNotFound
+from ..httputil import Unsatisfiable, etag_matches, parse_range
+from ..names import normalize_project
+from ..rendering import FileRecord
+
+METADATA_SUFFIX = ".metadata"
+CHUNK = 256 * 1024
+# Safe only because a filename never gets different bytes here (hashes rule).
+IMMUTABLE = "max-age=365000000, immutable, public"
+
+
+@view_config(route_name="file", request_method=("GET", "HEAD"))
+def download(request: Request) -> Response:
+    project = normalize_project(request.matchdict["project"])
+    filename = request.matchdict["filename"]
+    index = request.index
+    if filename.endswith(METADATA_SUFFIX):
+        record = index.locate_file(project, filename.removesuffix(METADATA_SUFFIX))
+        handle = index.open_metadata(record)
+        return blob_response(request, handle, record.metadata_sha256, record)
+    record = index.locate_file(project, filename)
+    handle = index.open_stored(record.sha256)
+    if handle is not None:
+        return blob_response(request, handle, record.sha256, record)
+    if request.method == "HEAD" and record.size is not None:
+        # Announce without fetching: uv probes range support with HEAD.
+        return Response(headerlist=_file_headers(record.sha256, record), content_length=record.size)
+    fill = index.fill(record)
+    if fill is None:  # stored by another request a moment ago
+        return blob_response(request, index.open_stored(record.sha256), record.sha256, record)
+    size = fill.wait_started()
+    if size is None or request.headers.get("Range"):
+        # Without a size there is no Content-Length to promise; a range needs the whole file.
+        sha256 = fill.wait_finished()
+        return blob_response(request, index.open_stored(sha256), sha256, record)
+    headers = _file_headers(record.sha256, record)
+    return Response(headerlist=headers, app_iter=fill.chunks(), content_length=size)
+
+
+def blob_response(
+    request: Request, handle: BinaryIO | None, sha256: str | None, record: FileRecord
+) -> Response:
+    if handle is None:
+        raise FileNotFound(f"{record.filename} vanished from the store")
+    size = os.fstat(handle.fileno()).st_size
+    headers = _file_headers(sha256, record)
+    etag = f'"sha256:{sha256}"' if sha256 else None
+    if etag and etag_matches(request.headers.get("If-None-Match"), etag):
+        handle.close()
+        return Response(status=304, headerlist=headers)
+    wanted = request.headers.get("Range")
+    if wanted and request.headers.get("If-Range") not in (None, etag):
+        wanted = None  # the client holds other bytes: send the whole file
+    try:
+        byte_range = parse_range(wanted, size)
+    except Unsatisfiable:
+        handle.close()
+        headers.append(("Content-Range", f"bytes */{size}"))
+        return Response(status=416, headerlist=headers)
+    status, length = 200, size
+    if byte_range is not None:
+        handle.seek(byte_range.start)
+        status, length = 206, byte_range.length
+        headers.append(("Content-Range", f"bytes {byte_range.start}-{byte_range.end}/{size}"))
+    wrapper = request.environ.get("wsgi.file_wrapper")
+    app_iter = wrapper(handle, CHUNK) if wrapper else _limited(handle, length)
+    return Response(status=status, headerlist=headers, app_iter=app_iter, content_length=length)
+
+
+def _limited(handle: BinaryIO, length: int) -> Iterator[bytes]:
+    try:
+        while length > 0:
+            data = handle.read(min(CHUNK, length))
+            if not data:
+                return
+            length -= len(data)
+            yield data
+    finally:
+        handle.close()
+
+
+def _file_headers(sha256: str | None, record: FileRecord) -> list[tuple[str, str]]:
+    # An explicit type and no Content-Encoding: a .tar.gz must not look gzip-encoded.
+    headers = [
+        ("Content-Type", "application/octet-stream"),
+        ("Accept-Ranges", "bytes"),
+        ("Cache-Control", IMMUTABLE),
+    ]
+    if sha256:
+        headers.append(("ETag", f'"sha256:{sha256}"'))
+    if record.upload_time is not None:
+        headers.append(("Last-Modified", record.upload_time.strftime("%a, %d %b %Y %H:%M:%S GMT")))
+    return headers

@@ -1,0 +1,21 @@
+"""Endpoints for whoever operates the index: health."""
+
+from __future__ import annotations
+
+from pyramid.request import Request
+from pyramid.response import Response
+from pyramid.view import view_config
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+
+
+@view_config(route_name="health", request_method=("GET", "HEAD"))
+def health(request: Request) -> Response:
+    """200 while the app can serve: it answers and its database does."""
+    try:
+        request.dbsession.execute(text("SELECT 1"))
+    except SQLAlchemyError as exc:
+        return Response(
+            status=503, body=f"database unavailable: {exc}\n".encode(), content_type="text/plain"
+        )
+    return Response(body=b"ok\n", content_type="text/plain", cache_control="no-store")

@@ -1,0 +1,54 @@
+"""The outermost WSGI callable: the hot path for fresh project pages, and shutdown."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from sqlalchemy import Engine
+
+from .index import IndexService
+from .negotiation import select_media_type
+from .views.simple import page_response
+
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+_PREFIX = "/simple/"
+
+
+class PypicacheApp:
+    """Serves a fresh, already rendered project page without entering Pyramid.
+
+    pip and uv fetch one project page per dependency, again and again; the
+    page is pre-rendered bytes in memory, so routing, tweens and the
+    transaction manager would be most of the cost.  Everything else,
+    including every miss, goes to the Pyramid app, which answers the same
+    way through the same ``page_response``.
+    """
+
+    def __init__(
+        self, app: WSGIApp, service: IndexService, engine: Engine, client_max_age: int
+    ) -> None:
+        self.app = app
+        self.service = service
+        self.engine = engine
+        self.client_max_age = client_max_age
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        path: str = environ.get("PATH_INFO", "")
+        method = environ["REQUEST_METHOD"]
+        if path.startswith(_PREFIX) and path.endswith("/") and method in ("GET", "HEAD"):
+            # Only normalized names are cache keys, so anything else falls through.
+            entry = self.service.cached_page(path[len(_PREFIX) : -1])
+            media_type = select_media_type(environ.get("HTTP_ACCEPT"))
+            if entry is not None and media_type is not None:
+                status, headers, body = page_response(
+                    entry, media_type, environ.get("HTTP_IF_NONE_MATCH"), self.client_max_age
+                )
+                start_response(status, headers)
+                return [] if method == "HEAD" else [body]
+        return self.app(environ, start_response)
+
+    def close(self) -> None:
+        """Stop background downloads and release connections; the app serves no more."""
+        self.service.close()
+        self.engine.dispose()
