@@ -55,8 +55,8 @@ def parse_range(header: str | None, size: int) -> ByteRange | None:
         return None
     start = int(first)
     end = int(last) if last else size - 1
-    if end < start:
-        return None
+    if last and end < start:
+        return None  # syntactically invalid: ignore the header
     if start >= size:
         raise Unsatisfiable
     return ByteRange(start, min(end, size - 1))

@@ -24,13 +24,11 @@ log = logging.getLogger(__name__)
 
 def _text(status: int, message: str) -> Response:
     # Never cached: a 404 or 502 now says nothing about a minute from now.
-    return Response(
-        status=status,
-        body=(message + "\n").encode(),
-        content_type="text/plain",
-        charset="utf-8",
-        headers={"Cache-Control": "no-store"},
+    response = Response(
+        status=status, body=(message + "\n").encode(), content_type="text/plain", charset="utf-8"
     )
+    response.cache_control = "no-store"
+    return response
 
 
 @notfound_view_config(append_slash=HTTPMovedPermanently)
