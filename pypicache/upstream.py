@@ -15,6 +15,7 @@ from urllib.parse import quote, unquote, urljoin, urlsplit
 from urllib.request import url2pathname
 
 import requests
+import urllib3
 from packaging.utils import canonicalize_name
 from pypi_simple import DistributionPackage, Link, ProjectPage
 from requests.adapters import HTTPAdapter
@@ -237,6 +238,13 @@ class UpstreamClient:
         except requests.Timeout as exc:
             raise UpstreamTimeout(f"upstream timed out: {url}") from exc
         except requests.RequestException as exc:
+            # With retries, a timeout arrives wrapped: MaxRetryError(reason=ReadTimeoutError).
+            reason = getattr(exc.args[0], "reason", None) if exc.args else None
+            if isinstance(reason, urllib3.exceptions.ReadTimeoutError) or (
+                isinstance(reason, urllib3.exceptions.ConnectTimeoutError)
+                and not isinstance(reason, urllib3.exceptions.NewConnectionError)
+            ):
+                raise UpstreamTimeout(f"upstream timed out: {url}") from exc
             raise UpstreamUnavailable(f"upstream request failed: {url}: {exc}") from exc
 
 
