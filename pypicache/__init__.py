@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
-from pyramid.config import Configurator
+# Pyramid 2 still imports pkg_resources; its deprecation notice is noise to our users.
+warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
 
-from . import db
-from .settings import Settings
-from .wsgi import PypicacheApp
+from pyramid.config import Configurator  # noqa: E402
+
+from . import db  # noqa: E402
+from .settings import Settings  # noqa: E402
+from .wsgi import PypicacheApp  # noqa: E402
 
 
 def main(global_config: dict[str, Any] | None = None, **ini_settings: str) -> PypicacheApp:

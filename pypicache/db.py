@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from importlib.resources import files as package_files
+from pathlib import Path
 from typing import Any
 
 import transaction
@@ -11,15 +12,18 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from pyramid.config import Configurator
 from pyramid.request import Request
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from .settings import Settings
 
 
 def get_engine(database_url: str) -> Engine:
-    if database_url.startswith("sqlite"):
-        engine = create_engine(database_url, connect_args={"timeout": 30})
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite":
+        if url.database and url.database != ":memory:":
+            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     return create_engine(database_url, pool_pre_ping=True)

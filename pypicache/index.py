@@ -239,8 +239,7 @@ class IndexService:
     def _local_projects(self) -> Iterator[tuple[str, str]]:
         with self._unit_of_work() as db:
             rows = db.execute(select(Project.name, Project.display_name).order_by(Project.name))
-            for name, display_name in rows:
-                yield name, display_name
+            yield from rows
 
     def open_project_list(self, json: bool) -> tuple[ProjectListFiles, BinaryIO]:
         """The rendered /simple/ list and an open handle on the rendering asked for."""

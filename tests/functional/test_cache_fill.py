@@ -160,14 +160,16 @@ def test_a_hash_mismatch_aborts_the_client_and_stores_nothing(index, upstream, h
     # Slow enough that the client is streaming before the upstream body is complete.
     upstream.throttle_bytes_per_second = 1_000_000
     url = file_url(index, "tampered", wheel.filename)
-    received = b""
-    with (
-        http.get(url, stream=True, timeout=30) as response,
-        pytest.raises(requests.exceptions.ChunkedEncodingError),
-    ):
-        assert response.status_code == 200
-        for chunk in response.iter_content(65536):
-            received += chunk
+    received = bytearray()
+
+    def download() -> None:
+        with http.get(url, stream=True, timeout=30) as response:
+            assert response.status_code == 200
+            for chunk in response.iter_content(65536):
+                received.extend(chunk)
+
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        download()
     assert len(received) < wheel.size, "the client never gets a complete-looking wrong file"
     assert stored_blobs(index) == []
     assert temp_files(index) == []
@@ -288,7 +290,8 @@ def test_a_file_url_upstream_is_served(make_index: IndexFactory, tmp_path: Path,
     )
     assert page(http, index, "absent").status_code == 404
     listing = http.get(index.simple_url, timeout=10).text
-    assert 'href="plain-dir/"' in listing and 'href="with-index/"' in listing
+    assert 'href="plain-dir/"' in listing
+    assert 'href="with-index/"' in listing
 
 
 def test_no_upstream_serves_only_the_cache(make_index: IndexFactory, upstream, http):

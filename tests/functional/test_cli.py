@@ -1,0 +1,138 @@
+"""The pypicache command, pserve and alembic, as a user runs them."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import requests
+
+from tests.support.dists import make_wheel
+from tests.support.fakeupstream import FakeUpstream
+from tests.support.waiting import wait_until
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=1).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def env_without_pypicache_settings() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("PYPICACHE_")}
+
+
+@contextmanager
+def running(args: list[str], cwd: Path, env: dict[str, str], port: int) -> Iterator[None]:
+    log = (cwd / "server.log").open("w")
+    process = subprocess.Popen(args, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        if not wait_until(lambda: answers(f"http://127.0.0.1:{port}/health"), timeout=30):
+            process.terminate()
+            process.wait(10)
+            raise AssertionError((cwd / "server.log").read_text())
+        yield
+    finally:
+        process.terminate()
+        process.wait(15)
+        log.close()
+
+
+def test_pypicache_serve_with_flags(tmp_path: Path, upstream: FakeUpstream):
+    wheel = make_wheel("served", "1.0")
+    upstream.publish(wheel)
+    port = free_port()
+    args = [str(BIN / "pypicache"), "serve", "--port", str(port), "--upstream", upstream.simple_url]
+    with running(args, tmp_path, env_without_pypicache_settings(), port):
+        page = requests.get(f"http://127.0.0.1:{port}/simple/served/", timeout=10)
+        assert page.status_code == 200
+        assert wheel.filename in page.text
+    # Built-in defaults: data under ./pypicache-data of the working directory.
+    assert (tmp_path / "pypicache-data" / "pypicache.sqlite").is_file()
+
+
+def test_environment_overrides_settings(tmp_path: Path, upstream: FakeUpstream):
+    upstream.publish(make_wheel("from-env", "1.0"))
+    port = free_port()
+    env = env_without_pypicache_settings()
+    env["PYPICACHE_UPSTREAM_URL"] = upstream.simple_url
+    env["PYPICACHE_DATA_DIR"] = str(tmp_path / "elsewhere")
+    env["PYPICACHE_DATABASE_URL"] = f"sqlite:///{tmp_path / 'env.sqlite'}"
+    with running([str(BIN / "pypicache"), "serve", "--port", str(port)], tmp_path, env, port):
+        assert requests.get(f"http://127.0.0.1:{port}/simple/from-env/", timeout=10).ok
+    assert (tmp_path / "env.sqlite").is_file()
+    assert (tmp_path / "elsewhere" / "blobs").is_dir()
+
+
+def test_bad_settings_fail_at_start_with_one_line_naming_the_setting(tmp_path: Path):
+    env = env_without_pypicache_settings()
+    env["PYPICACHE_FOLLOW_INTERVAL"] = "often"
+    result = subprocess.run(
+        [str(BIN / "pypicache"), "serve", "--port", str(free_port())],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert "pypicache.follow_interval" in lines[0]
+
+    result = subprocess.run(
+        [str(BIN / "pypicache"), "serve", "--upstream", "ftp://example.invalid/simple/"],
+        cwd=tmp_path,
+        env=env_without_pypicache_settings(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "pypicache.upstream_url" in result.stderr
+
+
+def test_pserve_development_ini_and_alembic(tmp_path: Path, upstream: FakeUpstream):
+    upstream.publish(make_wheel("via-pserve", "1.0"))
+    for name in ("development.ini",):
+        shutil.copy(REPO / name, tmp_path / name)
+    shutil.copytree(REPO / "migrations", tmp_path / "migrations")
+    env = env_without_pypicache_settings()
+    env["PYPICACHE_UPSTREAM_URL"] = upstream.simple_url
+    env["PYPICACHE_MIGRATE_ON_START"] = "false"
+
+    # The schema comes from alembic alone here: the app is told not to migrate.
+    result = subprocess.run(
+        [str(BIN / "alembic"), "-c", "development.ini", "upgrade", "head"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "pypicache-data" / "pypicache.sqlite").is_file()
+
+    port = free_port()
+    ini = (tmp_path / "development.ini").read_text()
+    (tmp_path / "development.ini").write_text(
+        ini.replace("listen = 127.0.0.1:6543", f"listen = 127.0.0.1:{port}")
+    )
+    with running([str(BIN / "pserve"), "development.ini"], tmp_path, env, port):
+        assert requests.get(f"http://127.0.0.1:{port}/simple/via-pserve/", timeout=10).ok

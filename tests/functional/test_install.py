@@ -1,0 +1,91 @@
+"""Real pip and uv install a small dependency tree through pypicache, then without the upstream."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import RunningIndex
+from tests.support.clients import make_venv, pip_install, uv_pip_install
+from tests.support.dists import make_sdist, make_wheel
+from tests.support.fakeupstream import FakeUpstream
+
+
+@pytest.fixture
+def tree(upstream: FakeUpstream) -> FakeUpstream:
+    """app -> (liba, libb[>=2]), liba -> libc; plus versions that must not be chosen."""
+    upstream.publish(make_wheel("app", "1.0", requires_dist=["liba", "libb>=2"]))
+    upstream.publish(make_sdist("app", "1.0"))
+    upstream.publish(make_wheel("liba", "0.9"))
+    upstream.publish(make_wheel("liba", "1.0", requires_dist=["libc"]))
+    upstream.publish(make_wheel("libb", "1.5"))
+    upstream.publish(make_wheel("libb", "2.1"))
+    upstream.publish(make_wheel("libb", "3.0", requires_python=">=99"))
+    upstream.publish(make_wheel("libc", "0.1"))
+    upstream.publish(make_wheel("libc", "0.2"))
+    upstream.yank("libc", "0.2")
+    return upstream
+
+
+EXPECTED = {"app": "1.0", "liba": "1.0", "libb": "2.1", "libc": "0.1"}
+
+
+def installed(python: Path) -> dict[str, str]:
+    site = next((python.parent.parent / "lib").glob("python*/site-packages"))
+    found = {}
+    for dist_info in site.glob("*.dist-info"):
+        name, version = dist_info.name.removesuffix(".dist-info").rsplit("-", 1)
+        found[name] = version
+    return found
+
+
+def upstream_fetches(upstream: FakeUpstream) -> Counter[str]:
+    return Counter(r.path.split("?")[0] for r in upstream.requests if r.method == "GET")
+
+
+@pytest.mark.parametrize("installer", [pip_install, uv_pip_install], ids=["pip", "uv"])
+def test_install_cold_then_with_the_upstream_stopped(
+    index: RunningIndex, tree: FakeUpstream, tmp_path: Path, installer
+):
+    cold = installer(make_venv(tmp_path / "cold"), index.simple_url, "app")
+    assert cold.returncode == 0, cold.stderr
+    assert installed(tmp_path / "cold" / "bin" / "python") == EXPECTED
+
+    fetches = upstream_fetches(tree)
+    assert fetches, "the cold install went through the upstream"
+    assert max(fetches.values()) == 1, f"something was fetched twice: {fetches}"
+    assert not [path for path in fetches if path.endswith(".tar.gz")], "no sdist needed"
+
+    tree.stop()
+    warm = installer(make_venv(tmp_path / "warm"), index.simple_url, "app")
+    assert warm.returncode == 0, warm.stderr
+    assert installed(tmp_path / "warm" / "bin" / "python") == EXPECTED
+
+
+def test_pip_refuses_a_file_whose_hash_the_page_does_not_match(
+    index: RunningIndex, tree: FakeUpstream, tmp_path: Path
+):
+    wheel = make_wheel("libc", "0.1")
+    tree.wrong_bytes(wheel.filename)
+    result = pip_install(
+        make_venv(tmp_path / "venv"),
+        index.simple_url,
+        "libc==0.1",
+        extra=["--resume-retries", "0", "--retries", "0"],
+    )
+    assert result.returncode != 0
+    stored = {p.name for p in index.settings.blob_dir.rglob("*") if p.is_file()}
+    assert stored == {wheel.metadata_sha256}, "the metadata is fine; the wheel is not stored"
+
+
+def test_uv_installs_a_pinned_yanked_version_and_pip_skips_yanked(
+    index: RunningIndex, tree: FakeUpstream, tmp_path: Path
+):
+    result = pip_install(make_venv(tmp_path / "pip"), index.simple_url, "libc")
+    assert result.returncode == 0, result.stderr
+    assert installed(tmp_path / "pip" / "bin" / "python") == {"libc": "0.1"}
+    result = uv_pip_install(make_venv(tmp_path / "uv"), index.simple_url, "libc==0.2")
+    assert result.returncode == 0, result.stderr
+    assert installed(tmp_path / "uv" / "bin" / "python") == {"libc": "0.2"}
