@@ -30,13 +30,21 @@ def make_app(settings: Settings) -> PypicacheApp:
         config.registry["pypicache.settings"] = settings
         # Engine, session factory, pyramid_tm and request.dbsession.
         config.include(".db")
-        # Blob store, upstream client and the index service as request.index.
+        # Blob store, upstream client, the index service as request.index, the follower.
         config.include(".services")
         config.include(".routes")
         # Views, and the exception views that turn domain errors into HTTP.
         config.scan(".views")
         wsgi_app = config.make_wsgi_app()
         registry = config.registry
+    follower = registry["follower"]
+    if follower is not None:
+        # The changelog follower: one thread, led by one process of the deployment.
+        follower.start()
     return PypicacheApp(
-        wsgi_app, registry["index_service"], registry["db_engine"], settings.client_max_age
+        wsgi_app,
+        registry["index_service"],
+        follower,
+        registry["db_engine"],
+        settings.client_max_age,
     )

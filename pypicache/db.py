@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 from importlib.resources import files as package_files
 from pathlib import Path
 from typing import Any
@@ -61,8 +62,23 @@ def alembic_config(database_url: str) -> AlembicConfig:
 
 
 def upgrade(database_url: str) -> None:
-    """Create or upgrade the schema to the newest migration."""
-    command.upgrade(alembic_config(database_url), "head")
+    """Create or upgrade the schema to the newest migration.
+
+    Several processes starting at once on one SQLite file take turns, so only
+    the first migrates and the others find the schema current.
+    """
+    url = make_url(database_url)
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        command.upgrade(alembic_config(database_url), "head")
+        return
+    lock_path = Path(url.database).with_name(Path(url.database).name + ".migrate-lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            command.upgrade(alembic_config(database_url), "head")
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def includeme(config: Configurator) -> None:

@@ -31,3 +31,9 @@ class UpstreamTimeout(UpstreamUnavailable):
 
 class HashMismatch(PypicacheError):
     """Bytes that do not match the digest the page advertised; they are never stored."""
+
+
+class ChangelogUnavailable(PypicacheError):
+    """The upstream's change feed failed or does not exist; the follower retries later."""
+
+    retry_after: float | None = None  # the upstream asked us to wait (rate limit)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import Enum
 from typing import BinaryIO
 
 import transaction
@@ -18,7 +19,7 @@ from .db import get_tm_session
 from .errors import FileNotFound, ProjectNotFound, UpstreamUnavailable
 from .fill import Fill, FillRegistry
 from .keyedlocks import KeyedLocks
-from .models import File, Project
+from .models import Alarm, AuditEntry, File, Project
 from .projectlist import ProjectList, ProjectListFiles
 from .rendering import FileRecord, PageData, RenderedPage, render
 from .settings import Settings
@@ -31,6 +32,15 @@ log = logging.getLogger(__name__)
 def utcnow() -> datetime:
     """Naive UTC, the way every timestamp is stored."""
     return datetime.now(UTC).replace(tzinfo=None)
+
+
+class Refresh(Enum):
+    """What a changelog-triggered refetch achieved."""
+
+    UPDATED = "updated"  # stored (or removed) at the required serial or later
+    CURRENT = "current"  # already at that serial: nothing to do
+    STALE = "stale"  # the upstream still answers with an older page
+    NOT_CACHED = "not-cached"  # nobody asked for the project: it costs nothing
 
 
 @dataclass(frozen=True)
@@ -127,6 +137,11 @@ class IndexService:
             log.warning("upstream failed, serving stale %s: %s", name, exc)
             return self._keep(fallback, self.settings.error_retry_interval, stale=True)
 
+        return self._store(name, result)
+
+    def _store(self, name: str, result: UpstreamPage | NotModified) -> CachedPage:
+        """Record what the upstream answered; drop blobs nothing refers to any more."""
+        unreferenced: set[str] = set()
         with self._unit_of_work() as db:
             project = self._project(db, name)
             if isinstance(result, NotModified):
@@ -147,9 +162,59 @@ class IndexService:
             if project is None:
                 project = Project(name=name, display_name=name, files=[], versions=[])
                 db.add(project)
-            self._apply(project, result)
+            unreferenced = self._apply(db, project, result)
             db.flush()
-            return self._remember(project, self.settings.page_ttl)
+            entry = self._remember(project, self.settings.page_ttl)
+        self._drop_blobs(unreferenced)
+        return entry
+
+    def refresh_for_serial(
+        self, name: str, required: int, *, removal: bool, cache_buster: str | None
+    ) -> Refresh:
+        """Refetch a cached page the changelog says changed at serial ``required``.
+
+        The answer counts only if it says it reflects ``required`` or later: a CDN
+        can serve the old page for a while after the changelog moved on.
+        """
+        assert self.upstream is not None
+        with self._locks.hold(name):
+            with self._unit_of_work() as db:
+                project = self._project(db, name)
+                if project is None:
+                    return Refresh.NOT_CACHED
+                if (project.last_serial or -1) >= required:
+                    return Refresh.CURRENT  # a replayed entry, or a request got there first
+                etag = None if cache_buster else project.upstream_etag
+            try:
+                result = self.upstream.fetch_project(name, etag, cache_buster)
+            except ProjectNotFound:
+                if not removal:
+                    return Refresh.STALE  # a 404 the changelog does not explain
+                self._forget_project(name, serial=required)
+                return Refresh.UPDATED
+            if result.serial is not None and result.serial < required:
+                return Refresh.STALE
+            self._store(name, result)
+            return Refresh.UPDATED
+
+    def cached_serials(self, names: Iterable[str]) -> dict[str, int | None]:
+        """The stored serial of each of ``names`` that is in the cache."""
+        found: dict[str, int | None] = {}
+        batch = list(names)
+        with self._unit_of_work() as db:
+            for start in range(0, len(batch), 500):
+                rows = db.execute(
+                    select(Project.name, Project.last_serial).where(
+                        Project.name.in_(batch[start : start + 500])
+                    )
+                )
+                found.update((name, serial) for name, serial in rows)
+        return found
+
+    def all_cached_serials(self) -> dict[str, int | None]:
+        with self._unit_of_work() as db:
+            rows = db.execute(select(Project.name, Project.last_serial))
+            return {name: serial for name, serial in rows}
 
     def _project(self, db: Session, name: str) -> Project | None:
         return db.scalar(
@@ -161,8 +226,14 @@ class IndexService:
             return float("inf")
         return (utcnow() - project.checked_at).total_seconds()
 
-    def _apply(self, project: Project, page: UpstreamPage) -> None:
-        """Make the stored page say what the upstream page says."""
+    def _apply(self, db: Session, project: Project, page: UpstreamPage) -> set[str]:
+        """Make the stored page say what the upstream page says.
+
+        Returns the sha256 of blobs the page no longer uses; they are deleted
+        once this transaction committed and no other file refers to them.
+        """
+        now = utcnow()
+        dropped: set[str] = set()
         existing = {f.filename: f for f in project.files}
         for uf in page.files:
             row = existing.pop(uf.filename, None)
@@ -170,14 +241,33 @@ class IndexService:
                 row = File(filename=uf.filename)
                 project.files.append(row)
             elif uf.sha256 and row.sha256 and uf.sha256 != row.sha256:
-                # Hashes rule: the blob of the old hash is never served for this name again.
-                log.warning(
-                    "upstream hash of %s/%s changed from %s to %s",
-                    project.name,
-                    uf.filename,
-                    row.sha256,
-                    uf.sha256,
+                # Hashes rule: the old bytes are never served again for this name.
+                # PyPI forbids reusing a filename, so this is also an alarm.
+                detail = f"upstream hash changed from {row.sha256} to {uf.sha256}"
+                log.error("invalidated %s/%s: %s", project.name, uf.filename, detail)
+                db.add(
+                    AuditEntry(
+                        at=now,
+                        action="invalidate",
+                        project=project.name,
+                        filename=uf.filename,
+                        old_sha256=row.sha256,
+                        new_sha256=uf.sha256,
+                        serial=page.serial,
+                        detail=detail,
+                    )
                 )
+                db.add(
+                    Alarm(
+                        at=now,
+                        kind="upstream-mutation",
+                        project=project.name,
+                        filename=uf.filename,
+                        detail=detail,
+                    )
+                )
+                if row.cached_at is not None:
+                    dropped.add(row.sha256)
                 row.cached_at = None
             row.version = uf.version
             row.sha256 = uf.sha256 or row.sha256
@@ -192,13 +282,37 @@ class IndexService:
             )
             row.upstream_url = uf.url
         for gone in existing.values():
+            log.info("%s/%s was removed upstream", project.name, gone.filename)
+            db.add(
+                AuditEntry(
+                    at=now,
+                    action="remove-file",
+                    project=project.name,
+                    filename=gone.filename,
+                    old_sha256=gone.sha256,
+                    serial=page.serial,
+                    detail="no longer listed upstream",
+                )
+            )
+            if gone.cached_at is not None and gone.sha256:
+                dropped.add(gone.sha256)
             project.files.remove(gone)
         project.versions = sorted(page.versions)
         project.last_serial = page.serial
         project.upstream_etag = page.etag
         project.status = page.status
         project.status_reason = page.status_reason
-        project.checked_at = utcnow()
+        project.checked_at = now
+        return dropped
+
+    def _drop_blobs(self, candidates: set[str]) -> None:
+        if not candidates:
+            return
+        with self._unit_of_work() as db:
+            used = set(db.scalars(select(File.sha256).where(File.sha256.in_(candidates))))
+        for sha256 in candidates - used:
+            self.store.delete(sha256)
+            log.info("deleted blob %s: no cached file uses it any more", sha256)
 
     def _snapshot(self, project: Project) -> RenderedPage:
         return render(
@@ -220,15 +334,27 @@ class IndexService:
         self._missing.pop(page.name, None)
         return entry
 
-    def _forget_project(self, name: str) -> None:
+    def _forget_project(self, name: str, serial: int | None = None) -> None:
         """The upstream says the project does not exist (any more)."""
         self._missing[name] = time.monotonic() + self.settings.negative_ttl
         self._pages.pop(name, None)
+        blobs: set[str] = set()
         with self._unit_of_work() as db:
             project = self._project(db, name)
-            if project is not None:
-                log.warning("upstream no longer has %s; dropping its cached page", name)
-                db.delete(project)
+            if project is None:
+                return
+            log.warning("upstream no longer has %s; dropping its cached page", name)
+            blobs = {f.sha256 for f in project.files if f.sha256 and f.cached_at is not None}
+            now = utcnow()
+            detail = f"deleted upstream with {len(project.files)} files listed"
+            db.add(
+                AuditEntry(
+                    at=now, action="remove-project", project=name, serial=serial, detail=detail
+                )
+            )
+            db.add(Alarm(at=now, kind="upstream-deleted", project=name, detail=detail))
+            db.delete(project)
+        self._drop_blobs(blobs)
 
     def _local_fingerprint(self) -> tuple[int, int | None]:
         """Changes whenever a project is added or removed; cheap enough for every request."""

@@ -77,3 +77,70 @@ class File(Base):
     cached_at: Mapped[datetime | None] = mapped_column(DateTime)
 
     project: Mapped[Project] = relationship(back_populates="files")
+
+
+class FollowerState(Base):
+    """The changelog follower's bookkeeping: one row, shared by every process."""
+
+    __tablename__ = "follower_state"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # Every upstream change up to this serial is in the cache (the consistency promise).
+    watermark: Mapped[int | None] = mapped_column(BigInteger)
+    # How far the changelog has been read; changes past the watermark wait in dirty_projects.
+    read_serial: Mapped[int | None] = mapped_column(BigInteger)
+    upstream_serial: Mapped[int | None] = mapped_column(BigInteger)
+    # Since when the watermark has been behind the upstream (None: caught up).
+    behind_since: Mapped[datetime | None] = mapped_column(DateTime)
+    method: Mapped[str | None] = mapped_column(String(32))
+    index_etag: Mapped[str | None] = mapped_column(String(255))
+    last_poll_at: Mapped[datetime | None] = mapped_column(DateTime)
+    last_success_at: Mapped[datetime | None] = mapped_column(DateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_error_at: Mapped[datetime | None] = mapped_column(DateTime)
+    # The lease: exactly one process follows; another takes over when it expires.
+    leader: Mapped[str | None] = mapped_column(String(255))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class DirtyProject(Base):
+    """A cached project the changelog says changed, not yet refetched at that serial."""
+
+    __tablename__ = "dirty_projects"
+
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    required_serial: Mapped[int] = mapped_column(BigInteger)
+    # The newest change was a removal: an upstream 404 is then the expected answer.
+    removed: Mapped[bool] = mapped_column(Boolean, default=False)
+    attempts: Mapped[int] = mapped_column(default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class AuditEntry(Base):
+    """What happened to the cache and why: invalidations, removals (and later uploads)."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime, index=True)
+    action: Mapped[str] = mapped_column(String(64))
+    project: Mapped[str] = mapped_column(String(255), index=True)
+    filename: Mapped[str | None] = mapped_column(String(512))
+    old_sha256: Mapped[str | None] = mapped_column(String(64))
+    new_sha256: Mapped[str | None] = mapped_column(String(64))
+    serial: Mapped[int | None] = mapped_column(BigInteger)
+    detail: Mapped[str | None] = mapped_column(Text)
+
+
+class Alarm(Base):
+    """Something an operator must look at (a file replaced upstream, ...) until acknowledged."""
+
+    __tablename__ = "alarms"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime)
+    kind: Mapped[str] = mapped_column(String(64))
+    project: Mapped[str] = mapped_column(String(255))
+    filename: Mapped[str | None] = mapped_column(String(512))
+    detail: Mapped[str] = mapped_column(Text)
+    acknowledged_at: Mapped[datetime | None] = mapped_column(DateTime, index=True)

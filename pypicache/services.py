@@ -5,6 +5,8 @@ from __future__ import annotations
 from pyramid.config import Configurator
 from pyramid.request import Request
 
+from .changelog import XmlRpcChangelog
+from .follower import Follower
 from .index import IndexService
 from .settings import Settings
 from .storage import LocalBlobStore
@@ -30,6 +32,7 @@ def includeme(config: Configurator) -> None:
         upstream,
     )
     config.registry["index_service"] = service
+    config.registry["follower"] = _follower(settings, config, service, upstream)
 
     def index(request: Request) -> IndexService:
         return service
@@ -39,3 +42,21 @@ def includeme(config: Configurator) -> None:
 
     config.add_request_method(index, reify=True)
     config.add_request_method(app_settings, reify=True)
+
+
+def _follower(
+    settings: Settings, config: Configurator, service: IndexService, upstream: UpstreamClient | None
+) -> Follower | None:
+    """A changelog follower where the upstream can tell what changed (http(s) upstreams)."""
+    if upstream is None or upstream.is_local or settings.follow_method == "off":
+        return None
+    changelog = (
+        XmlRpcChangelog(
+            settings.changelog_url,
+            connect_timeout=settings.upstream_connect_timeout,
+            read_timeout=settings.upstream_timeout,
+        )
+        if settings.changelog_url
+        else None
+    )
+    return Follower(settings, config.registry["dbsession_factory"], service, upstream, changelog)

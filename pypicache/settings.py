@@ -15,6 +15,7 @@ from sqlalchemy.exc import ArgumentError
 from .errors import SettingsError
 
 PREFIX = "pypicache."
+FOLLOW_METHODS = ("auto", "xmlrpc", "simple-index", "off")
 DATABASE_KEY = "sqlalchemy.url"
 DATABASE_ENV = "PYPICACHE_DATABASE_URL"
 
@@ -25,6 +26,9 @@ DEFAULTS: dict[str, str] = {
     "pypicache.changelog_url": "",
     "pypicache.data_dir": "pypicache-data",
     "pypicache.follow_interval": "60",
+    "pypicache.follow_method": "auto",
+    "pypicache.replay_serials": "1000",
+    "pypicache.changelog_min_interval": "1",
     "pypicache.page_ttl": "300",
     "pypicache.negative_ttl": "60",
     "pypicache.error_retry_interval": "10",
@@ -51,6 +55,9 @@ class Settings:
     data_dir: Path
     database_url: str
     follow_interval: float
+    follow_method: str
+    replay_serials: int
+    changelog_min_interval: float
     page_ttl: float
     negative_ttl: float
     error_retry_interval: float
@@ -98,6 +105,9 @@ class Settings:
             data_dir=data_dir,
             database_url=database_url,
             follow_interval=_seconds(raw, "pypicache.follow_interval"),
+            follow_method=_choice(raw, "pypicache.follow_method", FOLLOW_METHODS),
+            replay_serials=_count(raw, "pypicache.replay_serials"),
+            changelog_min_interval=_seconds(raw, "pypicache.changelog_min_interval", minimum=0),
             page_ttl=_seconds(raw, "pypicache.page_ttl", minimum=0),
             negative_ttl=_seconds(raw, "pypicache.negative_ttl", minimum=0),
             error_retry_interval=_seconds(raw, "pypicache.error_retry_interval", minimum=0),
@@ -108,6 +118,11 @@ class Settings:
             upstream_retries=_count(raw, "pypicache.upstream_retries"),
             migrate_on_start=_bool(raw, "pypicache.migrate_on_start"),
         )
+
+    @property
+    def follow_lease(self) -> float:
+        """How long a follower's lease lasts unrenewed before another process takes over."""
+        return 3 * self.follow_interval + 5
 
     @property
     def blob_dir(self) -> Path:
@@ -180,6 +195,13 @@ def _count(raw: Mapping[str, str], key: str) -> int:
         raise SettingsError(f"{key}: expected a whole number, got {raw[key]!r}") from None
     if value < 0:
         raise SettingsError(f"{key}: must not be negative, got {raw[key]!r}")
+    return value
+
+
+def _choice(raw: Mapping[str, str], key: str, choices: tuple[str, ...]) -> str:
+    value = raw[key].strip().lower()
+    if value not in choices:
+        raise SettingsError(f"{key}: expected one of {', '.join(choices)}, got {raw[key]!r}")
     return value
 
 

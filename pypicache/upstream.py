@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import re
 from collections.abc import Callable, Iterator
@@ -77,6 +78,44 @@ class ProjectList:
     serial: int | None
 
 
+class ProjectSerials:
+    """(normalized name, serial) pairs of a JSON project list; ``serial`` once exhausted."""
+
+    _OBJECT = re.compile(rb"\{[^{}]*\}")
+
+    def __init__(self, response: requests.Response) -> None:
+        self._response = response
+        self.etag: str | None = response.headers.get("ETag")
+        self.serial = parse_serial(response.headers.get("X-PyPI-Last-Serial"))
+
+    def __iter__(self) -> Iterator[tuple[str, int]]:
+        with self._response as response:
+            tail = b""
+            try:
+                for chunk in response.iter_content(CHUNK):
+                    buffer = tail + chunk
+                    end = 0
+                    for match in self._OBJECT.finditer(buffer):
+                        end = match.end()
+                        yield from self._entry(match.group())
+                    tail = buffer[end:]
+            except requests.RequestException as exc:
+                raise UpstreamUnavailable(f"upstream list broke off: {exc}") from exc
+
+    def _entry(self, raw: bytes) -> Iterator[tuple[str, int]]:
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            return
+        serial = data.get("_last-serial")
+        if not isinstance(serial, int):
+            return
+        if "name" in data:
+            yield canonicalize_name(str(data["name"])), serial
+        elif "api-version" in data:  # the meta object
+            self.serial = max(self.serial or 0, serial)
+
+
 class UpstreamStream:
     """An open upstream file: its announced size and its bytes, read in chunks."""
 
@@ -146,14 +185,22 @@ class UpstreamClient:
 
     # -- project pages ---------------------------------------------------------------------
 
-    def fetch_project(self, name: str, etag: str | None = None) -> UpstreamPage | NotModified:
-        """Fetch ``name``'s page, conditionally when we hold an ``etag``."""
+    def fetch_project(
+        self, name: str, etag: str | None = None, cache_buster: str | None = None
+    ) -> UpstreamPage | NotModified:
+        """Fetch ``name``'s page, conditionally when we hold an ``etag``.
+
+        ``cache_buster`` adds a query parameter, for a CDN that keeps serving a
+        page older than the changelog says it is.
+        """
         if self.is_local:
             return self._local_project(name)
         headers = {"Accept": PAGE_ACCEPT}
         if etag:
             headers["If-None-Match"] = etag
         url = self.project_url(name)
+        if cache_buster:
+            url += f"?pypicache-refresh={cache_buster}"
         response = self._get(url, headers=headers)
         with response:
             serial = parse_serial(response.headers.get("X-PyPI-Last-Serial"))
@@ -211,6 +258,29 @@ class UpstreamClient:
             response.close()
             raise UpstreamUnavailable(f"upstream answered {response.status_code} for its list")
         return ProjectList(_anchor_texts(response), response.headers.get("ETag"), serial)
+
+    def project_serials(self, etag: str | None = None) -> ProjectSerials | NotModified:
+        """The PEP 691 JSON project list's ``_last-serial`` per project, streamed.
+
+        PyPI's list is tens of megabytes, so it is parsed one small object at a
+        time; raises UpstreamUnavailable when the upstream offers no such list.
+        """
+        if self.is_local:
+            raise UpstreamUnavailable("a file:// upstream has no project serials")
+        headers = {"Accept": "application/vnd.pypi.simple.v1+json"}
+        if etag:
+            headers["If-None-Match"] = etag
+        response = self._get(self.base_url, headers=headers, stream=True)
+        if response.status_code == 304:
+            response.close()
+            return NotModified(parse_serial(response.headers.get("X-PyPI-Last-Serial")))
+        content_type = response.headers.get("Content-Type", "").split(";")[0].strip()
+        if response.status_code != 200 or content_type != "application/vnd.pypi.simple.v1+json":
+            response.close()
+            raise UpstreamUnavailable(
+                f"upstream project list has no serials ({response.status_code} {content_type})"
+            )
+        return ProjectSerials(response)
 
     # -- files -----------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from .follower import Follower
 from .index import IndexService
 from .negotiation import select_media_type
 from .views.simple import page_response
@@ -26,10 +27,16 @@ class PypicacheApp:
     """
 
     def __init__(
-        self, app: WSGIApp, service: IndexService, engine: Engine, client_max_age: int
+        self,
+        app: WSGIApp,
+        service: IndexService,
+        follower: Follower | None,
+        engine: Engine,
+        client_max_age: int,
     ) -> None:
         self.app = app
         self.service = service
+        self.follower = follower
         self.engine = engine
         self.client_max_age = client_max_age
 
@@ -49,6 +56,8 @@ class PypicacheApp:
         return self.app(environ, start_response)
 
     def close(self) -> None:
-        """Stop background downloads and release connections; the app serves no more."""
+        """Stop the follower and downloads, release connections; the app serves no more."""
+        if self.follower is not None:
+            self.follower.stop()
         self.service.close()
         self.engine.dispose()

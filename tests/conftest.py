@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,23 @@ from pypicache.settings import Settings
 from pypicache.wsgi import PypicacheApp
 from tests.support.fakeupstream import FakeUpstream
 from tests.support.servers import WaitressThread
+
+_LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+@pytest.fixture(autouse=True)
+def _loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests talk to 127.0.0.1 only: a slip towards a real index fails loudly."""
+    connect = socket.socket.connect
+
+    def guarded(sock: socket.socket, address: object) -> object:
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            host = address[0] if isinstance(address, tuple) else address
+            if host not in _LOOPBACK:
+                raise ConnectionRefusedError(f"test tried to reach {address!r}")
+        return connect(sock, address)
+
+    monkeypatch.setattr(socket.socket, "connect", guarded)
 
 
 @pytest.fixture(scope="session")
@@ -69,6 +87,8 @@ def make_index(tmp_path: Path, template_db: Path) -> Iterator[IndexFactory]:
             "pypicache.upstream_timeout": "5",
             "pypicache.upstream_connect_timeout": "2",
             "pypicache.upstream_retries": "1",
+            # Follower tests switch it on; elsewhere it would only add upstream traffic.
+            "pypicache.follow_method": "off",
             **overrides,
         }
         settings = Settings.from_mapping(ini, environ={})

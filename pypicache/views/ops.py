@@ -1,4 +1,4 @@
-"""Endpoints for whoever operates the index: health."""
+"""Endpoints for whoever operates the index: health and status."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from pyramid.response import Response
 from pyramid.view import view_config
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
+
+from ..follower import status as follower_status
 
 
 @view_config(route_name="health", request_method=("GET", "HEAD"))
@@ -19,3 +21,13 @@ def health(request: Request) -> Response:
             status=503, body=f"database unavailable: {exc}\n".encode(), content_type="text/plain"
         )
     return Response(body=b"ok\n", content_type="text/plain", cache_control="no-store")
+
+
+@view_config(route_name="status", request_method=("GET", "HEAD"), renderer="json")
+def status(request: Request) -> dict[str, object]:
+    """Upstream serial, watermark, lag, follower health and cache counts, as JSON."""
+    registry = request.registry
+    report = follower_status(registry["dbsession_factory"], registry["follower"])
+    report["upstream"] = request.app_settings.upstream_url
+    request.response.cache_control = "no-store"
+    return report
