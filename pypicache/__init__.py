@@ -32,6 +32,8 @@ def make_app(settings: Settings) -> PypicacheApp:
         config.include(".db")
         # Blob store, upstream client, the index service as request.index, the follower.
         config.include(".services")
+        # Basic auth (passwords, API tokens) and the read/upload/admin permissions.
+        config.include(".security")
         config.include(".routes")
         # Views, and the exception views that turn domain errors into HTTP.
         config.scan(".views")
@@ -45,6 +47,7 @@ def make_app(settings: Settings) -> PypicacheApp:
         wsgi_app,
         registry["index_service"],
         follower,
+        registry["security_policy"],
         registry["db_engine"],
         settings.client_max_age,
     )

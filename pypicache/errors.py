@@ -37,3 +37,11 @@ class ChangelogUnavailable(PypicacheError):
     """The upstream's change feed failed or does not exist; the follower retries later."""
 
     retry_after: float | None = None  # the upstream asked us to wait (rate limit)
+
+
+class AccountError(PypicacheError):
+    """A user or token operation that cannot be done (unknown user, name taken, ...)."""
+
+
+class Forbidden(PypicacheError):
+    """Authenticated, but not allowed to do this (403)."""

@@ -28,6 +28,9 @@ from .upstream import NotModified, UpstreamClient, UpstreamPage
 
 log = logging.getLogger(__name__)
 
+# Seconds a process serves a private page from memory before re-reading the database.
+PRIVATE_REFRESH = 2.0
+
 
 def utcnow() -> datetime:
     """Naive UTC, the way every timestamp is stored."""
@@ -66,7 +69,7 @@ class IndexService:
         self._session_factory = session_factory
         self._pages: dict[str, CachedPage] = {}
         self._missing: dict[str, float] = {}  # upstream said 404: name -> until (monotonic)
-        self._locks = KeyedLocks()
+        self.locks = KeyedLocks()
         self.fills = FillRegistry()
         self._wait_timeout = (
             settings.upstream_connect_timeout
@@ -106,7 +109,7 @@ class IndexService:
         entry = self.cached_page(name)
         if entry is not None:
             return entry
-        with self._locks.hold(name):
+        with self.locks.hold(name):
             entry = self.cached_page(name)
             return entry if entry is not None else self._load(name)
 
@@ -114,6 +117,10 @@ class IndexService:
         with self._unit_of_work() as db:
             project = self._project(db, name)
             if project is not None:
+                if project.private and not project.merge_upstream:
+                    # Shadowing: the upstream is never asked about a private name.  Re-read
+                    # often: an upload or a yank in another process must show quickly.
+                    return self._remember(project, min(self.settings.page_ttl, PRIVATE_REFRESH))
                 age = self._age(project)
                 if self.upstream is None or age < self.settings.page_ttl:
                     return self._remember(project, self.settings.page_ttl - age)
@@ -165,7 +172,7 @@ class IndexService:
             unreferenced = self._apply(db, project, result)
             db.flush()
             entry = self._remember(project, self.settings.page_ttl)
-        self._drop_blobs(unreferenced)
+        self.drop_blobs(unreferenced)
         return entry
 
     def refresh_for_serial(
@@ -177,11 +184,11 @@ class IndexService:
         can serve the old page for a while after the changelog moved on.
         """
         assert self.upstream is not None
-        with self._locks.hold(name):
+        with self.locks.hold(name):
             with self._unit_of_work() as db:
                 project = self._project(db, name)
-                if project is None:
-                    return Refresh.NOT_CACHED
+                if project is None or project.private:
+                    return Refresh.NOT_CACHED  # private projects never follow the upstream
                 if (project.last_serial or -1) >= required:
                     return Refresh.CURRENT  # a replayed entry, or a request got there first
                 etag = None if cache_buster else project.upstream_etag
@@ -205,7 +212,7 @@ class IndexService:
             for start in range(0, len(batch), 500):
                 rows = db.execute(
                     select(Project.name, Project.last_serial).where(
-                        Project.name.in_(batch[start : start + 500])
+                        Project.name.in_(batch[start : start + 500]), Project.private.is_(False)
                     )
                 )
                 found.update((name, serial) for name, serial in rows)
@@ -213,7 +220,9 @@ class IndexService:
 
     def all_cached_serials(self) -> dict[str, int | None]:
         with self._unit_of_work() as db:
-            rows = db.execute(select(Project.name, Project.last_serial))
+            rows = db.execute(
+                select(Project.name, Project.last_serial).where(Project.private.is_(False))
+            )
             return {name: serial for name, serial in rows}
 
     def _project(self, db: Session, name: str) -> Project | None:
@@ -234,8 +243,11 @@ class IndexService:
         """
         now = utcnow()
         dropped: set[str] = set()
-        existing = {f.filename: f for f in project.files}
+        existing = {f.filename: f for f in project.files if f.origin == "upstream"}
+        private = {f.filename: f for f in project.files if f.origin == "private"}
         for uf in page.files:
+            if uf.filename in private:
+                continue  # a private file of that name wins over the upstream's
             row = existing.pop(uf.filename, None)
             if row is None:
                 row = File(filename=uf.filename)
@@ -297,7 +309,9 @@ class IndexService:
             if gone.cached_at is not None and gone.sha256:
                 dropped.add(gone.sha256)
             project.files.remove(gone)
-        project.versions = sorted(page.versions)
+        project.versions = sorted(
+            set(page.versions) | {f.version for f in private.values() if f.version}
+        )
         project.last_serial = page.serial
         project.upstream_etag = page.etag
         project.status = page.status
@@ -305,7 +319,7 @@ class IndexService:
         project.checked_at = now
         return dropped
 
-    def _drop_blobs(self, candidates: set[str]) -> None:
+    def drop_blobs(self, candidates: set[str]) -> None:
         if not candidates:
             return
         with self._unit_of_work() as db:
@@ -322,6 +336,7 @@ class IndexService:
                 serial=project.last_serial,
                 versions=list(project.versions or ()),
                 files=[_record(project.name, f) for f in project.files],
+                private=project.private,
             )
         )
 
@@ -334,6 +349,11 @@ class IndexService:
         self._missing.pop(page.name, None)
         return entry
 
+    def forget(self, name: str) -> None:
+        """Drop what this process remembers of ``name`` (after an upload or an admin change)."""
+        self._pages.pop(name, None)
+        self._missing.pop(name, None)
+
     def _forget_project(self, name: str, serial: int | None = None) -> None:
         """The upstream says the project does not exist (any more)."""
         self._missing[name] = time.monotonic() + self.settings.negative_ttl
@@ -342,6 +362,12 @@ class IndexService:
         with self._unit_of_work() as db:
             project = self._project(db, name)
             if project is None:
+                return
+            if project.private:
+                # Only the merged upstream files go; the private project stays.
+                for row in [f for f in project.files if f.origin == "upstream"]:
+                    project.files.remove(row)
+                project.checked_at = utcnow()
                 return
             log.warning("upstream no longer has %s; dropping its cached page", name)
             blobs = {f.sha256 for f in project.files if f.sha256 and f.cached_at is not None}
@@ -354,7 +380,7 @@ class IndexService:
             )
             db.add(Alarm(at=now, kind="upstream-deleted", project=name, detail=detail))
             db.delete(project)
-        self._drop_blobs(blobs)
+        self.drop_blobs(blobs)
 
     def _local_fingerprint(self) -> tuple[int, int | None]:
         """Changes whenever a project is added or removed; cheap enough for every request."""

@@ -47,6 +47,10 @@ class Project(Base):
     versions: Mapped[list[str]] = mapped_column(JSON, default=list)
     status: Mapped[str | None] = mapped_column(String(32))
     status_reason: Mapped[str | None] = mapped_column(Text)
+    # A private project shadows the upstream project of the same name (dependency
+    # confusion): upstream files are merged into its page only if an admin allows it.
+    private: Mapped[bool] = mapped_column(Boolean, default=False)
+    merge_upstream: Mapped[bool] = mapped_column(Boolean, default=False)
 
     files: Mapped[list[File]] = relationship(
         back_populates="project", cascade="all, delete-orphan", passive_deletes=True
@@ -73,6 +77,9 @@ class File(Base):
     has_metadata: Mapped[bool] = mapped_column(Boolean, default=False)
     metadata_sha256: Mapped[str | None] = mapped_column(String(64))
     upstream_url: Mapped[str | None] = mapped_column(Text)
+    # "upstream" (cached, may be invalidated) or "private" (uploaded here, never touched
+    # by the cache machinery).
+    origin: Mapped[str] = mapped_column(String(16), default="upstream")
     # When the blob for the current sha256 was stored; None while it is not cached.
     cached_at: Mapped[datetime | None] = mapped_column(DateTime)
 
@@ -130,6 +137,7 @@ class AuditEntry(Base):
     new_sha256: Mapped[str | None] = mapped_column(String(64))
     serial: Mapped[int | None] = mapped_column(BigInteger)
     detail: Mapped[str | None] = mapped_column(Text)
+    actor: Mapped[str | None] = mapped_column(String(100))  # None: the cache machinery
 
 
 class Alarm(Base):
@@ -144,3 +152,59 @@ class Alarm(Base):
     filename: Mapped[str | None] = mapped_column(String(512))
     detail: Mapped[str] = mapped_column(Text)
     acknowledged_at: Mapped[datetime | None] = mapped_column(DateTime, index=True)
+
+
+class User(Base):
+    """Someone who uploads (or, with read_auth, reads); admins manage everything."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    password_hash: Mapped[str | None] = mapped_column(String(255))
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+
+    tokens: Mapped[list[ApiToken]] = relationship(
+        back_populates="user", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class ApiToken(Base):
+    """An API token; only its sha256 is kept, the token itself is shown once."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(32))  # enough to recognise it in a list
+    description: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+    user: Mapped[User] = relationship(back_populates="tokens")
+
+
+class ProjectMember(Base):
+    """A user who may upload to a private project (its creator, or granted by an admin)."""
+
+    __tablename__ = "project_members"
+
+    project_id: Mapped[int] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+
+
+class DeletedFilename(Base):
+    """A private filename once used: never again with other bytes (immutable caching)."""
+
+    __tablename__ = "deleted_filenames"
+
+    filename: Mapped[str] = mapped_column(String(512), primary_key=True)
+    project: Mapped[str] = mapped_column(String(255))
+    deleted_at: Mapped[datetime] = mapped_column(DateTime)

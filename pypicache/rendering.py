@@ -55,6 +55,7 @@ class PageData:
     serial: int | None
     versions: Sequence[str]
     files: Sequence[FileRecord]
+    private: bool = False
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,7 @@ class RenderedPage:
     html: Representation
     json: Representation
     files: dict[str, FileRecord] = field(repr=False)
+    private: bool = False  # mutable: clients must revalidate every time
 
     def representation(self, media_type: str) -> Representation:
         return self.json if media_type == JSON_TYPE else self.html
@@ -91,6 +93,7 @@ def render(page: PageData) -> RenderedPage:
         html=Representation(html, etag_of(html)),
         json=Representation(body, etag_of(body)),
         files={f.filename: f for f in files},
+        private=page.private,
     )
 
 

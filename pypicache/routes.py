@@ -10,3 +10,8 @@ def includeme(config: Configurator) -> None:
     config.add_route("simple_project", "/simple/{project}/")
     # The filename is the last path segment, as pip and uv expect (they take it from the URL).
     config.add_route("file", "/packages/{project}/{filename}")
+    # Uploads: PyPI's URL, the same without the slash, and pypiserver's "/" (twine
+    # refuses any redirect, so each one answers directly).
+    config.add_route("upload", "/legacy/")
+    config.add_route("upload_legacy_no_slash", "/legacy")
+    config.add_route("upload_root", "/", request_method="POST")

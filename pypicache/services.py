@@ -8,6 +8,7 @@ from pyramid.request import Request
 from .changelog import XmlRpcChangelog
 from .follower import Follower
 from .index import IndexService
+from .private import PrivatePackages
 from .settings import Settings
 from .storage import LocalBlobStore
 from .upstream import UpstreamClient
@@ -32,6 +33,7 @@ def includeme(config: Configurator) -> None:
         upstream,
     )
     config.registry["index_service"] = service
+    private = PrivatePackages(settings, config.registry["dbsession_factory"], service)
     config.registry["follower"] = _follower(settings, config, service, upstream)
 
     def index(request: Request) -> IndexService:
@@ -40,7 +42,11 @@ def includeme(config: Configurator) -> None:
     def app_settings(request: Request) -> Settings:
         return settings
 
+    def private_packages(request: Request) -> PrivatePackages:
+        return private
+
     config.add_request_method(index, reify=True)
+    config.add_request_method(private_packages, "private", reify=True)
     config.add_request_method(app_settings, reify=True)
 
 

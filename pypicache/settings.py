@@ -38,6 +38,9 @@ DEFAULTS: dict[str, str] = {
     "pypicache.upstream_timeout": "30",
     "pypicache.upstream_retries": "2",
     "pypicache.migrate_on_start": "true",
+    "pypicache.read_auth": "false",
+    "pypicache.allow_overwrite": "false",
+    "pypicache.max_upload_size": str(100 * 1024 * 1024),
 }
 
 
@@ -67,6 +70,9 @@ class Settings:
     upstream_timeout: float
     upstream_retries: int
     migrate_on_start: bool
+    read_auth: bool
+    allow_overwrite: bool
+    max_upload_size: int
 
     @classmethod
     def from_mapping(
@@ -117,6 +123,9 @@ class Settings:
             upstream_timeout=_seconds(raw, "pypicache.upstream_timeout"),
             upstream_retries=_count(raw, "pypicache.upstream_retries"),
             migrate_on_start=_bool(raw, "pypicache.migrate_on_start"),
+            read_auth=_bool(raw, "pypicache.read_auth"),
+            allow_overwrite=_bool(raw, "pypicache.allow_overwrite"),
+            max_upload_size=_count(raw, "pypicache.max_upload_size"),
         )
 
     @property

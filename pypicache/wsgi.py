@@ -10,6 +10,7 @@ from sqlalchemy import Engine
 from .follower import Follower
 from .index import IndexService
 from .negotiation import select_media_type
+from .security import BasicAuthSecurityPolicy
 from .views.simple import page_response
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
@@ -31,12 +32,14 @@ class PypicacheApp:
         app: WSGIApp,
         service: IndexService,
         follower: Follower | None,
+        policy: BasicAuthSecurityPolicy,
         engine: Engine,
         client_max_age: int,
     ) -> None:
         self.app = app
         self.service = service
         self.follower = follower
+        self.policy = policy
         self.engine = engine
         self.client_max_age = client_max_age
 
@@ -47,7 +50,11 @@ class PypicacheApp:
             # Only normalized names are cache keys, so anything else falls through.
             entry = self.service.cached_page(path[len(_PREFIX) : -1])
             media_type = select_media_type(environ.get("HTTP_ACCEPT"))
-            if entry is not None and media_type is not None:
+            if (
+                entry is not None
+                and media_type is not None
+                and self.policy.may_read(environ.get("HTTP_AUTHORIZATION"))
+            ):
                 status, headers, body = page_response(
                     entry, media_type, environ.get("HTTP_IF_NONE_MATCH"), self.client_max_age
                 )

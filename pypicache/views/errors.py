@@ -7,10 +7,11 @@ import logging
 from pyramid.httpexceptions import HTTPMovedPermanently, HTTPNotFound
 from pyramid.request import Request
 from pyramid.response import Response
-from pyramid.view import exception_view_config, notfound_view_config
+from pyramid.view import exception_view_config, forbidden_view_config, notfound_view_config
 
 from ..errors import (
     FileNotFound,
+    Forbidden,
     HashMismatch,
     InvalidName,
     ProjectNotFound,
@@ -18,6 +19,8 @@ from ..errors import (
     UpstreamUnavailable,
 )
 from ..fill import FillStopped
+from ..security import REALM
+from .upload import answer
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +37,22 @@ def _text(status: int, message: str) -> Response:
 @notfound_view_config(append_slash=HTTPMovedPermanently)
 def not_found(exc: HTTPNotFound, request: Request) -> Response:
     return _text(404, "404 Not Found")
+
+
+@forbidden_view_config()
+def forbidden(exc: Exception, request: Request) -> Response:
+    """401 with a challenge when nobody (valid) is asking, 403 when the asker may not."""
+    if request.identity is None:
+        message = "Invalid or missing credentials: use a user's password or __token__ and a token."
+        response = answer(401, message)
+        response.headers["WWW-Authenticate"] = REALM
+        return response
+    return answer(403, f"The user '{request.identity.name}' may not do this.")
+
+
+@exception_view_config(Forbidden)
+def not_allowed(exc: Forbidden, request: Request) -> Response:
+    return answer(403, str(exc))
 
 
 @exception_view_config(ProjectNotFound)

@@ -14,6 +14,7 @@ from ..errors import FileNotFound
 from ..httputil import Unsatisfiable, etag_matches, parse_range
 from ..names import normalize_project
 from ..rendering import FileRecord
+from ..security import READ
 
 METADATA_SUFFIX = ".metadata"
 CHUNK = 256 * 1024
@@ -21,7 +22,7 @@ CHUNK = 256 * 1024
 IMMUTABLE = "max-age=365000000, immutable, public"
 
 
-@view_config(route_name="file", request_method=("GET", "HEAD"))
+@view_config(route_name="file", request_method=("GET", "HEAD"), permission=READ)
 def download(request: Request) -> Response:
     project = normalize_project(request.matchdict["project"])
     filename = request.matchdict["filename"]

@@ -9,6 +9,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..follower import status as follower_status
+from ..security import READ
 
 
 @view_config(route_name="health", request_method=("GET", "HEAD"))
@@ -23,7 +24,7 @@ def health(request: Request) -> Response:
     return Response(body=b"ok\n", content_type="text/plain", cache_control="no-store")
 
 
-@view_config(route_name="status", request_method=("GET", "HEAD"), renderer="json")
+@view_config(route_name="status", request_method=("GET", "HEAD"), renderer="json", permission=READ)
 def status(request: Request) -> dict[str, object]:
     """Upstream serial, watermark, lag, follower health and cache counts, as JSON."""
     registry = request.registry

@@ -14,6 +14,7 @@ from ..index import CachedPage
 from ..names import normalize_project
 from ..negotiation import select_media_type
 from ..rendering import CONTENT_TYPES, JSON_TYPE
+from ..security import READ
 
 STALE_CACHE_CONTROL = "max-age=0, must-revalidate, no-cache, no-store"
 NOT_ACCEPTABLE = (
@@ -32,7 +33,7 @@ def page_response(
         ("Content-Type", CONTENT_TYPES[media_type]),
         ("ETag", representation.etag),
         ("Vary", "Accept"),
-        ("Cache-Control", STALE_CACHE_CONTROL if entry.stale else f"max-age={max_age}, public"),
+        ("Cache-Control", _cache_control(entry, max_age)),
     ]
     if page.serial is not None:
         headers.append(("X-PyPI-Last-Serial", str(page.serial)))
@@ -42,7 +43,16 @@ def page_response(
     return "200 OK", headers, representation.body
 
 
-@view_config(route_name="simple_project", request_method=("GET", "HEAD"))
+def _cache_control(entry: CachedPage, max_age: int) -> str:
+    if entry.stale:
+        return STALE_CACHE_CONTROL
+    if entry.page.private:
+        # A new upload must be visible at once: revalidate every time (a cheap 304).
+        return "no-cache"
+    return f"max-age={max_age}, public"
+
+
+@view_config(route_name="simple_project", request_method=("GET", "HEAD"), permission=READ)
 def project_page(request: Request) -> Response:
     name = normalize_project(request.matchdict["project"])
     if name != request.matchdict["project"]:
@@ -57,7 +67,7 @@ def project_page(request: Request) -> Response:
     return Response(status=status, headerlist=headers, body=body)
 
 
-@view_config(route_name="simple_index", request_method=("GET", "HEAD"))
+@view_config(route_name="simple_index", request_method=("GET", "HEAD"), permission=READ)
 def project_list(request: Request) -> Response:
     media_type = select_media_type(request.headers.get("Accept"))
     if media_type is None:
