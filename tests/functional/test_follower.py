@@ -16,6 +16,7 @@ import requests
 import transaction
 from sqlalchemy import select
 
+from pypicache.accounts import Accounts
 from pypicache.db import get_engine, get_session_factory, get_tm_session
 from pypicache.models import Alarm, AuditEntry
 from tests.conftest import IndexFactory, RunningIndex
@@ -23,6 +24,7 @@ from tests.functional.test_cli import answers, free_port
 from tests.support.clients import clean_client_env
 from tests.support.dists import make_wheel
 from tests.support.fakeupstream import RATE_LIMIT_FAULT, FakeUpstream
+from tests.support.uploads import form_fields, post_upload
 from tests.support.waiting import wait_until
 
 JSON = "application/vnd.pypi.simple.v1+json"
@@ -369,3 +371,28 @@ def test_two_processes_on_one_database_elect_one_leader(upstream, tmp_path):
             with suppress(ProcessLookupError):
                 process.terminate()
             process.wait(15)
+
+
+def test_the_follower_ignores_private_projects(following, upstream):
+    engine = get_engine(following.settings.database_url)
+    try:
+        accounts = Accounts(get_session_factory(engine))
+        accounts.add_user("owner", "long enough password")
+        ours = make_wheel("our-secret", "1.0")
+        response = post_upload(
+            following.url + "/legacy/",
+            ("owner", "long enough password"),
+            form_fields(ours),
+            ours.filename,
+            ours.content,
+        )
+        assert response.status_code == 200, response.text
+    finally:
+        engine.dispose()
+    assert caught_up(following, upstream)
+    upstream.publish(make_wheel("our-secret", "99.0"))  # the dependency-confusion attempt
+    upstream.publish(make_wheel("our-secret", "98.0"))
+    assert caught_up(following, upstream)
+    assert versions(following, "our-secret") == ["1.0"]
+    assert status(following)["dirty_projects"] == 0
+    assert upstream.count(path_prefix="/simple/our-secret/") == 0
