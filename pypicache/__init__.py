@@ -10,7 +10,7 @@ warnings.filterwarnings("ignore", message="pkg_resources is deprecated", categor
 
 from pyramid.config import Configurator  # noqa: E402
 
-from . import db  # noqa: E402
+from . import db, logs  # noqa: E402
 from .settings import Settings  # noqa: E402
 from .wsgi import PypicacheApp  # noqa: E402
 
@@ -22,6 +22,8 @@ def main(global_config: dict[str, Any] | None = None, **ini_settings: str) -> Py
 
 def make_app(settings: Settings) -> PypicacheApp:
     """The composition root: read top to bottom, it is the table of contents."""
+    if settings.log_format == "json":
+        logs.use_json_logs()
     settings.prepare_data_dir()
     if settings.migrate_on_start:
         db.upgrade(settings.database_url)
@@ -50,4 +52,5 @@ def make_app(settings: Settings) -> PypicacheApp:
         registry["security_policy"],
         registry["db_engine"],
         settings.client_max_age,
+        registry["metrics"],
     )

@@ -5,12 +5,16 @@ from __future__ import annotations
 import re
 import xmlrpc.client
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from xml.parsers.expat import ExpatError
 
 import requests
 from packaging.utils import canonicalize_name
 
 from .errors import ChangelogUnavailable
+
+if TYPE_CHECKING:
+    from .metrics import Metrics
 
 RATE_LIMITED = -32500
 
@@ -25,8 +29,16 @@ class ChangelogEntry:
 
 
 class XmlRpcChangelog:
-    def __init__(self, url: str, *, connect_timeout: float, read_timeout: float) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        connect_timeout: float,
+        read_timeout: float,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.url = url
+        self.metrics = metrics
         self.timeout = (connect_timeout, read_timeout)
         self.session = requests.Session()
 
@@ -62,6 +74,16 @@ class XmlRpcChangelog:
         return sorted(entries, key=lambda e: e.serial)
 
     def _call(self, method: str, *params: object) -> object:
+        try:
+            return self._request(method, *params)
+        except ChangelogUnavailable:
+            if self.metrics is not None:
+                self.metrics.upstream_errors.labels("changelog", "failed").inc()
+            raise
+
+    def _request(self, method: str, *params: object) -> object:
+        if self.metrics is not None:
+            self.metrics.upstream_requests.labels("changelog").inc()
         body = xmlrpc.client.dumps(params, method, allow_none=True)
         try:
             response = self.session.post(

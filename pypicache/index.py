@@ -106,24 +106,31 @@ class IndexService:
 
     def project_page(self, name: str) -> CachedPage:
         """The page for normalized ``name``, revalidated with the upstream when it is due."""
+        return self.lookup_page(name)[0]
+
+    def lookup_page(self, name: str) -> tuple[CachedPage, str]:
+        """The page, and whether it took the upstream: "hit", "miss" or "stale"."""
         entry = self.cached_page(name)
         if entry is not None:
-            return entry
+            return entry, "stale" if entry.stale else "hit"
         with self.locks.hold(name):
             entry = self.cached_page(name)
-            return entry if entry is not None else self._load(name)
+            if entry is not None:  # another request just loaded it
+                return entry, "stale" if entry.stale else "hit"
+            return self._load(name)
 
-    def _load(self, name: str) -> CachedPage:
+    def _load(self, name: str) -> tuple[CachedPage, str]:
         with self._unit_of_work() as db:
             project = self._project(db, name)
             if project is not None:
                 if project.private and not project.merge_upstream:
                     # Shadowing: the upstream is never asked about a private name.  Re-read
                     # often: an upload or a yank in another process must show quickly.
-                    return self._remember(project, min(self.settings.page_ttl, PRIVATE_REFRESH))
+                    ttl = min(self.settings.page_ttl, PRIVATE_REFRESH)
+                    return self._remember(project, ttl), "hit"
                 age = self._age(project)
                 if self.upstream is None or age < self.settings.page_ttl:
-                    return self._remember(project, self.settings.page_ttl - age)
+                    return self._remember(project, self.settings.page_ttl - age), "hit"
             elif self.upstream is None:
                 raise ProjectNotFound(name)
             if self._missing.get(name, 0) > time.monotonic():
@@ -142,9 +149,9 @@ class IndexService:
                 log.warning("upstream failed for uncached %s: %s", name, exc)
                 raise
             log.warning("upstream failed, serving stale %s: %s", name, exc)
-            return self._keep(fallback, self.settings.error_retry_interval, stale=True)
+            return self._keep(fallback, self.settings.error_retry_interval, stale=True), "stale"
 
-        return self._store(name, result)
+        return self._store(name, result), "miss"
 
     def _store(self, name: str, result: UpstreamPage | NotModified) -> CachedPage:
         """Record what the upstream answered; drop blobs nothing refers to any more."""

@@ -6,6 +6,7 @@ from pyramid.config import Configurator
 def includeme(config: Configurator) -> None:
     config.add_route("health", "/health")
     config.add_route("status", "/api/status")
+    config.add_route("metrics", "/metrics")
     config.add_route("simple_index", "/simple/")
     config.add_route("simple_project", "/simple/{project}/")
     # The filename is the last path segment, as pip and uv expect (they take it from the URL).

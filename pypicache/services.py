@@ -8,6 +8,7 @@ from pyramid.request import Request
 from .changelog import XmlRpcChangelog
 from .follower import Follower
 from .index import IndexService
+from .metrics import Metrics
 from .private import PrivatePackages
 from .settings import Settings
 from .storage import LocalBlobStore
@@ -16,12 +17,16 @@ from .upstream import UpstreamClient
 
 def includeme(config: Configurator) -> None:
     settings: Settings = config.registry["pypicache.settings"]
+    metrics = Metrics()
+    metrics.watch_database(config.registry["dbsession_factory"])
+    config.registry["metrics"] = metrics
     upstream = (
         UpstreamClient(
             settings.upstream_url,
             connect_timeout=settings.upstream_connect_timeout,
             read_timeout=settings.upstream_timeout,
             retries=settings.upstream_retries,
+            metrics=metrics,
         )
         if settings.upstream_url
         else None
@@ -45,7 +50,11 @@ def includeme(config: Configurator) -> None:
     def private_packages(request: Request) -> PrivatePackages:
         return private
 
+    def request_metrics(request: Request) -> Metrics:
+        return metrics
+
     config.add_request_method(index, reify=True)
+    config.add_request_method(request_metrics, "metrics", reify=True)
     config.add_request_method(private_packages, "private", reify=True)
     config.add_request_method(app_settings, reify=True)
 
@@ -61,6 +70,7 @@ def _follower(
             settings.changelog_url,
             connect_timeout=settings.upstream_connect_timeout,
             read_timeout=settings.upstream_timeout,
+            metrics=config.registry["metrics"],
         )
         if settings.changelog_url
         else None

@@ -39,6 +39,7 @@ DEFAULTS: dict[str, str] = {
     "pypicache.upstream_retries": "2",
     "pypicache.migrate_on_start": "true",
     "pypicache.read_auth": "false",
+    "pypicache.log_format": "text",
     "pypicache.allow_overwrite": "false",
     "pypicache.max_upload_size": str(100 * 1024 * 1024),
 }
@@ -71,6 +72,7 @@ class Settings:
     upstream_retries: int
     migrate_on_start: bool
     read_auth: bool
+    log_format: str
     allow_overwrite: bool
     max_upload_size: int
 
@@ -124,6 +126,7 @@ class Settings:
             upstream_retries=_count(raw, "pypicache.upstream_retries"),
             migrate_on_start=_bool(raw, "pypicache.migrate_on_start"),
             read_auth=_bool(raw, "pypicache.read_auth"),
+            log_format=_choice(raw, "pypicache.log_format", ("text", "json")),
             allow_overwrite=_bool(raw, "pypicache.allow_overwrite"),
             max_upload_size=_count(raw, "pypicache.max_upload_size"),
         )

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import version as dist_version
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 from urllib.parse import quote, unquote, urljoin, urlsplit
 from urllib.request import url2pathname
 
@@ -23,6 +23,9 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from .errors import ProjectNotFound, UpstreamTimeout, UpstreamUnavailable
+
+if TYPE_CHECKING:
+    from .metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -156,8 +159,10 @@ class UpstreamClient:
         connect_timeout: float,
         read_timeout: float,
         retries: int,
+        metrics: Metrics | None = None,
     ) -> None:
         self.base_url = base_url
+        self.metrics = metrics
         self.timeout = (connect_timeout, read_timeout)
         self.is_local = urlsplit(base_url).scheme == "file"
         self.session = requests.Session()
@@ -201,8 +206,9 @@ class UpstreamClient:
         url = self.project_url(name)
         if cache_buster:
             url += f"?pypicache-refresh={cache_buster}"
-        response = self._get(url, headers=headers)
+        response = self._get(url, kind="page", headers=headers)
         with response:
+            self._count("page", len(response.content))
             serial = parse_serial(response.headers.get("X-PyPI-Last-Serial"))
             if response.status_code == 304:
                 return NotModified(serial)
@@ -213,6 +219,7 @@ class UpstreamClient:
             try:
                 page = ProjectPage.from_response(response, name)
             except Exception as exc:
+                self._error("page", "invalid")
                 raise UpstreamUnavailable(f"unparsable upstream page {url}: {exc}") from exc
             return _page(name, page, serial, response.headers.get("ETag"))
 
@@ -249,7 +256,7 @@ class UpstreamClient:
         headers = {"Accept": "text/html"}
         if etag:
             headers["If-None-Match"] = etag
-        response = self._get(self.base_url, headers=headers, stream=True)
+        response = self._get(self.base_url, kind="list", headers=headers, stream=True)
         serial = parse_serial(response.headers.get("X-PyPI-Last-Serial"))
         if response.status_code == 304:
             response.close()
@@ -270,7 +277,7 @@ class UpstreamClient:
         headers = {"Accept": "application/vnd.pypi.simple.v1+json"}
         if etag:
             headers["If-None-Match"] = etag
-        response = self._get(self.base_url, headers=headers, stream=True)
+        response = self._get(self.base_url, kind="serials", headers=headers, stream=True)
         if response.status_code == 304:
             response.close()
             return NotModified(parse_serial(response.headers.get("X-PyPI-Last-Serial")))
@@ -294,18 +301,23 @@ class UpstreamClient:
                 raise UpstreamUnavailable(f"cannot read {path}: {exc}") from exc
             chunks = iter(lambda: handle.read(CHUNK), b"")
             return UpstreamStream(path.stat().st_size, chunks, handle.close)
-        response = self._get(url, headers={"Accept-Encoding": "identity"}, stream=True)
+        kind = "metadata" if url.endswith(".metadata") else "file"
+        response = self._get(url, kind=kind, headers={"Accept-Encoding": "identity"}, stream=True)
         if response.status_code != 200:
             response.close()
             raise UpstreamUnavailable(f"upstream answered {response.status_code} for {url}")
         length = response.headers.get("Content-Length")
         size = int(length) if length and length.isdigit() else None
-        return UpstreamStream(size, _raw_chunks(response), response.close)
+        return UpstreamStream(size, self._file_chunks(response, kind), response.close)
 
-    def _get(self, url: str, *, headers: dict[str, str], stream: bool = False) -> requests.Response:
+    def _get(
+        self, url: str, *, kind: str, headers: dict[str, str], stream: bool = False
+    ) -> requests.Response:
+        self._count(kind)
         try:
-            return self.session.get(url, headers=headers, timeout=self.timeout, stream=stream)
+            response = self.session.get(url, headers=headers, timeout=self.timeout, stream=stream)
         except requests.Timeout as exc:
+            self._error(kind, "timeout")
             raise UpstreamTimeout(f"upstream timed out: {url}") from exc
         except requests.RequestException as exc:
             # With retries, a timeout arrives wrapped: MaxRetryError(reason=ReadTimeoutError).
@@ -314,18 +326,39 @@ class UpstreamClient:
                 isinstance(reason, urllib3.exceptions.ConnectTimeoutError)
                 and not isinstance(reason, urllib3.exceptions.NewConnectionError)
             ):
+                self._error(kind, "timeout")
                 raise UpstreamTimeout(f"upstream timed out: {url}") from exc
+            self._error(kind, "connection")
             raise UpstreamUnavailable(f"upstream request failed: {url}: {exc}") from exc
+        if response.status_code >= 500:
+            self._error(kind, "status")
+        return response
 
+    def _file_chunks(self, response: requests.Response, kind: str) -> Iterator[bytes]:
+        # The exact bytes (no content decoding): hashes are over what the upstream stores.
+        try:
+            for chunk in response.raw.stream(CHUNK, decode_content=False):
+                self._count(kind, len(chunk))
+                yield chunk
+        except requests.Timeout as exc:
+            self._error(kind, "timeout")
+            raise UpstreamTimeout(f"upstream timed out during {response.url}") from exc
+        except Exception as exc:
+            self._error(kind, "connection")
+            raise UpstreamUnavailable(
+                f"upstream download broke off: {response.url}: {exc}"
+            ) from exc
 
-def _raw_chunks(response: requests.Response) -> Iterator[bytes]:
-    # The exact bytes (no content decoding): hashes are over what the upstream stores.
-    try:
-        yield from response.raw.stream(CHUNK, decode_content=False)
-    except requests.Timeout as exc:
-        raise UpstreamTimeout(f"upstream timed out during {response.url}") from exc
-    except Exception as exc:
-        raise UpstreamUnavailable(f"upstream download broke off: {response.url}: {exc}") from exc
+    def _count(self, kind: str, received: int | None = None) -> None:
+        if self.metrics is not None:
+            if received is None:
+                self.metrics.upstream_requests.labels(kind).inc()
+            else:
+                self.metrics.upstream_bytes.labels(kind).inc(received)
+
+    def _error(self, kind: str, reason: str) -> None:
+        if self.metrics is not None:
+            self.metrics.upstream_errors.labels(kind, reason).inc()
 
 
 def _anchor_texts(response: requests.Response) -> Iterator[str]:

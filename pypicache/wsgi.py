@@ -1,4 +1,4 @@
-"""The outermost WSGI callable: the hot path for fresh project pages, and shutdown."""
+"""The outermost WSGI callable: measurement, the hot path for fresh pages, and shutdown."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ from sqlalchemy import Engine
 
 from .follower import Follower
 from .index import IndexService
+from .metrics import Metrics
 from .negotiation import select_media_type
+from .observe import CACHE_KEY, Observer
 from .security import BasicAuthSecurityPolicy
 from .views.simple import page_response
 
@@ -35,6 +37,7 @@ class PypicacheApp:
         policy: BasicAuthSecurityPolicy,
         engine: Engine,
         client_max_age: int,
+        metrics: Metrics,
     ) -> None:
         self.app = app
         self.service = service
@@ -42,8 +45,14 @@ class PypicacheApp:
         self.policy = policy
         self.engine = engine
         self.client_max_age = client_max_age
+        self.metrics = metrics
+        self._observe = Observer(metrics)
+        self._page_hit = metrics.cache_counter("page", "hit")
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        return self._observe(environ, start_response, self._serve)
+
+    def _serve(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         path: str = environ.get("PATH_INFO", "")
         method = environ["REQUEST_METHOD"]
         if path.startswith(_PREFIX) and path.endswith("/") and method in ("GET", "HEAD"):
@@ -58,6 +67,8 @@ class PypicacheApp:
                 status, headers, body = page_response(
                     entry, media_type, environ.get("HTTP_IF_NONE_MATCH"), self.client_max_age
                 )
+                environ[CACHE_KEY] = "hit"
+                self._page_hit()
                 start_response(status, headers)
                 return [] if method == "HEAD" else [body]
         return self.app(environ, start_response)

@@ -13,6 +13,7 @@ from pyramid.view import view_config
 from ..errors import FileNotFound
 from ..httputil import Unsatisfiable, etag_matches, parse_range
 from ..names import normalize_project
+from ..observe import note_cache
 from ..rendering import FileRecord
 from ..security import READ
 
@@ -29,16 +30,21 @@ def download(request: Request) -> Response:
     index = request.index
     if filename.endswith(METADATA_SUFFIX):
         record = index.locate_file(project, filename.removesuffix(METADATA_SUFFIX))
-        handle = index.open_metadata(record)
+        handle = index.open_stored(record.metadata_sha256)
+        note_cache(request, "metadata", "hit" if handle is not None else "miss")
+        if handle is None:
+            handle = index.open_metadata(record)
         return blob_response(request, handle, record.metadata_sha256, record)
     record = index.locate_file(project, filename)
     handle = index.open_stored(record.sha256)
     if handle is not None:
+        note_cache(request, "file", "hit")
         return blob_response(request, handle, record.sha256, record)
     if request.method == "HEAD" and record.size is not None:
         # Announce without fetching: uv probes range support with HEAD.
         return Response(headerlist=_file_headers(record.sha256, record), content_length=record.size)
     fill = index.fill(record)
+    note_cache(request, "file", "miss" if fill is not None else "hit")
     if fill is None:  # stored by another request a moment ago
         return blob_response(request, index.open_stored(record.sha256), record.sha256, record)
     size = fill.wait_started()

@@ -1,7 +1,8 @@
-"""Endpoints for whoever operates the index: health and status."""
+"""Endpoints for whoever operates the index: health, status and metrics."""
 
 from __future__ import annotations
 
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pyramid.request import Request
 from pyramid.response import Response
 from pyramid.view import view_config
@@ -32,3 +33,12 @@ def status(request: Request) -> dict[str, object]:
     report["upstream"] = request.app_settings.upstream_url
     request.response.cache_control = "no-store"
     return report
+
+
+@view_config(route_name="metrics", request_method=("GET", "HEAD"))
+def metrics(request: Request) -> Response:
+    """Prometheus text format; open like /health, it names no project."""
+    body = generate_latest(request.metrics.registry)
+    response = Response(body=body, cache_control="no-store")
+    response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+    return response

@@ -13,6 +13,7 @@ from ..httputil import etag_matches
 from ..index import CachedPage
 from ..names import normalize_project
 from ..negotiation import select_media_type
+from ..observe import note_cache
 from ..rendering import CONTENT_TYPES, JSON_TYPE
 from ..security import READ
 
@@ -60,7 +61,8 @@ def project_page(request: Request) -> Response:
     media_type = select_media_type(request.headers.get("Accept"))
     if media_type is None:
         return HTTPNotAcceptable(body=NOT_ACCEPTABLE, content_type="text/plain", charset="utf-8")
-    entry = request.index.project_page(name)
+    entry, result = request.index.lookup_page(name)
+    note_cache(request, "page", result)
     status, headers, body = page_response(
         entry, media_type, request.headers.get("If-None-Match"), request.app_settings.client_max_age
     )

@@ -71,7 +71,9 @@ def _upload(request: Request) -> Response:
         )
         result = request.private.upload(valid, content.file, request.identity)
     except UploadRejected as exc:
+        request.metrics.uploads.labels("rejected").inc()
         return answer(exc.status, exc.message)
+    request.metrics.uploads.labels("duplicate" if result.duplicate else "stored").inc()
     if result.duplicate:
         return answer(200, f"OK: {result.filename} was already uploaded with the same bytes.")
     return answer(200, "OK")

@@ -1,0 +1,142 @@
+"""Every request measured once, around the whole app: metrics and the access log line."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from waitress.buffers import ReadOnlyFileBasedBuffer
+
+from .metrics import Metrics
+
+access_log = logging.getLogger("pypicache.access")
+
+CACHE_KEY = "pypicache.cache"  # environ key: "hit", "miss" or "stale", set where it is known
+Finish = Callable[[int], None]
+
+
+def note_cache(request: Any, kind: str, result: str) -> None:
+    """Count a cache lookup and let the access log line say how it went."""
+    request.environ[CACHE_KEY] = result
+    request.metrics.cache.labels(kind, result).inc()
+
+
+def route_of(path: str, method: str) -> str:
+    """A small, fixed set of labels (never a project name: that would explode the series)."""
+    if path.startswith("/simple/"):
+        return "simple_index" if path == "/simple/" else "simple_project"
+    if path.startswith("/packages/"):
+        return "metadata" if path.endswith(".metadata") else "file"
+    if method == "POST" and path in ("/legacy/", "/legacy", "/"):
+        return "upload"
+    if path.startswith("/admin"):
+        return "admin"
+    return {"/health": "health", "/metrics": "metrics", "/api/status": "status"}.get(path, "other")
+
+
+class ObservedFile(ReadOnlyFileBasedBuffer):
+    """waitress's file wrapper, still sent the fast way, reporting when the response is done."""
+
+    def __init__(self, file: Any, block_size: int = 32768, *, finish: Finish) -> None:
+        super().__init__(file, block_size)
+        self._finish = finish
+        self._prepared = 0
+
+    def prepare(self, size: int | None = None) -> int:
+        self._prepared = super().prepare(size)
+        return self._prepared
+
+    def close(self) -> None:
+        super().close()
+        self._finish(self._prepared - getattr(self, "remain", 0))
+
+
+class Observer:
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+        self._children: dict[tuple[str, str, str], tuple[Any, Any, Any]] = {}
+
+    def __call__(
+        self,
+        environ: dict[str, Any],
+        start_response: Callable[..., Any],
+        serve: Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]],
+    ) -> Iterable[bytes]:
+        started = time.perf_counter()
+        status = ["500"]
+
+        def capture(code: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            status[0] = code
+            return start_response(code, headers, exc_info)
+
+        finished = []
+
+        def finish(sent: int) -> None:
+            if not finished:  # a HEAD's empty body closes the file wrapper too
+                finished.append(sent)
+                self._record(environ, status[0], sent, time.perf_counter() - started)
+
+        if environ.get("wsgi.file_wrapper") is ReadOnlyFileBasedBuffer:
+            environ["wsgi.file_wrapper"] = lambda f, size=32768: ObservedFile(
+                f, size, finish=finish
+            )
+        body = serve(environ, capture)
+        if isinstance(body, ObservedFile):
+            return body  # it reports itself when waitress closes it
+        if isinstance(body, list):
+            finish(sum(map(len, body)))
+            return body
+        return _counted(body, finish)
+
+    def _record(self, environ: dict[str, Any], status: str, sent: int, seconds: float) -> None:
+        method = environ["REQUEST_METHOD"]
+        path = environ.get("PATH_INFO", "")
+        code = status[:3]
+        key = (route_of(path, method), method, code)
+        children = self._children.get(key)
+        if children is None:
+            children = (
+                self.metrics.requests.labels(*key),
+                self.metrics.duration.labels(key[0]),
+                self.metrics.served_bytes.labels(key[0]),
+            )
+            self._children[key] = children
+        requests, duration, served = children
+        requests.inc()
+        duration.observe(seconds)
+        served.inc(sent)
+        if access_log.isEnabledFor(logging.INFO):
+            cache = environ.get(CACHE_KEY, "-")
+            access_log.info(
+                "%s %s %s %dB %.1fms cache=%s",
+                method,
+                path,
+                code,
+                sent,
+                seconds * 1000,
+                cache,
+                extra={
+                    "method": method,
+                    "path": path,
+                    "status": int(code),
+                    "bytes": sent,
+                    "duration_ms": round(seconds * 1000, 3),
+                    "cache": cache,
+                },
+            )
+
+
+def _counted(body: Iterable[bytes], finish: Finish) -> Iterator[bytes]:
+    """Streamed responses (cache fills) end when the last chunk went out, or the client left."""
+    sent = 0
+    try:
+        for chunk in body:
+            sent += len(chunk)
+            yield chunk
+    finally:
+        close = getattr(body, "close", None)
+        if close is not None:
+            close()
+        finish(sent)
