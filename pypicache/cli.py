@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -129,6 +130,10 @@ def _settings(args: argparse.Namespace, **overrides: str | None) -> Settings:
     return Settings.from_mapping(ini, overrides={"pypicache.data_dir": args.data_dir, **overrides})
 
 
+def _exit_on_signal(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
 def _serve(args: argparse.Namespace) -> int:
     import waitress
 
@@ -151,6 +156,9 @@ def _serve(args: argparse.Namespace) -> int:
         f"(upstream {upstream}, data in {settings.data_dir})",
         flush=True,
     )
+    # systemd and container runtimes stop with SIGTERM: shut down as on Ctrl-C, so the
+    # follower hands over its lease and queued log lines are written.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     try:
         waitress.serve(
             app,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -15,6 +17,7 @@ access_log = logging.getLogger("pypicache.access")
 
 CACHE_KEY = "pypicache.cache"  # environ key: "hit", "miss" or "stale", set where it is known
 Finish = Callable[[int], None]
+BATCH_INTERVAL = 0.2
 
 
 def note_cache(request: Any, kind: str, result: str) -> None:
@@ -53,10 +56,70 @@ class ObservedFile(ReadOnlyFileBasedBuffer):
         self._finish(self._prepared - getattr(self, "remain", 0))
 
 
+class AccessLog:
+    """Access log lines written by a thread of their own.
+
+    Formatting and writing a log line costs more than answering a hot page;
+    the request thread only queues a tuple.  Records still go through the
+    configured ``pypicache.access`` logger and its handlers.
+    """
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._write, name="access-log", daemon=True)
+        self._thread.start()
+
+    def put(self, entry: tuple[Any, ...]) -> None:
+        self._queue.put(entry)
+
+    def stop(self) -> None:
+        """Write what is queued, then end the thread."""
+        self._stopping.set()
+        self._thread.join(10)
+
+    def _write(self) -> None:
+        # Woken a few times a second, not per request: a thread woken for every
+        # line takes the GIL from the request threads just as often.
+        while not self._stopping.wait(BATCH_INTERVAL):
+            self._drain()
+        self._drain()
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                at, method, path, code, sent, seconds, cache = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            record = access_log.makeRecord(
+                access_log.name,
+                logging.INFO,
+                __file__,
+                0,
+                "%s %s %s %dB %.1fms cache=%s",
+                (method, path, code, sent, seconds * 1000, cache),
+                None,
+                extra={
+                    "method": method,
+                    "path": path,
+                    "status": int(code),
+                    "bytes": sent,
+                    "duration_ms": round(seconds * 1000, 3),
+                    "cache": cache,
+                },
+            )
+            record.created, record.msecs = at, (at % 1) * 1000  # when it was answered
+            access_log.handle(record)
+
+
 class Observer:
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
+        self.access_log = AccessLog()
         self._children: dict[tuple[str, str, str], tuple[Any, Any, Any]] = {}
+
+    def stop(self) -> None:
+        self.access_log.stop()
 
     def __call__(
         self,
@@ -108,24 +171,8 @@ class Observer:
         duration.observe(seconds)
         served.inc(sent)
         if access_log.isEnabledFor(logging.INFO):
-            cache = environ.get(CACHE_KEY, "-")
-            access_log.info(
-                "%s %s %s %dB %.1fms cache=%s",
-                method,
-                path,
-                code,
-                sent,
-                seconds * 1000,
-                cache,
-                extra={
-                    "method": method,
-                    "path": path,
-                    "status": int(code),
-                    "bytes": sent,
-                    "duration_ms": round(seconds * 1000, 3),
-                    "cache": cache,
-                },
-            )
+            entry = (time.time(), method, path, code, sent, seconds, environ.get(CACHE_KEY, "-"))
+            self.access_log.put(entry)
 
 
 def _counted(body: Iterable[bytes], finish: Finish) -> Iterator[bytes]:

@@ -78,4 +78,5 @@ class PypicacheApp:
         if self.follower is not None:
             self.follower.stop()
         self.service.close()
+        self._observe.stop()
         self.engine.dispose()
