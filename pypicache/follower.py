@@ -37,6 +37,8 @@ from .upstream import NotModified, UpstreamClient
 log = logging.getLogger(__name__)
 
 STATE_ID = 1
+# A changelog answer this long may be a cut-off page: then read on to the upstream's serial.
+FULL_PAGE_HINT = 1000
 STALE_ATTEMPTS = 3  # per project and round, like bandersnatch: then the next round
 MAX_BACKOFF = 300.0
 
@@ -172,19 +174,30 @@ class Follower:
         self._read_index()
 
     def _read_xmlrpc(self, read_serial: int) -> None:
+        """Read the changelog past ``read_serial``: usually one call per round.
+
+        Only when a call returns a page that looks cut off (PyPI returns at most
+        50,000 rows) does it ask for the upstream's serial and page on to it.
+        """
         assert self.changelog is not None
-        target = self._call(self.changelog.last_serial)
-        self._save_progress("xmlrpc", read_serial, {}, upstream_serial=target)
-        while read_serial < target and not self._stop.is_set():
+        target = read_serial
+        while not self._stop.is_set():
             entries = self._call(self.changelog.since, read_serial)
-            if not entries:
-                break
-            changes: dict[str, Change] = {}
-            for entry in entries:  # oldest first: the last action per name wins
-                changes[entry.name] = Change(entry.serial, entry.action == "remove project")
-            read_serial = entries[-1].serial
-            self._save_progress("xmlrpc", read_serial, changes, upstream_serial=target)
-            self._renew_lease_if_due()
+            if entries:
+                changes: dict[str, Change] = {}
+                for entry in entries:  # oldest first: the last action per name wins
+                    changes[entry.name] = Change(entry.serial, entry.action == "remove project")
+                read_serial = entries[-1].serial
+                if len(entries) >= FULL_PAGE_HINT and target <= read_serial:
+                    target = self._call(self.changelog.last_serial)
+                self._save_progress(
+                    "xmlrpc", read_serial, changes, upstream_serial=max(target, read_serial)
+                )
+                self._renew_lease_if_due()
+            else:
+                self._save_progress("xmlrpc", read_serial, {}, upstream_serial=read_serial)
+            if not entries or read_serial >= target:
+                return
 
     def _read_index(self) -> None:
         with self._unit_of_work() as db:
