@@ -32,11 +32,15 @@ def make_app(settings: Settings) -> PypicacheApp:
         config.registry["pypicache.settings"] = settings
         # Engine, session factory, pyramid_tm and request.dbsession.
         config.include(".db")
-        # Blob store, upstream client, the index service as request.index, the follower.
+        # Blob store, upstream client, the index service as request.index, the follower,
+        # the evictor.
         config.include(".services")
-        # Basic auth (passwords, API tokens) and the read/upload/admin permissions.
+        # Basic auth (passwords, API tokens), the admin page's session and CSRF checks, and
+        # the read/upload/admin permissions.
         config.include(".security")
         config.include(".routes")
+        # The admin web page's templates (Jinja2) and what they format with.
+        config.include(".views.admin")
         # Views, and the exception views that turn domain errors into HTTP.
         config.scan(".views")
         wsgi_app = config.make_wsgi_app()
@@ -45,6 +49,13 @@ def make_app(settings: Settings) -> PypicacheApp:
     if follower is not None:
         # The changelog follower: one thread, led by one process of the deployment.
         follower.start()
+    evictor = registry["evictor"]
+    if evictor is not None:
+        # Retention: evicts the least recently used cached files over pypicache.cache_max_bytes.
+        evictor.start()
+    history = registry["history"]
+    # Samples for the dashboard's charts, a thread of its own.
+    history.start()
     return PypicacheApp(
         wsgi_app,
         registry["index_service"],
@@ -53,4 +64,6 @@ def make_app(settings: Settings) -> PypicacheApp:
         registry["db_engine"],
         settings.client_max_age,
         registry["metrics"],
+        evictor=evictor,
+        history=history,
     )

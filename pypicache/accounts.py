@@ -9,10 +9,11 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 
 import transaction
 from sqlalchemy import select
@@ -21,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from .db import get_tm_session
 from .errors import AccountError
 from .index import utcnow
-from .models import ApiToken, User
+from .models import ApiToken, AuditEntry, User
 
 TOKEN_USERNAME = "__token__"  # noqa: S105 - the conventional user name, not a secret
 TOKEN_PREFIX = "pypicache-"  # noqa: S105 - marks our tokens in logs and scanners
@@ -38,6 +39,16 @@ class Identity:
     user_id: int
     name: str
     is_admin: bool
+
+
+@dataclass(frozen=True)
+class Login:
+    """A password accepted by the admin page's login form."""
+
+    identity: Identity
+    # What the session keeps: the user's id and a stamp of the password hash, so a new
+    # password ends every session of the old one.
+    ticket: str
 
 
 @dataclass(frozen=True)
@@ -103,7 +114,11 @@ class Accounts:
 
     # -- users -----------------------------------------------------------------------------
 
-    def add_user(self, name: str, password: str | None, *, admin: bool = False) -> None:
+    # Changes made on the admin page name their ``actor`` and go to the audit log.
+
+    def add_user(
+        self, name: str, password: str | None, *, admin: bool = False, actor: str | None = None
+    ) -> None:
         if not _USER_NAME.match(name) or name == TOKEN_USERNAME:
             raise AccountError(f"invalid user name {name!r}: letters, digits, '.', '_', '-'")
         with self._unit_of_work() as db:
@@ -117,15 +132,18 @@ class Accounts:
                     created_at=utcnow(),
                 )
             )
+            _audit(db, "add-user", actor, f"{name} ({_role(admin)})")
 
-    def set_password(self, name: str, password: str) -> None:
+    def set_password(self, name: str, password: str, *, actor: str | None = None) -> None:
         with self._unit_of_work() as db:
             self._user(db, name).password_hash = hash_password(_checked(password))
+            _audit(db, "set-password", actor, name)
         self.forget_credentials()
 
-    def set_admin(self, name: str, admin: bool) -> None:
+    def set_admin(self, name: str, admin: bool, *, actor: str | None = None) -> None:
         with self._unit_of_work() as db:
             self._user(db, name).is_admin = admin
+            _audit(db, "set-role", actor, f"{name}: {_role(admin)}")
         self.forget_credentials()
 
     def users(self) -> list[tuple[str, bool, datetime]]:
@@ -143,20 +161,24 @@ class Accounts:
 
     # -- tokens ----------------------------------------------------------------------------
 
-    def create_token(self, name: str, description: str | None = None) -> str:
+    def create_token(
+        self, name: str, description: str | None = None, *, actor: str | None = None
+    ) -> str:
         """A new token for user ``name``; the only time it is ever seen."""
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        prefix = token[: len(TOKEN_PREFIX) + 6]
         with self._unit_of_work() as db:
             user = self._user(db, name)
             db.add(
                 ApiToken(
                     user_id=user.id,
                     token_hash=token_hash(token),
-                    prefix=token[: len(TOKEN_PREFIX) + 6],
+                    prefix=prefix,
                     description=description,
                     created_at=utcnow(),
                 )
             )
+            _audit(db, "create-token", actor, f"{prefix}… for {name}")
         return token
 
     def tokens(self, name: str | None = None) -> list[TokenInfo]:
@@ -171,12 +193,13 @@ class Accounts:
                 for t, user in db.execute(query)
             ]
 
-    def revoke_token(self, token_id: int) -> None:
+    def revoke_token(self, token_id: int, *, actor: str | None = None) -> None:
         with self._unit_of_work() as db:
             token = db.get(ApiToken, token_id)
             if token is None:
                 raise AccountError(f"no token with id {token_id}")
             token.revoked_at = token.revoked_at or utcnow()
+            _audit(db, "revoke-token", actor, f"{token.prefix}… of {token.user.name}")
         self.forget_credentials()
 
     # -- authentication --------------------------------------------------------------------
@@ -184,16 +207,57 @@ class Accounts:
     def authenticate(self, username: str, password: str) -> Identity | None:
         """The identity for HTTP basic credentials: a password, or ``__token__`` + a token."""
         key = hashlib.sha256(f"{username}\0{password}".encode()).hexdigest()
+        return self._cached(
+            key,
+            lambda: (
+                self._by_token(password)
+                if username == TOKEN_USERNAME
+                else self._by_password(username, password)
+            ),
+        )
+
+    def login(self, username: str, password: str) -> Login | None:
+        """Check the admin page's login form; every attempt goes to the audit log."""
+        with self._unit_of_work() as db:
+            user = db.scalar(select(User).where(User.name == username))
+            # An unknown name costs the same scrypt as a wrong password: no user enumeration.
+            stored = user.password_hash if user is not None else _decoy_hash()
+            accepted = verify_password(stored, password)
+            db.add(
+                AuditEntry(
+                    at=utcnow(),
+                    action="login" if accepted else "login-failed",
+                    project="",
+                    actor=username[:100],
+                )
+            )
+            if user is None or not accepted:
+                return None
+            identity = Identity(user.id, user.name, user.is_admin)
+            return Login(identity, f"{user.id}:{_stamp(user.password_hash)}")
+
+    def identity_for_ticket(self, ticket: str) -> Identity | None:
+        """Who a session's ticket stands for, while the user and its password are unchanged."""
+        user_id, _, stamp = ticket.partition(":")
+        if not user_id.isdigit():
+            return None
+
+        def look_up() -> Identity | None:
+            with self._unit_of_work() as db:
+                user = db.get(User, int(user_id))
+                if user is None or _stamp(user.password_hash) != stamp:
+                    return None
+                return Identity(user.id, user.name, user.is_admin)
+
+        return self._cached(f"ticket:{ticket}", look_up)
+
+    def _cached(self, key: str, look_up: Callable[[], Identity | None]) -> Identity | None:
         now = time.monotonic()
         with self._cache_lock:
             cached = self._cache.get(key)
         if cached is not None and cached[1] > now:
             return cached[0]
-        identity = (
-            self._by_token(password)
-            if username == TOKEN_USERNAME
-            else self._by_password(username, password)
-        )
+        identity = look_up()
         if identity is not None:
             with self._cache_lock:
                 if len(self._cache) > 10_000:
@@ -219,6 +283,24 @@ class Accounts:
                 return None
             row.last_used_at = utcnow()
             return Identity(row.user.id, row.user.name, row.user.is_admin)
+
+
+def _audit(db: Session, action: str, actor: str | None, detail: str) -> None:
+    if actor is not None:
+        db.add(AuditEntry(at=utcnow(), action=action, project="", actor=actor, detail=detail))
+
+
+def _role(admin: bool) -> str:
+    return "admin" if admin else "uploader"
+
+
+def _stamp(password_hash: str | None) -> str:
+    return hashlib.sha256((password_hash or "").encode()).hexdigest()[:16]
+
+
+@cache
+def _decoy_hash() -> str:
+    return hash_password(secrets.token_urlsafe(16))
 
 
 def _checked(password: str) -> str:

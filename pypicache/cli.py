@@ -7,18 +7,28 @@ import getpass
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
 
+from packaging.utils import canonicalize_name
 from pyramid.paster import get_appsettings, setup_logging
 from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
 
 from . import db
 from .accounts import Accounts
+from .bundle import Bundle, ImportReport, import_bundle, plan_export, write_bundle
 from .errors import PypicacheError, SettingsError
 from .index import IndexService
 from .private import PrivatePackages
+from .progress import Progress, format_bytes
+from .retention import Eviction, Retention
 from .settings import Settings
 from .storage import LocalBlobStore
+from .verify import Finding, Kind, Verifier
+from .warm import Target, WarmReport, pip_timeout, warm
 
 DEFAULT_PORT = 6543
 LOG_FORMAT = "%(asctime)s %(levelname)-5.5s [%(name)s][%(threadName)s] %(message)s"
@@ -108,6 +118,49 @@ def _parser() -> argparse.ArgumentParser:
     remove.add_argument("project")
     remove.add_argument("filename", nargs="?")
     remove.set_defaults(run=_project_delete)
+
+    warm = commands.add_parser(
+        "warm", help="fetch everything a requirements file resolves to (by pip) into the cache"
+    )
+    warm.add_argument(
+        *_REQUIREMENTS, dest="requirements", metavar="FILE", required=True, help="pip's format"
+    )
+    _target_options(warm)
+    warm.set_defaults(run=_warm)
+    export = commands.add_parser("export", help="write cached projects to a bundle (a tar file)")
+    chosen = export.add_mutually_exclusive_group(required=True)
+    chosen.add_argument(
+        *_REQUIREMENTS,
+        dest="requirements",
+        metavar="FILE",
+        help="warm this requirements file, then export exactly the files pip chose",
+    )
+    chosen.add_argument(
+        "--project", action="append", metavar="NAME", help="every cached file of NAME (repeatable)"
+    )
+    _target_options(export)
+    export.add_argument("out", metavar="OUT.tar")
+    export.set_defaults(run=_export)
+    load = commands.add_parser("import", help="add the projects and files of a bundle")
+    load.add_argument("bundle", metavar="BUNDLE.tar")
+    load.set_defaults(run=_import)
+    for command in (warm, export, load):
+        _config_options(command)
+
+    gc = commands.add_parser(
+        "gc", help="evict the least recently used cached files over pypicache.cache_max_bytes"
+    )
+    _config_options(gc)
+    gc.add_argument("--dry-run", action="store_true", help="show what would be evicted, only")
+    gc.set_defaults(run=_gc)
+    verify = commands.add_parser("verify", help="rehash every stored blob against the database")
+    _config_options(verify)
+    verify.add_argument(
+        "--repair",
+        action="store_true",
+        help="remove corrupt and orphaned blobs and stale temp files; refetch on demand",
+    )
+    verify.set_defaults(run=_verify)
 
     for sub in (user, token, project):
         for command in sub.choices.values():
@@ -322,6 +375,260 @@ def _project_delete(args: argparse.Namespace) -> int:
         engine.dispose()
     print(f"deleted {args.filename or args.project}")
     return 0
+
+
+# -- warm, export, import: the cache itself, for air-gapped sites --------------------------
+
+_REQUIREMENTS = ("-r", "--requirement", "--requirements")
+
+
+def _target_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--python-version", metavar="X.Y", help="resolve for this Python (wheels only)"
+    )
+    command.add_argument(
+        "--platform",
+        action="append",
+        metavar="TAG",
+        help="resolve for this platform tag, e.g. manylinux_2_17_x86_64 (repeatable; wheels only)",
+    )
+    command.add_argument(
+        "--index-url",
+        metavar="URL",
+        help="a running pypicache on this database to drive (default: start one in-process)",
+    )
+
+
+def _cache(
+    args: argparse.Namespace,
+) -> tuple[Settings, sessionmaker[Session], LocalBlobStore, Engine]:
+    """The configured database (migrated, as serve would) and blob store."""
+    settings = _settings(args)
+    settings.prepare_data_dir()
+    if settings.migrate_on_start:
+        db.upgrade(settings.database_url)
+    engine = db.get_engine(settings.database_url)
+    store = LocalBlobStore(settings.blob_dir, settings.tmp_dir)
+    return settings, db.get_session_factory(engine), store, engine
+
+
+@contextmanager
+def _index_url(args: argparse.Namespace, settings: Settings) -> Iterator[str]:
+    """The index pip talks to: the one named, or this one served in-process meanwhile."""
+    if args.index_url:
+        yield args.index_url
+        return
+    from .inprocess import local_index  # the web stack only for the commands that serve
+
+    with local_index(settings) as url:
+        yield url
+
+
+def _run_warm(
+    args: argparse.Namespace, settings: Settings, factory: sessionmaker[Session]
+) -> tuple[WarmReport, Target]:
+    requirements = Path(args.requirements)
+    if not requirements.is_file():
+        raise PypicacheError(f"{requirements}: no such requirements file")
+    target = Target(args.python_version, tuple(args.platform or ()))
+    with Progress("warm") as progress, _index_url(args, settings) as url:
+        report = warm(requirements, url, target, factory, progress, pip_timeout(settings))
+    for f in report.fetched:
+        print(f"fetched         {f.filename} ({format_bytes(f.size)})")
+    for f in report.cached:
+        print(f"already cached  {f.filename}")
+    for failure in report.failures:
+        print(f"failed          {failure.item}: {failure.reason}")
+    print(
+        f"warm: {len(report.files)} distributions for {target.describe()}: "
+        f"{len(report.fetched)} fetched "
+        f"({format_bytes(sum(f.size for f in report.fetched))}), "
+        f"{len(report.cached)} already cached, {len(report.failures)} failed",
+        flush=True,
+    )
+    return report, target
+
+
+def _warm(args: argparse.Namespace) -> int:
+    settings, factory, _, engine = _cache(args)
+    try:
+        report, _ = _run_warm(args, settings, factory)
+    finally:
+        engine.dispose()
+    return 1 if report.failures else 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    if args.project and (args.python_version or args.platform or args.index_url):
+        raise PypicacheError("--python-version, --platform and --index-url need --requirements")
+    out = Path(args.out)
+    settings, factory, store, engine = _cache(args)
+    try:
+        wanted: Mapping[str, set[str] | None]
+        if args.requirements:
+            report, _ = _run_warm(args, settings, factory)
+            if report.failures:
+                raise PypicacheError("warming failed, so no bundle was written")
+            chosen: dict[str, set[str]] = {}
+            for f in report.files:
+                chosen.setdefault(f.project, set()).add(f.filename)
+            wanted = chosen
+        else:
+            wanted = {canonicalize_name(name): None for name in args.project}
+        plan = plan_export(factory, store, wanted, settings.upstream_url)
+    finally:
+        engine.dispose()
+    for line in plan.skipped:
+        print(f"skipped {line}")
+    with Progress("export", plan.total_bytes, count_bytes=True) as progress:
+        write_bundle(plan, store, out, progress)
+    print(
+        f"export: {len(plan.manifest.projects)} projects, {plan.file_count} files, "
+        f"{len(plan.sources)} blobs ({format_bytes(plan.total_bytes)}) written to {out}"
+        + (f"; {len(plan.skipped)} skipped" if plan.skipped else "")
+    )
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    _, factory, store, engine = _cache(args)
+    try:
+        with Bundle(Path(args.bundle)) as bundle:
+            with Progress("verify", bundle.total_bytes, count_bytes=True) as progress:
+                bundle.verify(progress)
+            total = bundle.missing_bytes(store)
+            with Progress("import", total, count_bytes=True) as progress:
+                report = import_bundle(bundle, factory, store, progress, actor=ADMIN_ACTOR)
+    finally:
+        engine.dispose()
+    for line in report.superseded:
+        print(f"kept ours {line}")
+    for line in report.conflicts:
+        print(f"conflict  {line}; left as it is")
+    print(_import_summary(report))
+    return 1 if report.conflicts else 0
+
+
+def _import_summary(r: ImportReport) -> str:
+    projects = r.projects_created + r.projects_updated + r.projects_unchanged
+    files = r.files_added + r.files_updated + r.files_unchanged
+    summary = (
+        f"import: {projects} projects ({r.projects_created} created, {r.projects_updated} "
+        f"updated, {r.projects_unchanged} unchanged), {files} files ({r.files_added} added, "
+        f"{r.files_updated} updated, {r.files_unchanged} unchanged), {r.blobs_stored} blobs "
+        f"stored ({format_bytes(r.bytes_stored)}), {r.blobs_present} already stored"
+    )
+    if not (r.projects_created or r.projects_updated or r.blobs_stored):
+        summary += "; nothing changed"
+    return summary
+
+
+# -- retention and verification: straight to the database and the blob store -----------------
+
+
+def _gc(args: argparse.Namespace) -> int:
+    _, private, engine = _tools(args)
+    settings = private.settings
+    limit = settings.cache_max_bytes
+    store = LocalBlobStore(settings.blob_dir, settings.tmp_dir)
+    retention = Retention(db.get_session_factory(engine), store, limit)
+    verb = "would evict" if args.dry_run else "evicted"
+
+    def report(eviction: Eviction) -> None:
+        print(
+            f"{verb} {', '.join(eviction.files)} ({format_bytes(eviction.size)}, "
+            f"last used {eviction.last_used:%Y-%m-%d %H:%M:%S} UTC)",
+            flush=True,
+        )
+
+    try:
+        before = retention.size()
+        limit_text = format_bytes(limit) if limit else "none (pypicache.cache_max_bytes = 0)"
+        print(
+            f"cached upstream files: {format_bytes(before.bytes)} in {before.blobs} blobs; "
+            f"limit {limit_text}",
+            flush=True,
+        )
+        result = retention.collect(dry_run=args.dry_run, report=report)
+    finally:
+        engine.dispose()
+    for skipped in result.in_use:
+        print(f"kept {', '.join(skipped.files)}: being served")
+    state, done = ("would be", "to evict") if args.dry_run else ("now", "evicted")
+    print(
+        f"{state}: {format_bytes(result.after.bytes)} in {result.after.blobs} blobs "
+        f"({len(result.evicted)} {done})"
+    )
+    return 0
+
+
+class _VerifyProgress:
+    """Hashing progress: a bar on a terminal, a line every few seconds in a log or a pipe."""
+
+    LINE_INTERVAL = 5.0
+
+    def __init__(self) -> None:
+        self._tty = sys.stderr.isatty()
+        self._progress: Progress | None = None
+        self._blobs = self._hashed = self._unshown = 0
+        self._shown_at = time.monotonic()
+
+    def started(self, blobs: int, total_bytes: int) -> None:
+        self._blobs = blobs
+        self._progress = Progress("verify", total_bytes, count_bytes=True)
+
+    def hashed(self, name: str, size: int) -> None:
+        assert self._progress is not None
+        self._hashed += 1
+        self._unshown += size
+        now = time.monotonic()
+        if self._tty or self._hashed == self._blobs or now - self._shown_at >= self.LINE_INTERVAL:
+            self._progress.update(f"{self._hashed}/{self._blobs} blobs", self._unshown)
+            self._unshown, self._shown_at = 0, now
+
+    def found(self, finding: Finding) -> None:
+        self.close()  # end the status line before results go to stdout
+        print(_finding_line(finding), flush=True)
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.close()
+
+
+def _finding_line(finding: Finding) -> str:
+    what = finding.name
+    if finding.kind is not Kind.MISSING:
+        what += f" ({format_bytes(finding.size)})"
+    if finding.files:
+        what += f" of {', '.join(finding.files)}"
+    if finding.private and finding.kind in (Kind.CORRUPT, Kind.MISSING):
+        # A private file has no upstream to refetch it from: nothing may hide that.
+        what = f"ERROR: {finding.kind.value.upper()} PRIVATE FILE {what}: cannot be refetched"
+    else:
+        what = f"{finding.kind.value} {what}"
+    return f"{what}: {finding.note}" if finding.note else what
+
+
+def _verify(args: argparse.Namespace) -> int:
+    _, private, engine = _tools(args)
+    settings = private.settings
+    store = LocalBlobStore(settings.blob_dir, settings.tmp_dir)
+    verifier = Verifier(db.get_session_factory(engine), store, settings.data_dir / "quarantine")
+    progress = _VerifyProgress()
+    try:
+        result = verifier.run(repair=args.repair, reporter=progress)
+    finally:
+        progress.close()
+        engine.dispose()
+    remaining = result.remaining
+    print(
+        f"verified {result.blobs} blobs ({format_bytes(result.bytes)}): "
+        f"{len(result.findings)} problems, {len(result.findings) - len(remaining)} repaired, "
+        f"{len(remaining)} remain"
+    )
+    if remaining and not args.repair:
+        print("run `pypicache verify --repair` to fix what can be fixed")
+    return 1 if remaining else 0
 
 
 if __name__ == "__main__":

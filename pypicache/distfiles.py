@@ -21,9 +21,11 @@ from typing import IO, BinaryIO, NamedTuple
 from packaging.metadata import RawMetadata, parse_email
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import (
+    InvalidSdistFilename,
     InvalidWheelFilename,
     canonicalize_name,
     canonicalize_version,
+    parse_sdist_filename,
     parse_wheel_filename,
 )
 from packaging.version import InvalidVersion, Version
@@ -156,7 +158,19 @@ def validate_upload(
 
     `fields` holds every form field except the file parts.
     """
-    form = _read_form(fields)
+    return _validate(_read_form(fields), filename, content, max_size)
+
+
+def validate_file(filename: str, content: BinaryIO, *, max_size: int) -> ValidUpload:
+    """Check a file sent without twine's form fields (the admin page's upload).
+
+    The same checks as `validate_upload`, with name, version and type read from
+    the filename; the archive's metadata must then agree with them.
+    """
+    return _validate(_form_from_filename(filename), filename, content, max_size)
+
+
+def _validate(form: _Form, filename: str, content: BinaryIO, max_size: int) -> ValidUpload:
     _check_filename(filename, form)
     received = _receive(content, max_size)
     _check_digests(form.digests, received.digests)
@@ -200,6 +214,30 @@ def _read_form(fields: Mapping[str, Sequence[str]]) -> _Form:
         digests=_digests(fields),
         requires_python=_value(fields, "requires_python"),
         summary=_value(fields, "summary"),
+    )
+
+
+def _form_from_filename(filename: str) -> _Form:
+    """What twine would have sent for this file, as far as its name tells; no digests."""
+    try:
+        if filename.endswith(".whl"):
+            name, version, _build, _tags = parse_wheel_filename(filename)
+            filetype, sent_name = "bdist_wheel", filename.split("-", 1)[0]
+        elif filename.endswith(".tar.gz"):
+            name, version = parse_sdist_filename(filename)
+            filetype, sent_name = "sdist", filename.rsplit("-", 1)[0]
+        else:
+            raise UploadRejected("Invalid file extension: Use .tar.gz or .whl (see PEP 527 / 715).")
+    except (InvalidWheelFilename, InvalidSdistFilename) as exc:
+        raise UploadRejected(str(exc)) from None
+    return _Form(
+        name=sent_name,
+        project=name,
+        version=str(version),
+        filetype=filetype,
+        digests={},
+        requires_python=None,
+        summary=None,
     )
 
 

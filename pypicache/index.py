@@ -12,7 +12,7 @@ from enum import Enum
 from typing import BinaryIO
 
 import transaction
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from .db import get_tm_session
@@ -62,10 +62,13 @@ class IndexService:
         session_factory: sessionmaker[Session],
         store: BlobStore,
         upstream: UpstreamClient | None,
+        record_use: Callable[[str], None] | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.upstream = upstream
+        # Told the sha256 of every blob opened for serving (retention's recency).
+        self._record_use = record_use
         self._session_factory = session_factory
         self._pages: dict[str, CachedPage] = {}
         self._missing: dict[str, float] = {}  # upstream said 404: name -> until (monotonic)
@@ -119,7 +122,57 @@ class IndexService:
                 return entry, "stale" if entry.stale else "hit"
             return self._load(name)
 
-    def _load(self, name: str) -> tuple[CachedPage, str]:
+    def refresh_now(self, name: str, *, actor: str) -> str:
+        """Fetch a page from the upstream now, whatever its age (the admin page's "refresh").
+
+        Unconditional, so a wrong page stored behind a matching ETag is replaced too.
+        Returns "miss" when the upstream answered, "stale" when it failed and the
+        stored page stays, "hit" when the project does not follow the upstream.
+        """
+        with self.locks.hold(name):
+            self.forget(name)
+            result = self._load(name, force=True)[1]
+        with self._unit_of_work() as db:
+            db.add(AuditEntry(at=utcnow(), action="refresh", project=name, actor=actor))
+        return result
+
+    def purge(self, name: str, *, actor: str) -> int:
+        """Delete the stored blobs of a project's cached upstream files; returns how many.
+
+        The files stay listed on the page: the next download fetches them again.
+        Private files are never purged, nothing could bring them back.
+        """
+        with self.locks.hold(name):
+            with self._unit_of_work() as db:
+                project = self._project(db, name)
+                if project is None:
+                    raise ProjectNotFound(name)
+                rows = [f for f in project.files if f.origin == "upstream" and f.cached_at]
+                for row in rows:
+                    row.cached_at = None
+                candidates = {row.sha256 for row in rows if row.sha256}
+                detail = f"{len(rows)} cached files dropped"
+                db.add(
+                    AuditEntry(
+                        at=utcnow(), action="purge", project=name, actor=actor, detail=detail
+                    )
+                )
+            with self._unit_of_work() as db:
+                # A blob another project's cached file or a private file uses stays.
+                still_used = set(
+                    db.scalars(
+                        select(File.sha256).where(
+                            File.sha256.in_(candidates),
+                            or_(File.cached_at.is_not(None), File.origin == "private"),
+                        )
+                    )
+                )
+            for sha256 in candidates - still_used:
+                self.store.delete(sha256)
+        log.info("%s purged %d cached files of %s", actor, len(rows), name)
+        return len(rows)
+
+    def _load(self, name: str, *, force: bool = False) -> tuple[CachedPage, str]:
         with self._unit_of_work() as db:
             project = self._project(db, name)
             if project is not None:
@@ -129,13 +182,13 @@ class IndexService:
                     ttl = min(self.settings.page_ttl, PRIVATE_REFRESH)
                     return self._remember(project, ttl), "hit"
                 age = self._age(project)
-                if self.upstream is None or age < self.settings.page_ttl:
+                if self.upstream is None or (age < self.settings.page_ttl and not force):
                     return self._remember(project, self.settings.page_ttl - age), "hit"
             elif self.upstream is None:
                 raise ProjectNotFound(name)
             if self._missing.get(name, 0) > time.monotonic():
                 raise ProjectNotFound(name)
-            etag = project.upstream_etag if project is not None else None
+            etag = project.upstream_etag if project is not None and not force else None
             fallback = self._snapshot(project) if project is not None else None
 
         assert self.upstream is not None
@@ -418,13 +471,16 @@ class IndexService:
         return record
 
     def open_stored(self, sha256: str | None) -> BinaryIO | None:
-        """The stored blob, or None when it is not in the store."""
+        """The stored blob, or None when it is not in the store; opening it counts as a use."""
         if sha256 is None:
             return None
         try:
-            return self.store.open(sha256)
+            handle = self.store.open(sha256)
         except FileNotFoundError:
             return None
+        if self._record_use is not None:
+            self._record_use(sha256)
+        return handle
 
     def fill(self, record: FileRecord) -> Fill | None:
         """The download bringing ``record`` into the store (None: it is stored already)."""
@@ -492,7 +548,7 @@ class IndexService:
                 row.sha256, row.size = sha256, size
                 self._pages.pop(record.project, None)
             if row.sha256 == sha256:
-                row.cached_at = utcnow()
+                row.cached_at = row.last_used_at = utcnow()
 
     def _metadata_cached(self, record: FileRecord, sha256: str) -> None:
         with self._unit_of_work() as db:

@@ -78,6 +78,25 @@ class Metrics:
     def watch_database(self, session_factory: sessionmaker[Session]) -> None:
         self.registry.register(DatabaseCollector(session_factory))
 
+    def cache_totals(self) -> dict[str, float]:
+        """Lookups of every kind since start, by result ("hit", "miss", "stale")."""
+        totals: dict[str, float] = {}
+        for family in self.cache.collect():
+            for sample in family.samples:
+                if sample.name.endswith("_total"):
+                    result = sample.labels["result"]
+                    totals[result] = totals.get(result, 0.0) + sample.value
+        return totals
+
+    def upstream_bytes_total(self) -> float:
+        """Bytes received from the upstream since start, all kinds."""
+        return sum(
+            sample.value
+            for family in self.upstream_bytes.collect()
+            for sample in family.samples
+            if sample.name.endswith("_total")
+        )
+
     def cache_counter(self, kind: str, result: str) -> Callable[[], None]:
         """A bound ``inc`` for the hot path: label lookup once, not per request."""
         return self.cache.labels(kind, result).inc

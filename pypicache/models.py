@@ -81,7 +81,11 @@ class File(Base):
     # by the cache machinery).
     origin: Mapped[str] = mapped_column(String(16), default="upstream")
     # When the blob for the current sha256 was stored; None while it is not cached.
-    cached_at: Mapped[datetime | None] = mapped_column(DateTime)
+    # Indexed: most rows are listed, not cached, and retention reads only the cached ones.
+    cached_at: Mapped[datetime | None] = mapped_column(DateTime, index=True)
+    # When the blob was last filled or served (retention evicts the least recently used).
+    # Written in batches, so it may lag a few minutes; None: not recorded since cached.
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime)
 
     project: Mapped[Project] = relationship(back_populates="files")
 

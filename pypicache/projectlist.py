@@ -14,7 +14,7 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
@@ -92,6 +92,18 @@ class ProjectList:
             log.warning("upstream project list unavailable, using the last one: %s", exc)
             self._next_upstream_check = time.monotonic() + min(self._ttl, RETRY_AFTER_ERROR)
         return meta
+
+    def upstream_names_among(self, names: Collection[str]) -> set[str]:
+        """Which of the normalized ``names`` the upstream's list holds (streamed, not loaded).
+
+        The private names are never sent anywhere: asking the upstream about them
+        would tell it what we are shadowing.
+        """
+        if not names:
+            return set()
+        with self._lock:
+            self._refresh_upstream()
+        return {name for name, _ in self._upstream_names() if name in names}
 
     def _upstream_names(self) -> Iterator[tuple[str, str]]:
         path = self._dir / UPSTREAM_NAMES

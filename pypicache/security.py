@@ -1,20 +1,35 @@
-"""Who is asking (HTTP basic: a password, or ``__token__`` and a token) and what they may do."""
+"""Who is asking (HTTP basic, or the admin page's session) and what they may do."""
 
 from __future__ import annotations
 
 import base64
 import binascii
+import os
+import secrets
+import tempfile
+from collections.abc import Callable
 
+from pyramid.authentication import SessionAuthenticationHelper
 from pyramid.config import Configurator
+from pyramid.csrf import new_csrf_token
+from pyramid.interfaces import ISession
 from pyramid.request import Request
 from pyramid.security import Allowed, Denied
+from pyramid.session import SignedCookieSessionFactory
 
 from .accounts import Accounts, Identity
+from .settings import Settings
 
 READ = "read"
 UPLOAD = "upload"
 ADMIN = "admin"
 REALM = 'Basic realm="pypicache", charset="UTF-8"'
+# The admin page's session lives in a cookie sent only to /admin/: the API never sees it,
+# so a browser that is logged in cannot be made to upload or read through it.
+SESSION_COOKIE = "pypicache_admin"
+SESSION_PATH = "/admin"
+SESSION_TIMEOUT = 8 * 3600  # seconds without a request before a login expires
+SECRET_FILE = "session-secret"  # noqa: S105 - the file's name; the secret is inside
 
 
 def basic_credentials(header: str | None) -> tuple[str, str] | None:
@@ -29,15 +44,22 @@ def basic_credentials(header: str | None) -> tuple[str, str] | None:
 
 
 class BasicAuthSecurityPolicy:
-    """Pyramid's security policy: identity from basic auth, permissions from roles."""
+    """Pyramid's security policy: identity from basic auth (or the admin page's session),
+    permissions from roles."""
 
     def __init__(self, accounts: Accounts, read_auth: bool) -> None:
         self.accounts = accounts
         self.read_auth = read_auth
+        self._sessions = SessionAuthenticationHelper()
 
     def identity(self, request: Request) -> Identity | None:
         credentials = basic_credentials(request.headers.get("Authorization"))
-        return self.accounts.authenticate(*credentials) if credentials else None
+        if credentials:
+            return self.accounts.authenticate(*credentials)
+        if SESSION_COOKIE not in request.cookies:
+            return None  # not even a session to look into: don't make one
+        ticket = self._sessions.authenticated_userid(request)
+        return self.accounts.identity_for_ticket(ticket) if isinstance(ticket, str) else None
 
     def authenticated_userid(self, request: Request) -> str | None:
         identity = request.identity
@@ -54,9 +76,13 @@ class BasicAuthSecurityPolicy:
         return Denied(f"{identity.name} may not {permission}")
 
     def remember(self, request: Request, userid: str, **kw: object) -> list[tuple[str, str]]:
-        return []
+        """Log in to the admin page; ``userid`` is the ticket of an accepted ``Login``."""
+        request.session.invalidate()  # a fresh session: nothing carried over from before
+        new_csrf_token(request)
+        return self._sessions.remember(request, userid)
 
     def forget(self, request: Request, **kw: object) -> list[tuple[str, str]]:
+        request.session.invalidate()
         return []
 
     def may_read(self, authorization: str | None) -> bool:
@@ -67,6 +93,52 @@ class BasicAuthSecurityPolicy:
         return credentials is not None and self.accounts.authenticate(*credentials) is not None
 
 
+def session_secret(settings: Settings) -> str:
+    """The configured secret, else the one kept in the data dir, made by the first process.
+
+    Every process sharing the data dir must sign cookies alike, or a login would
+    work only on the process that made it.
+    """
+    if settings.session_secret:
+        return settings.session_secret
+    path = settings.data_dir / SECRET_FILE
+    if not path.exists():
+        fd, temp = tempfile.mkstemp(dir=settings.data_dir, prefix=".tmp-")  # mode 0600
+        try:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_urlsafe(48))
+                handle.flush()
+                os.fsync(handle.fileno())
+            # A link, not a rename: of processes starting together, the first one wins.
+            os.link(temp, path)
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(temp)
+    return path.read_text().strip()
+
+
+def session_factory(secret: str) -> Callable[[Request], ISession]:
+    """Signed cookie sessions, HttpOnly and SameSite, marked Secure on https requests."""
+    options = {
+        "cookie_name": SESSION_COOKIE,
+        "path": SESSION_PATH,
+        "httponly": True,
+        # Lax: a link to the admin page from elsewhere arrives logged in, while no other
+        # site can post with the cookie; every form carries a CSRF token as well.
+        "samesite": "Lax",
+        "timeout": SESSION_TIMEOUT,
+        "reissue_time": 60,
+    }
+    plain = SignedCookieSessionFactory(secret, secure=False, **options)
+    secure = SignedCookieSessionFactory(secret, secure=True, **options)
+
+    def factory(request: Request) -> ISession:
+        return (secure if request.scheme == "https" else plain)(request)
+
+    return factory
+
+
 def includeme(config: Configurator) -> None:
     settings = config.registry["pypicache.settings"]
     accounts = Accounts(config.registry["dbsession_factory"])
@@ -74,3 +146,12 @@ def includeme(config: Configurator) -> None:
     config.registry["accounts"] = accounts
     config.registry["security_policy"] = policy
     config.set_security_policy(policy)
+    config.set_session_factory(session_factory(session_secret(settings)))
+    # Every unsafe request needs the session's CSRF token; the upload API opts out (it
+    # speaks basic auth and never sees the session cookie).
+    config.set_default_csrf_options(require_csrf=True)
+
+    def request_accounts(request: Request) -> Accounts:
+        return accounts
+
+    config.add_request_method(request_accounts, "accounts", reify=True)

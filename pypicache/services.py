@@ -7,9 +7,12 @@ from pyramid.request import Request
 
 from .changelog import XmlRpcChangelog
 from .follower import Follower
+from .history import History
 from .index import IndexService
 from .metrics import Metrics
 from .private import PrivatePackages
+from .reports import Reports
+from .retention import Evictor, Retention, UsageLog
 from .settings import Settings
 from .storage import LocalBlobStore
 from .upstream import UpstreamClient
@@ -31,15 +34,24 @@ def includeme(config: Configurator) -> None:
         if settings.upstream_url
         else None
     )
+    factory = config.registry["dbsession_factory"]
+    store = LocalBlobStore(settings.blob_dir, settings.tmp_dir)
+    # Retention only with a limit: without one, nobody needs to know what was used when.
+    usage = UsageLog(factory) if settings.cache_max_bytes else None
     service = IndexService(
-        settings,
-        config.registry["dbsession_factory"],
-        LocalBlobStore(settings.blob_dir, settings.tmp_dir),
-        upstream,
+        settings, factory, store, upstream, record_use=usage.touch if usage else None
     )
     config.registry["index_service"] = service
+    config.registry["evictor"] = (
+        Evictor(Retention(factory, store, settings.cache_max_bytes), usage, settings.gc_interval)
+        if usage
+        else None
+    )
     private = PrivatePackages(settings, config.registry["dbsession_factory"], service)
     config.registry["follower"] = _follower(settings, config, service, upstream)
+    # What the admin page shows: queries, and the samples its charts draw.
+    reports = Reports(factory, service.project_list)
+    config.registry["history"] = History(factory, metrics, settings.chart_interval)
 
     def index(request: Request) -> IndexService:
         return service
@@ -53,7 +65,11 @@ def includeme(config: Configurator) -> None:
     def request_metrics(request: Request) -> Metrics:
         return metrics
 
+    def request_reports(request: Request) -> Reports:
+        return reports
+
     config.add_request_method(index, reify=True)
+    config.add_request_method(request_reports, "reports", reify=True)
     config.add_request_method(request_metrics, "metrics", reify=True)
     config.add_request_method(private_packages, "private", reify=True)
     config.add_request_method(app_settings, reify=True)

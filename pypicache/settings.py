@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -42,6 +42,10 @@ DEFAULTS: dict[str, str] = {
     "pypicache.log_format": "text",
     "pypicache.allow_overwrite": "false",
     "pypicache.max_upload_size": str(100 * 1024 * 1024),
+    "pypicache.cache_max_bytes": "0",
+    "pypicache.gc_interval": "300",
+    "pypicache.session_secret": "",
+    "pypicache.chart_interval": "60",
 }
 
 
@@ -75,6 +79,11 @@ class Settings:
     log_format: str
     allow_overwrite: bool
     max_upload_size: int
+    cache_max_bytes: int  # 0: unlimited
+    gc_interval: float
+    # Signs the admin page's session cookie; empty: generated once, kept in the data dir.
+    session_secret: str = field(repr=False)
+    chart_interval: float  # seconds between the samples the dashboard charts
 
     @classmethod
     def from_mapping(
@@ -129,6 +138,10 @@ class Settings:
             log_format=_choice(raw, "pypicache.log_format", ("text", "json")),
             allow_overwrite=_bool(raw, "pypicache.allow_overwrite"),
             max_upload_size=_count(raw, "pypicache.max_upload_size"),
+            cache_max_bytes=_count(raw, "pypicache.cache_max_bytes"),
+            gc_interval=_seconds(raw, "pypicache.gc_interval"),
+            session_secret=raw["pypicache.session_secret"].strip(),
+            chart_interval=_seconds(raw, "pypicache.chart_interval"),
         )
 
     @property

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import tempfile
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -33,13 +37,23 @@ class BlobStore(Protocol):
 
     def delete(self, sha256: str) -> None: ...
 
+    def delete_unless_in_use(self, sha256: str) -> bool: ...
+
+    def size(self, sha256: str) -> int | None: ...
+
 
 class LocalBlobStore:
-    """Blobs under ``root/ab/cd/<sha256>``; temp files in ``tmp`` on the same filesystem."""
+    """Blobs under ``root/ab/cd/<sha256>``; temp files in ``tmp`` on the same filesystem.
+
+    Every handle ``open`` returns counts as "in use" until it is closed, so
+    retention never deletes a blob this process is sending to a client.
+    """
 
     def __init__(self, root: Path, tmp: Path) -> None:
         self.root = root
         self.tmp = tmp
+        self._lock = threading.Lock()
+        self._in_use: Counter[str] = Counter()
 
     def path(self, sha256: str) -> Path:
         return self.root / sha256[:2] / sha256[2:4] / sha256
@@ -49,13 +63,68 @@ class LocalBlobStore:
 
     def open(self, sha256: str) -> BinaryIO:
         """Open a stored blob; FileNotFoundError if it is not (or no longer) stored."""
-        return self.path(sha256).open("rb")
+        # Under the lock: a blob is either opened before a deletion looks, or already gone.
+        with self._lock:
+            raw = io.FileIO(self.path(sha256), "r")
+            self._in_use[sha256] += 1
+        return _InUseHandle(raw, lambda: self._release(sha256))
+
+    def _release(self, sha256: str) -> None:
+        with self._lock:
+            self._in_use[sha256] -= 1
+            if self._in_use[sha256] <= 0:
+                del self._in_use[sha256]
+
+    def in_use(self, sha256: str) -> bool:
+        """Whether a handle on the blob is open in this process (a download in progress)."""
+        with self._lock:
+            return self._in_use[sha256] > 0
 
     def writer(self) -> LocalBlobWriter:
         return LocalBlobWriter(self)
 
     def delete(self, sha256: str) -> None:
         self.path(sha256).unlink(missing_ok=True)
+
+    def delete_unless_in_use(self, sha256: str) -> bool:
+        """Delete the blob unless it is being served; True when it is gone."""
+        with self._lock:
+            if self._in_use[sha256] > 0:
+                return False
+            self.path(sha256).unlink(missing_ok=True)
+            return True
+
+    def size(self, sha256: str) -> int | None:
+        try:
+            return self.path(sha256).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    def blobs(self) -> Iterator[tuple[str, Path, os.stat_result]]:
+        """Every file under the blob root as (name, path, stat), whatever its name says."""
+        for dirpath, _dirs, names in os.walk(self.root):
+            for name in sorted(names):
+                path = Path(dirpath) / name
+                try:
+                    yield name, path, path.stat()
+                except FileNotFoundError:
+                    continue  # deleted while we walked
+
+
+class _InUseHandle(io.BufferedReader):
+    """A read handle on a blob that tells the store when it is closed (or collected)."""
+
+    def __init__(self, raw: io.FileIO, release: Callable[[], None]) -> None:
+        super().__init__(raw)
+        self._release: Callable[[], None] | None = release
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            release, self._release = self._release, None
+            if release is not None:
+                release()
 
 
 class LocalBlobWriter:

@@ -8,10 +8,12 @@ from typing import Any
 from sqlalchemy import Engine
 
 from .follower import Follower
+from .history import History
 from .index import IndexService
 from .metrics import Metrics
 from .negotiation import select_media_type
 from .observe import CACHE_KEY, Observer
+from .retention import Evictor
 from .security import BasicAuthSecurityPolicy
 from .views.simple import page_response
 
@@ -38,10 +40,15 @@ class PypicacheApp:
         engine: Engine,
         client_max_age: int,
         metrics: Metrics,
+        *,
+        evictor: Evictor | None,
+        history: History,
     ) -> None:
         self.app = app
         self.service = service
         self.follower = follower
+        self.evictor = evictor
+        self.history = history
         self.policy = policy
         self.engine = engine
         self.client_max_age = client_max_age
@@ -74,9 +81,12 @@ class PypicacheApp:
         return self.app(environ, start_response)
 
     def close(self) -> None:
-        """Stop the follower and downloads, release connections; the app serves no more."""
+        """Stop the background threads and downloads, release connections; serve no more."""
         if self.follower is not None:
             self.follower.stop()
+        if self.evictor is not None:
+            self.evictor.stop()
+        self.history.stop()
         self.service.close()
         self._observe.stop()
         self.engine.dispose()

@@ -93,8 +93,8 @@ def project_list(request: Request) -> Response:
     return Response(headerlist=headers, app_iter=app_iter)
 
 
-@view_config(route_name="simple_index")
-@view_config(route_name="simple_project")
+@view_config(route_name="simple_index", require_csrf=False)
+@view_config(route_name="simple_project", require_csrf=False)
 def wrong_method(request: Request) -> Response:
     # uv and twine turn a 405 here into "you used the index URL instead of the upload URL".
     return HTTPMethodNotAllowed(headers={"Allow": "GET, HEAD"})

@@ -45,7 +45,7 @@ def upload(request: Request) -> Response:
     try:
         return _upload(request)
     finally:
-        _close_file_parts(request)
+        close_file_parts(request)
 
 
 def _upload(request: Request) -> Response:
@@ -79,7 +79,7 @@ def _upload(request: Request) -> Response:
     return answer(200, "OK")
 
 
-def _close_file_parts(request: Request) -> None:
+def close_file_parts(request: Request) -> None:
     """WebOb spooled the body and its file parts to temp files: close them now."""
     for value in request.POST.values():
         if isinstance(value, cgi.FieldStorage) and value.file is not None:

@@ -111,6 +111,7 @@ def _build_wheel(
     extra_files: dict[str, bytes] | None,
     build_tag: str | int | None,
     compress: bool,
+    tag: str = "py3-none-any",
 ) -> Dist:
     escaped = escape_name(name)
     version = normalize_version(version)
@@ -119,8 +120,8 @@ def _build_wheel(
     wheel_lines = [
         "Wheel-Version: 1.0",
         "Generator: pypicache-tests",
-        "Root-Is-Purelib: true",
-        "Tag: py3-none-any",
+        f"Root-Is-Purelib: {'true' if tag.endswith('-none-any') else 'false'}",
+        f"Tag: {tag}",
     ]
     if build_tag is not None:
         wheel_lines.append(f"Build: {build_tag}")
@@ -143,7 +144,7 @@ def _build_wheel(
 
     build = f"-{build_tag}" if build_tag is not None else ""
     return Dist(
-        filename=f"{escaped}-{version}{build}-py3-none-any.whl",
+        filename=f"{escaped}-{version}{build}-{tag}.whl",
         content=buffer.getvalue(),
         metadata=metadata,
         name=name,
@@ -160,8 +161,13 @@ def make_wheel(
     requires_python: str | None = None,
     extra_files: dict[str, bytes] | None = None,
     build_tag: str | int | None = None,
+    tag: str = "py3-none-any",
 ) -> Dist:
-    """A pure-Python py3-none-any wheel that pip and uv can really install."""
+    """A wheel that pip and uv can really install: pure Python, unless ``tag`` says otherwise.
+
+    Another ``tag`` (``cp39-cp39-manylinux_2_17_x86_64``) makes a wheel only that target
+    selects; its contents stay pure Python.
+    """
     return _build_wheel(
         name,
         version,
@@ -170,6 +176,7 @@ def make_wheel(
         extra_files=extra_files,
         build_tag=build_tag,
         compress=True,
+        tag=tag,
     )
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from pypicache.distfiles import UploadRejected, ValidUpload, validate_upload
+from pypicache.distfiles import UploadRejected, ValidUpload, validate_file, validate_upload
 from tests.support.dists import Dist, make_sdist, make_wheel
 
 LIMIT = 1 << 20
@@ -570,3 +570,32 @@ def test_invalid_requires_python_in_metadata() -> None:
         "'three or later' is an invalid value for Requires-Python. "
         "Error: Use a valid PEP 440 version specifier."
     )
+
+
+# -- a file without twine's form (the admin page's upload) -------------------------------------
+
+
+@pytest.mark.parametrize(
+    "dist",
+    [make_wheel("Acme.Utils", "1.0"), make_sdist("acme-utils", "1.0")],
+    ids=["wheel", "sdist"],
+)
+def test_a_bare_file_is_validated_from_its_name_and_metadata(dist: Dist):
+    valid = validate_file(dist.filename, io.BytesIO(dist.content), max_size=LIMIT)
+    assert (valid.project, valid.version, valid.sha256) == ("acme-utils", "1.0", dist.sha256)
+    assert valid.filetype == ("bdist_wheel" if dist.filename.endswith(".whl") else "sdist")
+
+
+@pytest.mark.parametrize(
+    ("filename", "message"),
+    [
+        ("acme_utils-2.0-py3-none-any.whl", "does not contain the required METADATA"),
+        ("acme_utils-1.0.zip", "Invalid file extension"),
+        ("acme_tools-1.0-py3-none-any.whl", "does not contain the required METADATA"),
+        ("acme_utils.whl", "Invalid wheel filename"),
+    ],
+)
+def test_a_bare_file_whose_name_lies_is_refused(filename: str, message: str):
+    wheel = make_wheel("acme-utils", "1.0")
+    with pytest.raises(UploadRejected, match=message):
+        validate_file(filename, io.BytesIO(wheel.content), max_size=LIMIT)

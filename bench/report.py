@@ -1,0 +1,380 @@
+"""Targets (PASS/MISS) and the readable table, both from the results dict."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+INSTALL_SOURCES = ("upstream", "nginx", "pypicache-cold", "pypicache-warm")
+PAGE_SERVERS = ("nginx", "bare waitress", "pypicache", "fake upstream")
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    value: str
+    goal: str
+    passed: bool | None  # None: not measured
+
+    @property
+    def verdict(self) -> str:
+        return {True: "PASS", False: "MISS", None: "n/a"}[self.passed]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "verdict": self.verdict}
+
+
+def median_seconds(results: dict[str, Any], tool: str, source: str) -> float | None:
+    runs = [r["seconds"] for r in results["installs"]["runs"][tool][source] if r["ok"]]
+    return statistics.median(runs) if runs else None
+
+
+def _ratio_target(name: str, value: float | None, base: float | None, limit: float) -> Target:
+    if value is None or base is None or base <= 0:
+        return Target(name, "not measured", f"<= {limit:.2f}x", None)
+    ratio = value / base
+    return Target(
+        name, f"{value:.2f} s vs {base:.2f} s = {ratio:.3f}x", f"<= {limit:.2f}x", ratio <= limit
+    )
+
+
+def evaluate(results: dict[str, Any]) -> list[Target]:
+    targets: list[Target] = []
+    pages = results.get("pages", {})
+    for fmt in ("html", "json"):
+        ours = pages.get(fmt, {}).get("pypicache", {})
+        bare = pages.get(fmt, {}).get("bare waitress", {})
+        if "c8" in ours and "c8" in bare:
+            ratio = ours["c8"]["requests_per_s"] / bare["c8"]["requests_per_s"]
+            targets.append(
+                Target(
+                    f"hot page {fmt.upper()} c8 vs bare waitress",
+                    f"{ours['c8']['requests_per_s']:.0f} vs {bare['c8']['requests_per_s']:.0f}"
+                    f" req/s = {ratio:.2f}x",
+                    ">= 0.80x",
+                    ratio >= 0.8,
+                )
+            )
+        if "c1" in ours:
+            p50 = ours["c1"]["p50_ms"]
+            targets.append(
+                Target(
+                    f"hot page {fmt.upper()} p50 at c1", f"{p50:.3f} ms", "<= 0.150 ms", p50 <= 0.15
+                )
+            )
+
+    if "installs" in results:
+        for tool, warm_limit, cold_limit in (("uv", 1.05, 1.10), ("pip", 1.03, 1.03)):
+            targets.append(
+                _ratio_target(
+                    f"{tool} install warm pypicache vs nginx",
+                    median_seconds(results, tool, "pypicache-warm"),
+                    median_seconds(results, tool, "nginx"),
+                    warm_limit,
+                )
+            )
+            targets.append(
+                _ratio_target(
+                    f"{tool} install cold pypicache vs upstream",
+                    median_seconds(results, tool, "pypicache-cold"),
+                    median_seconds(results, tool, "upstream"),
+                    cold_limit,
+                )
+            )
+
+    requests = results.get("upstream_requests", {})
+    for label, summaries in (
+        ("cold installs, 1 client", requests.get("cold", [])),
+        (
+            "cold install, 8 uv clients",
+            [requests["concurrent"]] if "concurrent" in requests else [],
+        ),
+    ):
+        if not summaries:
+            targets.append(
+                Target(f"one upstream request each ({label})", "not measured", "1", None)
+            )
+            continue
+        duplicated = sum(len(s["duplicates"]) for s in summaries)
+        worst = max(summaries, key=lambda s: len(s["duplicates"]))
+        targets.append(
+            Target(
+                f"one upstream request per page/file ({label})",
+                f"{worst['pages']} pages/{worst['unique_pages']} unique, "
+                f"{worst['files'] + worst['metadata']} files/"
+                f"{worst['unique_files'] + worst['unique_metadata']} unique",
+                "no repeats",
+                duplicated == 0 and all(s["errors"] == 0 for s in summaries),
+            )
+        )
+
+    large = results.get("large_file")
+    if large and "pypicache_cold" in large:
+        cold, direct = large["pypicache_cold"], large["direct"]
+        targets.append(
+            Target(
+                "throttled 200 MB cold: first byte",
+                f"{cold['ttfb_ms']:.1f} ms",
+                "<= 10 ms",
+                cold["ttfb_ms"] <= 10,
+            )
+        )
+        ratio = cold["total_s"] / direct["total_s"]
+        targets.append(
+            Target(
+                "throttled 200 MB cold: total vs direct",
+                f"{cold['total_s']:.2f} s vs {direct['total_s']:.2f} s = {ratio:.3f}x",
+                "<= 1.05x",
+                ratio <= 1.05,
+            )
+        )
+
+    rss = results.get("rss")
+    if rss and rss.get("pypicache_main_peak_kb"):
+        peak = max(rss["pypicache_main_peak_kb"], rss.get("pypicache_cold_peak_kb") or 0) / 1024
+        targets.append(
+            Target("pypicache peak RSS (VmHWM)", f"{peak:.1f} MB", "< 100 MB", peak < 100)
+        )
+
+    listing = results.get("project_list")
+    if listing:
+        for fmt in ("html", "json"):
+            warm = listing.get(f"warm_{fmt}")
+            if warm:
+                p50 = warm["p50_ms"]
+                targets.append(
+                    Target(
+                        f"/simple/ with {listing['projects']:,} projects, warm {fmt.upper()} p50",
+                        f"{p50:.1f} ms",
+                        "< 20 ms",
+                        p50 < 20,
+                    )
+                )
+    return targets
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def render_table(results: dict[str, Any], targets: Sequence[Target]) -> str:
+    out: list[str] = []
+    meta = results["meta"]
+    out.append(
+        f"pypicache benchmark  {meta['started']}  ({'quick' if meta['quick'] else 'full'} run,"
+        f" {meta['cpus']} CPUs, Python {meta['python']})"
+    )
+    out.append(
+        "NOTE: the load generator (wrk), the installers and every server share the same "
+        f"{meta['cpus']} cores;"
+    )
+    out.append("      absolute numbers are lower than on a dedicated client; compare ratios.")
+    out.append(f"tree: {meta['tree']}")
+    pypicache = meta.get("pypicache", {})
+    out.append(
+        f"pypicache measured: {pypicache.get('measured')} (imported from"
+        f" {pypicache.get('imported_from')}); {pypicache.get('threads')} threads,"
+        f" page TTL {pypicache.get('page_ttl')} s"
+    )
+    out.append("")
+
+    pages = results.get("pages")
+    if pages:
+        out.append(
+            f"a) hot GET /simple/{pages['project']}/  (wrk; median of {pages.get('rounds', 1)}"
+            f" interleaved runs of {pages['duration_s']:.0f} s per cell)"
+        )
+        out.append(
+            f"   {'':6}{'server':16}{'c1 req/s':>10}{'p50 ms':>9}{'p99 ms':>9}"
+            f"{'c8 req/s':>11}{'p50 ms':>9}{'p99 ms':>9}"
+        )
+        for fmt in ("html", "json"):
+            for server in PAGE_SERVERS:
+                cell = pages.get(fmt, {}).get(server)
+                if not cell:
+                    continue
+                c1, c8 = cell["c1"], cell["c8"]
+                out.append(
+                    f"   {fmt.upper():6}{server:16}{c1['requests_per_s']:>10.0f}"
+                    f"{c1['p50_ms']:>9.3f}"
+                    f"{c1['p99_ms']:>9.3f}{c8['requests_per_s']:>11.0f}{c8['p50_ms']:>9.3f}"
+                    f"{c8['p99_ms']:>9.3f}"
+                )
+        out.append("")
+
+    files = results.get("files")
+    if files:
+        out.append(
+            f"b) hot file download {files['filename']} ({files['size'] / 1e6:.1f} MB), MB/s"
+            f" (median of {files.get('rounds', 1)} runs of {files['duration_s']:.0f} s)"
+        )
+        out.append(f"   {'server':16}{'c1 (sequential)':>16}{'c8':>10}")
+        for server in ("nginx", "pypicache"):
+            cell = files["servers"].get(server)
+            if cell:
+                out.append(
+                    f"   {server:16}{cell['c1']['mb_per_s']:>16.0f}{cell['c8']['mb_per_s']:>10.0f}"
+                )
+        small = files.get("small")
+        if small:
+            out.append(
+                f"   small file {small['path'].rsplit('/', 1)[-1]} ({small['size']:,} bytes),"
+                " per request"
+            )
+            out.append(
+                f"   {'server':16}{'c1 req/s':>10}{'p50 ms':>9}{'p99 ms':>9}"
+                f"{'c8 req/s':>11}{'p50 ms':>9}{'p99 ms':>9}"
+            )
+            for server, cell in small["servers"].items():
+                c1, c8 = cell["c1"], cell["c8"]
+                out.append(
+                    f"   {server:16}{c1['requests_per_s']:>10.0f}{c1['p50_ms']:>9.3f}"
+                    f"{c1['p99_ms']:>9.3f}{c8['requests_per_s']:>11.0f}{c8['p50_ms']:>9.3f}"
+                    f"{c8['p99_ms']:>9.3f}"
+                )
+        out.append("")
+
+    installs = results.get("installs")
+    if installs:
+        out.append(
+            "c) install the whole tree into a fresh venv, no client cache; median (all runs), s"
+        )
+        out.append(f"   venvs, TMPDIR and UV_CACHE_DIR under {installs.get('venv_dir', '?')}")
+        for tool in ("uv", "pip"):
+            for source in INSTALL_SOURCES:
+                runs = installs["runs"][tool][source]
+                times = ", ".join(f"{r['seconds']:.2f}" + ("" if r["ok"] else "!") for r in runs)
+                failed = sum(not r["ok"] for r in runs)
+                note = f"  FAILED {failed}x" if failed else ""
+                out.append(
+                    f"   {tool:4}{source:16}{_fmt(median_seconds(results, tool, source), '>8.2f')}"
+                    f"   ({times}){note}"
+                )
+        out.append("")
+
+    requests = results.get("upstream_requests")
+    if requests:
+        out.append("d) upstream requests during cold pypicache installs")
+        out.append(
+            f"   {'run':24}{'pages':>7}{'unique':>8}{'files':>7}{'unique':>8}"
+            f"{'.metadata':>10}{'unique':>8}{'other':>7}  repeated"
+        )
+        rows = [(s["label"], s) for s in requests.get("cold", [])]
+        if "concurrent" in requests:
+            rows.append((requests["concurrent"]["label"], requests["concurrent"]))
+        for label, s in rows:
+            repeated = (
+                ", ".join(f"{k} x{v}" for k, v in list(s["duplicates"].items())[:4]) or "none"
+            )
+            out.append(
+                f"   {label:24}{s['pages']:>7}{s['unique_pages']:>8}{s['files']:>7}"
+                f"{s['unique_files']:>8}{s['metadata']:>10}{s['unique_metadata']:>8}"
+                f"{s['other']:>7}  {repeated}"
+            )
+        if "concurrent" in requests:
+            c = requests["concurrent"]
+            line = f"   8 concurrent uv installs, wall: cold pypicache {c['wall_s']:.2f} s"
+            line += "" if c["all_ok"] else " (SOME FAILED)"
+            for source, ref in c.get("references", {}).items():
+                line += f"; {source} {ref['wall_s']:.2f} s" + ("" if ref["all_ok"] else " (FAILED)")
+            out.append(line)
+        warm = requests.get("warm_upstream_requests")
+        if warm is not None:
+            out.append(
+                f"   page/file requests to the upstream during warm pypicache installs: {warm}"
+            )
+        out.append("")
+
+    large = results.get("large_file")
+    if large:
+        out.append(
+            f"e) {large['size'] / 1e6:.0f} MB file, upstream throttled to"
+            f" {large['throttle'] / 1e6:.0f} MB/s; median of {large.get('repeats', 1)}"
+            " (the first on the main server, the others on fresh ones)"
+        )
+        out.append(f"   {'':26}{'first byte ms':>14}{'total s':>9}{'MB/s':>8}")
+        for key, label in (
+            ("direct", "straight from upstream"),
+            ("pypicache_cold", "pypicache cold"),
+            ("pypicache_warm", "pypicache warm (stored)"),
+        ):
+            cell = large.get(key)
+            if cell:
+                out.append(
+                    f"   {label:26}{cell['ttfb_ms']:>14.1f}{cell['total_s']:>9.2f}"
+                    f"{cell['bytes'] / cell['total_s'] / 1e6:>8.0f}"
+                )
+        out.append("")
+
+    rss = results.get("rss")
+    if rss:
+        out.append("f) pypicache memory")
+        out.append(
+            f"   main server (all hot/warm work, /simple/, 200 MB file): VmHWM"
+            f" {_fmt(_mb(rss.get('pypicache_main_peak_kb')), '.1f')} MB,"
+            f" VmRSS now {_fmt(_mb(rss.get('pypicache_main_rss_kb')), '.1f')} MB"
+        )
+        started = rss.get("pypicache_cold_started_kb") or []
+        out.append(
+            "   cold-install servers: max VmHWM"
+            f" {_fmt(_mb(rss.get('pypicache_cold_peak_kb')), '.1f')} MB"
+            f" (just after start: {_fmt(_mb(min(started)) if started else None, '.1f')} MB)"
+        )
+        for phase, cell in rss.get("pypicache_main_phases", {}).items():
+            out.append(
+                f"   main server {phase:50} VmHWM {_fmt(_mb(cell['peak_kb']), '6.1f')} MB"
+                f"  VmRSS {_fmt(_mb(cell['rss_kb']), '6.1f')} MB"
+            )
+        out.append("")
+
+    listing = results.get("project_list")
+    if listing:
+        out.append(
+            f"g) GET /simple/ with {listing['projects']:,} upstream projects"
+            f" (HTML {listing['html_bytes'] / 1e6:.1f} MB,"
+            f" JSON {listing['json_bytes'] / 1e6:.1f} MB)"
+        )
+        out.append(
+            f"   fake upstream directly: first {listing['upstream_first_ms']:.0f} ms,"
+            f" again {listing['upstream_again_ms']:.0f} ms"
+        )
+        colds = ", ".join(f"{run['cold_html_ms']:.0f}" for run in listing.get("runs", []))
+        out.append(
+            f"   pypicache cold (first request, HTML): median {listing['cold_html_ms']:.0f} ms"
+            f" ({colds}); first JSON after it: {listing['first_json_ms']:.0f} ms"
+        )
+        for fmt in ("html", "json"):
+            warm = listing.get(f"warm_{fmt}")
+            if warm:
+                out.append(
+                    f"   pypicache warm {fmt.upper():4}: p50 {warm['p50_ms']:.1f} ms,"
+                    f" p99 {warm['p99_ms']:.1f} ms ({warm['requests']} requests, wrk c1)"
+                )
+        out.append("")
+
+    out.append("targets")
+    width = max((len(t.name) for t in targets), default=10) + 2
+    for t in targets:
+        out.append(f"   {t.verdict:5}{t.name:{width}}{t.value}   (target {t.goal})")
+    out.append("")
+    out.append(f"run took {meta.get('duration_s', 0):.0f} s")
+    other = meta.get("other_cpu") or {}
+    if other:
+        out.append(
+            "CPU taken by processes outside this benchmark, by phase"
+            " (share of both cores; anything but ~0 skews that phase):"
+        )
+        out.append(
+            "   "
+            + ", ".join(
+                f"{phase.split(')')[0]} {cell['other_share'] * 100:.0f}%"
+                for phase, cell in other.items()
+            )
+        )
+    return "\n".join(out)
+
+
+def _mb(kb: int | None) -> float | None:
+    return None if kb is None else kb / 1024

@@ -1,0 +1,76 @@
+"""Look at a test index's cache from outside: its database rows, its blobs, its CLI."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import requests
+import transaction
+from sqlalchemy import select
+
+from pypicache.accounts import Accounts
+from pypicache.db import get_engine, get_session_factory, get_tm_session
+from pypicache.models import File
+from pypicache.settings import Settings
+from tests.conftest import RunningIndex
+from tests.support.clients import clean_client_env
+from tests.support.dists import Dist
+
+PYPICACHE = Path(sys.executable).parent / "pypicache"
+
+
+class IndexDb:
+    """The index's own database: accounts, and what each file row says."""
+
+    def __init__(self, index: RunningIndex) -> None:
+        self.engine = get_engine(index.settings.database_url)
+        self.factory = get_session_factory(self.engine)
+        self.accounts = Accounts(self.factory)
+
+    def row(self, filename: str) -> tuple[datetime | None, datetime | None]:
+        """(cached_at, last_used_at) of the file row called ``filename``."""
+        manager = transaction.TransactionManager(explicit=True)
+        with manager:
+            db = get_tm_session(self.factory, manager)
+            return db.execute(
+                select(File.cached_at, File.last_used_at).where(File.filename == filename)
+            ).one()
+
+    def cached(self, filename: str) -> bool:
+        return self.row(filename)[0] is not None
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def blob_path(settings: Settings, sha256: str) -> Path:
+    return settings.blob_dir / sha256[:2] / sha256[2:4] / sha256
+
+
+def blobs(settings: Settings) -> set[str]:
+    return {p.name for p in settings.blob_dir.rglob("*") if p.is_file()}
+
+
+def download(index: RunningIndex, dist: Dist) -> bytes:
+    response = requests.get(f"{index.url}/packages/{dist.name}/{dist.filename}", timeout=30)
+    assert response.status_code == 200, response.text
+    assert hashlib.sha256(response.content).hexdigest() == dist.sha256
+    return response.content
+
+
+def pypicache(index: RunningIndex, *args: str, **environ: str) -> subprocess.CompletedProcess[str]:
+    """``pypicache ARGS`` on the index's database and data dir, ``environ`` added."""
+    env = {k: v for k, v in clean_client_env().items() if not k.startswith("PYPICACHE_")}
+    env["PYPICACHE_DATABASE_URL"] = index.settings.database_url
+    env.update(environ)
+    return subprocess.run(
+        [str(PYPICACHE), *args, "--data-dir", str(index.settings.data_dir)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
