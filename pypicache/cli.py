@@ -220,6 +220,9 @@ def _serve(args: argparse.Namespace) -> int:
             threads=args.threads,
             ident="pypicache",
             channel_timeout=300,
+            # uv keeps dozens of idle pooled connections per client; waitress's default of
+            # 100 open connections stalls a fleet of CI installs (see the benchmark).
+            connection_limit=2000,
             # Uploads up to the limit, plus room for the form around the file.
             max_request_body_size=settings.max_upload_size + 1024 * 1024,
         )
