@@ -248,6 +248,16 @@ def _tools(args: argparse.Namespace) -> tuple[Accounts, PrivatePackages, Engine]
     return Accounts(factory), PrivatePackages(settings, factory, index), engine
 
 
+@contextmanager
+def _services(args: argparse.Namespace) -> Iterator[tuple[Accounts, PrivatePackages]]:
+    """``_tools`` for one command: the database connections are closed afterwards."""
+    accounts, private, engine = _tools(args)
+    try:
+        yield accounts, private
+    finally:
+        engine.dispose()
+
+
 def _password(args: argparse.Namespace) -> str:
     if args.password_stdin:
         return sys.stdin.readline().rstrip("\r\n")
@@ -258,101 +268,73 @@ def _password(args: argparse.Namespace) -> str:
 
 
 def _user_add(args: argparse.Namespace) -> int:
-    accounts, _, engine = _tools(args)
-    try:
+    with _services(args) as (accounts, _):
         accounts.add_user(args.name, _password(args), admin=args.admin)
-    finally:
-        engine.dispose()
     print(f"user {args.name} added ({'admin' if args.admin else 'uploader'})")
     return 0
 
 
 def _user_passwd(args: argparse.Namespace) -> int:
-    accounts, _, engine = _tools(args)
-    try:
+    with _services(args) as (accounts, _):
         accounts.set_password(args.name, _password(args))
-    finally:
-        engine.dispose()
     print(f"password of {args.name} changed")
     return 0
 
 
 def _user_role(args: argparse.Namespace) -> int:
-    accounts, _, engine = _tools(args)
-    try:
+    with _services(args) as (accounts, _):
         accounts.set_admin(args.name, args.role == "admin")
-    finally:
-        engine.dispose()
     print(f"{args.name} is now {args.role}")
     return 0
 
 
 def _user_list(args: argparse.Namespace) -> int:
-    accounts, _, engine = _tools(args)
-    try:
+    with _services(args) as (accounts, _):
         for name, is_admin, created in accounts.users():
             print(f"{name}\t{'admin' if is_admin else 'uploader'}\t{created:%Y-%m-%d %H:%M}")
-    finally:
-        engine.dispose()
     return 0
 
 
 def _token_create(args: argparse.Namespace) -> int:
-    accounts, _, engine = _tools(args)
-    try:
+    with _services(args) as (accounts, _):
         token = accounts.create_token(args.name, args.description)
-    finally:
-        engine.dispose()
     print(token)
     print(f"(a new token for {args.name}; it is not shown again)", file=sys.stderr)
     return 0
 
 
 def _token_list(args: argparse.Namespace) -> int:
-    accounts, _, engine = _tools(args)
-    try:
+    with _services(args) as (accounts, _):
         for t in accounts.tokens(args.name):
             state = f"revoked {t.revoked_at:%Y-%m-%d}" if t.revoked_at else "active"
             used = f"{t.last_used_at:%Y-%m-%d %H:%M}" if t.last_used_at else "never used"
             print(f"{t.id}\t{t.user}\t{t.prefix}…\t{state}\t{used}\t{t.description or ''}")
-    finally:
-        engine.dispose()
     return 0
 
 
 def _token_revoke(args: argparse.Namespace) -> int:
-    accounts, _, engine = _tools(args)
-    try:
+    with _services(args) as (accounts, _):
         accounts.revoke_token(args.id)
-    finally:
-        engine.dispose()
     print(f"token {args.id} revoked")
     return 0
 
 
 def _project_merge(args: argparse.Namespace) -> int:
-    _, private, engine = _tools(args)
-    try:
+    with _services(args) as (_, private):
         private.set_merge_upstream(args.project, args.state == "on", actor=ADMIN_ACTOR)
-    finally:
-        engine.dispose()
     print(f"{args.project}: upstream files {'merged' if args.state == 'on' else 'hidden'}")
     return 0
 
 
 def _project_grant(args: argparse.Namespace) -> int:
-    _, private, engine = _tools(args)
-    try:
+    with _services(args) as (_, private):
         private.grant(args.project, args.user, actor=ADMIN_ACTOR)
-    finally:
-        engine.dispose()
     print(f"{args.user} may upload to {args.project}")
     return 0
 
 
 def _project_yank(args: argparse.Namespace) -> int:
-    _, private, engine = _tools(args)
-    try:
+    with _services(args) as (_, private):
         files = private.set_yanked(
             args.project,
             args.target,
@@ -360,22 +342,17 @@ def _project_yank(args: argparse.Namespace) -> int:
             reason=getattr(args, "reason", None),
             actor=ADMIN_ACTOR,
         )
-    finally:
-        engine.dispose()
     for filename in files:
         print(f"{'yanked' if args.yanked else 'unyanked'} {filename}")
     return 0
 
 
 def _project_delete(args: argparse.Namespace) -> int:
-    _, private, engine = _tools(args)
-    try:
+    with _services(args) as (_, private):
         if args.filename:
             private.delete_file(args.project, args.filename, actor=ADMIN_ACTOR)
         else:
             private.delete_project(args.project, actor=ADMIN_ACTOR)
-    finally:
-        engine.dispose()
     print(f"deleted {args.filename or args.project}")
     return 0
 
