@@ -8,11 +8,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from .claims import FillClaims
 from .errors import HashMismatch, PypicacheError, UpstreamTimeout, UpstreamUnavailable
 from .storage import BlobStore, BlobWriter
 from .upstream import CHUNK, UpstreamStream
 
 log = logging.getLogger(__name__)
+
+# Seconds between looks at the shared store while another process downloads a file.
+CLAIM_POLL = 0.2
 
 
 class FillStopped(PypicacheError):
@@ -27,6 +31,10 @@ class Fill:
     any number of clients share one upstream request.  The last byte is held
     back from every reader until the whole file has hashed to the advertised
     sha256, so a wrong file never reaches a client looking complete.
+
+    Across processes sharing a store, a claim in the database makes one of
+    them download; the others wait until ``find_stored`` sees the blob and
+    serve it from the store.
     """
 
     def __init__(
@@ -39,8 +47,12 @@ class Fill:
         on_commit: Callable[[str, int], None],
         stop: threading.Event,
         read_timeout: float,
+        claims: FillClaims,
+        find_stored: Callable[[], tuple[str, int] | None],
     ) -> None:
         self.key = key
+        self._claims = claims
+        self._find_stored = find_stored
         self._open_upstream = open_upstream
         self._store = store
         self._expected_sha256 = expected_sha256
@@ -60,13 +72,47 @@ class Fill:
 
     def run(self) -> None:
         try:
-            with self._open_upstream() as stream:
-                self._download(stream)
+            if not self._claim():
+                return
+            try:
+                with self._open_upstream() as stream:
+                    self._download(stream)
+            finally:
+                self._claims.release(self.key)
         except PypicacheError as exc:
             self._fail(exc)
         except Exception as exc:
             log.exception("fill of %s failed unexpectedly", self.key)
             self._fail(UpstreamUnavailable(f"download of {self.key} failed: {exc}"))
+
+    def _claim(self) -> bool:
+        """Claim the download; False when another process stored the blob meanwhile."""
+        while True:
+            if self._claims.try_claim(self.key):
+                # Looked again after claiming: the previous holder may have just finished.
+                stored = self._find_stored()
+                if stored is None:
+                    return True
+                self._claims.release(self.key)
+                self._adopt(*stored)
+                return False
+            stored = self._find_stored()
+            if stored is not None:
+                self._adopt(*stored)
+                return False
+            if self._stop.wait(CLAIM_POLL):
+                raise FillStopped(f"{self.key}: server stopping")
+
+    def _adopt(self, sha256: str, size: int) -> None:
+        """Finish with the blob another process stored."""
+        try:
+            self._on_commit(sha256, size)
+        except Exception:
+            log.exception("recording the cached file %s failed", self.key)
+        with self._cond:
+            self.sha256, self.size, self._written, self._started = sha256, size, size, True
+            self._cond.notify_all()
+        log.info("%s was stored by another process (sha256 %s)", self.key, sha256)
 
     def _download(self, stream: UpstreamStream) -> None:
         size = self._expected_size if self._expected_size is not None else stream.size

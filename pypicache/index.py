@@ -13,8 +13,10 @@ from typing import BinaryIO
 
 import transaction
 from sqlalchemy import func, or_, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
+from .claims import FillClaims
 from .db import get_tm_session
 from .errors import FileNotFound, ProjectNotFound, UpstreamUnavailable
 from .fill import Fill, FillRegistry
@@ -74,6 +76,7 @@ class IndexService:
         self._missing: dict[str, float] = {}  # upstream said 404: name -> until (monotonic)
         self.locks = KeyedLocks()
         self.fills = FillRegistry()
+        self.claims = FillClaims(session_factory)
         self._wait_timeout = (
             settings.upstream_connect_timeout
             + settings.upstream_timeout * (settings.upstream_retries + 1)
@@ -89,6 +92,7 @@ class IndexService:
 
     def close(self) -> None:
         self.fills.stop()
+        self.claims.stop()
         if self.upstream is not None:
             self.upstream.close()
 
@@ -208,6 +212,15 @@ class IndexService:
 
     def _store(self, name: str, result: UpstreamPage | NotModified) -> CachedPage:
         """Record what the upstream answered; drop blobs nothing refers to any more."""
+        try:
+            return self._store_once(name, result)
+        except IntegrityError:
+            # Another process stored the project's first page (or a new file of it) at the
+            # same moment; ours applies cleanly on top of what it committed.
+            log.info("%s was stored concurrently by another process; applying again", name)
+            return self._store_once(name, result)
+
+    def _store_once(self, name: str, result: UpstreamPage | NotModified) -> CachedPage:
         unreferenced: set[str] = set()
         with self._unit_of_work() as db:
             project = self._project(db, name)
@@ -491,6 +504,7 @@ class IndexService:
             sha256=sha256,
             size=record.size,
             on_commit=lambda digest, size: self._file_cached(record, digest, size),
+            recorded_sha256=lambda: self._recorded(record, metadata=False),
         )
 
     def open_metadata(self, record: FileRecord) -> BinaryIO:
@@ -506,6 +520,7 @@ class IndexService:
             sha256=record.metadata_sha256,
             size=None,
             on_commit=lambda digest, _size: self._metadata_cached(record, digest),
+            recorded_sha256=lambda: self._recorded(record, metadata=True),
         )
         sha256 = fill.wait_finished() if fill is not None else record.metadata_sha256
         stored = self.open_stored(sha256)
@@ -520,8 +535,16 @@ class IndexService:
         sha256: str | None,
         size: int | None,
         on_commit: Callable[[str, int], None],
+        recorded_sha256: Callable[[], str | None],
     ) -> Fill | None:
         upstream = self.upstream
+
+        def find_stored() -> tuple[str, int] | None:
+            # Without an advertised hash, the row another process filled names the blob.
+            digest = sha256 or recorded_sha256()
+            size = self.store.size(digest) if digest is not None else None
+            return None if digest is None or size is None else (digest, size)
+
         if upstream is None or url is None:
             raise UpstreamUnavailable(f"{key} is not cached and there is no upstream to fetch it")
         return self.fills.get_or_start(
@@ -536,6 +559,8 @@ class IndexService:
                 on_commit=on_commit,
                 stop=self.fills.stop_event,
                 read_timeout=self._wait_timeout,
+                claims=self.claims,
+                find_stored=find_stored,
             ),
         )
 
@@ -556,6 +581,16 @@ class IndexService:
             if row is not None and row.metadata_sha256 is None:
                 row.metadata_sha256 = sha256
                 self._pages.pop(record.project, None)
+
+    def _recorded(self, record: FileRecord, *, metadata: bool) -> str | None:
+        """The sha256 the database says was stored for the file (or its metadata)."""
+        with self._unit_of_work() as db:
+            row = self._file_row(db, record)
+            if row is None:
+                return None
+            if metadata:
+                return row.metadata_sha256
+            return row.sha256 if row.cached_at is not None else None
 
     def _file_row(self, db: Session, record: FileRecord) -> File | None:
         return db.scalar(

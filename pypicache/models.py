@@ -212,3 +212,18 @@ class DeletedFilename(Base):
     filename: Mapped[str] = mapped_column(String(512), primary_key=True)
     project: Mapped[str] = mapped_column(String(255))
     deleted_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class FillClaim(Base):
+    """A download in progress somewhere in the deployment: the others wait for its blob.
+
+    Several processes share one blob store; without this they would all fetch a file
+    they miss at the same moment.  The claim lapses when its process stops renewing it
+    (killed), so another one takes the download over.
+    """
+
+    __tablename__ = "fill_claims"
+
+    key: Mapped[str] = mapped_column(String(800), primary_key=True)  # project/filename
+    owner: Mapped[str] = mapped_column(String(255))
+    expires_at: Mapped[datetime] = mapped_column(DateTime)

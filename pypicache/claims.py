@@ -1,0 +1,109 @@
+"""Fill claims: which process of the deployment downloads a missing file, held by a lease."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import delete, update
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from .models import FillClaim
+
+log = logging.getLogger(__name__)
+
+# A claim not renewed for this long belongs to a dead process; another one takes over.
+CLAIM_LEASE = 10.0
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class FillClaims:
+    """Claims on downloads, shared through the database by every process.
+
+    A process claims a file before it asks the upstream for it; a process that
+    finds the file claimed waits for the blob to appear in the shared store
+    instead of fetching it too.  A thread renews this process's claims, so a
+    slow upstream never makes a live claim lapse and a killed process's claims
+    lapse within ``lease`` seconds.  Clocks of the hosts should agree to well
+    within the lease (NTP does).
+    """
+
+    def __init__(self, session_factory: sessionmaker[Session], lease: float = CLAIM_LEASE) -> None:
+        self._factory = session_factory
+        self.lease = lease
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._lock = threading.Lock()
+        self._held: set[str] = set()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def try_claim(self, key: str) -> bool:
+        """Claim ``key`` for this process; False while a live claim of another process has it."""
+        now = _utcnow()
+        try:
+            with self._factory.begin() as db:
+                db.execute(
+                    delete(FillClaim).where(FillClaim.key == key, FillClaim.expires_at < now)
+                )
+                db.add(FillClaim(key=key, owner=self.owner, expires_at=self._expiry()))
+        except IntegrityError:
+            return False
+        except OperationalError:
+            # SQLite's "database is locked" after its busy timeout: treat as taken, ask again.
+            log.warning("could not claim %s: database busy", key, exc_info=True)
+            return False
+        with self._lock:
+            self._held.add(key)
+            self._start_renewing()
+        return True
+
+    def release(self, key: str) -> None:
+        with self._lock:
+            self._held.discard(key)
+        try:
+            with self._factory.begin() as db:
+                db.execute(
+                    delete(FillClaim).where(FillClaim.key == key, FillClaim.owner == self.owner)
+                )
+        except OperationalError:
+            log.warning("could not release the claim on %s; it lapses", key, exc_info=True)
+
+    def _expiry(self) -> datetime:
+        return _utcnow() + timedelta(seconds=self.lease)
+
+    def _start_renewing(self) -> None:
+        if self._thread is None and not self._stop.is_set():
+            self._thread = threading.Thread(target=self._renew_loop, name="fill-claims", daemon=True)
+            self._thread.start()
+
+    def _renew_loop(self) -> None:
+        while not self._stop.wait(self.lease / 4):
+            with self._lock:
+                held = bool(self._held)
+            if not held:
+                continue
+            try:
+                with self._factory.begin() as db:
+                    db.execute(
+                        update(FillClaim)
+                        .where(FillClaim.owner == self.owner)
+                        .values(expires_at=self._expiry())
+                    )
+            except Exception:
+                log.exception("renewing fill claims failed; retrying")
+
+    def stop(self) -> None:
+        """Stop renewing; claims still held lapse (their fills were stopped first)."""
+        self._stop.set()
+        with self._lock:
+            thread = self._thread
+        if thread is not None:
+            thread.join(10)
