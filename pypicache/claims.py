@@ -81,7 +81,9 @@ class FillClaims:
 
     def _start_renewing(self) -> None:
         if self._thread is None and not self._stop.is_set():
-            self._thread = threading.Thread(target=self._renew_loop, name="fill-claims", daemon=True)
+            self._thread = threading.Thread(
+                target=self._renew_loop, name="fill-claims", daemon=True
+            )
             self._thread.start()
 
     def _renew_loop(self) -> None:
