@@ -13,10 +13,11 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from pyramid.config import Configurator
 from pyramid.request import Request
-from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy import URL, Engine, create_engine, event, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from .settings import Settings
+from .errors import SettingsError
+from .settings import DATABASE_KEY, Settings
 
 
 def get_engine(database_url: str) -> Engine:
@@ -27,7 +28,26 @@ def get_engine(database_url: str) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(database_url, pool_pre_ping=True)
+    if url.get_backend_name() == "postgresql":
+        url = postgresql_url(url)
+        if "options" not in url.query:
+            # Timestamps are naive UTC; a server in another time zone must not shift them.
+            url = url.update_query_dict({"options": "-c timezone=UTC"})
+    return create_engine(url, pool_pre_ping=True)
+
+
+def postgresql_url(url: URL) -> URL:
+    """``url`` with the psycopg (3) driver: psycopg2, SQLAlchemy's default, is no dependency."""
+    if url.drivername not in ("postgresql", "postgresql+psycopg"):
+        return url  # another driver, asked for by name
+    try:
+        import psycopg  # noqa: F401  (imported to see whether it can be)
+    except ImportError as exc:
+        raise SettingsError(
+            f"{DATABASE_KEY}: PostgreSQL needs the psycopg driver: "
+            "pip install 'pypicache[postgresql]'"
+        ) from exc
+    return url.set(drivername="postgresql+psycopg")
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

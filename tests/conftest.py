@@ -1,8 +1,7 @@
-"""Fixtures: a migrated template database, the fake upstream, and pypicache on waitress."""
+"""Fixtures: migrated test databases, the fake upstream, and pypicache on waitress."""
 
 from __future__ import annotations
 
-import shutil
 import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -10,9 +9,19 @@ from pathlib import Path
 
 import pytest
 
-from pypicache import db, make_app
+from pypicache import make_app
 from pypicache.settings import Settings
 from pypicache.wsgi import PypicacheApp
+from tests.support.databases import (
+    POSTGRESQL_URL_ENV,
+    PostgresqlServer,
+    PostgresqlTemplate,
+    SqliteTemplate,
+    Template,
+    configured_kind,
+    postgresql_admin_url,
+    postgresql_required,
+)
 from tests.support.fakeupstream import FakeUpstream
 from tests.support.servers import WaitressThread
 
@@ -35,11 +44,62 @@ def _loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(scope="session")
-def template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Migrate once per session; each test copies the file (real migrations, not create_all)."""
-    path = tmp_path_factory.mktemp("template") / "template.sqlite"
-    db.upgrade(f"sqlite:///{path}")
-    return path
+def postgresql_server() -> Iterator[PostgresqlServer]:
+    """The server PYPICACHE_TEST_POSTGRESQL_URL names; without one the test is skipped."""
+    admin_url = postgresql_admin_url()
+    if admin_url is None:
+        reason = f"{POSTGRESQL_URL_ENV} is not set: there is no PostgreSQL server to test on"
+        if postgresql_required():
+            pytest.fail(reason)
+        pytest.skip(reason)
+    server = PostgresqlServer(admin_url)
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def postgresql_template(postgresql_server: PostgresqlServer) -> Iterator[PostgresqlTemplate]:
+    """Migrated once per session with the real migrations; test databases copy it."""
+    template = PostgresqlTemplate(postgresql_server)
+    yield template
+    template.close()
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SqliteTemplate]:
+    """Migrated once per session with the real migrations; test databases copy the file."""
+    template = SqliteTemplate(tmp_path_factory.mktemp("databases"))
+    yield template
+    template.close()
+
+
+@pytest.fixture(scope="session")
+def database_template(request: pytest.FixtureRequest) -> Template:
+    """The template of the database PYPICACHE_TEST_DATABASE names (SQLite by default)."""
+    return request.getfixturevalue(f"{configured_kind()}_template")
+
+
+@pytest.fixture
+def postgresql_url(postgresql_template: PostgresqlTemplate) -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database, whatever PYPICACHE_TEST_DATABASE says."""
+    url = postgresql_template.create()
+    yield url
+    postgresql_template.drop(url)
+
+
+@pytest.fixture
+def fresh_database_url(database_template: Template) -> Iterator[Callable[[], str]]:
+    """Makes fresh, migrated databases of the configured kind; all dropped after the test."""
+    created: list[str] = []
+
+    def create() -> str:
+        url = database_template.create()
+        created.append(url)
+        return url
+
+    yield create
+    for url in created:
+        database_template.drop(url)
 
 
 @pytest.fixture
@@ -71,19 +131,17 @@ IndexFactory = Callable[..., RunningIndex]
 
 
 @pytest.fixture
-def make_index(tmp_path: Path, template_db: Path) -> Iterator[IndexFactory]:
+def make_index(tmp_path: Path, fresh_database_url: Callable[[], str]) -> Iterator[IndexFactory]:
     """Start pypicache with test settings; every index started is stopped after the test."""
     started: list[RunningIndex] = []
 
     def start(upstream_url: str | None, name: str = "index", **overrides: str) -> RunningIndex:
         data_dir = tmp_path / name
         data_dir.mkdir()
-        database = data_dir / "pypicache.sqlite"
-        shutil.copy(template_db, database)
         ini = {
             "pypicache.upstream_url": upstream_url or "none",
             "pypicache.data_dir": str(data_dir),
-            "sqlalchemy.url": f"sqlite:///{database}",
+            "sqlalchemy.url": overrides.get("sqlalchemy.url") or fresh_database_url(),
             "pypicache.upstream_timeout": "5",
             "pypicache.upstream_connect_timeout": "2",
             "pypicache.upstream_retries": "1",

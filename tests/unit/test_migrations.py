@@ -1,21 +1,33 @@
-"""The models and the migrations describe the same schema."""
+"""The models and the migrations describe the same schema, on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import create_engine
 
 from pypicache import db
 from pypicache.models import Base
 
 
-def test_migrations_match_the_models(tmp_path: Path):
-    url = f"sqlite:///{tmp_path / 'schema.sqlite'}"
-    db.upgrade(url)
-    engine = create_engine(url)
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database with no schema at all, for the migrations to build from nothing."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'schema.sqlite'}"
+        return
+    server = request.getfixturevalue("postgresql_server")
+    name = server.create_database()
+    yield server.url_for(name)
+    server.drop_database(name)
+
+
+def test_migrations_match_the_models(empty_database_url: str):
+    db.upgrade(empty_database_url)
+    engine = db.get_engine(empty_database_url)
     try:
         with engine.connect() as connection:
             context = MigrationContext.configure(connection, opts={"compare_type": True})
@@ -24,7 +36,6 @@ def test_migrations_match_the_models(tmp_path: Path):
         engine.dispose()
 
 
-def test_upgrade_is_idempotent(tmp_path: Path):
-    url = f"sqlite:///{tmp_path / 'twice.sqlite'}"
-    db.upgrade(url)
-    db.upgrade(url)
+def test_upgrade_is_idempotent(empty_database_url: str):
+    db.upgrade(empty_database_url)
+    db.upgrade(empty_database_url)
