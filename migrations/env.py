@@ -6,7 +6,7 @@ from alembic import context
 from pyramid.paster import get_appsettings, setup_logging
 
 from pypicache.db import get_engine
-from pypicache.models import Base
+from pypicache.models import Base, exists_on
 from pypicache.settings import Settings
 
 config = context.config
@@ -33,6 +33,7 @@ def run_migrations() -> None:
                 target_metadata=Base.metadata,
                 render_as_batch=url.startswith("sqlite"),
                 compare_type=True,
+                include_object=exists_on(connection.dialect.name),
             )
             with context.begin_transaction():
                 context.run_migrations()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -10,6 +12,7 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     ForeignKey,
+    Index,
     MetaData,
     String,
     Text,
@@ -25,16 +28,38 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+# ``info`` key of a schema object that exists on one kind of database only (its dialect name).
+ONLY_ON = "pypicache.only_on"
 
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
+def exists_on(dialect_name: str) -> Callable[..., bool]:
+    """Alembic's ``include_object`` for one database: leaves out what only others have."""
+
+    def include(obj: Any, _name: str | None, _type: str, _reflected: bool, _other: Any) -> bool:
+        return getattr(obj, "info", {}).get(ONLY_ON, dialect_name) == dialect_name
+
+    return include
+
+
 class Project(Base):
     """A project page as last seen upstream (or, later, a private project)."""
 
     __tablename__ = "projects"
+    __table_args__ = (
+        # The admin page's search matches parts of names (LIKE '%term%'), which no b-tree
+        # helps; trigrams do, on PostgreSQL.  SQLite scans the table, fine at its scale.
+        Index(
+            "ix_projects_name_trgm",
+            "name",
+            postgresql_using="gin",
+            postgresql_ops={"name": "gin_trgm_ops"},
+            info={ONLY_ON: "postgresql"},
+        ),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(255), unique=True)  # normalized

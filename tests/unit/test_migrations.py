@@ -10,7 +10,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from pypicache import db
-from pypicache.models import Base
+from pypicache.models import Base, exists_on
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -30,7 +30,8 @@ def test_migrations_match_the_models(empty_database_url: str):
     engine = db.get_engine(empty_database_url)
     try:
         with engine.connect() as connection:
-            context = MigrationContext.configure(connection, opts={"compare_type": True})
+            opts = {"compare_type": True, "include_object": exists_on(connection.dialect.name)}
+            context = MigrationContext.configure(connection, opts=opts)
             assert compare_metadata(context, Base.metadata) == []
     finally:
         engine.dispose()
