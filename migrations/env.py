@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from alembic import context
 from pyramid.paster import get_appsettings, setup_logging
+from sqlalchemy import text
 
 from pypicache.db import get_engine
 from pypicache.models import Base, exists_on
 from pypicache.settings import Settings
 
 config = context.config
+
+# The advisory lock migrations hold on PostgreSQL (any constant of our own).
+LOCK_KEY = 0x7079_7069_6361
 
 
 def database_url() -> str:
@@ -36,6 +40,12 @@ def run_migrations() -> None:
                 include_object=exists_on(connection.dialect.name),
             )
             with context.begin_transaction():
+                if connection.dialect.name == "postgresql":
+                    # Hosts of one deployment starting at once take turns: the others wait
+                    # here, then find the schema current.  Released when the transaction ends.
+                    connection.execute(
+                        text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOCK_KEY}
+                    )
                 context.run_migrations()
     finally:
         engine.dispose()

@@ -20,6 +20,7 @@ from sqlalchemy import create_engine, select
 from pypicache.models import FillClaim
 from tests.functional.test_install import EXPECTED, installed
 from tests.support.clients import make_venv, pip_install, uv_pip_install
+from tests.support.databases import configured_kind
 from tests.support.dists import make_large_wheel, make_sdist, make_wheel
 from tests.support.fakeupstream import FakeUpstream
 from tests.support.serveprocess import ServeProcess
@@ -270,3 +271,34 @@ def test_exactly_one_process_follows_and_another_takes_over_after_kill(
         "watched-1.0-py3-none-any.whl",
         "watched-2.0-py3-none-any.whl",
     }
+
+
+def test_processes_starting_at_once_on_a_new_database_migrate_it_once(
+    request: pytest.FixtureRequest, tmp_path: Path, upstream: FakeUpstream
+):
+    if configured_kind() == "postgresql":
+        server = request.getfixturevalue("postgresql_server")
+        name = server.create_database()
+        request.addfinalizer(lambda: server.drop_database(name))
+        url = server.url_for(name)
+    else:
+        url = f"sqlite:///{tmp_path / 'new.sqlite'}"
+    processes = [
+        ServeProcess(
+            name,
+            tmp_path / name,
+            {"PYPICACHE_DATABASE_URL": url, "PYPICACHE_UPSTREAM_URL": upstream.simple_url},
+        )
+        for name in ("host-a", "host-b", "host-c")
+    ]
+    try:
+        for process in processes:
+            process.launch()
+        for process in processes:
+            process.wait_ready()
+        upstream.publish(make_wheel("fresh", "1.0"))
+        for process in processes:
+            assert requests.get(f"{process.simple_url}fresh/", timeout=10).status_code == 200
+    finally:
+        for process in processes:
+            process.stop()

@@ -42,6 +42,11 @@ class ServeProcess:
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 60) -> ServeProcess:
+        self.launch()
+        return self.wait_ready(timeout)
+
+    def launch(self) -> None:
+        """Start the process without waiting for it (to start several at once)."""
         command = [
             str(PYPICACHE),
             "serve",
@@ -56,6 +61,8 @@ class ServeProcess:
             self._process = subprocess.Popen(
                 command, stdout=log, stderr=subprocess.STDOUT, env=self._env
             )
+
+    def wait_ready(self, timeout: float = 60) -> ServeProcess:
         if not wait_until(self._healthy, timeout, interval=0.1):
             self.kill()
             raise AssertionError(f"{self.name} did not start:\n{self.log_tail()}")
