@@ -252,3 +252,12 @@ class FillClaim(Base):
     key: Mapped[str] = mapped_column(String(800), primary_key=True)  # project/filename
     owner: Mapped[str] = mapped_column(String(255))
     expires_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class AppSecret(Base):
+    """A secret every process of the deployment must share (the admin session's signing key)."""
+
+    __tablename__ = "app_secrets"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-import os
 import secrets
-import tempfile
 from collections.abc import Callable
 
 from pyramid.authentication import SessionAuthenticationHelper
@@ -16,8 +14,11 @@ from pyramid.interfaces import ISession
 from pyramid.request import Request
 from pyramid.security import Allowed, Denied
 from pyramid.session import SignedCookieSessionFactory
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
 
 from .accounts import Accounts, Identity
+from .models import AppSecret
 from .settings import Settings
 
 READ = "read"
@@ -29,7 +30,9 @@ REALM = 'Basic realm="pypicache", charset="UTF-8"'
 SESSION_COOKIE = "pypicache_admin"
 SESSION_PATH = "/admin"
 SESSION_TIMEOUT = 8 * 3600  # seconds without a request before a login expires
+# Where versions before 0.2 kept the session secret (read once, to adopt it).
 SECRET_FILE = "session-secret"  # noqa: S105 - the file's name; the secret is inside
+SESSION_SECRET = "admin-session"  # noqa: S105 - the row's name; the secret is inside
 
 
 def basic_credentials(header: str | None) -> tuple[str, str] | None:
@@ -93,29 +96,28 @@ class BasicAuthSecurityPolicy:
         return credentials is not None and self.accounts.authenticate(*credentials) is not None
 
 
-def session_secret(settings: Settings) -> str:
-    """The configured secret, else the one kept in the data dir, made by the first process.
+def session_secret(settings: Settings, session_factory: sessionmaker[Session]) -> str:
+    """The configured secret, else the one kept in the database, made by the first process.
 
-    Every process sharing the data dir must sign cookies alike, or a login would
-    work only on the process that made it.
+    Every process of the deployment must sign cookies alike, or behind a load
+    balancer a login would work only on the host that made it.  A secret an
+    older version kept in the data dir is adopted, so logins survive the upgrade.
     """
     if settings.session_secret:
         return settings.session_secret
-    path = settings.data_dir / SECRET_FILE
-    if not path.exists():
-        fd, temp = tempfile.mkstemp(dir=settings.data_dir, prefix=".tmp-")  # mode 0600
-        try:
-            with os.fdopen(fd, "w") as handle:
-                handle.write(secrets.token_urlsafe(48))
-                handle.flush()
-                os.fsync(handle.fileno())
-            # A link, not a rename: of processes starting together, the first one wins.
-            os.link(temp, path)
-        except FileExistsError:
-            pass
-        finally:
-            os.unlink(temp)
-    return path.read_text().strip()
+    with session_factory.begin() as db:
+        stored = db.get(AppSecret, SESSION_SECRET)
+        if stored is not None:
+            return stored.value
+    legacy = settings.data_dir / SECRET_FILE
+    value = legacy.read_text().strip() if legacy.is_file() else secrets.token_urlsafe(48)
+    try:
+        with session_factory.begin() as db:
+            db.add(AppSecret(name=SESSION_SECRET, value=value))
+    except IntegrityError:
+        pass  # another process made it first: everyone uses that one
+    with session_factory.begin() as db:
+        return db.get_one(AppSecret, SESSION_SECRET).value
 
 
 def session_factory(secret: str) -> Callable[[Request], ISession]:
@@ -146,7 +148,8 @@ def includeme(config: Configurator) -> None:
     config.registry["accounts"] = accounts
     config.registry["security_policy"] = policy
     config.set_security_policy(policy)
-    config.set_session_factory(session_factory(session_secret(settings)))
+    secret = session_secret(settings, config.registry["dbsession_factory"])
+    config.set_session_factory(session_factory(secret))
     # Every unsafe request needs the session's CSRF token; the upload API opts out (it
     # speaks basic auth and never sees the session cookie).
     config.set_default_csrf_options(require_csrf=True)

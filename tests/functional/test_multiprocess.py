@@ -8,6 +8,7 @@ S3 bucket, or one directory every process mounts.
 from __future__ import annotations
 
 import hashlib
+import re
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -17,6 +18,8 @@ import pytest
 import requests
 from sqlalchemy import create_engine, select
 
+from pypicache import db
+from pypicache.accounts import Accounts
 from pypicache.models import FillClaim
 from tests.functional.test_install import EXPECTED, installed
 from tests.support.clients import make_venv, pip_install, uv_pip_install
@@ -28,6 +31,8 @@ from tests.support.waiting import wait_until
 
 # FillClaims.lease: a killed process's download is taken over after this long.
 CLAIM_LEASE = 10.0
+
+ADMIN_PASSWORD = "correct horse battery"
 
 Deployment = Callable[..., ServeProcess]
 
@@ -302,3 +307,47 @@ def test_processes_starting_at_once_on_a_new_database_migrate_it_once(
     finally:
         for process in processes:
             process.stop()
+
+
+def test_an_admin_logged_in_on_one_host_is_logged_in_on_the_others(
+    tmp_path: Path, upstream: FakeUpstream, shared_database: str
+):
+    engine = create_engine(shared_database)
+    try:
+        Accounts(db.get_session_factory(engine)).add_user("root", ADMIN_PASSWORD, admin=True)
+    finally:
+        engine.dispose()
+    hosts = [
+        ServeProcess(
+            name,
+            tmp_path / name,  # each host its own data dir: nothing shared but the database
+            {"PYPICACHE_DATABASE_URL": shared_database, "PYPICACHE_UPSTREAM_URL": "none"},
+        )
+        for name in ("host-a", "host-b")
+    ]
+    try:
+        for host in hosts:
+            host.start()
+        browser = requests.Session()
+        form = browser.get(hosts[0].url + "/admin/login", timeout=10)
+        token = re.search(r'name="csrf_token" value="([^"]+)"', form.text)
+        assert token is not None
+        login = browser.post(
+            hosts[0].url + "/admin/login",
+            data={
+                "csrf_token": token.group(1),
+                "username": "root",
+                "password": ADMIN_PASSWORD,
+                "next": "/admin/",
+            },
+            allow_redirects=False,
+            timeout=10,
+        )
+        assert login.status_code == 303
+        # Cookies ignore ports: the load balancer's other host gets the same cookie.
+        for host in hosts:
+            dashboard = browser.get(host.url + "/admin/", allow_redirects=False, timeout=10)
+            assert dashboard.status_code == 200, f"{host.name}: {dashboard.headers}"
+    finally:
+        for host in hosts:
+            host.stop()
