@@ -422,11 +422,7 @@ def _metadata_blob(row: File, store: BlobStore) -> tuple[str, _Source] | None:
 
 def _stored_size(store: BlobStore, sha256: str) -> int | None:
     """The blob's size, or None when it is not (or no longer) in the store."""
-    try:
-        with store.open(sha256) as handle:
-            return os.fstat(handle.fileno()).st_size
-    except FileNotFoundError:
-        return None
+    return store.size(sha256)
 
 
 def _wheel_metadata(store: BlobStore, sha256: str) -> bytes | None:
@@ -495,7 +491,7 @@ def _open_source(store: BlobStore, sha256: str, source: _Source) -> Iterator[IO[
         except FileNotFoundError:
             raise BundleError(f"blob {sha256} left the store during the export") from None
         with handle:
-            if os.fstat(handle.fileno()).st_size != source.size:
+            if handle.size != source.size:
                 raise BundleError(f"blob {sha256} changed size in the store during the export")
             yield handle
         return

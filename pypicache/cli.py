@@ -26,7 +26,7 @@ from .private import PrivatePackages
 from .progress import Progress, format_bytes
 from .retention import Eviction, Retention
 from .settings import Settings
-from .storage import LocalBlobStore
+from .storage import BlobStore, make_store
 from .verify import Finding, Kind, Verifier
 from .warm import Target, WarmReport, pip_timeout, warm
 
@@ -242,9 +242,7 @@ def _tools(args: argparse.Namespace) -> tuple[Accounts, PrivatePackages, Engine]
         db.upgrade(settings.database_url)
     engine = db.get_engine(settings.database_url)
     factory = db.get_session_factory(engine)
-    index = IndexService(
-        settings, factory, LocalBlobStore(settings.blob_dir, settings.tmp_dir), None
-    )
+    index = IndexService(settings, factory, make_store(settings), None)
     return Accounts(factory), PrivatePackages(settings, factory, index), engine
 
 
@@ -381,14 +379,14 @@ def _target_options(command: argparse.ArgumentParser) -> None:
 
 def _cache(
     args: argparse.Namespace,
-) -> tuple[Settings, sessionmaker[Session], LocalBlobStore, Engine]:
+) -> tuple[Settings, sessionmaker[Session], BlobStore, Engine]:
     """The configured database (migrated, as serve would) and blob store."""
     settings = _settings(args)
     settings.prepare_data_dir()
     if settings.migrate_on_start:
         db.upgrade(settings.database_url)
     engine = db.get_engine(settings.database_url)
-    store = LocalBlobStore(settings.blob_dir, settings.tmp_dir)
+    store = make_store(settings)
     return settings, db.get_session_factory(engine), store, engine
 
 
@@ -508,10 +506,8 @@ def _import_summary(r: ImportReport) -> str:
 
 def _gc(args: argparse.Namespace) -> int:
     _, private, engine = _tools(args)
-    settings = private.settings
-    limit = settings.cache_max_bytes
-    store = LocalBlobStore(settings.blob_dir, settings.tmp_dir)
-    retention = Retention(db.get_session_factory(engine), store, limit)
+    limit = private.settings.cache_max_bytes
+    retention = Retention(db.get_session_factory(engine), private.store, limit)
     verb = "would evict" if args.dry_run else "evicted"
 
     def report(eviction: Eviction) -> None:
@@ -592,8 +588,9 @@ def _finding_line(finding: Finding) -> str:
 def _verify(args: argparse.Namespace) -> int:
     _, private, engine = _tools(args)
     settings = private.settings
-    store = LocalBlobStore(settings.blob_dir, settings.tmp_dir)
-    verifier = Verifier(db.get_session_factory(engine), store, settings.data_dir / "quarantine")
+    verifier = Verifier(
+        db.get_session_factory(engine), private.store, settings.data_dir / "quarantine"
+    )
     progress = _VerifyProgress()
     try:
         result = verifier.run(repair=args.repair, reporter=progress)

@@ -45,3 +45,7 @@ class AccountError(PypicacheError):
 
 class Forbidden(PypicacheError):
     """Authenticated, but not allowed to do this (403)."""
+
+
+class StorageUnavailable(PypicacheError):
+    """The blob store failed (object store unreachable, a write that did not verify)."""

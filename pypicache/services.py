@@ -14,7 +14,7 @@ from .private import PrivatePackages
 from .reports import Reports
 from .retention import Evictor, Retention, UsageLog
 from .settings import Settings
-from .storage import LocalBlobStore
+from .storage import make_store
 from .upstream import UpstreamClient
 
 
@@ -35,7 +35,7 @@ def includeme(config: Configurator) -> None:
         else None
     )
     factory = config.registry["dbsession_factory"]
-    store = LocalBlobStore(settings.blob_dir, settings.tmp_dir)
+    store = make_store(settings)
     # Retention only with a limit: without one, nobody needs to know what was used when.
     usage = UsageLog(factory) if settings.cache_max_bytes else None
     service = IndexService(

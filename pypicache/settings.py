@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
+import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +21,7 @@ PREFIX = "pypicache."
 FOLLOW_METHODS = ("auto", "xmlrpc", "simple-index", "off")
 DATABASE_KEY = "sqlalchemy.url"
 DATABASE_ENV = "PYPICACHE_DATABASE_URL"
+BOTO3_MISSING = "pypicache.storage: s3:// storage needs boto3: pip install 'pypicache[s3]'"
 
 # Every setting we read, with its default as the ini would spell it.  The
 # environment variable of ``pypicache.NAME`` is ``PYPICACHE_NAME``.
@@ -46,6 +50,10 @@ DEFAULTS: dict[str, str] = {
     "pypicache.gc_interval": "300",
     "pypicache.session_secret": "",
     "pypicache.chart_interval": "60",
+    "pypicache.storage": "",  # empty: files under data_dir/blobs; s3://bucket/prefix
+    "pypicache.s3_endpoint_url": "",  # empty: AWS itself
+    "pypicache.s3_region": "",
+    "pypicache.storage_redirect": "false",
 }
 
 
@@ -84,6 +92,11 @@ class Settings:
     # Signs the admin page's session cookie; empty: generated once, kept in the data dir.
     session_secret: str = field(repr=False)
     chart_interval: float  # seconds between the samples the dashboard charts
+    s3_bucket: str | None  # None: the local blob store under data_dir/blobs
+    s3_prefix: str  # keys are <prefix>/ab/cd/<sha256> ("" : no prefix)
+    s3_endpoint_url: str | None  # None: AWS's own endpoint for the region
+    s3_region: str | None
+    storage_redirect: bool  # send clients to presigned object URLs instead of streaming
 
     @classmethod
     def from_mapping(
@@ -116,6 +129,13 @@ class Settings:
             make_url(database_url)
         except ArgumentError:
             raise SettingsError(f"{DATABASE_KEY}: not a database URL: {database_url!r}") from None
+        bucket, prefix = _storage(raw["pypicache.storage"])
+        redirect = _bool(raw, "pypicache.storage_redirect")
+        if redirect and bucket is None:
+            raise SettingsError(
+                "pypicache.storage_redirect: needs object storage (pypicache.storage = "
+                "s3://bucket/prefix); files in the local store are served by pypicache itself"
+            )
         return cls(
             upstream_url=upstream,
             changelog_url=_changelog_url(raw["pypicache.changelog_url"], upstream),
@@ -142,12 +162,24 @@ class Settings:
             gc_interval=_seconds(raw, "pypicache.gc_interval"),
             session_secret=raw["pypicache.session_secret"].strip(),
             chart_interval=_seconds(raw, "pypicache.chart_interval"),
+            s3_bucket=bucket,
+            s3_prefix=prefix,
+            s3_endpoint_url=_endpoint_url(raw["pypicache.s3_endpoint_url"]),
+            s3_region=_region(raw["pypicache.s3_region"]),
+            storage_redirect=redirect,
         )
 
     @property
     def follow_lease(self) -> float:
         """How long a follower's lease lasts unrenewed before another process takes over."""
         return 3 * self.follow_interval + 5
+
+    @property
+    def storage_url(self) -> str | None:
+        """The object store location as configured (None: the local store)."""
+        if self.s3_bucket is None:
+            return None
+        return f"s3://{self.s3_bucket}/{self.s3_prefix}"
 
     @property
     def blob_dir(self) -> Path:
@@ -183,6 +215,81 @@ def _upstream_url(value: str) -> str | None:
         # Credentials would end up in logs and the admin page; take them from netrc instead.
         raise SettingsError("pypicache.upstream_url: must not contain credentials")
     return value if value.endswith("/") else value + "/"
+
+
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_BUCKET_RESERVED_STARTS = ("xn--", "sthree-", "amzn-s3-demo-")
+_BUCKET_RESERVED_ENDS = ("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3")
+_REGION = re.compile(r"[a-z0-9][a-z0-9-]*[a-z0-9]")
+
+
+def _storage(value: str) -> tuple[str | None, str]:
+    """(bucket, prefix) of ``s3://bucket/prefix``; (None, "") for the local store."""
+    value = value.strip()
+    if not value:
+        return None, ""
+    parts = urlsplit(value)
+    if parts.scheme != "s3" or parts.query or parts.fragment or "@" in parts.netloc:
+        raise SettingsError(
+            "pypicache.storage: expected empty (files under the data dir) or "
+            f"s3://bucket/prefix, got {value!r}"
+        )
+    bucket = parts.netloc
+    problem = _bucket_problem(bucket)
+    if problem:
+        raise SettingsError(f"pypicache.storage: bucket name {bucket!r} {problem}")
+    prefix = parts.path.strip("/")
+    if prefix and any(part in ("", ".", "..") for part in prefix.split("/")):
+        raise SettingsError(f"pypicache.storage: prefix {prefix!r} has an empty or dot segment")
+    if importlib.util.find_spec("boto3") is None:
+        raise SettingsError(BOTO3_MISSING)
+    return bucket, prefix
+
+
+def _bucket_problem(bucket: str) -> str | None:
+    """Why ``bucket`` is not a valid S3 bucket name (None: it is)."""
+    if not 3 <= len(bucket) <= 63:
+        return "must be 3 to 63 characters long"
+    if not _BUCKET.fullmatch(bucket):
+        return (
+            "may hold only lowercase letters, digits, dots and hyphens, "
+            "and must begin and end with a letter or digit"
+        )
+    if ".." in bucket or ".-" in bucket or "-." in bucket:
+        return "must not have two dots, or a dot and a hyphen, next to each other"
+    try:
+        ipaddress.IPv4Address(bucket)
+    except ValueError:
+        pass
+    else:
+        return "must not look like an IP address"
+    if bucket.startswith(_BUCKET_RESERVED_STARTS) or bucket.endswith(_BUCKET_RESERVED_ENDS):
+        return "uses a prefix or suffix S3 reserves"
+    return None
+
+
+def _endpoint_url(value: str) -> str | None:
+    value = value.strip()
+    if not value:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise SettingsError(f"pypicache.s3_endpoint_url: expected an http(s):// URL, got {value!r}")
+    if parts.username or parts.password:
+        raise SettingsError(
+            "pypicache.s3_endpoint_url: must not contain credentials "
+            "(AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or a profile give them)"
+        )
+    return value.rstrip("/")
+
+
+def _region(value: str) -> str | None:
+    value = value.strip()
+    if not value:
+        return None
+    if not _REGION.fullmatch(value):
+        raise SettingsError(f"pypicache.s3_region: expected a region name, got {value!r}")
+    return value
 
 
 def _changelog_url(value: str, upstream: str | None) -> str | None:

@@ -9,10 +9,51 @@ import tempfile
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from .errors import HashMismatch
+from .errors import HashMismatch, SettingsError
+from .settings import BOTO3_MISSING
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from .settings import Settings
+
+
+class BlobReader(Protocol):
+    """A read handle on a stored blob; ``size`` is known before the first byte is read."""
+
+    size: int
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+    def seek(self, offset: int, whence: int = 0, /) -> int: ...
+
+    def tell(self) -> int: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> BlobReader: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+        /,
+    ) -> None: ...
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """One entry of a store's listing, whether or not it is named and placed like a blob."""
+
+    name: str  # the last part of its path or key
+    location: str  # its path (local store) or key (object store)
+    size: int
+    mtime: float  # seconds since the epoch
 
 
 class BlobWriter(Protocol):
@@ -29,9 +70,13 @@ class BlobWriter(Protocol):
 
 
 class BlobStore(Protocol):
+    """What the app and the admin commands need of a store, whichever backend holds it."""
+
+    tmp: Path  # where writers keep partial files, local in every backend
+
     def exists(self, sha256: str) -> bool: ...
 
-    def open(self, sha256: str) -> BinaryIO: ...
+    def open(self, sha256: str) -> BlobReader: ...
 
     def writer(self) -> BlobWriter: ...
 
@@ -40,6 +85,44 @@ class BlobStore(Protocol):
     def delete_unless_in_use(self, sha256: str) -> bool: ...
 
     def size(self, sha256: str) -> int | None: ...
+
+    def download_url(self, sha256: str, filename: str) -> str | None:
+        """Where a client may fetch the blob itself (None: the app sends it)."""
+        ...
+
+    # -- for verify: the store as it is, not as the database expects it ---------------------
+
+    def describe(self) -> str: ...
+
+    def objects(self) -> Iterator[StoredObject]: ...
+
+    def location(self, sha256: str) -> str: ...
+
+    def open_location(self, location: str) -> BlobReader: ...
+
+    def delete_location(self, location: str) -> None: ...
+
+    def set_aside(self, sha256: str, target: Path) -> bool: ...
+
+
+def make_store(settings: Settings) -> BlobStore:
+    """The configured backend: files under the data dir, or an S3 bucket."""
+    if settings.s3_bucket is None:
+        return LocalBlobStore(settings.blob_dir, settings.tmp_dir)
+    try:
+        from .s3storage import S3BlobStore
+    except ImportError as exc:
+        if (exc.name or "").partition(".")[0] in ("boto3", "botocore", "s3transfer"):
+            raise SettingsError(BOTO3_MISSING) from None
+        raise
+    return S3BlobStore(
+        settings.s3_bucket,
+        settings.s3_prefix,
+        settings.tmp_dir,
+        endpoint_url=settings.s3_endpoint_url,
+        region=settings.s3_region,
+        redirect=settings.storage_redirect,
+    )
 
 
 class LocalBlobStore:
@@ -61,7 +144,7 @@ class LocalBlobStore:
     def exists(self, sha256: str) -> bool:
         return self.path(sha256).is_file()
 
-    def open(self, sha256: str) -> BinaryIO:
+    def open(self, sha256: str) -> BlobReader:
         """Open a stored blob; FileNotFoundError if it is not (or no longer) stored."""
         # Under the lock: a blob is either opened before a deletion looks, or already gone.
         with self._lock:
@@ -100,18 +183,50 @@ class LocalBlobStore:
         except FileNotFoundError:
             return None
 
-    def blobs(self) -> Iterator[tuple[str, Path, os.stat_result]]:
-        """Every file under the blob root as (name, path, stat), whatever its name says."""
+    def download_url(self, sha256: str, filename: str) -> str | None:
+        return None  # nobody but this app can read the data dir
+
+    def describe(self) -> str:
+        return str(self.root)
+
+    def objects(self) -> Iterator[StoredObject]:
+        """Every file under the blob root, whatever its name says."""
         for dirpath, _dirs, names in os.walk(self.root):
             for name in sorted(names):
                 path = Path(dirpath) / name
                 try:
-                    yield name, path, path.stat()
+                    info = path.stat()
                 except FileNotFoundError:
                     continue  # deleted while we walked
+                yield StoredObject(name, str(path), info.st_size, info.st_mtime)
+
+    def location(self, sha256: str) -> str:
+        return str(self.path(sha256))
+
+    def open_location(self, location: str) -> BlobReader:
+        return _FileReader(io.FileIO(location, "r"))
+
+    def delete_location(self, location: str) -> None:
+        Path(location).unlink(missing_ok=True)
+
+    def set_aside(self, sha256: str, target: Path) -> bool:
+        """Move the blob out of the store to ``target``; False when it is not stored."""
+        try:
+            os.replace(self.path(sha256), target)
+        except FileNotFoundError:
+            return False
+        return True
 
 
-class _InUseHandle(io.BufferedReader):
+class _FileReader(io.BufferedReader):
+    """A read handle on a blob file that knows its size."""
+
+    def __init__(self, raw: io.FileIO) -> None:
+        super().__init__(raw)
+        self.size = os.fstat(raw.fileno()).st_size
+
+
+class _InUseHandle(_FileReader):
     """A read handle on a blob that tells the store when it is closed (or collected)."""
 
     def __init__(self, raw: io.FileIO, release: Callable[[], None]) -> None:

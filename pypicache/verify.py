@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from .db import get_tm_session
 from .models import File, Project
-from .storage import LocalBlobStore
+from .storage import BlobStore
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ class Finding:
     kind: Kind
     name: str  # the blob's sha256, or the file's name for what is not a proper blob
     size: int
-    path: Path | None = None  # where it is on disk (None: missing)
+    location: str | None = None  # its path or object key in the store (None: missing)
     files: tuple[str, ...] = ()  # "project/filename" of the rows that use the blob
     private: bool = False  # a private file uses it: it cannot be refetched
     repaired: bool = False
@@ -83,17 +83,17 @@ class Reporter(Protocol):
 @dataclass(frozen=True)
 class _Blob:
     name: str
-    path: Path
+    location: str
     size: int
     mtime: float
 
     def finding(self, kind: Kind, **details: object) -> Finding:
-        return Finding(kind, self.name, self.size, self.path, **details)  # type: ignore[arg-type]
+        return Finding(kind, self.name, self.size, self.location, **details)  # type: ignore[arg-type]
 
 
 class Verifier:
     def __init__(
-        self, session_factory: sessionmaker[Session], store: LocalBlobStore, quarantine: Path
+        self, session_factory: sessionmaker[Session], store: BlobStore, quarantine: Path
     ) -> None:
         self._session_factory = session_factory
         self.store = store
@@ -107,21 +107,18 @@ class Verifier:
 
     def run(self, *, repair: bool, reporter: Reporter) -> Verification:
         """Rehash everything, report each problem, and with ``repair`` fix what can be fixed."""
-        listing = [
-            _Blob(name, path, info.st_size, info.st_mtime)
-            for name, path, info in self.store.blobs()
-        ]
+        listing = [_Blob(o.name, o.location, o.size, o.mtime) for o in self.store.objects()]
         result = Verification(len(listing), sum(b.size for b in listing))
         reporter.started(result.blobs, result.bytes)
         good: list[_Blob] = []
         corrupt: list[_Blob] = []
         misplaced: list[_Blob] = []
         for blob in listing:
-            digest = _sha256(blob.path)
+            digest = self._sha256(blob.location)
             reporter.hashed(blob.name, blob.size)
             if digest is None:
                 continue  # deleted while we looked (evicted, invalidated)
-            if not _SHA256.fullmatch(blob.name) or blob.path != self.store.path(blob.name):
+            if not _SHA256.fullmatch(blob.name) or blob.location != self.store.location(blob.name):
                 misplaced.append(blob)  # the store never looks there: unreachable
             elif digest == blob.name:
                 good.append(blob)
@@ -220,25 +217,25 @@ class Verifier:
             except FileNotFoundError:
                 continue
             if entry.is_file() and info.st_mtime < stale:
-                found.append(Finding(Kind.STALE_TEMP, entry.name, info.st_size, Path(entry.path)))
+                found.append(Finding(Kind.STALE_TEMP, entry.name, info.st_size, entry.path))
         return found
 
     # -- repairs ---------------------------------------------------------------------------
 
     def _repair(self, finding: Finding, recorded: set[str]) -> Finding:
         if finding.kind is Kind.STALE_TEMP:
-            assert finding.path is not None
-            finding.path.unlink(missing_ok=True)
+            assert finding.location is not None
+            Path(finding.location).unlink(missing_ok=True)
             log.info("verify: removed stale temp file %s", finding.name)
             return replace(finding, repaired=True, note="removed")
         if finding.kind is Kind.ORPHAN:
-            assert finding.path is not None
+            assert finding.location is not None
             if finding.name in recorded:
-                if finding.path == self.store.path(finding.name):
+                if finding.location == self.store.location(finding.name):
                     return replace(finding, repaired=True, note="recorded meanwhile: kept")
                 return replace(finding, note="a file uses its name: move or remove it by hand")
-            finding.path.unlink(missing_ok=True)
-            log.info("verify: removed orphaned blob %s", finding.path)
+            self.store.delete_location(finding.location)
+            log.info("verify: removed orphaned blob %s", finding.location)
             return replace(finding, repaired=True, note="removed")
         if finding.kind is Kind.MISSING:
             if finding.private:
@@ -252,14 +249,11 @@ class Verifier:
         return self._repair_corrupt(finding)
 
     def _repair_corrupt(self, finding: Finding) -> Finding:
-        path = self.store.path(finding.name)
         if finding.private:
             # Never serve wrong bytes, never destroy the only copy: set it aside.
             self.quarantine.mkdir(parents=True, exist_ok=True)
             target = self.quarantine / finding.name
-            try:
-                os.replace(path, target)
-            except FileNotFoundError:
+            if not self.store.set_aside(finding.name, target):
                 return replace(finding, note="gone meanwhile")
             self._forget_cached(finding.name)
             log.error(
@@ -285,13 +279,13 @@ class Verifier:
                 .values(cached_at=None)
             )
 
-
-def _sha256(path: Path) -> str | None:
-    digest = hashlib.sha256()
-    try:
-        with path.open("rb") as handle:
-            for chunk in iter(lambda: handle.read(_HASH_CHUNK), b""):
-                digest.update(chunk)
-    except FileNotFoundError:
-        return None
-    return digest.hexdigest()
+    def _sha256(self, location: str) -> str | None:
+        """The hash of what is stored at ``location`` (streamed); None when it is gone."""
+        digest = hashlib.sha256()
+        try:
+            with self.store.open_location(location) as handle:
+                for chunk in iter(lambda: handle.read(_HASH_CHUNK), b""):
+                    digest.update(chunk)
+        except FileNotFoundError:
+            return None
+        return digest.hexdigest()

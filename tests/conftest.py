@@ -23,6 +23,7 @@ from tests.support.databases import (
     postgresql_required,
 )
 from tests.support.fakeupstream import FakeUpstream
+from tests.support.seaweedfs import s3_storage, seaweedfs  # noqa: F401 (fixtures)
 from tests.support.servers import WaitressThread
 
 _LOOPBACK = ("127.0.0.1", "::1", "localhost")

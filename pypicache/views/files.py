@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
-from typing import BinaryIO
 
 from pyramid.request import Request
 from pyramid.response import Response
@@ -16,6 +14,7 @@ from ..names import normalize_project
 from ..observe import note_cache
 from ..rendering import FileRecord
 from ..security import READ
+from ..storage import BlobReader
 
 METADATA_SUFFIX = ".metadata"
 CHUNK = 256 * 1024
@@ -39,6 +38,10 @@ def download(request: Request) -> Response:
     handle = index.open_stored(record.sha256)
     if handle is not None:
         note_cache(request, "file", "hit")
+        if request.method == "GET":
+            location = index.store.download_url(record.sha256, record.filename)
+            if location is not None:
+                return _redirect(request, handle, location, record)
         return blob_response(request, handle, record.sha256, record)
     if request.method == "HEAD" and record.size is not None:
         # Announce without fetching: uv probes range support with HEAD.
@@ -56,12 +59,26 @@ def download(request: Request) -> Response:
     return Response(headerlist=headers, app_iter=fill.chunks(), content_length=size)
 
 
+def _redirect(request: Request, handle: BlobReader, location: str, record: FileRecord) -> Response:
+    """Send the client to the object store (storage_redirect): a presigned, short-lived URL."""
+    handle.close()  # it only proved the blob is stored
+    headers = _file_headers(record.sha256, record)
+    etag = f'"sha256:{record.sha256}"'
+    if etag_matches(request.headers.get("If-None-Match"), etag):
+        return Response(status=304, headerlist=headers)
+    # The URL expires soon: nobody may cache the redirect, only the file it leads to.
+    return Response(
+        status=302,
+        headerlist=[("Location", location), ("Cache-Control", "no-store")],
+    )
+
+
 def blob_response(
-    request: Request, handle: BinaryIO | None, sha256: str | None, record: FileRecord
+    request: Request, handle: BlobReader | None, sha256: str | None, record: FileRecord
 ) -> Response:
     if handle is None:
         raise FileNotFound(f"{record.filename} vanished from the store")
-    size = os.fstat(handle.fileno()).st_size
+    size = handle.size
     headers = _file_headers(sha256, record)
     etag = f'"sha256:{sha256}"' if sha256 else None
     if etag and etag_matches(request.headers.get("If-None-Match"), etag):
@@ -82,11 +99,20 @@ def blob_response(
         status, length = 206, byte_range.length
         headers.append(("Content-Range", f"bytes {byte_range.start}-{byte_range.end}/{size}"))
     wrapper = request.environ.get("wsgi.file_wrapper")
-    app_iter = wrapper(handle, CHUNK) if wrapper else _limited(handle, length)
+    # The server's file wrapper for real files (sendfile); anything else is read here.
+    app_iter = wrapper(handle, CHUNK) if wrapper and _is_file(handle) else _limited(handle, length)
     return Response(status=status, headerlist=headers, app_iter=app_iter, content_length=length)
 
 
-def _limited(handle: BinaryIO, length: int) -> Iterator[bytes]:
+def _is_file(handle: BlobReader) -> bool:
+    try:
+        handle.fileno()  # type: ignore[attr-defined]
+    except (AttributeError, OSError):
+        return False
+    return True
+
+
+def _limited(handle: BlobReader, length: int) -> Iterator[bytes]:
     try:
         while length > 0:
             data = handle.read(min(CHUNK, length))
