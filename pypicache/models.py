@@ -249,7 +249,8 @@ class FillClaim(Base):
 
     __tablename__ = "fill_claims"
 
-    key: Mapped[str] = mapped_column(String(800), primary_key=True)  # project/filename
+    # project/filename, or ":job" for work one process of the deployment does at a time.
+    key: Mapped[str] = mapped_column(String(800), primary_key=True)
     owner: Mapped[str] = mapped_column(String(255))
     expires_at: Mapped[datetime] = mapped_column(DateTime)
 

@@ -20,12 +20,16 @@ import zope.sqlalchemy
 from sqlalchemy import Subquery, and_, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from .claims import FillClaims
 from .db import get_tm_session
 from .index import utcnow
 from .models import File, Project
 from .storage import BlobStore
 
 log = logging.getLogger(__name__)
+
+# The claim that makes one process of the deployment run the background round.
+ROUND_CLAIM = ":retention-round"
 
 BATCH = 200  # candidates read per query, in least recently used order
 
@@ -281,10 +285,13 @@ class Retention:
 class Evictor:
     """Runs retention in the background: a round every ``interval`` seconds, stoppable."""
 
-    def __init__(self, retention: Retention, usage: UsageLog, interval: float) -> None:
+    def __init__(
+        self, retention: Retention, usage: UsageLog, interval: float, claims: FillClaims
+    ) -> None:
         self.retention = retention
         self.usage = usage
         self.interval = interval
+        self._claims = claims
         self._stop = threading.Event()
         self._round = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -320,7 +327,15 @@ class Evictor:
     def run_forever(self) -> None:
         while not self._stop.is_set():
             try:
-                self.run_once()
+                # One round at a time in the whole deployment: processes evicting at once
+                # would each free the excess, together far more than it.
+                if self._claims.try_claim(ROUND_CLAIM):
+                    try:
+                        self.run_once()
+                    finally:
+                        self._claims.release(ROUND_CLAIM)
+                else:
+                    self.usage.flush()  # the round elsewhere must know what this host served
             except Exception:  # retention must outlive any bug; serving goes on
                 log.exception("retention round failed; next in %.0fs", self.interval)
             self._stop.wait(self.interval)

@@ -43,7 +43,12 @@ def includeme(config: Configurator) -> None:
     )
     config.registry["index_service"] = service
     config.registry["evictor"] = (
-        Evictor(Retention(factory, store, settings.cache_max_bytes), usage, settings.gc_interval)
+        Evictor(
+            Retention(factory, store, settings.cache_max_bytes),
+            usage,
+            settings.gc_interval,
+            service.claims,
+        )
         if usage
         else None
     )

@@ -11,6 +11,8 @@ from collections.abc import Callable, Iterator
 import pytest
 import requests
 
+from pypicache.claims import FillClaims
+from pypicache.retention import ROUND_CLAIM
 from tests.conftest import IndexFactory, RunningIndex
 from tests.support.cachestate import IndexDb, blob_path, blobs, download, pypicache
 from tests.support.dists import Dist, make_large_wheel, make_wheel
@@ -201,3 +203,29 @@ def test_a_blob_being_served_is_not_evicted(
     assert [e.sha256 for e in result.evicted] == [held.sha256]
     assert not blob_path(index.settings, held.sha256).exists()
     assert not db.cached(held.filename)
+
+
+def test_the_background_round_runs_in_one_process_of_the_deployment_at_a_time(
+    make_index: IndexFactory, upstream: FakeUpstream, open_db
+):
+    dist = wheel("busy")
+    upstream.publish(dist)
+    index = make_index(
+        upstream.simple_url,
+        **{"pypicache.cache_max_bytes": "1", "pypicache.gc_interval": "0.05"},
+    )
+    db = open_db(index)
+    # Another host of the deployment is in the middle of its round (between two of ours).
+    elsewhere = FillClaims(db.factory)
+    assert wait_until(lambda: elsewhere.try_claim(ROUND_CLAIM))
+    try:
+        download(index, dist)
+        # This process's rounds only hand over what it served; the other host evicts.
+        assert wait_until(lambda: db.row(dist.filename)[1] is not None)
+        assert db.cached(dist.filename)
+        assert blob_path(index.settings, dist.sha256).is_file()
+    finally:
+        elsewhere.release(ROUND_CLAIM)
+        elsewhere.stop()
+    assert wait_until(lambda: not db.cached(dist.filename))
+    assert not blob_path(index.settings, dist.sha256).exists()
