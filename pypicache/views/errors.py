@@ -15,6 +15,7 @@ from ..errors import (
     HashMismatch,
     InvalidName,
     ProjectNotFound,
+    StorageUnavailable,
     UpstreamTimeout,
     UpstreamUnavailable,
 )
@@ -85,4 +86,13 @@ def hash_mismatch(exc: HashMismatch, request: Request) -> Response:
 def stopping(exc: FillStopped, request: Request) -> Response:
     response = _text(503, "503 Service Unavailable: the server is stopping")
     response.headers["Retry-After"] = "5"
+    return response
+
+
+@exception_view_config(StorageUnavailable)
+def storage_unavailable(exc: StorageUnavailable, request: Request) -> Response:
+    log.error("blob store failed: %s", exc)
+    response = answer(503, f"503 Service Unavailable: {exc}")  # twine shows the reason phrase
+    response.cache_control = "no-store"
+    response.headers["Retry-After"] = "10"
     return response

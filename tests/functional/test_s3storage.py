@@ -44,7 +44,7 @@ def test_a_committed_blob_is_stored_under_its_hash_and_labelled_with_it(s3_stora
     assert writer.temp_path.read_bytes() == data  # what a fill's readers tail meanwhile
     assert writer.commit(sha256) == sha256
 
-    assert s3_storage.keys() == {s3_storage.key(sha256)}
+    assert s3_storage.object_keys() == {s3_storage.key(sha256)}
     head = s3_storage.client.head_object(Bucket=s3_storage.bucket, Key=s3_storage.key(sha256))
     assert head["ContentLength"] == len(data)
     assert head["Metadata"]["sha256"] == sha256
@@ -61,7 +61,7 @@ def test_a_hash_mismatch_uploads_nothing(s3_storage, tmp_dir):
     store = make_store(s3_storage, tmp_dir)
     with pytest.raises(HashMismatch):
         store_bytes(store, b"not what the page promised", expected="0" * 64)
-    assert s3_storage.keys() == set()
+    assert s3_storage.object_keys() == set()
     assert list(tmp_dir.iterdir()) == []
 
 
@@ -123,7 +123,7 @@ def test_an_endpoint_that_refuses_connections_is_a_storage_error(s3_storage, tmp
     with pytest.raises(StorageUnavailable):
         store.exists("0" * 64)
     assert list(tmp_dir.iterdir()) == []
-    assert s3_storage.keys() == set()
+    assert s3_storage.object_keys() == set()
 
 
 def test_open_seek_and_ranges_read_only_what_is_asked(s3_storage, tmp_dir):
@@ -168,7 +168,7 @@ def test_delete_and_delete_unless_in_use(s3_storage, tmp_dir):
     assert store.exists(kept)
     handle.close()
     assert store.delete_unless_in_use(kept)
-    assert s3_storage.keys() == set()
+    assert s3_storage.object_keys() == set()
 
 
 def test_the_listing_shows_every_object_under_the_prefix(s3_storage, tmp_dir):

@@ -90,7 +90,7 @@ class S3Storage:
     def key(self, sha256: str) -> str:
         return f"{self.prefix}/{sha256[:2]}/{sha256[2:4]}/{sha256}"
 
-    def keys(self) -> set[str]:
+    def object_keys(self) -> set[str]:
         """Every key in the bucket."""
         found = set()
         for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket):
@@ -99,7 +99,7 @@ class S3Storage:
 
     def blobs(self) -> set[str]:
         """The names of the stored blobs (the last part of each key)."""
-        return {key.rsplit("/", 1)[-1] for key in self.keys()}
+        return {key.rsplit("/", 1)[-1] for key in self.object_keys()}
 
 
 def _port_is_free(port: int) -> bool:
