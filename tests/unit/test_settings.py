@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 from pypi_simple import PYPI_SIMPLE_ENDPOINT
 
+from pypicache import cli
 from pypicache.errors import SettingsError
 from pypicache.settings import BOTO3_MISSING, Settings, env_name
 from pypicache.storage import LocalBlobStore, make_store
@@ -153,3 +154,10 @@ def test_s3_storage_without_boto3_names_the_extra_to_install(monkeypatch, tmp_pa
     with pytest.raises(SettingsError) as starting:
         make_store(settings)
     assert str(starting.value) == BOTO3_MISSING
+
+
+def test_a_command_without_boto3_says_which_extra_to_install(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("PYPICACHE_STORAGE", "s3://some-bucket/blobs")
+    monkeypatch.setitem(sys.modules, "boto3", None)
+    assert cli.main(["verify", "--data-dir", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == f"pypicache: bad setting {BOTO3_MISSING}\n"
