@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import random
 import tarfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -70,6 +72,72 @@ def test_install_fills_the_bucket_and_installs_again_without_the_upstream(
     warm = installer(make_venv(tmp_path / "warm"), index.simple_url, "app")
     assert warm.returncode == 0, warm.stderr
     assert installed(tmp_path / "warm" / "bin" / "python") == EXPECTED
+
+
+def test_concurrent_downloads_during_a_fill_share_one_fetch_and_one_upload(
+    make_index: IndexFactory, upstream: FakeUpstream, s3_storage: S3Storage
+):
+    data = random.Random(1).randbytes(1_000_000)
+    wheel = make_wheel("popular", "1.0", extra_files={"data.bin": data})
+    upstream.publish(wheel)
+    index = s3_index(make_index, upstream.simple_url, s3_storage)
+    upstream.stall("/packages/")
+    url = file_url(index, wheel)
+
+    def fetch(_: int) -> bytes:
+        with requests.Session() as session:
+            response = session.get(url, timeout=30)
+            response.raise_for_status()
+            return response.content
+
+    with ThreadPoolExecutor(8) as pool:
+        results = [pool.submit(fetch, i) for i in range(8)]
+        assert upstream.wait_stalled(1)
+        assert s3_storage.blobs() == set()
+        upstream.release()
+        bodies = [r.result(timeout=30) for r in results]
+    assert all(body == wheel.content for body in bodies)
+    assert upstream.count(path_contains=wheel.filename) == 1
+    assert s3_storage.blobs() == {wheel.sha256}
+    assert list(index.settings.tmp_dir.iterdir()) == []
+
+
+def test_a_hash_mismatch_uploads_nothing_to_the_bucket(
+    make_index: IndexFactory, upstream: FakeUpstream, s3_storage: S3Storage
+):
+    wheel = make_wheel("tampered", "1.0", extra_files={"data.bin": b"x" * 100_000})
+    upstream.publish(wheel)
+    index = s3_index(make_index, upstream.simple_url, s3_storage)
+    upstream.wrong_bytes(wheel.filename)
+    wrong = requests.get(file_url(index, wheel), headers={"Range": "bytes=0-99"}, timeout=30)
+    assert wrong.status_code == 502
+    assert s3_storage.object_keys() == set()
+    assert list(index.settings.tmp_dir.iterdir()) == []
+
+    upstream.reset_faults()
+    assert download(index, wheel) == wheel.content
+    assert s3_storage.blobs() == {wheel.sha256}
+
+
+def test_a_fill_whose_upload_fails_is_not_recorded(
+    make_index: IndexFactory, upstream: FakeUpstream, s3_storage: S3Storage
+):
+    wheel = make_wheel("unlucky", "1.0")
+    upstream.publish(wheel)
+    gone = S3Storage(
+        "pypicache-no-such-bucket", "blobs", s3_storage.endpoint_url, s3_storage.region, None
+    )
+    index = s3_index(make_index, upstream.simple_url, gone)
+    # A range waits for the whole file to be stored: it sees the failure as it is.
+    response = requests.get(file_url(index, wheel), headers={"Range": "bytes=0-9"}, timeout=30)
+    assert response.status_code == 503, response.text
+    assert "object store" in response.text
+    db = IndexDb(index)
+    try:
+        assert not db.cached(wheel.filename)
+    finally:
+        db.close()
+    assert list(index.settings.tmp_dir.iterdir()) == []
 
 
 def test_ranges_heads_and_etags_on_a_file_stored_in_s3(
