@@ -30,6 +30,7 @@ REDIRECT_EXPIRY = 300  # seconds a presigned download URL stays valid
 SHA256_METADATA = "sha256"  # x-amz-meta-sha256: what the writer hashed, checked on verify
 _S3_ERRORS = (BotoCoreError, ClientError, Boto3Error)
 _SAFE_FILENAME = re.compile(r"[A-Za-z0-9._+-]+")
+_UPLOAD_ID = "?uploadId="  # joins key and upload id in a stale upload's location
 
 
 def _status(exc: BaseException) -> int | None:
@@ -268,6 +269,38 @@ class S3BlobStore:
         os.replace(partial, target)
         self.delete(sha256)
         return True
+
+    def stale_uploads(self, started_before: float) -> list[StoredObject]:
+        """Multipart uploads under the prefix begun before ``started_before``, never finished.
+
+        ``location`` is ``<key>?uploadId=<id>``; ``size`` the bytes of the parts sent.
+        """
+        prefix = f"{self.prefix}/" if self.prefix else ""
+        found = []
+        try:
+            pages = self.client.get_paginator("list_multipart_uploads").paginate(
+                Bucket=self.bucket, Prefix=prefix
+            )
+            for page in pages:
+                for upload in page.get("Uploads", []):
+                    started = upload["Initiated"].timestamp()
+                    if started >= started_before:
+                        continue  # perhaps running now
+                    key, upload_id = upload["Key"], upload["UploadId"]
+                    parts = self.client.list_parts(Bucket=self.bucket, Key=key, UploadId=upload_id)
+                    size = sum(int(part["Size"]) for part in parts.get("Parts", []))
+                    found.append(StoredObject(key, f"{key}{_UPLOAD_ID}{upload_id}", size, started))
+        except _S3_ERRORS as exc:
+            raise self._failed("listing the uploads under", prefix, exc) from None
+        return found
+
+    def abort_upload(self, location: str) -> None:
+        key, _, upload_id = location.partition(_UPLOAD_ID)
+        try:
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+        except _S3_ERRORS as exc:
+            if _status(exc) != 404:  # finished or aborted meanwhile: gone either way
+                raise self._failed("aborting the upload to", key, exc) from None
 
 
 class S3Reader(io.RawIOBase):

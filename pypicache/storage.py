@@ -104,6 +104,12 @@ class BlobStore(Protocol):
 
     def set_aside(self, sha256: str, target: Path) -> bool: ...
 
+    def stale_uploads(self, started_before: float) -> list[StoredObject]:
+        """Unfinished uploads older than that (a crashed writer's); not the temp files."""
+        ...
+
+    def abort_upload(self, location: str) -> None: ...
+
 
 def make_store(settings: Settings) -> BlobStore:
     """The configured backend: files under the data dir, or an S3 bucket."""
@@ -216,6 +222,12 @@ class LocalBlobStore:
         except FileNotFoundError:
             return False
         return True
+
+    def stale_uploads(self, started_before: float) -> list[StoredObject]:
+        return []  # a partial write here is a temp file, and verify looks at those
+
+    def abort_upload(self, location: str) -> None:
+        raise NotImplementedError("the local store has no uploads")
 
 
 class _FileReader(io.BufferedReader):

@@ -2,7 +2,7 @@
 
 Finds blobs the database expects but the store lacks (missing), blobs nothing
 refers to (orphans), blobs whose bytes do not hash to their name (corrupt) and
-temporary files left behind by interrupted downloads.  A repair removes what
+temporary files (and object store uploads) left behind by interrupted writes.  A repair removes what
 can be refetched or is waste; a private file cannot be refetched, so a corrupt
 or missing one stays a problem until someone uploads it again.
 """
@@ -44,6 +44,7 @@ class Kind(Enum):
     ORPHAN = "orphan"
     CORRUPT = "corrupt"
     STALE_TEMP = "stale temp file"
+    STALE_UPLOAD = "stale upload"  # an object store's unfinished multipart upload
 
 
 @dataclass(frozen=True)
@@ -134,6 +135,10 @@ class Verifier:
         findings += [b.finding(Kind.ORPHAN, note="not where the store looks") for b in misplaced]
         findings += self._missing({b.name for b in good} | {b.name for b in corrupt})
         findings += self._stale_temp_files()
+        findings += [
+            Finding(Kind.STALE_UPLOAD, upload.name, upload.size, upload.location)
+            for upload in self.store.stale_uploads(time.time() - STALE_TEMP_AGE)
+        ]
         if repair:
             recorded = self._referenced({f.name for f in findings if f.kind is Kind.ORPHAN})
             findings = [self._repair(f, recorded) for f in findings]
@@ -228,6 +233,11 @@ class Verifier:
             Path(finding.location).unlink(missing_ok=True)
             log.info("verify: removed stale temp file %s", finding.name)
             return replace(finding, repaired=True, note="removed")
+        if finding.kind is Kind.STALE_UPLOAD:
+            assert finding.location is not None
+            self.store.abort_upload(finding.location)
+            log.info("verify: aborted the stale upload of %s", finding.name)
+            return replace(finding, repaired=True, note="aborted")
         if finding.kind is Kind.ORPHAN:
             assert finding.location is not None
             if finding.name in recorded:

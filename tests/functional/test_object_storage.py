@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from pypicache import verify
+from pypicache.storage import make_store
 from tests.conftest import IndexFactory, RunningIndex
 from tests.support.cachestate import IndexDb, download, pypicache
 from tests.support.cli import run_pypicache
@@ -309,6 +311,44 @@ def test_verify_and_repair_on_s3(
     for dist in (damaged, lost):
         download(index, dist)  # refetched, right this time
     assert {damaged.sha256, lost.sha256, intact.sha256} <= s3_storage.blobs()
+
+
+class Quiet:
+    """A verify reporter that shows nothing."""
+
+    def started(self, blobs: int, total_bytes: int) -> None: ...
+
+    def hashed(self, name: str, size: int) -> None: ...
+
+    def found(self, finding: verify.Finding) -> None: ...
+
+
+def test_verify_aborts_multipart_uploads_a_crashed_writer_left(
+    make_index: IndexFactory, s3_storage: S3Storage, monkeypatch: pytest.MonkeyPatch
+):
+    index = s3_index(make_index, None, s3_storage)
+    key = s3_storage.key("f" * 64)
+    client = s3_storage.client
+    upload = client.create_multipart_upload(Bucket=s3_storage.bucket, Key=key)
+    client.upload_part(
+        Bucket=s3_storage.bucket, Key=key, UploadId=upload["UploadId"], PartNumber=1,
+        Body=b"p" * 1000,
+    )  # fmt: skip
+    # Uploads cannot be backdated: call everything older than a minute from now stale.
+    monkeypatch.setattr(verify, "STALE_TEMP_AGE", -60.0)
+    db = IndexDb(index)
+    try:
+        verifier = verify.Verifier(db.factory, make_store(index.settings), index.settings.data_dir)
+        found = verifier.run(repair=False, reporter=Quiet()).findings
+        assert [(f.kind, f.name, f.size) for f in found] == [(verify.Kind.STALE_UPLOAD, key, 1000)]
+        repaired = verifier.run(repair=True, reporter=Quiet()).findings
+        assert [(f.kind, f.repaired, f.note) for f in repaired] == [
+            (verify.Kind.STALE_UPLOAD, True, "aborted")
+        ]
+    finally:
+        db.close()
+    uploads = client.list_multipart_uploads(Bucket=s3_storage.bucket).get("Uploads", [])
+    assert uploads == []
 
 
 def test_a_corrupt_private_object_is_quarantined_locally(
