@@ -21,6 +21,7 @@ import concurrent.futures
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import statistics
@@ -161,7 +162,9 @@ def start_host(
         PYPICACHE_FOLLOW_METHOD="off",  # its changelog calls would only add to the log
         **store.env,
     )
-    return servers.start(name, command, port=port, ready_path="/health", env=env)
+    return servers.start(
+        name, command, port=port, ready_path="/health", env=env, stop_signal=signal.SIGTERM
+    )
 
 
 class Deployment:
@@ -346,19 +349,27 @@ def measure_hot_pages(
 # -- 2. cold installs ------------------------------------------------------------------------
 
 
-def file_misses(host: Server) -> float | None:
-    """File misses the host counted (``pypicache_cache_lookups_total``), None if unreadable."""
+def host_counters(host: Server) -> dict[str, dict[str, float]] | None:
+    """From the host's /metrics: cache misses and upstream requests by kind; None if unreadable.
+
+    Together with the upstream's log they show which process fetched and which one waited.
+    """
     try:
-        text = requests.get(host.url + "/metrics", timeout=HTTP_TIMEOUT).text
+        response = requests.get(host.url + "/metrics", timeout=HTTP_TIMEOUT)
+        response.raise_for_status()
     except requests.RequestException:
         return None
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith("pypicache_cache_lookups_total{") and (
-            'kind="file"' in line and 'result="miss"' in line
-        ):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
+    counters: dict[str, dict[str, float]] = {"misses": {}, "upstream_requests": {}}
+    for line in response.text.splitlines():
+        match = re.fullmatch(r"(pypicache_\w+)_total\{([^}]*)\} (\S+)", line)
+        if match is None:
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', match[2]))
+        if match[1] == "pypicache_cache_lookups" and labels.get("result") == "miss":
+            counters["misses"][labels.get("kind", "?")] = float(match[3])
+        elif match[1] == "pypicache_upstream_requests":
+            counters["upstream_requests"][labels.get("kind", "?")] = float(match[3])
+    return counters
 
 
 def count_fetches(entries: list[tuple[str, str]]) -> dict[str, Any]:
@@ -412,8 +423,14 @@ def cold_pair(
     ]
     installs: list[Install] = []
     try:
-        for tool, process, (python, _) in zip(tools, processes, prepared, strict=True):
-            installs.append(installer.finish(tool, process, python, started))
+        # One waiting thread per client: finish() reads the clock when its client is done,
+        # so a fast uv is not timed until the slow pip beside it ends.
+        with concurrent.futures.ThreadPoolExecutor(len(processes)) as pool:
+            futures = [
+                pool.submit(installer.finish, tool, process, python, started)
+                for tool, process, (python, _) in zip(tools, processes, prepared, strict=True)
+            ]
+            installs = [f.result() for f in futures]
     finally:
         for process in processes:
             if process.poll() is None:
@@ -423,13 +440,26 @@ def cold_pair(
             installer.cleanup(python)
     wall = time.monotonic() - started
     fetches = count_fetches(dep.upstream.log())
+    counters = {host.name: host_counters(host) for host in hosts}
+    file_misses = [c["misses"].get("file", 0.0) for c in counters.values() if c is not None]
     result: dict[str, Any] = {
         "storage": dep.store.kind,
         "clients": [f"{tool} via {host.name}" for tool, host in zip(tools, hosts, strict=True)],
+        "label": " + ".join(
+            f"{tool}@{host.name.removeprefix('host-').upper()}"
+            for tool, host in zip(tools, hosts, strict=True)
+        ),
         "wall_s": wall,
         "installs": [i.as_dict() for i in installs],
         "all_ok": all(i.ok and i.installed == expected for i in installs),
-        "file_misses_per_host": {host.name: file_misses(host) for host in hosts},
+        # A file both processes missed yet the upstream served once is a fill that waited
+        # on the other process's claim (each process misses a file at most once).
+        "host_counters": counters,
+        "both_missed_files": (
+            int(sum(file_misses)) - fetches["files"]["unique"]
+            if len(file_misses) == len(counters)
+            else None
+        ),
         "stored_objects": (
             dep.seaweed.objects(dep.store.bucket)
             if dep.seaweed is not None and dep.store.bucket is not None
@@ -490,20 +520,25 @@ def render_table(results: dict[str, Any]) -> str:
     cold = results.get("cold_installs")
     if cold is not None:
         lines += [
-            "2. Cold installs, two processes on a fresh database and store, both clients at once"
-            " (upstream GETs: total/unique, max per path)",
-            f"   {'storage':7} {'clients':27} {'ok':3} {'wall s':>6}  {'files':>9} {'max':>3}"
-            f"  {'metadata':>9} {'max':>3}  {'pages':>7} {'max':>3}",
+            "2. Cold installs, two processes on a fresh database and store, both clients at once;"
+            " upstream GETs total/unique and max per path;",
+            "   'both missed': files both processes missed (their /metrics) yet fetched once",
+            f"   {'storage':7} {'clients':13} {'ok':3} {'seconds':>11}  {'files':>9} {'max':>3}"
+            f" {'both missed':>11}  {'metadata':>9} {'max':>3}  {'pages':>7} {'max':>3}",
         ]
         for run in cold:
+            clients = run.get("label", " + ".join(run["clients"]))
             if "error" in run:
-                lines.append(f"   {run['storage']:7} error: {run['error']}")
+                lines.append(f"   {run['storage']:7} {clients:13} error: {run['error'][:200]}")
                 continue
             files, md, pages = run["files"], run["metadata"], run["pages"]
+            seconds = "/".join(f"{i['seconds']:.1f}" for i in run["installs"])
+            both = run.get("both_missed_files")
             lines.append(
-                f"   {run['storage']:7} {' + '.join(run['clients']):27}"
-                f" {'yes' if run['all_ok'] else 'NO':3} {run['wall_s']:>6.1f}"
-                f"  {files['total']:>4}/{files['unique']:<4} {files['max_per_path']:>3}"
+                f"   {run['storage']:7} {clients:13} {'yes' if run['all_ok'] else 'NO':3}"
+                f" {seconds:>11}  {files['total']:>4}/{files['unique']:<4}"
+                f" {files['max_per_path']:>3}"
+                f" {'?' if both is None else both:>11}"
                 f"  {md['total']:>4}/{md['unique']:<4} {md['max_per_path']:>3}"
                 f"  {pages['total']:>3}/{pages['unique']:<3} {pages['max_per_path']:>3}"
             )
@@ -516,11 +551,15 @@ def render_table(results: dict[str, Any]) -> str:
             lines.append(
                 f"   target 'no file fetched twice': {verdict} (max {worst} fetches of one file)"
             )
-            repeated_pages = sorted({path for run in measured for path in run["pages"]["repeated"]})
-            if repeated_pages:
+            twice = [run for run in measured if run["pages"]["repeated"]]
+            for run in twice:
+                names = sorted(
+                    p.removeprefix("/simple/").strip("/") for p in run["pages"]["repeated"]
+                )
                 lines.append(
-                    "   pages fetched more than once in some run: "
-                    + ", ".join(p.removeprefix("/simple/").strip("/") for p in repeated_pages)
+                    f"   {run['storage']} {run.get('label')}: {len(names)} of"
+                    f" {run['pages']['unique']} pages fetched twice or more"
+                    f" (e.g. {', '.join(names[:4])})"
                 )
     return "\n".join(lines)
 
@@ -583,6 +622,9 @@ def postgresql(url: str | None) -> Iterator[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _raise_on_sigterm)
+    # Ctrl-C must reach us even when started from a shell that ignores SIGINT (a background
+    # job), and the servers must not inherit that ignoring.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     for key in ("NO_PROXY", "no_proxy"):
         os.environ[key] = ",".join(filter(None, [os.environ.get(key, ""), LOOPBACK]))
     if wrk_path() is None:
@@ -647,11 +689,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with postgresql(args.postgresql_url) as admin_url, Servers(work / "logs") as servers:
             databases = Databases(admin_url)
+            seaweed: Seaweed | None = None
             try:
                 results["meta"]["postgresql"] = databases.check()
                 log(f"PostgreSQL {results['meta']['postgresql']}; starting the fake upstream")
                 upstream = start_upstream(servers, wheels)
-                seaweed = None
                 if "s3" in stores:
                     log("starting SeaweedFS (S3)")
                     seaweed = Seaweed(servers, work / "seaweedfs")
@@ -684,10 +726,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                             log(f"  {kind} {pair}: failed: {exc}")
                             cold.append({"storage": kind, "clients": list(pair), "error": str(exc)})
                 results["machine"] = cpu.phase()
-                if seaweed is not None:
-                    seaweed.stop()
                 upstream.close()
             finally:
+                if seaweed is not None:
+                    seaweed.stop()
                 databases.drop_all()
     finally:
         results["meta"]["duration_s"] = time.monotonic() - started

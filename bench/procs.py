@@ -155,9 +155,12 @@ class Servers:
         return server
 
     def stop(self, server: Server) -> None:
-        if server in self._running:
-            self._running.remove(server)
-        server.stop()
+        """Stop ``server``; one still running after an interrupted stop stays for stop_all."""
+        try:
+            server.stop()
+        finally:
+            if server in self._running and not server.alive():
+                self._running.remove(server)
 
     def stop_all(self) -> None:
         while self._running:
