@@ -75,7 +75,10 @@ class UsageLog:
             manager = transaction.TransactionManager(explicit=True)
             with manager:
                 db = get_tm_session(self._session_factory, manager)
-                db.execute(statement, [{"b_sha256": k, "b_used": v} for k, v in pending.items()])
+                # In sha256 order: processes flushing at once then lock the rows they share
+                # in the same order, where PostgreSQL would otherwise find them deadlocked.
+                rows = [{"b_sha256": k, "b_used": v} for k, v in sorted(pending.items())]
+                db.execute(statement, rows)
                 # One executemany in Core: zope.sqlalchemy only notices ORM writes by itself.
                 zope.sqlalchemy.mark_changed(db, manager)
         except Exception:
