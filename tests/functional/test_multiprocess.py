@@ -46,8 +46,15 @@ class SharedStorage:
     objects: Callable[[], list[str]]  # names of the stored blobs
 
 
-@pytest.fixture(params=["shared-directory"])
+@pytest.fixture(params=["s3", "shared-directory"])
 def shared_storage(request: pytest.FixtureRequest, tmp_path: Path) -> SharedStorage:
+    if request.param == "s3":
+        bucket = request.getfixturevalue("s3_storage")
+        return SharedStorage(
+            env=bucket.environ,
+            data_dir=lambda name: tmp_path / name,
+            objects=lambda: sorted(bucket.object_keys()),
+        )
     shared = tmp_path / "shared"
     return SharedStorage(
         env={},
@@ -234,6 +241,8 @@ def test_a_killed_process_download_is_taken_over(
         engine.dispose()
 
 
+# The lease is in the database: which store the hosts share does not matter here.
+@pytest.mark.parametrize("shared_storage", ["shared-directory"], indirect=True)
 def test_exactly_one_process_follows_and_another_takes_over_after_kill(
     deployment: Deployment, upstream: FakeUpstream
 ):
