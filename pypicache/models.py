@@ -28,6 +28,9 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+# Validators the upstream chooses: HTTP puts no limit on their length.  SQLite never enforced
+# the 255 either; PostgreSQL would refuse a longer one, and with it the whole page.
+ETAG = String(255).with_variant(Text(), "postgresql")
 # ``info`` key of a schema object that exists on one kind of database only (its dialect name).
 ONLY_ON = "pypicache.only_on"
 
@@ -66,7 +69,7 @@ class Project(Base):
     display_name: Mapped[str] = mapped_column(String(255))
     # The upstream's X-PyPI-Last-Serial for the page we stored, when it sent one.
     last_serial: Mapped[int | None] = mapped_column(BigInteger)
-    upstream_etag: Mapped[str | None] = mapped_column(String(255))
+    upstream_etag: Mapped[str | None] = mapped_column(ETAG)
     # When the upstream last confirmed this page (200 or 304); drives TTL revalidation.
     checked_at: Mapped[datetime | None] = mapped_column(DateTime)
     versions: Mapped[list[str]] = mapped_column(JSON, default=list)
@@ -129,7 +132,7 @@ class FollowerState(Base):
     # Since when the watermark has been behind the upstream (None: caught up).
     behind_since: Mapped[datetime | None] = mapped_column(DateTime)
     method: Mapped[str | None] = mapped_column(String(32))
-    index_etag: Mapped[str | None] = mapped_column(String(255))
+    index_etag: Mapped[str | None] = mapped_column(ETAG)
     last_poll_at: Mapped[datetime | None] = mapped_column(DateTime)
     last_success_at: Mapped[datetime | None] = mapped_column(DateTime)
     last_error: Mapped[str | None] = mapped_column(Text)

@@ -73,6 +73,20 @@ def test_an_expired_page_is_revalidated_with_a_conditional_request(
     assert third["meta"]["_last-serial"] == upstream.project("reval").last_serial
 
 
+def test_long_upstream_etags_still_make_conditional_requests(
+    make_index: IndexFactory, upstream: FakeUpstream, http
+):
+    upstream.long_etags = True
+    index = make_index(upstream.simple_url, **{"pypicache.page_ttl": "0"})
+    upstream.publish(make_wheel("longtag", "1.0"))
+    first = page(http, index, "longtag")
+    second = page(http, index, "longtag")
+    assert first.status_code == second.status_code == 200
+    assert second.content == first.content
+    revalidation = upstream.find(path_prefix="/simple/longtag/")[1]
+    assert len(revalidation.headers["If-None-Match"]) > 300
+
+
 def test_a_replaced_file_is_refetched_with_its_new_hash(
     make_index: IndexFactory, upstream: FakeUpstream, http
 ):
