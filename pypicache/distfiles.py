@@ -31,6 +31,7 @@ from packaging.utils import (
 from packaging.version import InvalidVersion, Version
 
 from .errors import InvalidName, PypicacheError
+from .models import FILENAME_LENGTH, NAME_LENGTH, VERSION_LENGTH
 from .names import normalize_project
 
 # Fields a client sends at most once; a repeated one is a client bug we refuse to guess about.
@@ -171,11 +172,14 @@ def validate_file(filename: str, content: BinaryIO, *, max_size: int) -> ValidUp
 
 
 def _validate(form: _Form, filename: str, content: BinaryIO, max_size: int) -> ValidUpload:
+    _check_lengths(filename, form)
     _check_filename(filename, form)
     received = _receive(content, max_size)
     _check_digests(form.digests, received.digests)
     member = _metadata_member(filename, form, content, received.size)
     metadata = _check_core_metadata(member, form)
+    if len(metadata["name"]) > NAME_LENGTH:
+        raise _invalid("Name", metadata["name"], f"Use at most {NAME_LENGTH} characters.")
     is_wheel = form.filetype == "bdist_wheel"
     return ValidUpload(
         name=metadata["name"],
@@ -319,6 +323,16 @@ def _invalid(label: str, value: str, reason: str) -> UploadRejected:
 
 
 # -- the filename --------------------------------------------------------------------------
+
+
+def _check_lengths(filename: str, form: _Form) -> None:
+    """What the database's columns hold: PostgreSQL refuses longer values (SQLite keeps them)."""
+    if len(filename) > FILENAME_LENGTH:
+        raise UploadRejected(f"Filename too long: use at most {FILENAME_LENGTH} characters.")
+    if len(form.name) > NAME_LENGTH:
+        raise _invalid("Name", form.name, f"Use at most {NAME_LENGTH} characters.")
+    if len(form.version) > VERSION_LENGTH:
+        raise _invalid("Version", form.version, f"Use at most {VERSION_LENGTH} characters.")
 
 
 def _check_filename(filename: str, form: _Form) -> None:

@@ -28,6 +28,10 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+# Lengths of the columns uploads are stored in; distfiles refuses anything longer.
+NAME_LENGTH = 255
+VERSION_LENGTH = 255
+FILENAME_LENGTH = 512
 # Validators the upstream chooses: HTTP puts no limit on their length.  SQLite never enforced
 # the 255 either; PostgreSQL would refuse a longer one, and with it the whole page.
 ETAG = String(255).with_variant(Text(), "postgresql")
@@ -65,8 +69,8 @@ class Project(Base):
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    name: Mapped[str] = mapped_column(String(255), unique=True)  # normalized
-    display_name: Mapped[str] = mapped_column(String(255))
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH), unique=True)  # normalized
+    display_name: Mapped[str] = mapped_column(String(NAME_LENGTH))
     # The upstream's X-PyPI-Last-Serial for the page we stored, when it sent one.
     last_serial: Mapped[int | None] = mapped_column(BigInteger)
     upstream_etag: Mapped[str | None] = mapped_column(ETAG)
@@ -94,8 +98,8 @@ class File(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     # Indexed by the unique (project_id, filename) constraint.
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
-    filename: Mapped[str] = mapped_column(String(512))
-    version: Mapped[str | None] = mapped_column(String(255))
+    filename: Mapped[str] = mapped_column(String(FILENAME_LENGTH))
+    version: Mapped[str | None] = mapped_column(String(VERSION_LENGTH))
     sha256: Mapped[str | None] = mapped_column(String(64), index=True)
     size: Mapped[int | None] = mapped_column(BigInteger)
     requires_python: Mapped[str | None] = mapped_column(Text)

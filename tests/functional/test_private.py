@@ -212,6 +212,17 @@ def test_rejected_uploads_store_nothing(site, case, status, phrase):
     assert page(index, "rejectme").status_code == 404
 
 
+def test_a_name_longer_than_the_database_holds_is_refused_with_the_reason(site):
+    index, db = site
+    wheel = make_wheel("n" * 256, "1.0")
+    response = post_upload(
+        upload_url(index), ("alice", PASSWORD), form_fields(wheel), wheel.filename, wheel.content
+    )
+    assert response.status_code == 400, response.text
+    assert "Use at most 255 characters" in response.reason
+    assert _stored_files(db) == 0
+
+
 def test_only_members_upload_to_a_private_project(site):
     index, _db = site
     first = make_wheel("alices-lib", "1.0")

@@ -252,6 +252,30 @@ def test_long_invalid_value_is_shortened(wheel: Dist) -> None:
     assert message.startswith(f"'{'x' * 30}...{'x' * 29}-' is an invalid value for Name.")
 
 
+def test_names_longer_than_the_database_holds() -> None:
+    dist = make_wheel("n" * 256, "1.0")
+    assert rejection(dist).endswith(
+        "is an invalid value for Name. Error: Use at most 255 characters."
+    )
+
+
+def test_versions_longer_than_the_database_holds() -> None:
+    dist = make_wheel("demo", "1." + ".".join(["0"] * 130))
+    assert rejection(dist).endswith(
+        "is an invalid value for Version. Error: Use at most 255 characters."
+    )
+
+
+def test_filenames_longer_than_the_database_holds() -> None:
+    dist = make_wheel("n" * 250, "1." + ".".join(["0"] * 126))
+    assert len(dist.filename) > 512
+    assert rejection(dist) == "Filename too long: use at most 512 characters."
+
+
+def test_a_name_of_the_longest_length_is_fine() -> None:
+    assert upload(make_wheel("n" * 255, "1.0")).name == "n" * 255
+
+
 @pytest.mark.parametrize(
     ("version", "error"),
     [
