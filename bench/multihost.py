@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import io
 import json
 import os
 import platform
@@ -27,6 +28,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tarfile
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -230,6 +232,25 @@ def deployment(
         yield made
     finally:
         made.close()
+
+
+def export_snapshot(ref: str, destination: Path) -> str:
+    """``export_pypicache`` plus the migrations, where setup.cfg's package_dir puts them.
+
+    Without them ``pypicache.migrations`` would resolve, through the editable install, to
+    the working tree's migrations, not the ref's.
+    """
+    commit = export_pypicache(ref, destination)
+    archive = subprocess.run(
+        ["git", "archive", "--format=tar", commit, "migrations"],
+        cwd=ROOT,
+        capture_output=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(destination / "pypicache", filter="data")
+    return commit
 
 
 def s3_supported() -> str | None:
@@ -441,7 +462,7 @@ def cold_pair(
     wall = time.monotonic() - started
     fetches = count_fetches(dep.upstream.log())
     counters = {host.name: host_counters(host) for host in hosts}
-    file_misses = [c["misses"].get("file", 0.0) for c in counters.values() if c is not None]
+    known = [c for c in counters.values() if c is not None]
     result: dict[str, Any] = {
         "storage": dep.store.kind,
         "clients": [f"{tool} via {host.name}" for tool, host in zip(tools, hosts, strict=True)],
@@ -452,12 +473,16 @@ def cold_pair(
         "wall_s": wall,
         "installs": [i.as_dict() for i in installs],
         "all_ok": all(i.ok and i.installed == expected for i in installs),
-        # A file both processes missed yet the upstream served once is a fill that waited
-        # on the other process's claim (each process misses a file at most once).
+        # A file miss a process did not fetch itself was a wait on the other's claim.
         "host_counters": counters,
-        "both_missed_files": (
-            int(sum(file_misses)) - fetches["files"]["unique"]
-            if len(file_misses) == len(counters)
+        "waited_files": (
+            int(
+                sum(
+                    c["misses"].get("file", 0.0) - c["upstream_requests"].get("file", 0.0)
+                    for c in known
+                )
+            )
+            if len(known) == len(counters)
             else None
         ),
         "stored_objects": (
@@ -490,6 +515,9 @@ def render_table(results: dict[str, Any]) -> str:
         f"pypicache multi-host benchmark, {meta.get('started', '?')}"
         f" ({meta.get('cpus', '?')} CPUs, PostgreSQL {meta.get('postgresql', '?')},"
         f" {PYPICACHE_THREADS} threads per process)",
+        f"measured: {meta.get('pypicache', {}).get('measured', '?')}"
+        f" (HEAD {meta.get('git', {}).get('commit', '?')},"
+        f" pypicache dirty: {meta.get('git', {}).get('pypicache_dirty', '?')})",
         "",
     ]
     hot = results.get("hot_pages")
@@ -522,9 +550,10 @@ def render_table(results: dict[str, Any]) -> str:
         lines += [
             "2. Cold installs, two processes on a fresh database and store, both clients at once;"
             " upstream GETs total/unique and max per path;",
-            "   'both missed': files both processes missed (their /metrics) yet fetched once",
+            "   'waited': file misses a process served by waiting for the other's download"
+            " (hosts' /metrics)",
             f"   {'storage':7} {'clients':13} {'ok':3} {'seconds':>11}  {'files':>9} {'max':>3}"
-            f" {'both missed':>11}  {'metadata':>9} {'max':>3}  {'pages':>7} {'max':>3}",
+            f" {'waited':>6}  {'metadata':>9} {'max':>3}  {'pages':>7} {'max':>3}",
         ]
         for run in cold:
             clients = run.get("label", " + ".join(run["clients"]))
@@ -533,12 +562,12 @@ def render_table(results: dict[str, Any]) -> str:
                 continue
             files, md, pages = run["files"], run["metadata"], run["pages"]
             seconds = "/".join(f"{i['seconds']:.1f}" for i in run["installs"])
-            both = run.get("both_missed_files")
+            waited = run.get("waited_files")
             lines.append(
                 f"   {run['storage']:7} {clients:13} {'yes' if run['all_ok'] else 'NO':3}"
                 f" {seconds:>11}  {files['total']:>4}/{files['unique']:<4}"
                 f" {files['max_per_path']:>3}"
-                f" {'?' if both is None else both:>11}"
+                f" {'?' if waited is None else waited:>6}"
                 f"  {md['total']:>4}/{md['unique']:<4} {md['max_per_path']:>3}"
                 f"  {pages['total']:>3}/{pages['unique']:<3} {pages['max_per_path']:>3}"
             )
@@ -585,7 +614,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python bench/multihost.py", description=__doc__.split("\n\n")[0]
     )
-    parser.add_argument("--quick", action="store_true", help="1 round, shorter load runs")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="3 rounds of 2 s load runs (else 5 of 5 s), 2 cold pairs (else 3)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS, help="results directory")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     parser.add_argument(
@@ -631,7 +664,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("missing: wrk (apt-get install -y wrk)", file=sys.stderr)
         return 2
     duration = 2.0 if args.quick else 5.0
-    rounds = 1 if args.quick else 3
+    rounds = 3 if args.quick else 5
     pairs: list[tuple[Tool, Tool]] = (
         [("pip", "uv"), ("uv", "uv")]
         if args.quick
@@ -646,7 +679,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     measured = "the venv's pypicache (the working tree)"
     if args.ref:
-        commit = export_pypicache(args.ref, work / "pypicache-src")
+        commit = export_snapshot(args.ref, work / "pypicache-src")
         os.environ["PYTHONPATH"] = os.pathsep.join(
             filter(None, [str(work / "pypicache-src"), os.environ.get("PYTHONPATH")])
         )
