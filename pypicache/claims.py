@@ -10,7 +10,8 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import delete, update
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from .models import FillClaim
@@ -19,6 +20,12 @@ log = logging.getLogger(__name__)
 
 # A claim not renewed for this long belongs to a dead process; another one takes over.
 CLAIM_LEASE = 10.0
+
+
+def _insert(db: Session) -> postgresql.Insert | sqlite.Insert:
+    """An INSERT that can be told to do nothing on a conflict, in the database's dialect."""
+    dialect = postgresql if db.get_bind().dialect.name == "postgresql" else sqlite
+    return dialect.insert(FillClaim)
 
 
 def _utcnow() -> datetime:
@@ -53,9 +60,16 @@ class FillClaims:
                 db.execute(
                     delete(FillClaim).where(FillClaim.key == key, FillClaim.expires_at < now)
                 )
-                db.add(FillClaim(key=key, owner=self.owner, expires_at=self._expiry()))
-        except IntegrityError:
-            return False
+                # ON CONFLICT DO NOTHING rather than a failed INSERT: PostgreSQL logs every
+                # failed one as an ERROR, and waiters ask several times a second.
+                claimed = db.scalar(
+                    _insert(db)
+                    .values(key=key, owner=self.owner, expires_at=self._expiry())
+                    .on_conflict_do_nothing(index_elements=[FillClaim.key])
+                    .returning(FillClaim.key)
+                )
+            if claimed is None:
+                return False
         except OperationalError:
             # SQLite's "database is locked" after its busy timeout: treat as taken, ask again.
             log.warning("could not claim %s: database busy", key, exc_info=True)
