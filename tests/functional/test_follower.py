@@ -147,7 +147,8 @@ def test_a_replaced_file_is_invalidated_and_pip_gets_the_new_bytes(
     assert wait_until(
         lambda: page(following, "swapped").json()["files"][0]["hashes"]["sha256"] == new_sha256
     )
-    assert not old_blob.exists(), "the old bytes are gone, never to be served again"
+    # The blob goes once the new page is committed, a moment after the page is served.
+    assert wait_until(lambda: not old_blob.exists()), "the old bytes are never served again"
 
     result = subprocess.run(
         [sys.executable, "-m", "pip", "download", "--no-deps", "--no-cache-dir",
