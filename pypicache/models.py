@@ -107,7 +107,8 @@ class File(Base):
     yanked_reason: Mapped[str | None] = mapped_column(Text)
     upload_time: Mapped[datetime | None] = mapped_column(DateTime)
     has_metadata: Mapped[bool] = mapped_column(Boolean, default=False)
-    metadata_sha256: Mapped[str | None] = mapped_column(String(64))
+    # Indexed: evicting or verifying a blob asks which other files' metadata it is.
+    metadata_sha256: Mapped[str | None] = mapped_column(String(64), index=True)
     upstream_url: Mapped[str | None] = mapped_column(Text)
     # "upstream" (cached, may be invalidated) or "private" (uploaded here, never touched
     # by the cache machinery).

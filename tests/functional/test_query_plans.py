@@ -1,7 +1,7 @@
 """The queries that matter use indexes on PostgreSQL: EXPLAIN the statements the code sends.
 
 The statements are captured from the real code paths (a project page, the follower's
-reconciliation, the admin page's search) on a database with 20,000 projects, then
+reconciliation, the admin page's search, an eviction) on a database with 20,000 projects, then
 explained with sequential scans priced out: a plan that still names no index shows a
 query no index can serve.
 """
@@ -19,6 +19,7 @@ from sqlalchemy import Engine, event, text
 from pypicache.db import get_engine, get_session_factory
 from pypicache.index import IndexService
 from pypicache.reports import Reports
+from pypicache.retention import Retention
 from pypicache.settings import Settings
 from pypicache.storage import LocalBlobStore
 
@@ -39,9 +40,10 @@ def engine(postgresql_url: str) -> Iterator[Engine]:
         )
         connection.execute(
             text(
-                "INSERT INTO files (project_id, filename, version, sha256, yanked, has_metadata,"
-                " origin) SELECT p.id, p.name || '-' || v || '.tar.gz', v::text,"
-                " md5(p.name || v) || md5(v || p.name), false, false, 'upstream'"
+                "INSERT INTO files (project_id, filename, version, sha256, metadata_sha256,"
+                " yanked, has_metadata, origin) SELECT p.id, p.name || '-' || v || '.tar.gz',"
+                " v::text, md5(p.name || v) || md5(v || p.name),"
+                " md5(v || p.name) || md5(p.name || v), false, true, 'upstream'"
                 " FROM projects AS p, generate_series(1, 3) AS v"
             )
         )
@@ -130,3 +132,26 @@ def test_the_admin_search_for_part_of_a_name_uses_the_trigram_index(
     assert [row.name for row in found.items][:2] == ["project-1234", "project-12340"]
     assert found.total == 11
     assert_uses(engine, captured, "ix_projects_name_trgm")
+
+
+def test_an_eviction_looks_up_who_else_uses_the_metadata_by_index(
+    engine: Engine, service: IndexService
+):
+    writer = service.store.writer()
+    writer.write(b"the cached bytes")
+    sha256 = writer.commit(None)
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "UPDATE files SET sha256 = :sha256, size = 16, cached_at = now()"
+                " WHERE filename = 'project-7-1.tar.gz'"
+            ),
+            {"sha256": sha256},
+        )
+    retention = Retention(get_session_factory(engine), service.store, limit=1)
+    with statements(engine, "files") as captured:
+        evicted = retention.collect().evicted
+    assert [e.sha256 for e in evicted] == [sha256]
+    assert not service.store.exists(sha256)
+    by_metadata = [(s, p) for s, p in captured if "files.metadata_sha256 IN" in s]
+    assert_uses(engine, by_metadata, "ix_files_metadata_sha256")
