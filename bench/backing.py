@@ -339,5 +339,12 @@ class Seaweed:
 
     def stop(self) -> None:
         """weed takes ~15 s to stop by itself and its data is thrown away: 5 s, then kill."""
-        self.server.stop(timeout=5)
+        process = self.server.process
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(10)
         self.servers.stop(self.server)
