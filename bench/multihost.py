@@ -126,11 +126,6 @@ class Store:
     def data_dir(self, host: str) -> Path:
         return self.root if self.kind == "dir" else self.root / host
 
-    def describe(self) -> str:
-        if self.kind == "dir":
-            return f"shared directory {self.root}"
-        return f"S3 bucket {self.bucket} on SeaweedFS"
-
 
 def start_host(
     servers: Servers, name: str, upstream: Upstream, database_url: str, store: Store
@@ -280,7 +275,7 @@ def s3_supported() -> str | None:
 # -- 1. hot pages ----------------------------------------------------------------------------
 
 
-def _two_at_once(urls: Sequence[str], connections: int, duration: float, accept: str) -> list[Any]:
+def _wrk_at_once(urls: Sequence[str], connections: int, duration: float, accept: str) -> list[Any]:
     """wrk against every URL at the same moment, ``connections`` each."""
     with concurrent.futures.ThreadPoolExecutor(len(urls)) as pool:
         futures = [
@@ -348,9 +343,9 @@ def measure_hot_pages(
         }
         for _ in range(rounds):
             for connections in CONNECTIONS:
-                one = _two_at_once([first.url + path], connections, duration, accept)
+                one = _wrk_at_once([first.url + path], connections, duration, accept)
                 samples[connections]["one"].append(_combine(one))
-                two = _two_at_once(
+                two = _wrk_at_once(
                     [h.url + path for h in hosts], connections // len(hosts), duration, accept
                 )
                 samples[connections]["two"].append(_combine(two))
@@ -541,8 +536,8 @@ def render_table(results: dict[str, Any]) -> str:
         machine = hot.get("machine", {})
         if machine:
             lines.append(
-                f"   other processes on the machine used {machine['other_share']:.0%}"
-                " of the CPU meanwhile"
+                f"   wrk shares the machine's {meta.get('cpus', '?')} CPUs with the processes;"
+                f" other processes used {machine['other_share']:.0%} of the CPU meanwhile"
             )
         lines.append("")
     cold = results.get("cold_installs")
