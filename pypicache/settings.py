@@ -195,7 +195,8 @@ class Settings:
         return self.data_dir / "index"
 
     def prepare_data_dir(self) -> None:
-        for path in (self.data_dir, self.blob_dir, self.tmp_dir, self.index_dir):
+        local_blobs = () if self.s3_bucket else (self.blob_dir,)  # in the bucket otherwise
+        for path in (self.data_dir, *local_blobs, self.tmp_dir, self.index_dir):
             path.mkdir(parents=True, exist_ok=True)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ import requests
 
 from pypicache.errors import HashMismatch, StorageUnavailable
 from pypicache.s3storage import S3BlobStore
+from tests.support.dists import make_wheel
 from tests.support.seaweedfs import S3Storage
 
 
@@ -196,3 +198,11 @@ def test_a_presigned_url_is_offered_only_with_redirects_on(s3_storage, tmp_dir):
     assert response.status_code == 200
     assert response.content == b"fetched by the client itself"
     assert 'filename="x-1.0.tar.gz"' in response.headers["Content-Disposition"]
+
+
+def test_zipfile_reads_a_wheel_member_straight_from_the_bucket(s3_storage, tmp_dir):
+    wheel = make_wheel("zipped", "1.0", extra_files={"data.bin": os.urandom(200_000)})
+    store = make_store(s3_storage, tmp_dir)
+    sha256 = store_bytes(store, wheel.content)
+    with store.open(sha256) as handle, zipfile.ZipFile(handle) as archive:  # type: ignore[arg-type]
+        assert archive.read("zipped-1.0.dist-info/METADATA") == wheel.metadata

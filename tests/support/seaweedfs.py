@@ -9,13 +9,14 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.support.waiting import wait_until
 
 WEED = Path(sys.executable).parent / "weed"
 REGION = "us-east-1"
@@ -127,22 +128,25 @@ def _free_ports(count: int) -> list[int]:
 def _wait_for_s3(server: SeaweedServer) -> None:
     """Until a bucket can be created and written: the volume server must have registered."""
     client = server.client()
-    probe = "startup-probe"
-    deadline = time.monotonic() + START_TIMEOUT
-    last: Exception | None = None
-    while time.monotonic() < deadline:
+    errors: list[Exception] = []
+
+    def writable() -> bool:
         if server.process.poll() is not None:
-            break
+            return True  # exited: no point waiting
         try:
-            client.create_bucket(Bucket=probe)
-            client.put_object(Bucket=probe, Key="probe", Body=b"ok")
-            client.delete_object(Bucket=probe, Key="probe")
-            client.delete_bucket(Bucket=probe)
-            return
+            client.create_bucket(Bucket="startup-probe")
+            client.put_object(Bucket="startup-probe", Key="probe", Body=b"ok")
+            client.delete_object(Bucket="startup-probe", Key="probe")
+            client.delete_bucket(Bucket="startup-probe")
         except Exception as exc:  # not up yet: connection refused, no volumes yet
-            last = exc
-            time.sleep(0.2)
+            errors.append(exc)
+            return False
+        return True
+
+    if wait_until(writable, START_TIMEOUT, interval=0.2) and server.process.poll() is None:
+        return
     tail = server.log.read_bytes()[-4000:].decode(errors="replace")
+    last = errors[-1] if errors else f"exit status {server.process.returncode}"
     raise RuntimeError(f"SeaweedFS S3 did not come up ({last}); its log ends:\n{tail}")
 
 
