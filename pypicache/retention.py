@@ -260,8 +260,11 @@ class Retention:
                 return _Outcome.CHANGED
             if not self.store.delete_unless_in_use(candidate.sha256):
                 return _Outcome.IN_USE
+            # A row a download cached again since the check keeps it: that blob is new.
             db.execute(
-                update(File).where(File.id.in_([h.id for h in holders])).values(cached_at=None)
+                update(File)
+                .where(File.id.in_([h.id for h in holders]), File.cached_at <= candidate.picked_at)
+                .values(cached_at=None)
             )
             metadata = {h.metadata_sha256 for h in holders if h.metadata_sha256}
         self._drop_metadata(metadata)

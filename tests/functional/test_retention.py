@@ -12,7 +12,8 @@ import pytest
 import requests
 
 from pypicache.claims import FillClaims
-from pypicache.retention import ROUND_CLAIM
+from pypicache.retention import ROUND_CLAIM, Retention
+from pypicache.storage import BlobStore
 from tests.conftest import IndexFactory, RunningIndex
 from tests.support.cachestate import IndexDb, blob_path, blobs, download, pypicache
 from tests.support.dists import Dist, make_large_wheel, make_wheel
@@ -229,3 +230,36 @@ def test_the_background_round_runs_in_one_process_of_the_deployment_at_a_time(
         elsewhere.stop()
     assert wait_until(lambda: not db.cached(dist.filename))
     assert not blob_path(index.settings, dist.sha256).exists()
+
+
+class RefilledWhileEvicted:
+    """A blob store where, the moment a blob is evicted, a download brings it back."""
+
+    def __init__(self, store: BlobStore, refill: Callable[[], object]) -> None:
+        self._store = store
+        self._refill = refill
+
+    def delete_unless_in_use(self, sha256: str) -> bool:
+        deleted = self._store.delete_unless_in_use(sha256)
+        self._refill()  # another process's download, committed before the eviction is
+        return deleted
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._store, name)
+
+
+def test_a_file_downloaded_again_while_it_is_evicted_stays_cached(
+    make_index: IndexFactory, upstream: FakeUpstream, open_db
+):
+    index = make_index(upstream.simple_url)
+    db = open_db(index)
+    dist = wheel("refilled")
+    upstream.publish(dist)
+    download(index, dist)
+    store = RefilledWhileEvicted(index.app.service.store, lambda: download(index, dist))
+    retention = Retention(db.factory, store, limit=1)  # type: ignore[arg-type]
+    assert [e.sha256 for e in retention.collect().evicted] == [dist.sha256]
+    assert upstream_downloads(upstream, dist) == 2
+    # The refetched blob is in the store, so its row says cached: retention counts it.
+    assert dist.sha256 in blobs(index.settings)
+    assert db.cached(dist.filename)
