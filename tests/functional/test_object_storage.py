@@ -175,7 +175,7 @@ def test_ranges_heads_and_etags_on_a_file_stored_in_s3(
     assert again.status_code == 304
 
 
-def test_redirect_mode_sends_pip_to_a_presigned_url_once_the_file_is_stored(
+def test_redirect_mode_sends_pip_and_uv_to_a_presigned_url_once_the_file_is_stored(
     make_index: IndexFactory, tree: FakeUpstream, s3_storage: S3Storage, tmp_path: Path
 ):
     index = s3_index(
@@ -211,10 +211,12 @@ def test_redirect_mode_sends_pip_to_a_presigned_url_once_the_file_is_stored(
             f"{index.url}/packages/{dist_name}/{wheel.filename}", allow_redirects=False, timeout=10
         )
         assert response.status_code == 302, dist_name
-    # Every file answers with a redirect now: pip gets the bytes from SeaweedFS itself.
-    warm = pip_install(make_venv(tmp_path / "warm"), index.simple_url, "app")
-    assert warm.returncode == 0, warm.stderr
-    assert installed(tmp_path / "warm" / "bin" / "python") == EXPECTED
+    # Every file answers with a redirect now: the installers get the bytes from SeaweedFS.
+    for installer in (pip_install, uv_pip_install):
+        venv = tmp_path / f"warm-{installer.__name__}"
+        warm = installer(make_venv(venv), index.simple_url, "app")
+        assert warm.returncode == 0, warm.stderr
+        assert installed(venv / "bin" / "python") == EXPECTED
 
 
 def test_twine_uploads_are_stored_in_the_bucket_and_installable(
