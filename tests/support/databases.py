@@ -83,9 +83,7 @@ class PostgresqlServer:
     """CREATE and DROP DATABASE through the maintenance database of ``admin_url``."""
 
     def __init__(self, admin_url: str) -> None:
-        self.url: URL = make_url(admin_url)
-        if self.url.drivername == "postgresql":
-            self.url = self.url.set(drivername="postgresql+psycopg")
+        self.url: URL = db.postgresql_url(make_url(admin_url))
         self._engine: Engine = create_engine(self.url, isolation_level="AUTOCOMMIT")
 
     def url_for(self, name: str) -> str:
@@ -102,15 +100,8 @@ class PostgresqlServer:
         return name
 
     def drop_database(self, name: str) -> None:
-        """Drop ``name``, first ending connections a test left behind (a killed subprocess)."""
+        """Drop ``name``; FORCE first ends the connections a test left behind (a subprocess)."""
         with self._engine.connect() as connection:
-            connection.execute(
-                text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE datname = :name AND pid <> pg_backend_pid()"
-                ),
-                {"name": name},
-            )
             connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
     def close(self) -> None:
