@@ -7,12 +7,15 @@ import shutil
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import requests
+from sqlalchemy import select
 
+from pypicache.db import get_engine
+from pypicache.models import Project
 from tests.support.dists import make_wheel
 from tests.support.fakeupstream import FakeUpstream
 from tests.support.waiting import wait_until
@@ -67,16 +70,24 @@ def test_pypicache_serve_with_flags(tmp_path: Path, upstream: FakeUpstream):
     assert (tmp_path / "pypicache-data" / "pypicache.sqlite").is_file()
 
 
-def test_environment_overrides_settings(tmp_path: Path, upstream: FakeUpstream):
+def test_environment_overrides_settings(
+    tmp_path: Path, upstream: FakeUpstream, fresh_database_url: Callable[[], str]
+):
     upstream.publish(make_wheel("from-env", "1.0"))
     port = free_port()
+    database_url = fresh_database_url()
     env = env_without_pypicache_settings()
     env["PYPICACHE_UPSTREAM_URL"] = upstream.simple_url
     env["PYPICACHE_DATA_DIR"] = str(tmp_path / "elsewhere")
-    env["PYPICACHE_DATABASE_URL"] = f"sqlite:///{tmp_path / 'env.sqlite'}"
+    env["PYPICACHE_DATABASE_URL"] = database_url
     with running([str(BIN / "pypicache"), "serve", "--port", str(port)], tmp_path, env, port):
         assert requests.get(f"http://127.0.0.1:{port}/simple/from-env/", timeout=10).ok
-    assert (tmp_path / "env.sqlite").is_file()
+    engine = get_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            assert connection.scalars(select(Project.name)).all() == ["from-env"]
+    finally:
+        engine.dispose()
     assert (tmp_path / "elsewhere" / "blobs").is_dir()
 
 
