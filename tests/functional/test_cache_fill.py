@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import re
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from sqlalchemy import event
 
 from tests.conftest import IndexFactory, RunningIndex
 from tests.support.dists import make_wheel
@@ -353,3 +355,40 @@ def test_stopping_the_app_ends_running_fills(index, upstream, http):
     assert done.wait(30)
     thread.join()
     assert stored_blobs(index) == []
+
+
+def test_pages_and_downloads_cost_the_same_queries_however_many_files(
+    make_index: IndexFactory, upstream: FakeUpstream, http
+):
+    index = make_index(upstream.simple_url)
+    wheels = {
+        name: [make_wheel(name, f"1.{n}") for n in range(count)]
+        for name, count in (("few", 3), ("many", 30))
+    }
+    for dist in [*wheels["few"], *wheels["many"]]:
+        upstream.publish(dist)
+    statements: list[str] = []
+
+    def record(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        # Reads and updates; new rows are the ORM's to batch (one INSERT on PostgreSQL,
+        # in-process calls on SQLite).
+        if not statement.startswith("INSERT") and re.search(r"\b(projects|files)\b", statement):
+            statements.append(statement)
+
+    def cost(url: str, **headers: str) -> int:
+        statements.clear()
+        assert http.get(url, headers=headers, timeout=30).status_code == 200
+        return len(statements)
+
+    event.listen(index.app.engine, "before_cursor_execute", record)
+    try:
+        pages = [cost(f"{index.simple_url}{name}/", Accept=UV_ACCEPT) for name in wheels]
+        cold = [cost(file_url(index, name, dists[0].filename)) for name, dists in wheels.items()]
+        warm = [cost(file_url(index, name, dists[0].filename)) for name, dists in wheels.items()]
+        fresh = cost(f"{index.simple_url}many/", Accept=UV_ACCEPT)
+    finally:
+        event.remove(index.app.engine, "before_cursor_execute", record)
+    assert pages[0] == pages[1] > 0, "a query per file"
+    assert cold[0] == cold[1] > 0
+    assert warm == [0, 0], "a cached file is served without the database"
+    assert fresh == 0, "a fresh page is served from memory"
