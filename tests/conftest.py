@@ -13,6 +13,7 @@ from pypicache import make_app
 from pypicache.settings import Settings
 from pypicache.wsgi import PypicacheApp
 from tests.support.databases import (
+    DATABASE_ENV,
     POSTGRESQL_URL_ENV,
     PostgresqlServer,
     PostgresqlTemplate,
@@ -77,7 +78,11 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sqlite
 @pytest.fixture(scope="session")
 def database_template(request: pytest.FixtureRequest) -> Template:
     """The template of the database PYPICACHE_TEST_DATABASE names (SQLite by default)."""
-    return request.getfixturevalue(f"{configured_kind()}_template")
+    kind = configured_kind()
+    if kind == "postgresql" and postgresql_admin_url() is None:
+        # Skipping every test would pass a run that tested nothing.
+        pytest.fail(f"{DATABASE_ENV}=postgresql needs {POSTGRESQL_URL_ENV}")
+    return request.getfixturevalue(f"{kind}_template")
 
 
 @pytest.fixture
