@@ -10,7 +10,7 @@ from typing import BinaryIO
 
 from .claims import FillClaims
 from .errors import HashMismatch, PypicacheError, UpstreamTimeout, UpstreamUnavailable
-from .storage import BlobStore, BlobWriter
+from .storage import BlobReader, BlobStore, BlobWriter
 from .upstream import CHUNK, UpstreamStream
 
 log = logging.getLogger(__name__)
@@ -225,7 +225,7 @@ class Fill:
             ):
                 raise UpstreamTimeout(f"upstream stalled sending {self.key}")
 
-    def _open_reader(self) -> BinaryIO:
+    def _open_reader(self) -> BinaryIO | BlobReader:
         with self._cond:
             self._raise_error()
             committed = self.sha256

@@ -25,7 +25,7 @@ from .models import Alarm, AuditEntry, File, Project
 from .projectlist import ProjectList, ProjectListFiles
 from .rendering import FileRecord, PageData, RenderedPage, render
 from .settings import Settings
-from .storage import BlobStore
+from .storage import BlobReader, BlobStore
 from .upstream import NotModified, UpstreamClient, UpstreamPage
 
 log = logging.getLogger(__name__)
@@ -483,7 +483,7 @@ class IndexService:
             raise FileNotFound(f"{project} has no file {filename}")
         return record
 
-    def open_stored(self, sha256: str | None) -> BinaryIO | None:
+    def open_stored(self, sha256: str | None) -> BlobReader | None:
         """The stored blob, or None when it is not in the store; opening it counts as a use."""
         if sha256 is None:
             return None
@@ -507,7 +507,7 @@ class IndexService:
             recorded_sha256=lambda: self._recorded(record, metadata=False),
         )
 
-    def open_metadata(self, record: FileRecord) -> BinaryIO:
+    def open_metadata(self, record: FileRecord) -> BlobReader:
         """The file's core metadata (PEP 658), fetched from the upstream on first use."""
         if not record.has_metadata:
             raise FileNotFound(f"{record.filename} has no metadata file")
