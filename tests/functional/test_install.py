@@ -9,27 +9,14 @@ import pytest
 
 from tests.conftest import RunningIndex
 from tests.support.clients import make_venv, pip_install, uv_pip_install
-from tests.support.dists import make_sdist, make_wheel
+from tests.support.dists import make_wheel
 from tests.support.fakeupstream import FakeUpstream
+from tests.support.trees import EXPECTED, publish_app_tree
 
 
 @pytest.fixture
 def tree(upstream: FakeUpstream) -> FakeUpstream:
-    """app -> (liba, libb[>=2]), liba -> libc; plus versions that must not be chosen."""
-    upstream.publish(make_wheel("app", "1.0", requires_dist=["liba", "libb>=2"]))
-    upstream.publish(make_sdist("app", "1.0"))
-    upstream.publish(make_wheel("liba", "0.9"))
-    upstream.publish(make_wheel("liba", "1.0", requires_dist=["libc"]))
-    upstream.publish(make_wheel("libb", "1.5"))
-    upstream.publish(make_wheel("libb", "2.1"))
-    upstream.publish(make_wheel("libb", "3.0", requires_python=">=99"))
-    upstream.publish(make_wheel("libc", "0.1"))
-    upstream.publish(make_wheel("libc", "0.2"))
-    upstream.yank("libc", "0.2")
-    return upstream
-
-
-EXPECTED = {"app": "1.0", "liba": "1.0", "libb": "2.1", "libc": "0.1"}
+    return publish_app_tree(upstream)
 
 
 def installed(python: Path) -> dict[str, str]:

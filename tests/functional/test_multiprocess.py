@@ -21,12 +21,13 @@ from sqlalchemy import create_engine, select
 from pypicache import db
 from pypicache.accounts import Accounts
 from pypicache.models import FillClaim
-from tests.functional.test_install import EXPECTED, installed
+from tests.functional.test_install import installed
 from tests.support.clients import make_venv, pip_install, uv_pip_install
 from tests.support.databases import configured_kind
-from tests.support.dists import make_large_wheel, make_sdist, make_wheel
+from tests.support.dists import Dist, make_large_wheel, make_wheel
 from tests.support.fakeupstream import FakeUpstream
 from tests.support.serveprocess import ServeProcess
+from tests.support.trees import EXPECTED, publish_app_tree
 from tests.support.waiting import wait_until
 
 # FillClaims.lease: a killed process's download is taken over after this long.
@@ -102,18 +103,7 @@ def deployment(
 
 @pytest.fixture
 def tree(upstream: FakeUpstream) -> FakeUpstream:
-    """app -> (liba, libb[>=2]), liba -> libc (as in test_install)."""
-    upstream.publish(make_wheel("app", "1.0", requires_dist=["liba", "libb>=2"]))
-    upstream.publish(make_sdist("app", "1.0"))
-    upstream.publish(make_wheel("liba", "0.9"))
-    upstream.publish(make_wheel("liba", "1.0", requires_dist=["libc"]))
-    upstream.publish(make_wheel("libb", "1.5"))
-    upstream.publish(make_wheel("libb", "2.1"))
-    upstream.publish(make_wheel("libb", "3.0", requires_python=">=99"))
-    upstream.publish(make_wheel("libc", "0.1"))
-    upstream.publish(make_wheel("libc", "0.2"))
-    upstream.yank("libc", "0.2")
-    return upstream
+    return publish_app_tree(upstream)
 
 
 def file_fetches(upstream: FakeUpstream) -> list[str]:
@@ -182,31 +172,44 @@ def test_a_file_cached_by_one_process_is_served_by_the_other(
     assert tree.requests == [], "the second host found pages and files in the shared cache"
 
 
-def test_concurrent_misses_on_two_processes_fetch_and_store_once(
-    deployment: Deployment, upstream: FakeUpstream, shared_storage: SharedStorage
-):
-    wheel = make_large_wheel("big", "1.0", 3 * 1024 * 1024)
-    record = upstream.publish(wheel)
+def race_for_one_file(
+    deployment: Deployment, upstream: FakeUpstream, wheel: Dist
+) -> tuple[ServeProcess, Download, Download]:
+    """Host-a downloading ``wheel`` from a stalled upstream, host-b waiting for the same file.
+
+    Returns host-a and both downloads; the upstream stays stalled until the test releases it.
+    """
+    upstream.publish(wheel)
     first, second = deployment("host-a"), deployment("host-b")
     # Both know the page: the race is about the file.
     urls = [file_url(process, "big", wheel.filename) for process in (first, second)]
-
-    upstream.stall(record.path)
+    upstream.stall(upstream.file(wheel.filename).path)
     via_first = Download(urls[0])
     via_first.start()
     assert upstream.wait_stalled(1), "host-a asked the upstream"
     via_second = Download(urls[1])
     via_second.start()
     assert wait_until(lambda: file_misses(second) >= 1, 10), "host-b is waiting for the file"
+    return first, via_first, via_second
+
+
+def received(download: Download, timeout: float) -> bytes:
+    download.join(timeout)
+    assert download.error is None
+    assert download.status == 200
+    return download.body
+
+
+def test_concurrent_misses_on_two_processes_fetch_and_store_once(
+    deployment: Deployment, upstream: FakeUpstream, shared_storage: SharedStorage
+):
+    wheel = make_large_wheel("big", "1.0", 3 * 1024 * 1024)
+    _, via_first, via_second = race_for_one_file(deployment, upstream, wheel)
     upstream.release()
-    via_first.join(60)
-    via_second.join(60)
 
     for download in (via_first, via_second):
-        assert download.error is None
-        assert download.status == 200
-        assert hashlib.sha256(download.body).hexdigest() == wheel.sha256
-    assert upstream.count("GET", record.path) == 1, "one upstream fetch for both hosts"
+        assert hashlib.sha256(received(download, 60)).hexdigest() == wheel.sha256
+    assert upstream.count("GET", upstream.file(wheel.filename).path) == 1, "one fetch for both"
     assert [name.rsplit("/", 1)[-1] for name in shared_storage.objects()] == [wheel.sha256]
 
 
@@ -214,25 +217,13 @@ def test_a_killed_process_download_is_taken_over(
     deployment: Deployment, upstream: FakeUpstream, shared_database: str
 ):
     wheel = make_large_wheel("big", "1.0", 1024 * 1024)
-    record = upstream.publish(wheel)
-    first, second = deployment("host-a"), deployment("host-b")
-    urls = [file_url(process, "big", wheel.filename) for process in (first, second)]
-
-    upstream.stall(record.path)
-    doomed = Download(urls[0])
-    doomed.start()
-    assert upstream.wait_stalled(1)
-    survivor = Download(urls[1])
-    survivor.start()
-    assert wait_until(lambda: file_misses(second) >= 1, 10)
+    first, _, survivor = race_for_one_file(deployment, upstream, wheel)
     first.kill()
     upstream.release()
-    survivor.join(CLAIM_LEASE + 30)
 
-    assert survivor.error is None
-    assert survivor.status == 200
-    assert hashlib.sha256(survivor.body).hexdigest() == wheel.sha256
-    assert upstream.count("GET", record.path) == 2, "host-b fetched it again after host-a died"
+    assert hashlib.sha256(received(survivor, CLAIM_LEASE + 30)).hexdigest() == wheel.sha256
+    fetches = upstream.count("GET", upstream.file(wheel.filename).path)
+    assert fetches == 2, "host-b fetched it again after host-a died"
     engine = create_engine(shared_database)
     try:
         with engine.connect() as connection:
