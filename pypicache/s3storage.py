@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 import os
 import re
-import tempfile
-import threading
-from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,8 +16,8 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .errors import HashMismatch, StorageUnavailable
-from .storage import StoredObject
+from .errors import StorageUnavailable
+from .storage import InUse, StoredObject, TempFileWriter
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +78,7 @@ class S3BlobStore:
         self.transfer = TransferConfig(
             multipart_threshold=part_size, multipart_chunksize=part_size, max_concurrency=4
         )
-        self._lock = threading.Lock()
-        self._in_use: Counter[str] = Counter()
+        self._in_use = InUse()
 
     # -- names -------------------------------------------------------------------------------
 
@@ -118,12 +113,12 @@ class S3BlobStore:
     def open(self, sha256: str) -> S3Reader:
         """A streaming handle on the blob; FileNotFoundError if it is not stored."""
         # Counted before we look, so a deletion deciding meanwhile sees it in use.
-        with self._lock:
-            self._in_use[sha256] += 1
+        with self._in_use.lock:
+            self._in_use.add(sha256)
         try:
-            return self._reader(self.key(sha256), lambda: self._release(sha256))
+            return self._reader(self.key(sha256), lambda: self._in_use.release(sha256))
         except BaseException:
-            self._release(sha256)
+            self._in_use.release(sha256)
             raise
 
     def _reader(self, key: str, release: Callable[[], None] | None = None) -> S3Reader:
@@ -132,16 +127,10 @@ class S3BlobStore:
             raise FileNotFoundError(f"s3://{self.bucket}/{key}")
         return S3Reader(self, key, int(head["ContentLength"]), head.get("ETag"), release)
 
-    def _release(self, sha256: str) -> None:
-        with self._lock:
-            self._in_use[sha256] -= 1
-            if self._in_use[sha256] <= 0:
-                del self._in_use[sha256]
-
     def in_use(self, sha256: str) -> bool:
         """Whether a handle on the blob is open in this process (a download in progress)."""
-        with self._lock:
-            return self._in_use[sha256] > 0
+        with self._in_use.lock:
+            return self._in_use.busy(sha256)
 
     def writer(self) -> S3BlobWriter:
         return S3BlobWriter(self)
@@ -151,8 +140,8 @@ class S3BlobStore:
 
     def delete_unless_in_use(self, sha256: str) -> bool:
         """Delete the blob unless this process is serving it; True when it is gone."""
-        with self._lock:
-            if self._in_use[sha256] > 0:
+        with self._in_use.lock:
+            if self._in_use.busy(sha256):
                 return False
             self.delete(sha256)
             return True
@@ -405,22 +394,12 @@ class S3Reader(io.RawIOBase):
             super().close()
 
 
-class S3BlobWriter:
+class S3BlobWriter(TempFileWriter):
     """Hashes into a local temp file (which readers may tail); ``commit`` uploads and verifies."""
 
     def __init__(self, store: S3BlobStore) -> None:
+        super().__init__(store.tmp)
         self._store = store
-        fd, name = tempfile.mkstemp(dir=store.tmp, prefix="fill-", suffix=".part")
-        # Unbuffered, so readers tailing the temp file see every byte we count.
-        self._file = os.fdopen(fd, "wb", buffering=0)
-        self.temp_path = Path(name)
-        self.size = 0
-        self._hash = hashlib.sha256()
-
-    def write(self, chunk: bytes) -> None:
-        self._file.write(chunk)
-        self._hash.update(chunk)
-        self.size += len(chunk)
 
     def commit(self, expected_sha256: str | None) -> str:
         """Store the blob if it hashes to ``expected_sha256`` (when given); return its sha256.
@@ -428,18 +407,10 @@ class S3BlobWriter:
         Returns only once the bucket holds the object, verified; otherwise
         HashMismatch (nothing uploaded) or StorageUnavailable.
         """
-        digest = self._hash.hexdigest()
-        if expected_sha256 is not None and digest != expected_sha256.lower():
-            self.abort()
-            raise HashMismatch(f"expected sha256 {expected_sha256}, got {digest}")
+        digest = self.checked_digest(expected_sha256)
         self._file.close()
         try:
             self._store.publish(self.temp_path, digest, self.size)
         finally:
             self.temp_path.unlink(missing_ok=True)
         return digest
-
-    def abort(self) -> None:
-        if not self._file.closed:
-            self._file.close()
-        self.temp_path.unlink(missing_ok=True)

@@ -131,6 +131,32 @@ def make_store(settings: Settings) -> BlobStore:
     )
 
 
+class InUse:
+    """The blobs this process is sending, so retention never deletes one under a reader.
+
+    ``lock`` is held by the store around opening and deleting, so a blob is
+    either counted before a deletion looks at it, or already gone.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self._counts: Counter[str] = Counter()
+
+    def add(self, sha256: str) -> None:
+        """Count one more reader; the caller holds ``lock``."""
+        self._counts[sha256] += 1
+
+    def release(self, sha256: str) -> None:
+        with self.lock:
+            self._counts[sha256] -= 1
+            if self._counts[sha256] <= 0:
+                del self._counts[sha256]
+
+    def busy(self, sha256: str) -> bool:
+        """Whether a reader is open; the caller holds ``lock``."""
+        return self._counts[sha256] > 0
+
+
 class LocalBlobStore:
     """Blobs under ``root/ab/cd/<sha256>``; temp files in ``tmp`` on the same filesystem.
 
@@ -141,8 +167,7 @@ class LocalBlobStore:
     def __init__(self, root: Path, tmp: Path) -> None:
         self.root = root
         self.tmp = tmp
-        self._lock = threading.Lock()
-        self._in_use: Counter[str] = Counter()
+        self._in_use = InUse()
 
     def path(self, sha256: str) -> Path:
         return self.root / sha256[:2] / sha256[2:4] / sha256
@@ -152,22 +177,15 @@ class LocalBlobStore:
 
     def open(self, sha256: str) -> BlobReader:
         """Open a stored blob; FileNotFoundError if it is not (or no longer) stored."""
-        # Under the lock: a blob is either opened before a deletion looks, or already gone.
-        with self._lock:
+        with self._in_use.lock:
             raw = io.FileIO(self.path(sha256), "r")
-            self._in_use[sha256] += 1
-        return _InUseHandle(raw, lambda: self._release(sha256))
-
-    def _release(self, sha256: str) -> None:
-        with self._lock:
-            self._in_use[sha256] -= 1
-            if self._in_use[sha256] <= 0:
-                del self._in_use[sha256]
+            self._in_use.add(sha256)
+        return _InUseHandle(raw, lambda: self._in_use.release(sha256))
 
     def in_use(self, sha256: str) -> bool:
         """Whether a handle on the blob is open in this process (a download in progress)."""
-        with self._lock:
-            return self._in_use[sha256] > 0
+        with self._in_use.lock:
+            return self._in_use.busy(sha256)
 
     def writer(self) -> LocalBlobWriter:
         return LocalBlobWriter(self)
@@ -177,8 +195,8 @@ class LocalBlobStore:
 
     def delete_unless_in_use(self, sha256: str) -> bool:
         """Delete the blob unless it is being served; True when it is gone."""
-        with self._lock:
-            if self._in_use[sha256] > 0:
+        with self._in_use.lock:
+            if self._in_use.busy(sha256):
                 return False
             self.path(sha256).unlink(missing_ok=True)
             return True
@@ -254,10 +272,15 @@ class _InUseHandle(_FileReader):
                 release()
 
 
-class LocalBlobWriter:
-    def __init__(self, store: LocalBlobStore) -> None:
-        self._store = store
-        fd, name = tempfile.mkstemp(dir=store.tmp, prefix="fill-", suffix=".part")
+class TempFileWriter:
+    """A blob being written to a temp file in ``tmp``, hashed as it grows.
+
+    Readers may tail ``temp_path`` while it grows; a backend's ``commit``
+    publishes the file once ``checked_digest`` has accepted it.
+    """
+
+    def __init__(self, tmp: Path) -> None:
+        fd, name = tempfile.mkstemp(dir=tmp, prefix="fill-", suffix=".part")
         # Unbuffered, so readers tailing the temp file see every byte we count.
         self._file = os.fdopen(fd, "wb", buffering=0)
         self.temp_path = Path(name)
@@ -269,12 +292,28 @@ class LocalBlobWriter:
         self._hash.update(chunk)
         self.size += len(chunk)
 
-    def commit(self, expected_sha256: str | None) -> str:
-        """Publish the blob if it hashes to ``expected_sha256`` (when given); return its sha256."""
+    def checked_digest(self, expected_sha256: str | None) -> str:
+        """The written bytes' sha256; HashMismatch (and the temp file gone) unless expected."""
         digest = self._hash.hexdigest()
         if expected_sha256 is not None and digest != expected_sha256.lower():
             self.abort()
             raise HashMismatch(f"expected sha256 {expected_sha256}, got {digest}")
+        return digest
+
+    def abort(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+        self.temp_path.unlink(missing_ok=True)
+
+
+class LocalBlobWriter(TempFileWriter):
+    def __init__(self, store: LocalBlobStore) -> None:
+        super().__init__(store.tmp)
+        self._store = store
+
+    def commit(self, expected_sha256: str | None) -> str:
+        """Publish the blob if it hashes to ``expected_sha256`` (when given); return its sha256."""
+        digest = self.checked_digest(expected_sha256)
         os.fsync(self._file.fileno())
         self._file.close()
         final = self._store.path(digest)
@@ -286,8 +325,3 @@ class LocalBlobWriter:
         finally:
             os.close(dir_fd)
         return digest
-
-    def abort(self) -> None:
-        if not self._file.closed:
-            self._file.close()
-        self.temp_path.unlink(missing_ok=True)
