@@ -5,11 +5,9 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
-import random
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,15 +21,19 @@ from sqlalchemy.engine import make_url
 
 from bench.procs import Server, Servers, free_port
 
+# The tests' SeaweedFS helpers: free HTTP ports P whose gRPC port P + GRPC_OFFSET is free too,
+# and the boto3 client (any credentials do while weed has no identities configured).
+from tests.support.seaweedfs import ACCESS_KEY as S3_ACCESS_KEY
+from tests.support.seaweedfs import GRPC_OFFSET as WEED_GRPC_OFFSET
+from tests.support.seaweedfs import REGION as S3_REGION
+from tests.support.seaweedfs import SECRET_KEY as S3_SECRET_KEY
+from tests.support.seaweedfs import SeaweedServer
+from tests.support.seaweedfs import _free_ports as weed_ports
+
 PG_USER = "pypicache"  # postgres refuses to run as root; the cluster belongs to this user
 PG_START_TIMEOUT = 60
 PG_CONNECT_TIMEOUT = 10
 WEED = Path(sys.executable).with_name("weed")
-WEED_GRPC_OFFSET = 10000  # weed's gRPC port for each service is its HTTP port + 10000
-S3_REGION = "us-east-1"
-# SeaweedFS accepts any credentials while no identities are configured; boto3 needs some.
-S3_ACCESS_KEY = "pypicache-bench"
-S3_SECRET_KEY = "pypicache-bench-secret"  # noqa: S105 (a throw-away local server's)
 S3_READY_TIMEOUT = 60.0
 
 
@@ -216,45 +218,6 @@ class Databases:
 # -- SeaweedFS -------------------------------------------------------------------------------
 
 
-def _port_pair_free(port: int) -> bool:
-    for candidate in (port, port + WEED_GRPC_OFFSET):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind(("127.0.0.1", candidate))
-            except OSError:
-                return False
-    return True
-
-
-def _weed_ports(count: int) -> list[int]:
-    """Ports P with P and P + 10000 free on loopback (weed's HTTP and gRPC pairs)."""
-    ports: list[int] = []
-    while len(ports) < count:
-        port = random.randint(20000, 65535 - WEED_GRPC_OFFSET)
-        if all(abs(port - p) not in (0, WEED_GRPC_OFFSET) for p in ports) and _port_pair_free(port):
-            ports.append(port)
-    return ports
-
-
-def s3_client(endpoint_url: str) -> Any:
-    import boto3
-    from botocore.config import Config
-
-    return boto3.client(
-        "s3",
-        endpoint_url=endpoint_url,
-        region_name=S3_REGION,
-        aws_access_key_id=S3_ACCESS_KEY,
-        aws_secret_access_key=S3_SECRET_KEY,
-        config=Config(
-            connect_timeout=5,
-            read_timeout=30,
-            retries={"max_attempts": 2, "mode": "standard"},
-            s3={"addressing_style": "path"},
-        ),
-    )
-
-
 def s3_environ(endpoint_url: str, bucket: str, prefix: str) -> dict[str, str]:
     """What a ``pypicache serve`` needs to keep its blobs in ``bucket``; nothing of ours leaks."""
     return {
@@ -277,7 +240,7 @@ class Seaweed:
         weed = str(WEED) if WEED.is_file() else str(shutil.which("weed"))
         data = root / "data"
         data.mkdir(parents=True, exist_ok=True)
-        master, volume, filer, s3, iceberg, lance = _weed_ports(6)
+        master, volume, filer, s3, iceberg, lance = weed_ports(6)
         g = WEED_GRPC_OFFSET
         command = [
             weed, "server", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
@@ -300,7 +263,9 @@ class Seaweed:
             stop_signal=signal.SIGTERM,
         )
         self.endpoint_url = f"http://127.0.0.1:{s3}"
-        self.client = s3_client(self.endpoint_url)
+        self.client = SeaweedServer(
+            self.endpoint_url, self.server.process, self.server.log_path
+        ).client()
         self._wait_writable()
 
     def _wait_writable(self) -> None:

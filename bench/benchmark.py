@@ -29,7 +29,8 @@ import sys
 import tarfile
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
@@ -150,18 +151,23 @@ def server_env(*, repo_on_path: bool = True, **extra: str) -> dict[str, str]:
     return env
 
 
+def run_as_server(code: str) -> subprocess.CompletedProcess[str]:
+    """Python ``code`` run with the interpreter, path and environment pypicache serves with."""
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=server_env(repo_on_path=False),
+        cwd="/",
+        check=False,
+    )
+
+
 def pypicache_origin() -> str:
     """Where the pypicache that the servers run is imported from."""
     try:
-        done = subprocess.run(
-            [sys.executable, "-c", "import pypicache; print(pypicache.__file__)"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=server_env(repo_on_path=False),
-            cwd="/",
-            check=False,
-        )
+        done = run_as_server("import pypicache; print(pypicache.__file__)")
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"unknown: {exc}"
     return done.stdout.strip() or f"import failed: {done.stderr.strip()[-500:]}"
@@ -198,7 +204,18 @@ class Upstream:
         self.session.close()
 
 
-def start_upstream(servers: Servers, wheels: Path) -> Upstream:
+def start_upstream(
+    servers: Servers,
+    wheels: Path,
+    *,
+    bulk: int = BULK_PROJECTS,
+    large_bytes: int = LARGE_BYTES,
+    throttle: int | None = THROTTLE,
+) -> Upstream:
+    """The fake upstream with ``wheels``, ``bulk`` file-less projects and a large file.
+
+    ``large_bytes=0`` leaves the large file out, ``throttle=None`` the throttling.
+    """
     port = free_port()
     command = [
         sys.executable,
@@ -209,12 +226,12 @@ def start_upstream(servers: Servers, wheels: Path) -> Upstream:
         "--wheels",
         str(wheels),
         "--bulk",
-        str(BULK_PROJECTS),
+        str(bulk),
         "--large-bytes",
-        str(LARGE_BYTES),
-        "--throttle",
-        str(THROTTLE),
+        str(large_bytes),
     ]
+    if throttle is not None:
+        command += ["--throttle", str(throttle)]
     server = servers.start(
         "upstream",
         command,
@@ -232,8 +249,22 @@ def pypicache_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "pypicache.cli"]
 
 
-def start_pypicache(servers: Servers, name: str, upstream: Upstream, data_dir: Path) -> Server:
-    shutil.rmtree(data_dir, ignore_errors=True)
+def start_pypicache(
+    servers: Servers,
+    name: str,
+    upstream: Upstream,
+    data_dir: Path,
+    *,
+    fresh: bool = True,
+    env: Mapping[str, str] | None = None,
+    stop_signal: signal.Signals = signal.SIGINT,
+) -> Server:
+    """``pypicache serve`` on ``data_dir``, emptied first unless not ``fresh`` (shared).
+
+    ``env`` replaces the whole environment; by default the server's, with PAGE_TTL.
+    """
+    if fresh:
+        shutil.rmtree(data_dir, ignore_errors=True)
     port = free_port()
     command = [
         *pypicache_command(),
@@ -252,7 +283,8 @@ def start_pypicache(servers: Servers, name: str, upstream: Upstream, data_dir: P
         command,
         port=port,
         ready_path="/health",
-        env=server_env(repo_on_path=False, PYPICACHE_PAGE_TTL=PAGE_TTL),
+        env=server_env(repo_on_path=False, PYPICACHE_PAGE_TTL=PAGE_TTL) if env is None else env,
+        stop_signal=stop_signal,
     )
 
 
@@ -734,15 +766,20 @@ def tool_versions() -> dict[str, str]:
     }
 
 
-def _raise_on_sigterm(signum: int, frame: FrameType | None) -> None:
+def raise_on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python bench/run.py", description=__doc__.split("\n\n")[0]
-    )
-    parser.add_argument("--quick", action="store_true", help="1 repeat, shorter load runs")
+def bypass_proxy_for_loopback() -> None:
+    """The servers are on loopback: no proxy for them, for us and for the clients we start."""
+    for key in ("NO_PROXY", "no_proxy"):
+        os.environ[key] = ",".join(filter(None, [os.environ.get(key, ""), LOOPBACK]))
+
+
+def base_parser(prog: str, description: str, quick_help: str) -> argparse.ArgumentParser:
+    """The options every benchmark takes: --quick, --out, --keep, --ref."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--quick", action="store_true", help=quick_help)
     parser.add_argument("--out", type=Path, default=RESULTS, help="results directory")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     parser.add_argument(
@@ -750,20 +787,36 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="GIT_REF",
         help="benchmark pypicache as committed at this ref (e.g. HEAD), not the working tree",
     )
-    return parser.parse_args(argv)
+    return parser
 
 
-def write_results(out: Path, stamp: str, results: dict[str, Any]) -> None:
-    """The JSON and the table; a partial run (an error) still writes what it measured."""
-    json_path = out / f"bench-{stamp}.json"
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    return base_parser(
+        "python bench/run.py", __doc__.split("\n\n")[0], "1 repeat, shorter load runs"
+    ).parse_args(argv)
+
+
+def table_with_targets(results: dict[str, Any]) -> str:
+    """The report's table, once ``results`` says which targets were met."""
+    targets = evaluate(results)
+    results["targets"] = [t.as_dict() for t in targets]
+    return render_table(results, targets)
+
+
+def write_results(
+    out: Path, name: str, results: dict[str, Any], render: Callable[[dict[str, Any]], str]
+) -> None:
+    """``name``.json, and ``render``'s table of it in ``name``.txt and printed.
+
+    A partial run (an error) still writes what it measured.
+    """
     try:
-        targets = evaluate(results)
-        results["targets"] = [t.as_dict() for t in targets]
-        table = render_table(results, targets)
+        table = render(results)
     except Exception as exc:  # never hide the error that ended the run
         table = f"(no table: {exc!r})"
+    json_path = out / f"{name}.json"
     json_path.write_text(json.dumps(results, indent=2, default=str) + "\n")
-    (out / f"bench-{stamp}.txt").write_text(table + "\n")
+    (out / f"{name}.txt").write_text(table + "\n")
     print()
     print(table)
     print(f"\nJSON: {json_path}")
@@ -782,6 +835,33 @@ def venv_base(work: Path, stamp: str) -> Path:
     return work / "venvs"
 
 
+@dataclass
+class RunDirs:
+    """One run's stamp and directories: results, the work directory, the install venvs."""
+
+    stamp: str
+    out: Path
+    work: Path
+    venvs: Path
+
+    @classmethod
+    def make(cls, out: Path, work_prefix: str) -> RunDirs:
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        out = out.resolve()
+        work = out / f"{work_prefix}{stamp}"
+        work.mkdir(parents=True)
+        return cls(stamp, out, work, venv_base(work, stamp))
+
+    def tidy(self, keep: bool, kept: Sequence[str] = ("logs",)) -> None:
+        """Remove the venvs, gzip the big logs and, unless ``keep``, all of work but ``kept``."""
+        shutil.rmtree(self.venvs, ignore_errors=True)
+        compress_logs(self.work / "logs")
+        if not keep:
+            for child in self.work.iterdir():
+                if child.name not in kept:
+                    shutil.rmtree(child, ignore_errors=True)
+
+
 def git_state() -> dict[str, str]:
     def git(*args: str) -> str:
         try:
@@ -796,11 +876,26 @@ def git_state() -> dict[str, str]:
     return {"commit": git("rev-parse", "--short", "HEAD"), "pypicache_dirty": str(bool(dirty))}
 
 
-def export_pypicache(ref: str, destination: Path) -> str:
+def _extract(commit: str, path: str, destination: Path) -> None:
+    """``git archive`` ``path`` as it is at ``commit``, unpacked into ``destination``."""
+    archive = subprocess.run(
+        ["git", "archive", "--format=tar", commit, path],
+        cwd=ROOT,
+        capture_output=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(destination, filter="data")
+
+
+def export_pypicache(ref: str, destination: Path, *, migrations: bool = False) -> str:
     """``git archive`` the pypicache package at ``ref`` into ``destination``; its commit.
 
     The servers then import that snapshot (it goes first on PYTHONPATH), so a working
-    tree that changes during the run changes nothing measured.
+    tree that changes during the run changes nothing measured.  ``migrations`` adds them
+    where setup.cfg's package_dir puts them: without them ``pypicache.migrations`` would
+    resolve, through the editable install, to the working tree's migrations, not the ref's.
     """
     commit = subprocess.run(
         ["git", "rev-parse", "--verify", f"{ref}^{{commit}}"],
@@ -810,17 +905,43 @@ def export_pypicache(ref: str, destination: Path) -> str:
         timeout=30,
         check=True,
     ).stdout.strip()
-    archive = subprocess.run(
-        ["git", "archive", "--format=tar", commit, "pypicache"],
-        cwd=ROOT,
-        capture_output=True,
-        timeout=120,
-        check=True,
-    ).stdout
     destination.mkdir(parents=True)
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(destination, filter="data")
+    _extract(commit, "pypicache", destination)
+    if migrations:
+        _extract(commit, "migrations", destination / "pypicache")
     return commit
+
+
+def measure_ref(ref: str | None, snapshot: Path, *, migrations: bool = False) -> str:
+    """With a ``ref``, the servers import its snapshot (see export_pypicache); what they run."""
+    if not ref:
+        return "the venv's pypicache (the working tree)"
+    commit = export_pypicache(ref, snapshot, migrations=migrations)
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(snapshot), os.environ.get("PYTHONPATH")])
+    )
+    return f"{ref} = {commit}"
+
+
+def run_meta(stamp: str, quick: bool) -> dict[str, Any]:
+    """The start of a run's "meta": when, how, on what machine, at which commit."""
+    return {
+        "started": stamp,
+        "quick": quick,
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "git": git_state(),
+    }
+
+
+def pypicache_meta(measured: str) -> dict[str, Any]:
+    """How the pypicache servers run, and which pypicache they import."""
+    return {
+        "threads": PYPICACHE_THREADS,
+        "page_ttl": PAGE_TTL,
+        "measured": measured,
+        "imported_from": pypicache_origin(),
+    }
 
 
 def rss_of(server: Server) -> dict[str, int | None]:
@@ -838,9 +959,8 @@ def compress_logs(directory: Path, above: int = 1 << 20) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _raise_on_sigterm)
-    for key in ("NO_PROXY", "no_proxy"):
-        os.environ[key] = ",".join(filter(None, [os.environ.get(key, ""), LOOPBACK]))
+    signal.signal(signal.SIGTERM, raise_on_sigterm)
+    bypass_proxy_for_loopback()
     missing = [name for name, path in (("nginx", nginx_path()), ("wrk", wrk_path())) if not path]
     if missing:
         print(f"missing: {', '.join(missing)} (apt-get install -y nginx wrk)", file=sys.stderr)
@@ -851,38 +971,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     load_s = 2.0 if args.quick else 3.0
     rounds = 1 if args.quick else 3
     started = time.monotonic()
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    out: Path = args.out.resolve()
-    work = out / f"work-{stamp}"
-    work.mkdir(parents=True)
-    venvs = venv_base(work, stamp)
+    run = RunDirs.make(args.out, "work-")
+    stamp, out, work, venvs = run.stamp, run.out, run.work, run.venvs
 
-    measured = "the venv's pypicache (the working tree)"
-    if args.ref:
-        snapshot = work / "pypicache-src"
-        commit = export_pypicache(args.ref, snapshot)
-        os.environ["PYTHONPATH"] = os.pathsep.join(
-            filter(None, [str(snapshot), os.environ.get("PYTHONPATH")])
-        )
-        measured = f"{args.ref} = {commit}"
+    measured = measure_ref(args.ref, work / "pypicache-src")
     wheels = ensure_wheels(CACHE)
     wheel_count = len(list(wheels.glob("*.whl")))
     results: dict[str, Any] = {
         "meta": {
-            "started": stamp,
-            "quick": args.quick,
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "git": git_state(),
+            **run_meta(stamp, args.quick),
             "tools": tool_versions(),
             "tree": f"{len(TOP_LEVEL)} top-level projects, {wheel_count} wheels: "
             + " ".join(TOP_LEVEL),
-            "pypicache": {
-                "threads": PYPICACHE_THREADS,
-                "page_ttl": PAGE_TTL,
-                "measured": measured,
-                "imported_from": pypicache_origin(),
-            },
+            "pypicache": pypicache_meta(measured),
             "work_dir": str(work),
             "venv_dir": str(venvs),
         }
@@ -988,11 +1089,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         other_cpu[current[0]] = cpu.phase()
         results["meta"]["duration_s"] = time.monotonic() - started
-        write_results(out, stamp, results)
-        shutil.rmtree(venvs, ignore_errors=True)
-        compress_logs(work / "logs")
-        if not args.keep:
-            for child in work.iterdir():
-                if child.name not in ("logs", "pypicache-src"):
-                    shutil.rmtree(child, ignore_errors=True)
+        write_results(out, f"bench-{stamp}", results, table_with_targets)
+        run.tidy(args.keep, ("logs", "pypicache-src"))
     return 0

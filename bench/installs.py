@@ -148,12 +148,18 @@ class Installer:
                 for process, (python, _) in zip(processes, prepared, strict=True)
             ]
         finally:
-            for process in processes:
-                if process.poll() is None:
-                    process.kill()
-                    process.wait(30)
-            for python, _ in prepared:
-                self.cleanup(python)
+            self.discard(processes, prepared)
 
     def cleanup(self, python: Path) -> None:
         shutil.rmtree(python.parent.parent.parent, ignore_errors=True)
+
+    def discard(
+        self, processes: Sequence[subprocess.Popen[str]], prepared: Sequence[tuple[Path, Path]]
+    ) -> None:
+        """After installs started together: kill any still running, remove every venv."""
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait(30)
+        for python, _ in prepared:
+            self.cleanup(python)

@@ -18,23 +18,17 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import io
-import json
-import os
-import platform
 import re
 import shutil
 import signal
 import statistics
 import subprocess
 import sys
-import tarfile
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -56,26 +50,29 @@ from bench.benchmark import (  # noqa: E402
     PAGE_PROJECT,
     PAGE_TTL,
     PYPICACHE_THREADS,
-    RESULTS,
     TOP_LEVEL,
+    RunDirs,
     Upstream,
+    base_parser,
+    bypass_proxy_for_loopback,
     check_same_pages,
-    compress_logs,
     ensure_wheels,
-    export_pypicache,
-    git_state,
     log,
-    pypicache_command,
-    pypicache_origin,
+    measure_ref,
+    pypicache_meta,
+    raise_on_sigterm,
+    run_as_server,
+    run_meta,
     server_env,
-    venv_base,
+    start_pypicache,
+    start_upstream,
+    write_results,
 )
 from bench.installs import Install, Installer, Tool  # noqa: E402
 from bench.loadgen import WrkResult, run_wrk, wrk_path  # noqa: E402
-from bench.procs import CpuAccount, Server, Servers, free_port  # noqa: E402
+from bench.procs import CpuAccount, Server, Servers  # noqa: E402
 from bench.static_index import HTML_ACCEPT, UV_ACCEPT  # noqa: E402
 
-LOOPBACK = "127.0.0.1,localhost,::1"
 HTTP_TIMEOUT = 30.0
 # Total wrk connections per cell; the two-process cells split them evenly.
 CONNECTIONS = (2, 8)
@@ -83,35 +80,7 @@ FORMATS = {"html": HTML_ACCEPT, "json": UV_ACCEPT}
 S3_PREFIX = "blobs"
 
 
-def _raise_on_sigterm(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)
-
-
 # -- processes -------------------------------------------------------------------------------
-
-
-def start_upstream(servers: Servers, wheels: Path) -> Upstream:
-    """The fake upstream with the real wheels only: no bulk list, no large file (not measured)."""
-    port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "bench.upstream_server",
-        "--port",
-        str(port),
-        "--wheels",
-        str(wheels),
-    ]
-    server = servers.start(
-        "upstream",
-        command,
-        port=port,
-        ready_path="/_bench/info",
-        ready_timeout=300,
-        env=server_env(),
-        cwd=ROOT,
-    )
-    return Upstream(server)
 
 
 @dataclass
@@ -133,21 +102,6 @@ def start_host(
     """One ``pypicache serve`` as a host of the deployment would run it; follower off."""
     data_dir = store.data_dir(name)
     data_dir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    command = [
-        *pypicache_command(),
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--threads",
-        str(PYPICACHE_THREADS),
-        "--upstream",
-        upstream.simple_url,
-        "--data-dir",
-        str(data_dir),
-    ]
     env = {
         key: value
         for key, value in server_env(repo_on_path=False).items()
@@ -159,13 +113,16 @@ def start_host(
         PYPICACHE_FOLLOW_METHOD="off",  # its changelog calls would only add to the log
         **store.env,
     )
-    return servers.start(
-        name, command, port=port, ready_path="/health", env=env, stop_signal=signal.SIGTERM
+    return start_pypicache(
+        servers, name, upstream, data_dir, fresh=False, env=env, stop_signal=signal.SIGTERM
     )
 
 
 class Deployment:
-    """A fresh database and a fresh store, and the pypicache hosts on them; all removed after."""
+    """A fresh database and a fresh store, and the pypicache hosts on them; all removed by close.
+
+    ``with closing(Deployment(...)) as dep:`` removes them when the block ends.
+    """
 
     def __init__(
         self,
@@ -212,42 +169,6 @@ class Deployment:
             shutil.rmtree(self.store.root, ignore_errors=True)
 
 
-@contextmanager
-def deployment(
-    servers: Servers,
-    upstream: Upstream,
-    databases: Databases,
-    seaweed: Seaweed | None,
-    root: Path,
-    kind: str,
-    label: str,
-) -> Iterator[Deployment]:
-    made = Deployment(servers, upstream, databases, seaweed, root, kind, label)
-    try:
-        yield made
-    finally:
-        made.close()
-
-
-def export_snapshot(ref: str, destination: Path) -> str:
-    """``export_pypicache`` plus the migrations, where setup.cfg's package_dir puts them.
-
-    Without them ``pypicache.migrations`` would resolve, through the editable install, to
-    the working tree's migrations, not the ref's.
-    """
-    commit = export_pypicache(ref, destination)
-    archive = subprocess.run(
-        ["git", "archive", "--format=tar", commit, "migrations"],
-        cwd=ROOT,
-        capture_output=True,
-        timeout=120,
-        check=True,
-    ).stdout
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(destination / "pypicache", filter="data")
-    return commit
-
-
 def s3_supported() -> str | None:
     """None when the pypicache the hosts import takes s3:// storage; else why not."""
     probe = (
@@ -256,15 +177,7 @@ def s3_supported() -> str | None:
         "assert 'pypicache.storage' in DEFAULTS, 'no pypicache.storage setting'\n"
     )
     try:
-        done = subprocess.run(
-            [sys.executable, "-c", probe],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=server_env(repo_on_path=False),
-            cwd="/",
-            check=False,
-        )
+        done = run_as_server(probe)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return str(exc)
     if done.returncode != 0:
@@ -448,12 +361,7 @@ def cold_pair(
             ]
             installs = [f.result() for f in futures]
     finally:
-        for process in processes:
-            if process.poll() is None:
-                process.kill()
-                process.wait(30)
-        for python, _ in prepared:
-            installer.cleanup(python)
+        installer.discard(processes, prepared)
     wall = time.monotonic() - started
     fetches = count_fetches(dep.upstream.log())
     counters = {host.name: host_counters(host) for host in hosts}
@@ -588,38 +496,14 @@ def render_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_results(out: Path, stamp: str, results: dict[str, Any]) -> None:
-    """The JSON and the table; a partial run (an error) still writes what it measured."""
-    try:
-        table = render_table(results)
-    except Exception as exc:  # never hide the error that ended the run
-        table = f"(no table: {exc!r})"
-    json_path = out / f"multihost-{stamp}.json"
-    json_path.write_text(json.dumps(results, indent=2, default=str) + "\n")
-    (out / f"multihost-{stamp}.txt").write_text(table + "\n")
-    print()
-    print(table)
-    print(f"\nJSON: {json_path}")
-
-
 # -- the run ---------------------------------------------------------------------------------
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python bench/multihost.py", description=__doc__.split("\n\n")[0]
-    )
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="3 rounds of 2 s load runs (else 5 of 5 s), 2 cold pairs (else 3)",
-    )
-    parser.add_argument("--out", type=Path, default=RESULTS, help="results directory")
-    parser.add_argument("--keep", action="store_true", help="keep the work directory")
-    parser.add_argument(
-        "--ref",
-        metavar="GIT_REF",
-        help="benchmark pypicache as committed at this ref (e.g. HEAD), not the working tree",
+    parser = base_parser(
+        "python bench/multihost.py",
+        __doc__.split("\n\n")[0],
+        "3 rounds of 2 s load runs (else 5 of 5 s), 2 cold pairs (else 3)",
     )
     parser.add_argument(
         "--postgresql-url",
@@ -649,12 +533,11 @@ def postgresql(url: str | None) -> Iterator[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _raise_on_sigterm)
+    signal.signal(signal.SIGTERM, raise_on_sigterm)
     # Ctrl-C must reach us even when started from a shell that ignores SIGINT (a background
     # job), and the servers must not inherit that ignoring.
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    for key in ("NO_PROXY", "no_proxy"):
-        os.environ[key] = ",".join(filter(None, [os.environ.get(key, ""), LOOPBACK]))
+    bypass_proxy_for_loopback()
     if wrk_path() is None:
         print("missing: wrk (apt-get install -y wrk)", file=sys.stderr)
         return 2
@@ -666,19 +549,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         else [("pip", "uv"), ("uv", "uv"), ("pip", "pip")]
     )
     started = time.monotonic()
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    out: Path = args.out.resolve()
-    work = out / f"multihost-work-{stamp}"
-    work.mkdir(parents=True)
-    venvs = venv_base(work, stamp)
+    run = RunDirs.make(args.out, "multihost-work-")
+    stamp, out, work, venvs = run.stamp, run.out, run.work, run.venvs
 
-    measured = "the venv's pypicache (the working tree)"
-    if args.ref:
-        commit = export_snapshot(args.ref, work / "pypicache-src")
-        os.environ["PYTHONPATH"] = os.pathsep.join(
-            filter(None, [str(work / "pypicache-src"), os.environ.get("PYTHONPATH")])
-        )
-        measured = f"{args.ref} = {commit}"
+    measured = measure_ref(args.ref, work / "pypicache-src", migrations=True)
     stores = ["dir"]
     skipped: list[str] = []
     if args.storage in ("s3", "all", "auto"):
@@ -694,18 +568,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     expected = len(list(wheels.glob("*.whl")))
     results: dict[str, Any] = {
         "meta": {
-            "started": stamp,
-            "quick": args.quick,
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "git": git_state(),
+            **run_meta(stamp, args.quick),
             "tree": f"{len(TOP_LEVEL)} top-level projects, {expected} wheels",
-            "pypicache": {
-                "threads": PYPICACHE_THREADS,
-                "page_ttl": PAGE_TTL,
-                "measured": measured,
-                "imported_from": pypicache_origin(),
-            },
+            "pypicache": pypicache_meta(measured),
             "postgresql_server": "--postgresql-url" if args.postgresql_url else "private",
             "stores": stores,
             "work_dir": str(work),
@@ -721,14 +586,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             try:
                 results["meta"]["postgresql"] = databases.check()
                 log(f"PostgreSQL {results['meta']['postgresql']}; starting the fake upstream")
-                upstream = start_upstream(servers, wheels)
+                # The real wheels only: no bulk list, no large file (not measured here).
+                upstream = start_upstream(servers, wheels, bulk=0, large_bytes=0, throttle=None)
                 if "s3" in stores:
                     log("starting SeaweedFS (S3)")
                     seaweed = Seaweed(servers, work / "seaweedfs")
 
                 log("1. hot pages: one process, then two, on one database and shared store")
-                with deployment(
-                    servers, upstream, databases, seaweed, work / "store-hot", "dir", "hot"
+                with closing(
+                    Deployment(
+                        servers, upstream, databases, seaweed, work / "store-hot", "dir", "hot"
+                    )
                 ) as dep:
                     hosts = dep.start("host-a", "host-b")
                     results["hot_pages"] = measure_hot_pages(hosts, duration, rounds, cpu)
@@ -740,14 +608,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for kind in stores:
                     for serial, pair in enumerate(pairs):
                         try:
-                            with deployment(
-                                servers,
-                                upstream,
-                                databases,
-                                seaweed,
-                                work / f"store-cold-{kind}-{serial}",
-                                kind,
-                                f"cold{serial}",
+                            with closing(
+                                Deployment(
+                                    servers,
+                                    upstream,
+                                    databases,
+                                    seaweed,
+                                    work / f"store-cold-{kind}-{serial}",
+                                    kind,
+                                    f"cold{serial}",
+                                )
                             ) as dep:
                                 cold.append(cold_pair(dep, installer, pair, expected))
                         except (BackingError, RuntimeError, OSError) as exc:
@@ -761,13 +631,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 databases.drop_all()
     finally:
         results["meta"]["duration_s"] = time.monotonic() - started
-        write_results(out, stamp, results)
-        shutil.rmtree(venvs, ignore_errors=True)
-        compress_logs(work / "logs")
-        if not args.keep:
-            for child in work.iterdir():
-                if child.name != "logs":
-                    shutil.rmtree(child, ignore_errors=True)
+        write_results(out, f"multihost-{stamp}", results, render_table)
+        run.tidy(args.keep)
     return 0
 
 
