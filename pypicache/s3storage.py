@@ -122,10 +122,17 @@ class S3BlobStore:
             raise
 
     def _reader(self, key: str, release: Callable[[], None] | None = None) -> S3Reader:
-        head = self.head(key)
-        if head is None:
-            raise FileNotFoundError(f"s3://{self.bucket}/{key}")
-        return S3Reader(self, key, int(head["ContentLength"]), head.get("ETag"), release)
+        # One GET, not a HEAD and then a GET: its answer has the size, and most readers
+        # want every byte from the first (a seek drops the body and asks for a range).
+        try:
+            answer = self.client.get_object(Bucket=self.bucket, Key=key)
+        except _S3_ERRORS as exc:
+            if _status(exc) == 404:
+                raise FileNotFoundError(f"s3://{self.bucket}/{key}") from None
+            raise self._failed("GET", key, exc) from None
+        return S3Reader(
+            self, key, int(answer["ContentLength"]), answer.get("ETag"), release, answer["Body"]
+        )
 
     def in_use(self, sha256: str) -> bool:
         """Whether a handle on the blob is open in this process (a download in progress)."""
@@ -305,6 +312,7 @@ class S3Reader(io.RawIOBase):
         size: int,
         etag: str | None,
         release: Callable[[], None] | None,
+        body: Any = None,
     ) -> None:
         super().__init__()
         self.size = size
@@ -313,7 +321,7 @@ class S3Reader(io.RawIOBase):
         self._etag = etag
         self._release = release
         self._position = 0
-        self._body: Any = None
+        self._body: Any = body  # the answer to a GET from the first byte, or None
 
     def readable(self) -> bool:
         return True
