@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, selectinload, sessionmaker
 from .claims import FillClaims
 from .db import get_tm_session
 from .errors import FileNotFound, ProjectNotFound, UpstreamUnavailable
-from .fill import Fill, FillRegistry
+from .fill import CLAIM_POLL, Fill, FillRegistry
 from .keyedlocks import KeyedLocks
 from .models import Alarm, AuditEntry, File, Project
 from .projectlist import ProjectList, ProjectListFiles
@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 # Seconds a process serves a private page from memory before re-reading the database.
 PRIVATE_REFRESH = 2.0
+# The claim on fetching a project's page ("project/filename" claims are files').
+PAGE_CLAIM = "page:"
 
 
 def utcnow() -> datetime:
@@ -177,6 +179,23 @@ class IndexService:
         return len(rows)
 
     def _load(self, name: str, *, force: bool = False) -> tuple[CachedPage, str]:
+        while True:
+            stored = self._from_database(name, force)
+            if isinstance(stored, CachedPage):
+                return stored, "hit"
+            # Forced refreshes are an admin's; they never wait for another process.
+            if force or self._claim_page(name):
+                break
+        try:
+            return self._fetch(name, *stored)
+        finally:
+            if not force:
+                self.claims.release(PAGE_CLAIM + name)
+
+    def _from_database(
+        self, name: str, force: bool
+    ) -> CachedPage | tuple[str | None, RenderedPage | None]:
+        """The stored page when it may be served as it is; else what a fetch starts from."""
         with self._unit_of_work() as db:
             project = self._project(db, name)
             if project is not None:
@@ -184,17 +203,47 @@ class IndexService:
                     # Shadowing: the upstream is never asked about a private name.  Re-read
                     # often: an upload or a yank in another process must show quickly.
                     ttl = min(self.settings.page_ttl, PRIVATE_REFRESH)
-                    return self._remember(project, ttl), "hit"
+                    return self._remember(project, ttl)
                 age = self._age(project)
                 if self.upstream is None or (age < self.settings.page_ttl and not force):
-                    return self._remember(project, self.settings.page_ttl - age), "hit"
+                    return self._remember(project, self.settings.page_ttl - age)
             elif self.upstream is None:
                 raise ProjectNotFound(name)
             if self._missing.get(name, 0) > time.monotonic():
                 raise ProjectNotFound(name)
             etag = project.upstream_etag if project is not None and not force else None
             fallback = self._snapshot(project) if project is not None else None
+        return etag, fallback
 
+    def _claim_page(self, name: str) -> bool:
+        """Claim fetching the page; False when another process fetched it meanwhile.
+
+        Hosts missing the same page at once (a fleet's first install) ask the
+        upstream once: the others wait for the claim to end, then read the page
+        the winner stored.  Past the deadline a waiter asks the upstream itself.
+        """
+        key = PAGE_CLAIM + name
+        if self.claims.try_claim(key):
+            return True
+        log.info("another process is fetching the page of %s; waiting for it", name)
+        deadline = time.monotonic() + self._wait_timeout
+        while not self.claims.try_claim(key):
+            if time.monotonic() > deadline or self.fills.stop_event.wait(CLAIM_POLL):
+                return True
+        # The claim ended: the page is stored, or that fetch failed and this one tries.
+        if self._checked_recently(name):
+            self.claims.release(key)
+            return False
+        return True
+
+    def _checked_recently(self, name: str) -> bool:
+        with self._unit_of_work() as db:
+            checked = db.scalar(select(Project.checked_at).where(Project.name == name))
+        return checked is not None and (utcnow() - checked).total_seconds() < self.settings.page_ttl
+
+    def _fetch(
+        self, name: str, etag: str | None, fallback: RenderedPage | None
+    ) -> tuple[CachedPage, str]:
         assert self.upstream is not None
         try:
             result = self.upstream.fetch_project(name, etag)

@@ -232,6 +232,28 @@ def test_a_killed_process_download_is_taken_over(
         engine.dispose()
 
 
+# Page claims are in the database: which store the hosts share does not matter here.
+@pytest.mark.parametrize("shared_storage", ["shared-directory"], indirect=True)
+def test_concurrent_page_misses_on_two_processes_ask_the_upstream_once(
+    deployment: Deployment, upstream: FakeUpstream
+):
+    upstream.publish(make_wheel("paged", "1.0"))
+    first, second = deployment("host-a"), deployment("host-b")
+    upstream.stall("/simple/paged/")
+    via_first = Download(f"{first.simple_url}paged/")
+    via_first.start()
+    assert upstream.wait_stalled(1), "host-a asked the upstream"
+    via_second = Download(f"{second.simple_url}paged/")
+    via_second.start()
+    assert wait_until(lambda: "fetching the page of paged" in second.log_tail(), 10)
+    upstream.release()
+
+    pages = [received(download, 30) for download in (via_first, via_second)]
+    assert pages[0] == pages[1]
+    assert b"paged-1.0-py3-none-any.whl" in pages[0]
+    assert upstream.count("GET", "/simple/paged/") == 1, "one upstream fetch for both hosts"
+
+
 # The lease is in the database: which store the hosts share does not matter here.
 @pytest.mark.parametrize("shared_storage", ["shared-directory"], indirect=True)
 def test_exactly_one_process_follows_and_another_takes_over_after_kill(
