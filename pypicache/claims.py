@@ -6,10 +6,11 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import delete, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -20,6 +21,9 @@ log = logging.getLogger(__name__)
 
 # A claim not renewed for this long belongs to a dead process; another one takes over.
 CLAIM_LEASE = 10.0
+# Seconds between looks at another process's claim: a read by primary key, cheap enough
+# that a waiter learns within a few milliseconds that the download or page is done.
+WAIT_POLL = 0.02
 
 
 def _insert(db: Session) -> postgresql.Insert | sqlite.Insert:
@@ -89,6 +93,21 @@ class FillClaims:
                 )
         except OperationalError:
             log.warning("could not release the claim on %s; it lapses", key, exc_info=True)
+
+    def held_elsewhere(self, key: str) -> bool:
+        """Whether another process holds a live claim on ``key``."""
+        with self._factory() as db:
+            row = db.execute(
+                select(FillClaim.owner, FillClaim.expires_at).where(FillClaim.key == key)
+            ).first()
+        return row is not None and row.owner != self.owner and row.expires_at >= _utcnow()
+
+    def wait_while_held(self, key: str, deadline: float, stop: threading.Event) -> bool:
+        """Wait until no other process holds ``key``; False at ``deadline`` (monotonic) or stop."""
+        while self.held_elsewhere(key):
+            if time.monotonic() > deadline or stop.wait(WAIT_POLL):
+                return False
+        return True
 
     def _expiry(self) -> datetime:
         return _utcnow() + timedelta(seconds=self.lease)

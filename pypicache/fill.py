@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,9 +15,6 @@ from .storage import BlobReader, BlobStore, BlobWriter
 from .upstream import CHUNK, UpstreamStream
 
 log = logging.getLogger(__name__)
-
-# Seconds between looks at the shared store while another process downloads a file.
-CLAIM_POLL = 0.2
 
 
 class FillStopped(PypicacheError):
@@ -100,7 +98,8 @@ class Fill:
             if stored is not None:
                 self._adopt(*stored)
                 return False
-            if self._stop.wait(CLAIM_POLL):
+            # Another process downloads it: wait for its claim to end (stored, or failed).
+            if not self._claims.wait_while_held(self.key, math.inf, self._stop):
                 raise FillStopped(f"{self.key}: server stopping")
 
     def _adopt(self, sha256: str, size: int) -> None:

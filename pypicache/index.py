@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, selectinload, sessionmaker
 from .claims import FillClaims
 from .db import get_tm_session
 from .errors import FileNotFound, ProjectNotFound, UpstreamUnavailable
-from .fill import CLAIM_POLL, Fill, FillRegistry
+from .fill import Fill, FillRegistry
 from .keyedlocks import KeyedLocks
 from .models import Alarm, AuditEntry, File, Project
 from .projectlist import ProjectList, ProjectListFiles
@@ -223,18 +223,22 @@ class IndexService:
         the winner stored.  Past the deadline a waiter asks the upstream itself.
         """
         key = PAGE_CLAIM + name
-        if self.claims.try_claim(key):
-            return True
-        log.info("another process is fetching the page of %s; waiting for it", name)
         deadline = time.monotonic() + self._wait_timeout
-        while not self.claims.try_claim(key):
-            if time.monotonic() > deadline or self.fills.stop_event.wait(CLAIM_POLL):
+        waited = False
+        while True:
+            if self.claims.try_claim(key):
+                # Stored by another process between our look at the database and now?
+                if self._checked_recently(name):
+                    self.claims.release(key)
+                    return False
                 return True
-        # The claim ended: the page is stored, or that fetch failed and this one tries.
-        if self._checked_recently(name):
-            self.claims.release(key)
-            return False
-        return True
+            if not waited:
+                log.info("another process is fetching the page of %s; waiting for it", name)
+                waited = True
+            if not self.claims.wait_while_held(key, deadline, self.fills.stop_event):
+                return True
+            if self._checked_recently(name):
+                return False
 
     def _checked_recently(self, name: str) -> bool:
         with self._unit_of_work() as db:
