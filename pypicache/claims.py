@@ -1,4 +1,4 @@
-"""Fill claims: which process of the deployment downloads a missing file, held by a lease."""
+"""Claims: which process of the deployment fetches a missing file or page, held by a lease."""
 
 from __future__ import annotations
 
