@@ -14,13 +14,13 @@ import requests
 from pypicache import verify
 from pypicache.storage import make_store
 from tests.conftest import IndexFactory, RunningIndex
-from tests.support.cachestate import IndexDb, download, pypicache
+from tests.support.cachestate import IndexDb, download, pypicache, upload_as_new_user
 from tests.support.cli import run_pypicache
 from tests.support.clients import make_venv, pip_install, uv_pip_install
 from tests.support.dists import Dist, make_sdist, make_wheel
 from tests.support.fakeupstream import FakeUpstream
 from tests.support.seaweedfs import S3Storage
-from tests.support.uploads import form_fields, post_upload, twine_upload
+from tests.support.uploads import twine_upload
 
 PASSWORD = "correct horse battery"
 EXPECTED = {"app": "1.0", "liba": "1.0", "libc": "0.1"}
@@ -254,16 +254,7 @@ def test_an_upload_the_bucket_refuses_is_not_recorded(
         "pypicache-no-such-bucket", "blobs", s3_storage.endpoint_url, s3_storage.region, None
     )
     index = s3_index(make_index, upstream.simple_url, gone)
-    db = IndexDb(index)
-    try:
-        db.accounts.add_user("alice", PASSWORD)
-    finally:
-        db.close()
-    wheel = make_wheel("acme-lost", "1.0")
-    response = post_upload(
-        index.url + "/legacy/", ("alice", PASSWORD), form_fields(wheel), wheel.filename,
-        wheel.content,
-    )  # fmt: skip
+    response = upload_as_new_user(index, make_wheel("acme-lost", "1.0"), "alice", PASSWORD)
     assert response.status_code == 503, response.text
     assert "object store" in response.text
     page = requests.get(f"{index.simple_url}acme-lost/", timeout=10)
@@ -358,16 +349,8 @@ def test_a_corrupt_private_object_is_quarantined_locally(
     make_index: IndexFactory, upstream: FakeUpstream, s3_storage: S3Storage
 ):
     index = s3_index(make_index, upstream.simple_url, s3_storage)
-    db = IndexDb(index)
-    try:
-        db.accounts.add_user("alice", PASSWORD)
-    finally:
-        db.close()
     private = make_wheel("acme-secret", "1.0")
-    response = post_upload(
-        index.url + "/legacy/", ("alice", PASSWORD), form_fields(private), private.filename,
-        private.content,
-    )  # fmt: skip
+    response = upload_as_new_user(index, private, "alice", PASSWORD)
     assert response.status_code == 200, response.text
     corrupt_object(s3_storage, private.sha256)
 

@@ -19,6 +19,7 @@ from pypicache.settings import Settings
 from tests.conftest import RunningIndex
 from tests.support.clients import clean_client_env
 from tests.support.dists import Dist
+from tests.support.uploads import form_fields, post_upload
 
 PYPICACHE = Path(sys.executable).parent / "pypicache"
 
@@ -73,4 +74,18 @@ def pypicache(index: RunningIndex, *args: str, **environ: str) -> subprocess.Com
         text=True,
         env=env,
         timeout=120,
+    )
+
+
+def upload_as_new_user(
+    index: RunningIndex, dist: Dist, user: str, password: str
+) -> requests.Response:
+    """Create ``user`` and upload ``dist`` as twine would; the answer, whatever it is."""
+    db = IndexDb(index)
+    try:
+        db.accounts.add_user(user, password)
+    finally:
+        db.close()
+    return post_upload(
+        index.url + "/legacy/", (user, password), form_fields(dist), dist.filename, dist.content
     )
