@@ -282,6 +282,9 @@ def test_restart_in_a_backlog_loses_nothing_and_replays_harmlessly(make_index, u
         "pypicache.data_dir": str(first.settings.data_dir),
         "sqlalchemy.url": first.settings.database_url,
     }
+    # The last project's refetch is held, so the second process stops with the watermark
+    # behind what it read (a fast database otherwise caught up before anyone looked).
+    upstream.stall("/simple/project5/")
     second = make_index(
         upstream.simple_url,
         name="second",
@@ -289,6 +292,7 @@ def test_restart_in_a_backlog_loses_nothing_and_replays_harmlessly(make_index, u
         **shared,
     )
     assert wait_until(lambda: (status(second)["read_serial"] or 0) > status(second)["watermark"])
+    upstream.release()
     second.stop()
     third = make_index(upstream.simple_url, name="third", **settings, **shared)
     assert caught_up(third, upstream, timeout=30)
