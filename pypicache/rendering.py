@@ -44,8 +44,12 @@ class FileRecord:
 
     @property
     def href(self) -> str:
-        """Relative to /simple/<project>/, so pages are the same bytes behind any proxy."""
-        return f"../../packages/{quote(self.project)}/{quote(self.filename)}"
+        """Relative to /simple/<project>/, so pages are the same bytes behind any proxy.
+
+        Each name is one percent-encoded path segment: a ``/``, ``?`` or ``#`` in a
+        filename cannot point the link anywhere but at that file.
+        """
+        return f"../../packages/{quote(self.project, safe='')}/{quote(self.filename, safe='')}"
 
 
 @dataclass(frozen=True)
