@@ -49,8 +49,9 @@ def line_chart(
         )
     x = 0
     for s in series:  # the legend, top left
+        color = escape(s.color)
         parts.append(
-            f'<rect x="{LEFT + x}" y="8" width="10" height="10" rx="2" fill="{s.color}"/>'
+            f'<rect x="{LEFT + x}" y="8" width="10" height="10" rx="2" fill="{color}"/>'
             f'<text class="legend" x="{LEFT + x + 14}" y="17">{escape(s.label)}</text>'
         )
         x += 28 + 7 * len(s.label)
@@ -81,13 +82,14 @@ def line_chart(
             f'text-anchor="{anchor}">{label}</text>'
         )
     for index, s in enumerate(series):
+        color = escape(s.color)
         for run in _runs(times, s.values):
             points = " ".join(point(at, value) for at, value in run)
             if index == 0 and len(run) > 1:  # the first series is filled below its line
                 base = f"{point(run[-1][0], 0)} {point(run[0][0], 0)}"
-                parts.append(f'<polygon points="{points} {base}" fill="{s.color}" opacity="0.12"/>')
+                parts.append(f'<polygon points="{points} {base}" fill="{color}" opacity="0.12"/>')
             parts.append(
-                f'<polyline points="{points}" fill="none" stroke="{s.color}" stroke-width="2" '
+                f'<polyline points="{points}" fill="none" stroke="{color}" stroke-width="2" '
                 'stroke-linejoin="round" stroke-linecap="round"/>'
             )
     parts.append("</svg>")

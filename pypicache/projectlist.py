@@ -20,9 +20,8 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from packaging.utils import canonicalize_name
-
-from .errors import UpstreamUnavailable
+from .errors import InvalidName, UpstreamUnavailable
+from .names import normalize_project
 from .rendering import API_VERSION
 from .upstream import NotModified, UpstreamClient
 
@@ -132,17 +131,31 @@ class ProjectList:
         return final, f'"{etag}"'
 
     def _merged(self) -> Iterator[tuple[str, str]]:
-        local = dict(self._local_names())
-        for name, display in self._upstream_names():
+        """(normalized name, display name) of every valid project name, ours after theirs."""
+        local = dict(_valid(self._local_names()))
+        for name, display in _valid(self._upstream_names()):
             local.pop(name, None)
             yield name, display
         yield from sorted(local.items())
 
 
+def _valid(projects: Iterable[tuple[str, str]]) -> Iterator[tuple[str, str]]:
+    """Only project names, paired with their normalized form, whatever the file held.
+
+    The list links to ``<normalized>/``; a name that is no project name (markup,
+    ``../``, a URL) is left out rather than linked to.
+    """
+    for _name, display in projects:
+        try:
+            yield normalize_project(display), display
+        except InvalidName:
+            continue
+
+
 def _name_lines(names: Iterable[str]) -> Iterator[str]:
-    for display in names:
-        if display and "\t" not in display and "\n" not in display:
-            yield f"{canonicalize_name(display)}\t{display}\n"
+    """The upstream's names as ``normalized<TAB>display`` lines; no project name, no line."""
+    for name, display in _valid(("", text) for text in names if isinstance(text, str)):
+        yield f"{name}\t{display}\n"
 
 
 def _html_lines(projects: Iterable[tuple[str, str]]) -> Iterator[str]:
@@ -152,7 +165,7 @@ def _html_lines(projects: Iterable[tuple[str, str]]) -> Iterator[str]:
         "    <title>Simple index</title>\n  </head>\n  <body>\n"
     )
     for name, display in projects:
-        yield f'    <a href="{escape(name)}/">{escape(display)}</a>\n'
+        yield f'    <a href="{escape(name, quote=True)}/">{escape(display, quote=True)}</a>\n'
     yield "  </body>\n</html>\n"
 
 

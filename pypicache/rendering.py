@@ -44,8 +44,12 @@ class FileRecord:
 
     @property
     def href(self) -> str:
-        """Relative to /simple/<project>/, so pages are the same bytes behind any proxy."""
-        return f"../../packages/{self.project}/{quote(self.filename)}"
+        """Relative to /simple/<project>/, so pages are the same bytes behind any proxy.
+
+        Each name is one percent-encoded path segment: a ``/``, ``?`` or ``#`` in a
+        filename cannot point the link anywhere but at that file.
+        """
+        return f"../../packages/{quote(self.project, safe='')}/{quote(self.filename, safe='')}"
 
 
 @dataclass(frozen=True)
@@ -98,7 +102,12 @@ def render(page: PageData) -> RenderedPage:
 
 
 def render_html(display_name: str, serial: int | None, files: Sequence[FileRecord]) -> bytes:
-    name = escape(display_name)
+    """PEP 503 HTML in which every value is escaped: upstream text never becomes markup.
+
+    The upstream's digests are validated where they enter, but they are escaped
+    here too, like every other value, so one missed check is not script on our origin.
+    """
+    name = _attr(display_name)
     lines = [
         "<!DOCTYPE html>",
         "<html>",
@@ -110,20 +119,26 @@ def render_html(display_name: str, serial: int | None, files: Sequence[FileRecor
         f"    <h1>Links for {name}</h1>",
     ]
     for f in files:
-        attrs = [f'href="{escape(f.href)}{"#sha256=" + f.sha256 if f.sha256 else ""}"']
+        fragment = f"#sha256={f.sha256}" if f.sha256 else ""
+        attrs = [f'href="{_attr(f.href + fragment)}"']
         if f.requires_python:
-            attrs.append(f'data-requires-python="{escape(f.requires_python)}"')
+            attrs.append(f'data-requires-python="{_attr(f.requires_python)}"')
         if f.yanked:
             # Always with a value: pip reads a bare data-yanked as "not yanked".
-            attrs.append(f'data-yanked="{escape(f.yanked_reason or "")}"')
+            attrs.append(f'data-yanked="{_attr(f.yanked_reason or "")}"')
         if f.has_metadata:
-            value = f"sha256={f.metadata_sha256}" if f.metadata_sha256 else "true"
+            value = _attr(f"sha256={f.metadata_sha256}" if f.metadata_sha256 else "true")
             attrs.append(f'data-dist-info-metadata="{value}" data-core-metadata="{value}"')
-        lines.append(f"    <a {' '.join(attrs)}>{escape(f.filename)}</a><br />")
+        lines.append(f"    <a {' '.join(attrs)}>{_attr(f.filename)}</a><br />")
     lines += ["  </body>", "</html>"]
     if serial is not None:
-        lines.append(f"<!--SERIAL {serial}-->")
+        lines.append(f"<!--SERIAL {int(serial)}-->")
     return ("\n".join(lines) + "\n").encode()
+
+
+def _attr(value: str) -> str:
+    """Escaped for an attribute in double or single quotes, and so for text as well."""
+    return escape(value, quote=True)
 
 
 def render_json(

@@ -18,6 +18,13 @@ from ..rendering import CONTENT_TYPES, JSON_TYPE
 from ..security import READ
 
 STALE_CACHE_CONTROL = "max-age=0, must-revalidate, no-cache, no-store"
+# Our pages run no script and load nothing: a browser that opens one must not either,
+# whatever text the upstream managed to put in it.
+SIMPLE_SECURITY_POLICY = "default-src 'none'; frame-ancestors 'none'"
+SIMPLE_SECURITY_HEADERS = (
+    ("Content-Security-Policy", SIMPLE_SECURITY_POLICY),
+    ("X-Content-Type-Options", "nosniff"),
+)
 NOT_ACCEPTABLE = (
     b"406 Not Acceptable: this index serves application/vnd.pypi.simple.v1+json, "
     b"application/vnd.pypi.simple.v1+html and text/html\n"
@@ -35,6 +42,7 @@ def page_response(
         ("ETag", representation.etag),
         ("Vary", "Accept"),
         ("Cache-Control", _cache_control(entry, max_age)),
+        *SIMPLE_SECURITY_HEADERS,
     ]
     if page.serial is not None:
         headers.append(("X-PyPI-Last-Serial", str(page.serial)))
@@ -81,6 +89,7 @@ def project_list(request: Request) -> Response:
         ("ETag", etag),
         ("Vary", "Accept"),
         ("Cache-Control", f"max-age={request.app_settings.client_max_age}, public"),
+        *SIMPLE_SECURITY_HEADERS,
     ]
     if files.serial is not None:
         headers.append(("X-PyPI-Last-Serial", str(files.serial)))

@@ -2,6 +2,11 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from html.parser import HTMLParser
+from urllib.parse import quote, unquote, urlsplit
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pypicache.rendering import FileRecord, PageData, render
 
@@ -69,3 +74,166 @@ def test_upload_time_keeps_microseconds_only_when_present():
 def test_versions_sort_by_version_then_text():
     page = render(PageData("pkg", "Pkg", None, ["10.0", "2.0", "1.0.0", "1.0", "weird"], []))
     assert json.loads(page.json.body)["versions"] == ["1.0", "1.0.0", "2.0", "10.0", "weird"]
+
+
+# -- escaping: no value the upstream sends ever becomes markup ---------------------------------
+
+HOSTILE = "\"><script>window.pwned=1</script><img src=x onerror=alert(1)>'&amp;"
+
+
+class Parsed(HTMLParser):
+    """Every start tag with its attributes, and the text inside each element, as parsed."""
+
+    def __init__(self, body: bytes) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.texts: dict[str, str] = {}
+        self.anchor_texts: list[str] = []
+        self._open: list[str] = []
+        self.feed(body.decode())
+        self.close()
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+        if tag == "a":
+            self.anchor_texts.append("")
+        if tag not in ("meta", "br"):
+            self._open.append(tag)
+
+    def handle_endtag(self, tag: str) -> None:
+        if self._open and self._open[-1] == tag:
+            self._open.pop()
+
+    def handle_data(self, data: str) -> None:
+        if not self._open:
+            return
+        tag = self._open[-1]
+        self.texts[tag] = self.texts.get(tag, "") + data
+        if tag == "a":
+            self.anchor_texts[-1] += data
+
+    def anchors(self) -> list[dict[str, str | None]]:
+        return [attrs for tag, attrs in self.tags if tag == "a"]
+
+
+def expected_attributes(f: FileRecord) -> dict[str, str | None]:
+    """What a client must read from the anchor of ``f``: exactly the values we hold."""
+    attrs: dict[str, str | None] = {
+        "href": f"../../packages/{quote(f.project, safe='')}/{quote(f.filename, safe='')}"
+        + (f"#sha256={f.sha256}" if f.sha256 else "")
+    }
+    if f.requires_python:
+        attrs["data-requires-python"] = f.requires_python
+    if f.yanked:
+        attrs["data-yanked"] = f.yanked_reason or ""
+    if f.has_metadata:
+        value = f"sha256={f.metadata_sha256}" if f.metadata_sha256 else "true"
+        attrs["data-dist-info-metadata"] = value
+        attrs["data-core-metadata"] = value
+    return attrs
+
+
+# Any text a JSON page can carry and UTF-8 can encode (a lone surrogate cannot be sent).
+TEXT = st.text(st.characters(exclude_categories=("Cs",)))
+HOSTILE_TEXT = st.one_of(
+    TEXT, st.sampled_from([HOSTILE, "</a><script>x</script>", "&lt;", "../../x", "a?b#c"])
+)
+
+
+@st.composite
+def hostile_records(draw: st.DrawFn) -> FileRecord:
+    return record(
+        draw(HOSTILE_TEXT),
+        sha256=draw(st.none() | HOSTILE_TEXT),
+        requires_python=draw(st.none() | HOSTILE_TEXT),
+        yanked=draw(st.booleans()),
+        yanked_reason=draw(st.none() | HOSTILE_TEXT),
+        has_metadata=draw(st.booleans()),
+        metadata_sha256=draw(st.none() | HOSTILE_TEXT),
+    )
+
+
+@given(
+    display_name=HOSTILE_TEXT,
+    files=st.lists(hostile_records(), max_size=4, unique_by=lambda f: f.filename),
+)
+@settings(max_examples=300)
+def test_every_value_round_trips_through_an_html_parser_and_none_becomes_markup(
+    display_name, files
+):
+    body = render(PageData("pkg", display_name, 7, [], files)).html.body
+    parsed = Parsed(body)
+
+    ordered = sorted(files, key=lambda f: f.filename)
+    assert parsed.anchors() == [expected_attributes(f) for f in ordered]
+    assert parsed.anchor_texts == [f.filename for f in ordered]
+    assert {tag for tag, _ in parsed.tags} <= {
+        "html",
+        "head",
+        "meta",
+        "title",
+        "body",
+        "h1",
+        "a",
+        "br",
+    }
+    assert parsed.texts["title"] == parsed.texts["h1"] == f"Links for {display_name}"
+    for f, attrs in zip(ordered, parsed.anchors(), strict=True):
+        path = urlsplit(str(attrs["href"])).path
+        assert path.split("/")[:4] == ["..", "..", "packages", "pkg"]
+        assert unquote(path.split("/")[4]) == f.filename, "one segment: the file's name"
+        assert len(path.split("/")) == 5
+
+
+def test_markup_in_every_field_is_text_and_the_hash_cannot_close_the_attribute():
+    hostile = record(
+        HOSTILE,
+        sha256=HOSTILE,
+        requires_python=HOSTILE,
+        yanked=True,
+        yanked_reason=HOSTILE,
+        has_metadata=True,
+        metadata_sha256=HOSTILE,
+    )
+    body = render(PageData("pkg", HOSTILE, None, [], [hostile])).html.body
+    assert b"<script" not in body
+    assert b"<img" not in body
+    assert b'#sha256="' not in body
+    assert b'"sha256="' not in body
+    assert b"#sha256=&quot;&gt;&lt;script&gt;" in body
+    assert b'data-core-metadata="sha256=&quot;&gt;&lt;script&gt;' in body
+    assert Parsed(body).anchors() == [expected_attributes(hostile)]
+
+
+def test_ordinary_pages_are_the_same_bytes_as_before():
+    """Escaping a hex digest changes nothing: caches and ETags of existing pages stay valid."""
+    page = render(
+        PageData(
+            "pkg",
+            "Pkg",
+            7,
+            ["1.0"],
+            [
+                record(
+                    "pkg-1.0.tar.gz",
+                    requires_python=">=3.8",
+                    yanked=True,
+                    yanked_reason="broken",
+                    has_metadata=True,
+                    metadata_sha256="b" * 64,
+                )
+            ],
+        )
+    )
+    assert (
+        page.html.body
+        == (
+            "<!DOCTYPE html>\n<html>\n  <head>\n"
+            '    <meta name="pypi:repository-version" content="1.1">\n'
+            "    <title>Links for Pkg</title>\n  </head>\n  <body>\n    <h1>Links for Pkg</h1>\n"
+            f'    <a href="../../packages/pkg/pkg-1.0.tar.gz#sha256={"a" * 64}" '
+            'data-requires-python="&gt;=3.8" data-yanked="broken" '
+            f'data-dist-info-metadata="sha256={"b" * 64}" data-core-metadata="sha256={"b" * 64}">'
+            "pkg-1.0.tar.gz</a><br />\n  </body>\n</html>\n<!--SERIAL 7-->\n"
+        ).encode()
+    )

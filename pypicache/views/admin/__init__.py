@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from pyramid.config import Configurator
-from pyramid.events import BeforeRender, subscriber
+from pyramid.events import BeforeRender, NewResponse, subscriber
 from pyramid.exceptions import BadCSRFToken
 from pyramid.httpexceptions import HTTPSeeOther
 from pyramid.request import Request
@@ -21,9 +21,13 @@ from pyramid.view import exception_view_config, forbidden_view_config
 
 from ...errors import ProjectNotFound
 from ...index import utcnow
+from ..simple import SIMPLE_SECURITY_POLICY
 
 ADMIN_PATHS = r"^/admin/"
 TEMPLATES = "admin/"
+# Our own stylesheet and inline SVG (which needs no source), forms to ourselves, nothing
+# else: no script, no inline style, no framing.  Sent on every response under /admin/,
+# error pages, redirects and the stylesheet included.
 CONTENT_SECURITY_POLICY = (
     "default-src 'none'; style-src 'self'; form-action 'self'; "
     "frame-ancestors 'none'; base-uri 'none'"
@@ -35,6 +39,8 @@ def includeme(config: Configurator) -> None:
         {
             "jinja2.directories": "pypicache:templates",
             "jinja2.undefined": "strict",  # a misspelt name fails the tests, not the page
+            # Every template, whatever its extension: upstream text is never markup.
+            "jinja2.autoescape": "true",
             "jinja2.trim_blocks": "true",
             "jinja2.lstrip_blocks": "true",
         }
@@ -55,10 +61,7 @@ def page_globals(event: BeforeRender) -> None:
     request: Request | None = event.get("request")
     if request is None or not str(event.get("renderer_name", "")).startswith(TEMPLATES):
         return
-    # Never cached (a page may show a new token), never framed (clickjacking), and only
-    # our own stylesheet: no script runs on these pages.
-    request.response.cache_control = "no-store"
-    request.response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+    request.response.cache_control = "no-store"  # a page may show a new token
     me = request.identity
     event["me"] = me
     event.setdefault("section", "")  # which sidebar entry is highlighted
@@ -68,6 +71,21 @@ def page_globals(event: BeforeRender) -> None:
     event["flashes"] = [
         (kind, message) for kind in ("ok", "error") for message in request.session.pop_flash(kind)
     ]
+
+
+@subscriber(NewResponse)
+def security_headers(event: NewResponse) -> None:
+    """A policy and nosniff on every answer Pyramid gives, admin pages and error pages alike.
+
+    The fresh-page fast path in wsgi.py bypasses Pyramid; ``page_response`` sets them there.
+    """
+    headers = event.response.headers
+    headers.setdefault("X-Content-Type-Options", "nosniff")
+    if event.request.path_info.startswith("/admin/"):
+        headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+    else:
+        # Every other answer of the index loads nothing and runs nothing in a browser.
+        headers.setdefault("Content-Security-Policy", SIMPLE_SECURITY_POLICY)
 
 
 def see_other(request: Request, route: str, **kw: Any) -> HTTPSeeOther:
