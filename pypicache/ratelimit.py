@@ -139,6 +139,8 @@ def address_key_of(address: str | None) -> str | None:
         parsed = ipaddress.ip_address(address)
     except ValueError:
         return f"address {address[:64]}"
-    if parsed.version == 6 and parsed.ipv4_mapped is None:
+    if isinstance(parsed, ipaddress.IPv6Address):
+        if parsed.ipv4_mapped is not None:
+            return f"address {parsed.ipv4_mapped}"
         return f"address {ipaddress.ip_network(f'{parsed}/64', strict=False)}"
-    return f"address {parsed.ipv4_mapped or parsed}"
+    return f"address {parsed}"

@@ -73,7 +73,12 @@ class BasicAuthSecurityPolicy:
         return self.accounts.identity_for_ticket(ticket) if isinstance(ticket, str) else None
 
     def authenticated_userid(self, request: Request) -> str | None:
-        identity = request.identity
+        """For pyramid_tm's note of who made a transaction, outside the exception views:
+        a rate-limited caller is nobody here, and gets its 429 from the permission check."""
+        try:
+            identity = request.identity
+        except RateLimited:
+            return None
         return identity.name if identity is not None else None
 
     def permits(self, request: Request, context: object, permission: str) -> Allowed | Denied:
