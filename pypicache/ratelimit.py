@@ -57,7 +57,7 @@ class _Table:
         if count == 0:
             return
         if count == self.limit:
-            log.warning("login attempts limited for %s for %.0f s", key, self.window)
+            log.warning("login attempts limited for %r for %.0f s", key, self.window)
         self._entries[key] = (start, count)
         if len(self._entries) > self.max_entries:
             self._evict(now)
