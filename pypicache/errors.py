@@ -43,6 +43,14 @@ class AccountError(PypicacheError):
     """A user or token operation that cannot be done (unknown user, name taken, ...)."""
 
 
+class RateLimited(PypicacheError):
+    """Too many failed logins for this user name or client address: try later (429)."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"too many failed logins: try again in {retry_after} s")
+        self.retry_after = retry_after
+
+
 class Forbidden(PypicacheError):
     """Authenticated, but not allowed to do this (403)."""
 

@@ -6,6 +6,7 @@ import base64
 import binascii
 import secrets
 from collections.abc import Callable
+from typing import Any
 
 from pyramid.authentication import SessionAuthenticationHelper
 from pyramid.config import Configurator
@@ -17,7 +18,8 @@ from pyramid.session import SignedCookieSessionFactory
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from .accounts import Accounts, Identity
+from .accounts import Accounts, Identity, prepare_decoy
+from .errors import RateLimited
 from .models import AppSecret
 from .settings import Settings
 
@@ -33,14 +35,19 @@ SESSION_TIMEOUT = 8 * 3600  # seconds without a request before a login expires
 # Where versions before 0.2 kept the session secret (read once, to adopt it).
 SECRET_FILE = "session-secret"  # noqa: S105 - the file's name; the secret is inside
 SESSION_SECRET = "admin-session"  # noqa: S105 - the row's name; the secret is inside
+# Where a request keeps its basic-auth identity once checked: Pyramid asks for
+# ``request.identity`` several times a request, and the hot path may have asked already.
+BASIC_IDENTITY = "pypicache.basic_identity"
 
 
 def basic_credentials(header: str | None) -> tuple[str, str] | None:
+    """User name and password of an ``Authorization: Basic`` header; None for anything else."""
     if not header or header[:6].lower() != "basic ":
         return None
     try:
+        # validate: only the base64 alphabet; a non-ASCII character is a ValueError.
         decoded = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+    except (binascii.Error, ValueError):
         return None
     username, separator, password = decoded.partition(":")
     return (username, password) if separator else None
@@ -56,16 +63,22 @@ class BasicAuthSecurityPolicy:
         self._sessions = SessionAuthenticationHelper()
 
     def identity(self, request: Request) -> Identity | None:
-        credentials = basic_credentials(request.headers.get("Authorization"))
-        if credentials:
-            return self.accounts.authenticate(*credentials)
+        """Raises RateLimited for basic credentials of a user or address that failed too often."""
+        basic = self._basic_identity(request.environ)
+        if basic is not None:
+            return basic[0]
         if SESSION_COOKIE not in request.cookies:
             return None  # not even a session to look into: don't make one
         ticket = self._sessions.authenticated_userid(request)
         return self.accounts.identity_for_ticket(ticket) if isinstance(ticket, str) else None
 
     def authenticated_userid(self, request: Request) -> str | None:
-        identity = request.identity
+        """For pyramid_tm's note of who made a transaction, outside the exception views:
+        a rate-limited caller is nobody here, and gets its 429 from the permission check."""
+        try:
+            identity = request.identity
+        except RateLimited:
+            return None
         return identity.name if identity is not None else None
 
     def permits(self, request: Request, context: object, permission: str) -> Allowed | Denied:
@@ -85,15 +98,38 @@ class BasicAuthSecurityPolicy:
         return self._sessions.remember(request, userid)
 
     def forget(self, request: Request, **kw: object) -> list[tuple[str, str]]:
+        """Log out: the user's sessions end on every host, not only this browser's cookie."""
+        ticket = self._sessions.authenticated_userid(request)
+        identity = self.accounts.identity_for_ticket(ticket) if isinstance(ticket, str) else None
+        if identity is not None:
+            self.accounts.end_sessions(identity.user_id)
         request.session.invalidate()
         return []
 
-    def may_read(self, authorization: str | None) -> bool:
-        """For the hot path, which answers outside Pyramid."""
+    def may_read(self, environ: dict[str, Any]) -> bool:
+        """For the hot path, which answers outside Pyramid; a refusal goes on to Pyramid,
+        which answers 401 or 429 without checking the password again."""
         if not self.read_auth:
             return True
-        credentials = basic_credentials(authorization)
-        return credentials is not None and self.accounts.authenticate(*credentials) is not None
+        try:
+            basic = self._basic_identity(environ)
+        except RateLimited:
+            return False
+        return basic is not None and basic[0] is not None
+
+    def _basic_identity(self, environ: dict[str, Any]) -> tuple[Identity | None] | None:
+        """The identity of the request's basic credentials (None: it has none), checked
+        at most once a request."""
+        if BASIC_IDENTITY not in environ:
+            credentials = basic_credentials(environ.get("HTTP_AUTHORIZATION"))
+            address = environ.get("REMOTE_ADDR")
+            environ[BASIC_IDENTITY] = (
+                (self.accounts.authenticate(*credentials, address=address),)
+                if credentials
+                else None
+            )
+        result: tuple[Identity | None] | None = environ[BASIC_IDENTITY]
+        return result
 
 
 def session_secret(settings: Settings, session_factory: sessionmaker[Session]) -> str:
@@ -144,6 +180,7 @@ def session_factory(secret: str) -> Callable[[Request], ISession]:
 def includeme(config: Configurator) -> None:
     settings = config.registry["pypicache.settings"]
     accounts = Accounts(config.registry["dbsession_factory"])
+    prepare_decoy()
     policy = BasicAuthSecurityPolicy(accounts, settings.read_auth)
     config.registry["accounts"] = accounts
     config.registry["security_policy"] = policy

@@ -66,11 +66,7 @@ class PypicacheApp:
             # Only normalized names are cache keys, so anything else falls through.
             entry = self.service.cached_page(path[len(_PREFIX) : -1])
             media_type = select_media_type(environ.get("HTTP_ACCEPT"))
-            if (
-                entry is not None
-                and media_type is not None
-                and self.policy.may_read(environ.get("HTTP_AUTHORIZATION"))
-            ):
+            if entry is not None and media_type is not None and self.policy.may_read(environ):
                 status, headers, body = page_response(
                     entry, media_type, environ.get("HTTP_IF_NONE_MATCH"), self.client_max_age
                 )

@@ -15,6 +15,7 @@ from ..errors import (
     HashMismatch,
     InvalidName,
     ProjectNotFound,
+    RateLimited,
     StorageUnavailable,
     UpstreamTimeout,
     UpstreamUnavailable,
@@ -54,6 +55,15 @@ def forbidden(exc: Exception, request: Request) -> Response:
 @exception_view_config(Forbidden)
 def not_allowed(exc: Forbidden, request: Request) -> Response:
     return answer(403, str(exc))
+
+
+@exception_view_config(RateLimited)
+def rate_limited(exc: RateLimited, request: Request) -> Response:
+    """Basic credentials of a user name or address that failed too often: wait, then retry."""
+    response = answer(429, f"Too many failed logins: try again in {exc.retry_after} s.")
+    response.cache_control = "no-store"
+    response.headers["Retry-After"] = str(exc.retry_after)
+    return response
 
 
 @exception_view_config(ProjectNotFound)

@@ -1,17 +1,20 @@
-"""The admin page's session secret: configured, or made once and shared through the database."""
+"""The admin page's session secret, and the parsing of basic credentials."""
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from pypicache import db
 from pypicache.models import AppSecret
-from pypicache.security import SECRET_FILE, session_secret
+from pypicache.security import SECRET_FILE, basic_credentials, session_secret
 from pypicache.settings import Settings
 
 
@@ -53,3 +56,29 @@ def test_the_secret_an_older_version_kept_in_the_data_dir_is_adopted(
     adopted = session_secret(settings(tmp_path / "host-a"), factory)
     assert adopted == "kept-by-0.1-" + "x" * 40
     assert session_secret(settings(tmp_path / "host-b"), factory) == adopted
+
+
+# Header values as WSGI hands them over: any code point a latin-1 byte decodes to.
+HEADER_TEXT = st.text(st.characters(min_codepoint=0, max_codepoint=255))
+
+
+@given(st.one_of(st.none(), HEADER_TEXT, HEADER_TEXT.map(lambda rest: "Basic " + rest)))
+def test_any_authorization_header_parses_or_is_ignored_never_raises(header: str | None):
+    parsed = basic_credentials(header)
+    assert parsed is None or all(isinstance(part, str) for part in parsed)
+
+
+@given(
+    st.text().filter(lambda name: ":" not in name),
+    st.text(),
+    st.sampled_from(["Basic", "basic", "BASIC"]),
+)
+def test_encoded_credentials_come_back_as_they_were_sent(user: str, password: str, scheme: str):
+    encoded = base64.b64encode(f"{user}:{password}".encode()).decode()
+    assert basic_credentials(f"{scheme} {encoded}") == (user, password)
+
+
+def test_non_ascii_in_the_base64_is_no_credentials():
+    assert basic_credentials("Basic \xe9\xe9\xe9\xe9") is None
+    assert basic_credentials("Basic YWxpY2U6c2VjcmV0") == ("alice", "secret")
+    assert basic_credentials("Basic YWxpY2U") is None
