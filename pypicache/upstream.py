@@ -453,6 +453,9 @@ def _parse_page(name: str, body: bytes, content_type: str | None, url: str) -> P
                 base_url=url,
                 from_encoding=charset if isinstance(charset, str) else None,
             )
+            if not page.packages and page.repository_version is None:
+                # Neither a link nor the simple API's meta tag: a portal's or an error's HTML.
+                raise InvalidPage("HTML without links or pypi:repository-version: not a page")
         else:
             raise InvalidPage(f"not a project page: Content-Type {media_type!r}")
     except InvalidPage:

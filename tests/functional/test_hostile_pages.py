@@ -242,7 +242,7 @@ def test_a_valid_change_still_replaces_the_files(
     assert alarms(index) == []
 
 
-def test_a_captive_portal_for_an_uncached_project_is_not_an_alarm(
+def test_a_captive_portal_for_an_uncached_project_is_a_502_not_an_empty_project(
     make_index: IndexFactory, hostile: HostileUpstream
 ):
     index = make_index(hostile.simple_url)
@@ -250,7 +250,11 @@ def test_a_captive_portal_for_an_uncached_project_is_not_an_alarm(
     response = get_page(index, "fresh")
     assert response.status_code == 502
     assert "not a project page" in response.text
-    assert alarms(index) == []
+    hostile.html_page("portal", "<html><body><h1>Please accept our terms</h1></body></html>")
+    response = get_page(index, "portal")
+    assert response.status_code == 502
+    assert "not a page" in response.text
+    assert alarms(index) == []  # nothing stored to protect: the client's 502 says it
 
 
 def test_a_small_page_cache_still_serves_every_page_from_the_database(

@@ -163,3 +163,20 @@ def test_a_json_page_naming_another_project_is_refused(other):
         assert canonicalize_name(other) != NAME
         return
     assert canonicalize_name(parsed.project) == NAME
+
+
+def test_html_without_links_or_the_simple_api_meta_is_not_a_page():
+    portal = b"<html><head><title>Hotel Wi-Fi</title></head><body>Accept our terms</body></html>"
+    with pytest.raises(InvalidPage, match="not a page"):
+        _parse_page(NAME, portal, "text/html", "https://up.example/simple/demo-pkg/")
+
+
+def test_an_empty_simple_api_page_is_a_page():
+    empty = b'<html><head><meta name="pypi:repository-version" content="1.1"></head></html>'
+    assert _parse_page(NAME, empty, "text/html", "https://up.example/").packages == []
+
+
+def test_an_old_style_page_with_links_and_no_meta_is_a_page():
+    html = b'<html><body><a href="demo_pkg-1.0-py3-none-any.whl">demo_pkg-1.0-py3-none-any.whl</a>'
+    parsed = _parse_page(NAME, html, "text/html", "https://up.example/simple/demo-pkg/")
+    assert [p.filename for p in parsed.packages] == ["demo_pkg-1.0-py3-none-any.whl"]
