@@ -22,11 +22,12 @@ from .errors import FileNotFound, ProjectNotFound, UpstreamUnavailable
 from .fill import Fill, FillRegistry
 from .keyedlocks import KeyedLocks
 from .models import Alarm, AuditEntry, File, Project
+from .pagecache import PageCache
 from .projectlist import ProjectList, ProjectListFiles
 from .rendering import FileRecord, PageData, RenderedPage, render
 from .settings import Settings
 from .storage import BlobReader, BlobStore
-from .upstream import NotModified, UpstreamClient, UpstreamPage
+from .upstream import InvalidPage, NotModified, UpstreamClient, UpstreamPage, page_problem
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,8 @@ log = logging.getLogger(__name__)
 PRIVATE_REFRESH = 2.0
 # The claim on fetching a project's page ("project/filename" claims are files').
 PAGE_CLAIM = "page:"
+# The alarm raised when the upstream answers with something that is not the project's page.
+INVALID_PAGE_ALARM = "upstream-invalid-page"
 
 
 def utcnow() -> datetime:
@@ -74,7 +77,8 @@ class IndexService:
         # Told the sha256 of every blob opened for serving (retention's recency).
         self._record_use = record_use
         self._session_factory = session_factory
-        self._pages: dict[str, CachedPage] = {}
+        # Bounded in bytes: an evicted page is read from the database again.
+        self._pages: PageCache[CachedPage] = PageCache(settings.page_cache_bytes)
         self._missing: dict[str, float] = {}  # upstream said 404: name -> until (monotonic)
         self.locks = KeyedLocks()
         self.fills = FillRegistry()
@@ -248,20 +252,55 @@ class IndexService:
     def _fetch(
         self, name: str, etag: str | None, fallback: RenderedPage | None
     ) -> tuple[CachedPage, str]:
-        assert self.upstream is not None
         try:
-            result = self.upstream.fetch_project(name, etag)
+            result = self._fetch_page(name, etag)
         except ProjectNotFound:
             self._forget_project(name)
             raise
         except UpstreamUnavailable as exc:
-            if fallback is None:
-                log.warning("upstream failed for uncached %s: %s", name, exc)
-                raise
-            log.warning("upstream failed, serving stale %s: %s", name, exc)
-            return self._keep(fallback, self.settings.error_retry_interval, stale=True), "stale"
+            return self._stale(name, fallback, exc), "stale"
+        try:
+            return self._store(name, result), "miss"
+        except InvalidPage as exc:  # a 200 that would have emptied the stored page
+            return self._stale(name, fallback, exc), "stale"
 
-        return self._store(name, result), "miss"
+    def _stale(
+        self, name: str, fallback: RenderedPage | None, exc: UpstreamUnavailable
+    ) -> CachedPage:
+        """The stored page, served stale because the upstream failed (or re-raise)."""
+        if fallback is None:
+            log.warning("upstream failed for uncached %s: %s", name, exc)
+            raise exc
+        log.warning("upstream failed, serving stale %s: %s", name, exc)
+        return self._keep(fallback, self.settings.error_retry_interval, stale=True)
+
+    def _fetch_page(
+        self, name: str, etag: str | None, cache_buster: str | None = None
+    ) -> UpstreamPage | NotModified:
+        """The upstream's answer; an invalid page of a stored project raises an alarm."""
+        assert self.upstream is not None
+        try:
+            return self.upstream.fetch_project(
+                name, etag, cache_buster, max_bytes=self.settings.max_page_bytes
+            )
+        except InvalidPage as exc:
+            with self._unit_of_work() as db:
+                if self._project(db, name) is not None:
+                    self._alarm_invalid(db, name, str(exc))
+            raise
+
+    def _alarm_invalid(self, db: Session, name: str, reason: str) -> None:
+        """One open alarm per project while its upstream sends invalid pages, not one a request."""
+        open_alarm = db.scalar(
+            select(Alarm.id).where(
+                Alarm.kind == INVALID_PAGE_ALARM,
+                Alarm.project == name,
+                Alarm.acknowledged_at.is_(None),
+            )
+        )
+        if open_alarm is None:
+            log.error("upstream sent an invalid page for %s: %s", name, reason)
+            db.add(Alarm(at=utcnow(), kind=INVALID_PAGE_ALARM, project=name, detail=reason))
 
     def _store(self, name: str, result: UpstreamPage | NotModified) -> CachedPage:
         """Record what the upstream answered; drop blobs nothing refers to any more."""
@@ -275,6 +314,7 @@ class IndexService:
 
     def _store_once(self, name: str, result: UpstreamPage | NotModified) -> CachedPage:
         unreferenced: set[str] = set()
+        problem: str | None = None
         with self._unit_of_work() as db:
             project = self._project(db, name)
             if isinstance(result, NotModified):
@@ -292,12 +332,20 @@ class IndexService:
                     project.last_serial,
                 )
                 return self._remember(project, self.settings.error_retry_interval)
-            if project is None:
-                project = Project(name=name, display_name=name, files=[], versions=[])
-                db.add(project)
-            unreferenced = self._apply(db, project, result)
-            db.flush()
-            entry = self._remember(project, self.settings.page_ttl)
+            if project is not None:
+                stored = [f.filename for f in project.files if f.origin == "upstream"]
+                problem = page_problem(name, result, stored, project.last_serial)
+            if problem is not None:
+                self._alarm_invalid(db, name, problem)  # committed; the page stays as it is
+            else:
+                if project is None:
+                    project = Project(name=name, display_name=name, files=[], versions=[])
+                    db.add(project)
+                unreferenced = self._apply(db, project, result)
+                db.flush()
+                entry = self._remember(project, self.settings.page_ttl)
+        if problem is not None:
+            raise InvalidPage(f"invalid upstream page for {name}: {problem}")
         self.drop_blobs(unreferenced)
         return entry
 
@@ -319,7 +367,7 @@ class IndexService:
                     return Refresh.CURRENT  # a replayed entry, or a request got there first
                 etag = None if cache_buster else project.upstream_etag
             try:
-                result = self.upstream.fetch_project(name, etag, cache_buster)
+                result = self._fetch_page(name, etag, cache_buster)
             except ProjectNotFound:
                 if not removal:
                     return Refresh.STALE  # a 404 the changelog does not explain
@@ -471,19 +519,19 @@ class IndexService:
 
     def _keep(self, page: RenderedPage, ttl: float, *, stale: bool) -> CachedPage:
         entry = CachedPage(page, time.monotonic() + max(ttl, 0), stale)
-        self._pages[page.name] = entry
+        self._pages.put(page.name, entry)
         self._missing.pop(page.name, None)
         return entry
 
     def forget(self, name: str) -> None:
         """Drop what this process remembers of ``name`` (after an upload or an admin change)."""
-        self._pages.pop(name, None)
+        self._pages.pop(name)
         self._missing.pop(name, None)
 
     def _forget_project(self, name: str, serial: int | None = None) -> None:
         """The upstream says the project does not exist (any more)."""
         self._missing[name] = time.monotonic() + self.settings.negative_ttl
-        self._pages.pop(name, None)
+        self._pages.pop(name)
         blobs: set[str] = set()
         with self._unit_of_work() as db:
             project = self._project(db, name)
@@ -624,7 +672,7 @@ class IndexService:
                 return
             if row.sha256 is None:  # the page gave no hash: now we know it
                 row.sha256, row.size = sha256, size
-                self._pages.pop(record.project, None)
+                self._pages.pop(record.project)
             if row.sha256 == sha256:
                 row.cached_at = row.last_used_at = utcnow()
 
@@ -633,7 +681,7 @@ class IndexService:
             row = self._file_row(db, record)
             if row is not None and row.metadata_sha256 is None:
                 row.metadata_sha256 = sha256
-                self._pages.pop(record.project, None)
+                self._pages.pop(record.project)
 
     def _recorded(self, record: FileRecord, *, metadata: bool) -> str | None:
         """The sha256 the database says was stored for the file (or its metadata)."""

@@ -46,6 +46,8 @@ DEFAULTS: dict[str, str] = {
     "pypicache.log_format": "text",
     "pypicache.allow_overwrite": "false",
     "pypicache.max_upload_size": str(100 * 1024 * 1024),
+    "pypicache.max_page_bytes": str(128 * 1024 * 1024),
+    "pypicache.page_cache_bytes": str(64 * 1024 * 1024),
     "pypicache.cache_max_bytes": "0",
     "pypicache.gc_interval": "300",
     "pypicache.session_secret": "",
@@ -87,6 +89,8 @@ class Settings:
     log_format: str
     allow_overwrite: bool
     max_upload_size: int
+    max_page_bytes: int  # an upstream page larger than this, decompressed, is refused
+    page_cache_bytes: int  # the rendered pages a process keeps in memory, at most
     cache_max_bytes: int  # 0: unlimited
     gc_interval: float
     # Signs the admin page's session cookie; empty: generated once, kept in the data dir.
@@ -158,6 +162,8 @@ class Settings:
             log_format=_choice(raw, "pypicache.log_format", ("text", "json")),
             allow_overwrite=_bool(raw, "pypicache.allow_overwrite"),
             max_upload_size=_count(raw, "pypicache.max_upload_size"),
+            max_page_bytes=_count(raw, "pypicache.max_page_bytes"),
+            page_cache_bytes=_count(raw, "pypicache.page_cache_bytes"),
             cache_max_bytes=_count(raw, "pypicache.cache_max_bytes"),
             gc_interval=_seconds(raw, "pypicache.gc_interval"),
             session_secret=raw["pypicache.session_secret"].strip(),

@@ -6,9 +6,11 @@ import hashlib
 import json
 import logging
 import re
-from collections.abc import Callable, Iterator
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from email.message import Message
 from importlib.metadata import version as dist_version
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
@@ -17,7 +19,7 @@ from urllib.request import url2pathname
 
 import requests
 import urllib3
-from packaging.utils import canonicalize_name
+from packaging.utils import canonicalize_name, parse_sdist_filename, parse_wheel_filename
 from pypi_simple import DistributionPackage, Link, ProjectPage
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
@@ -35,6 +37,8 @@ PAGE_ACCEPT = (
     "text/html;q=0.01"
 )
 CHUNK = 64 * 1024
+# A project page larger than this, decompressed, is refused (pypicache.max_page_bytes).
+MAX_PAGE_BYTES = 128 * 1024 * 1024
 DIST_SUFFIXES = (".whl", ".tar.gz", ".zip", ".tar.bz2", ".tgz", ".egg")
 _ANCHOR = re.compile(rb"<a\s[^>]*>([^<]*)</a>", re.IGNORECASE)
 
@@ -119,6 +123,14 @@ class ProjectSerials:
             self.serial = max(self.serial or 0, serial)
 
 
+class InvalidPage(UpstreamUnavailable):
+    """The upstream answered 200 with something that is not a usable page for the project.
+
+    Too big, undecodable, unparsable, another project's, or (see ``page_problem``) a
+    page that would empty what we store: a captive portal, a broken mirror.
+    """
+
+
 class UpstreamStream:
     """An open upstream file: its announced size and its bytes, read in chunks."""
 
@@ -191,24 +203,31 @@ class UpstreamClient:
     # -- project pages ---------------------------------------------------------------------
 
     def fetch_project(
-        self, name: str, etag: str | None = None, cache_buster: str | None = None
+        self,
+        name: str,
+        etag: str | None = None,
+        cache_buster: str | None = None,
+        *,
+        max_bytes: int = MAX_PAGE_BYTES,
     ) -> UpstreamPage | NotModified:
         """Fetch ``name``'s page, conditionally when we hold an ``etag``.
 
         ``cache_buster`` adds a query parameter, for a CDN that keeps serving a
-        page older than the changelog says it is.
+        page older than the changelog says it is.  The body is read decompressed
+        up to ``max_bytes``: a bigger page (a gzip bomb) raises InvalidPage
+        without ever being held in memory whole.
         """
         if self.is_local:
             return self._local_project(name)
-        headers = {"Accept": PAGE_ACCEPT}
+        # Only codings we inflate ourselves, in bounded steps.
+        headers = {"Accept": PAGE_ACCEPT, "Accept-Encoding": "gzip, deflate"}
         if etag:
             headers["If-None-Match"] = etag
         url = self.project_url(name)
         if cache_buster:
             url += f"?pypicache-refresh={cache_buster}"
-        response = self._get(url, kind="page", headers=headers)
+        response = self._get(url, kind="page", headers=headers, stream=True)
         with response:
-            self._count("page", len(response.content))
             serial = parse_serial(response.headers.get("X-PyPI-Last-Serial"))
             if response.status_code == 304:
                 return NotModified(serial)
@@ -217,11 +236,31 @@ class UpstreamClient:
             if response.status_code != 200:
                 raise UpstreamUnavailable(f"upstream answered {response.status_code} for {url}")
             try:
-                page = ProjectPage.from_response(response, name)
-            except Exception as exc:
+                body = self._page_body(response, max_bytes)
+                page = _parse_page(name, body, response.headers.get("Content-Type"), response.url)
+            except InvalidPage as exc:
                 self._error("page", "invalid")
-                raise UpstreamUnavailable(f"unparsable upstream page {url}: {exc}") from exc
+                raise InvalidPage(f"{url}: {exc}") from exc
             return _page(name, page, serial, response.headers.get("ETag"))
+
+    def _page_body(self, response: requests.Response, max_bytes: int) -> bytes:
+        """The decompressed body, refused once it grows past ``max_bytes``."""
+        body = bytearray()
+        try:
+            raw = response.raw.stream(CHUNK, decode_content=False)
+            for chunk in decoded(raw, response.headers.get("Content-Encoding", "")):
+                body += chunk
+                if len(body) > max_bytes:
+                    raise InvalidPage(f"page larger than {max_bytes} bytes")
+        except requests.Timeout as exc:
+            self._error("page", "timeout")
+            raise UpstreamTimeout(f"upstream timed out during {response.url}") from exc
+        except (urllib3.exceptions.HTTPError, requests.RequestException, OSError) as exc:
+            self._error("page", "connection")
+            raise UpstreamUnavailable(f"upstream page broke off: {response.url}: {exc}") from exc
+        finally:
+            self._count("page", len(body))
+        return bytes(body)
 
     def _local_project(self, name: str) -> UpstreamPage:
         root = _local_path(self.base_url)
@@ -359,6 +398,107 @@ class UpstreamClient:
     def _error(self, kind: str, reason: str) -> None:
         if self.metrics is not None:
             self.metrics.upstream_errors.labels(kind, reason).inc()
+
+
+def decoded(chunks: Iterable[bytes], content_encoding: str) -> Iterator[bytes]:
+    """``chunks`` with their Content-Encoding undone, never more than CHUNK bytes at a time.
+
+    Inflating in bounded steps is what keeps a few kilobytes that expand to
+    gigabytes from ever being expanded beyond what the reader asks for.
+    """
+    codings = [c.strip().lower() for c in content_encoding.split(",") if c.strip()]
+    stream: Iterable[bytes] = chunks
+    for coding in reversed(codings):  # the last coding applied is undone first
+        if coding in ("gzip", "x-gzip"):
+            stream = _inflate(stream, 16 + zlib.MAX_WBITS)
+        elif coding == "deflate":
+            stream = _inflate(stream, zlib.MAX_WBITS)
+        elif coding != "identity":
+            raise InvalidPage(f"unsupported Content-Encoding {coding!r}")
+    return iter(stream)
+
+
+def _inflate(chunks: Iterable[bytes], wbits: int) -> Iterator[bytes]:
+    decoder = zlib.decompressobj(wbits)
+    try:
+        for data in chunks:
+            while data:
+                if decoder.eof:  # another gzip member follows
+                    decoder = zlib.decompressobj(wbits)
+                out = decoder.decompress(data, CHUNK)
+                data = decoder.unused_data if decoder.eof else decoder.unconsumed_tail
+                while out:
+                    yield out
+                    # A full buffer may leave output inside zlib: drain it, CHUNK at a time.
+                    out = decoder.decompress(b"", CHUNK) if len(out) == CHUNK else b""
+    except zlib.error as exc:
+        raise InvalidPage(f"undecodable compressed page: {exc}") from exc
+    if not decoder.eof:
+        raise InvalidPage("compressed page ends early")
+
+
+def _parse_page(name: str, body: bytes, content_type: str | None, url: str) -> ProjectPage:
+    """What ``ProjectPage.from_response`` does, on a body we read ourselves (bounded)."""
+    header = Message()
+    header["Content-Type"] = content_type or "text/html"
+    media_type = header.get_content_type()
+    charset = header.get_param("charset")
+    try:
+        if media_type == "application/vnd.pypi.simple.v1+json":
+            page = ProjectPage.from_json_data(json.loads(body), url)
+        elif media_type in ("application/vnd.pypi.simple.v1+html", "text/html"):
+            page = ProjectPage.from_html(
+                project=name,
+                html=body,
+                base_url=url,
+                from_encoding=charset if isinstance(charset, str) else None,
+            )
+            if not page.packages and page.repository_version is None:
+                # Neither a link nor the simple API's meta tag: a portal's or an error's HTML.
+                raise InvalidPage("HTML without links or pypi:repository-version: not a page")
+        else:
+            raise InvalidPage(f"not a project page: Content-Type {media_type!r}")
+    except InvalidPage:
+        raise
+    except Exception as exc:
+        raise InvalidPage(f"unparsable page: {exc}") from exc
+    if not isinstance(page.project, str) or canonicalize_name(page.project) != name:
+        raise InvalidPage(f"the page is for project {page.project!r}, not {name!r}")
+    return page
+
+
+def page_problem(
+    name: str, page: UpstreamPage, stored_files: Sequence[str], stored_serial: int | None
+) -> str | None:
+    """Why ``page`` cannot be the project's page while we store ``stored_files`` (None: it can).
+
+    A captive portal, a login page or a broken mirror answers 200 too; taking its
+    word would empty the project and delete its blobs.  A project really emptied
+    or deleted upstream answers 404 (the changelog follower's removal path) or
+    says it is quarantined (PEP 792).
+    """
+    if stored_serial is not None and page.serial is None:
+        return f"the page has no serial, the stored page has serial {stored_serial}"
+    if not stored_files or page.status == "quarantined":
+        return None
+    if not page.files:
+        return f"the page lists no files, the stored page lists {len(stored_files)}"
+    if any(_is_dist_of(name, f) for f in stored_files) and not any(
+        _is_dist_of(name, f.filename) for f in page.files
+    ):
+        return f"none of the page's {len(page.files)} files is a distribution of {name}"
+    return None
+
+
+def _is_dist_of(name: str, filename: str) -> bool:
+    try:
+        if filename.endswith(".whl"):
+            project = parse_wheel_filename(filename)[0]
+        else:
+            project = parse_sdist_filename(filename)[0]
+    except ValueError:
+        return False
+    return canonicalize_name(project) == name
 
 
 def _anchor_texts(response: requests.Response) -> Iterator[str]:
