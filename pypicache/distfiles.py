@@ -85,6 +85,10 @@ _METADATA_LIMIT = 10 << 20  # no real METADATA / PKG-INFO comes near this; bombs
 # its size (Warehouse's limit for zips), or to the floor, which is cheap whatever the ratio.
 _UNPACK_RATIO = 50
 _UNPACK_FLOOR = 10 << 20
+# A wheel is checked on its central directory, which says what installers would unpack: the
+# same total budget, and no single member above the floor compressed more than this (deflate
+# reaches about 1000:1 on runs of one byte, real files stay far below).
+_MEMBER_RATIO = 100
 
 # What zipfile, tarfile and the decompressors raise on damaged or hostile input.
 _ARCHIVE_ERRORS = (
@@ -429,7 +433,7 @@ def _metadata_member(filename: str, form: _Form, content: BinaryIO, size: int) -
     content.seek(0)
     with _invalid_archive():
         if form.filetype == "bdist_wheel":
-            return _wheel_metadata(filename, content, form)
+            return _wheel_metadata(filename, content, form, size)
         return _sdist_pkg_info(filename, content, form, size)
 
 
@@ -442,9 +446,10 @@ def _invalid_archive() -> Iterator[None]:
         raise UploadRejected("Invalid distribution file.") from None
 
 
-def _wheel_metadata(filename: str, content: BinaryIO, form: _Form) -> _Member:
+def _wheel_metadata(filename: str, content: BinaryIO, form: _Form, size: int) -> _Member:
     """`{name}-{version}.dist-info/METADATA`, in any spelling that names this release."""
     with zipfile.ZipFile(content) as archive:
+        _check_zip_sizes(archive, filename, budget=max(size * _UNPACK_RATIO, _UNPACK_FLOOR))
         found = [path for path in archive.namelist() if _is_metadata_of(path, form)]
         if not found:
             expected = "-".join(filename.split("-", 2)[:2]) + ".dist-info/METADATA"
@@ -455,6 +460,22 @@ def _wheel_metadata(filename: str, content: BinaryIO, form: _Form) -> _Member:
             raise UploadRejected(f"Wheel '{filename}' contains more than one METADATA file.")
         with archive.open(found[0]) as member:
             return _Member(found[0], _read_capped(member, found[0]))
+
+
+def _check_zip_sizes(archive: zipfile.ZipFile, filename: str, *, budget: int) -> None:
+    """Refuse a zip bomb: too much in total, or one large member compressed absurdly well."""
+    unpacked = 0
+    for info in archive.infolist():
+        unpacked += info.file_size
+        if unpacked > budget:
+            raise UploadRejected(
+                f"Invalid distribution file: '{filename}' unpacks to more than {budget} bytes."
+            )
+        if info.file_size > _UNPACK_FLOOR and info.file_size > info.compress_size * _MEMBER_RATIO:
+            raise UploadRejected(
+                f"Invalid distribution file: '{info.filename}' in '{filename}' is compressed "
+                f"more than {_MEMBER_RATIO}:1 ({info.compress_size} to {info.file_size} bytes)."
+            )
 
 
 def _is_metadata_of(path: str, form: _Form) -> bool:
