@@ -15,10 +15,11 @@ from sqlalchemy import func, select
 
 from pypicache.models import Alarm, AuditEntry, File
 from tests.conftest import IndexFactory, RunningIndex
-from tests.functional.test_private import Db, blobs, installed, page, upload_url
+from tests.functional.test_private import Db, admin_cli, blobs, installed, page, upload_url
 from tests.support.clients import make_venv, pip_install
 from tests.support.dists import make_wheel
 from tests.support.fakeupstream import FakeUpstream
+from tests.support.hostile import Answer, HostileUpstream
 from tests.support.uploads import form_fields, post_upload, twine_upload
 
 PASSWORD = "correct horse battery"
@@ -50,6 +51,9 @@ def cached_file(index: RunningIndex, upstream: FakeUpstream) -> tuple[str, bytes
         ("bytes=\u0661-\u0662", 200, slice(None)),  # Arabic-Indic digits
         ("bytes=\uff10-\uff19", 200, slice(None)),  # fullwidth digits
         ("bytes=+1-5", 200, slice(None)),
+        (b"bytes=0-\xb2", 200, slice(None)),  # latin-1 superscript two: isdigit(), not int()
+        (b"bytes=\xb9-5", 200, slice(None)),
+        (b"bytes=-\xb3", 200, slice(None)),
         ("bytes= 1 - 5", 200, slice(None)),
         ("bytes=" + ",".join(["0-0"] * 3000), 200, slice(None)),
         ("bytes=", 200, slice(None)),
@@ -61,7 +65,8 @@ def cached_file(index: RunningIndex, upstream: FakeUpstream) -> tuple[str, bytes
 )
 def test_any_range_header_gets_206_416_or_the_whole_file(cached_file, header, status, part):
     url, content = cached_file
-    response = requests.get(url, headers={"Range": header.encode("utf-8")}, timeout=10)
+    raw = header if isinstance(header, bytes) else header.encode("utf-8")
+    response = requests.get(url, headers={"Range": raw}, timeout=10)
     assert response.status_code == status, response.text
     if status == 416:
         assert response.headers["Content-Range"] == f"bytes */{len(content)}"
@@ -198,3 +203,119 @@ def test_a_well_formed_raw_multipart_body_is_accepted(site):
     index, _db = site
     status, text = raw_post(index, MULTIPART, _good_parts() + b"--XyZ--\r\n")
     assert status == 200, text
+
+
+# -- zip bombs ---------------------------------------------------------------------------
+
+
+def test_a_wheel_zip_bomb_is_refused_and_nothing_is_stored(site, tmp_path):
+    index, db = site
+    wheel = make_wheel("bomb", "1.0")
+    buffer = io.BytesIO()
+    with (
+        zipfile.ZipFile(io.BytesIO(wheel.content)) as source,
+        zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as bomb,
+    ):
+        for info in source.infolist():
+            bomb.writestr(info, source.read(info))
+        bomb.writestr("bomb/zeros.bin", bytes(64 * 1024 * 1024))  # 64 MiB in about 64 KiB
+    path = tmp_path / wheel.filename
+    path.write_bytes(buffer.getvalue())
+    before = blobs(index)
+    result = twine_upload(upload_url(index), "alice", PASSWORD, path)
+    assert result.returncode != 0
+    assert "400" in result.stdout
+    assert "unpacks to more than" in " ".join(result.stdout.split())  # twine wraps lines
+    assert blobs(index) == before
+    assert db.query(select(func.count()).select_from(File))[0][0] == 0
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert digest not in blobs(index)
+
+
+# -- claiming upstream names -------------------------------------------------------------
+
+
+def _alarms(db: Db) -> list[tuple[str, str]]:
+    return db.query(select(Alarm.kind, Alarm.project))
+
+
+def test_an_uploader_cannot_claim_a_name_the_upstream_has(site, upstream, tmp_path):
+    index, db = site
+    theirs = make_wheel("numpy", "2.0")
+    upstream.publish(theirs)
+    ours = make_wheel("numpy", "9.9")
+    response = post_upload(
+        upload_url(index), ("alice", PASSWORD), form_fields(ours), ours.filename, ours.content
+    )
+    assert response.status_code == 403, response.text
+    assert "only an admin may claim" in response.reason
+    assert "only an admin may claim" in response.text
+    assert ours.sha256 not in blobs(index)
+    assert _alarms(db) == []
+    # Nothing changed: pip still installs the upstream's file.
+    python = make_venv(tmp_path / "venv")
+    result = pip_install(python, index.simple_url, "numpy")
+    assert result.returncode == 0, result.stderr
+    assert installed(python) == {"numpy": "2.0"}
+    # Now cached from the upstream: refused again, without asking the upstream.
+    upstream.clear_log()
+    again = post_upload(
+        upload_url(index), ("alice", PASSWORD), form_fields(ours), ours.filename, ours.content
+    )
+    assert again.status_code == 403
+    assert page(index, "numpy").json()["versions"] == ["2.0"]
+
+
+def test_an_uploader_may_create_a_name_the_upstream_does_not_have(site, upstream):
+    index, db = site
+    ours = make_wheel("fresh-name", "1.0")
+    response = post_upload(
+        upload_url(index), ("alice", PASSWORD), form_fields(ours), ours.filename, ours.content
+    )
+    assert response.status_code == 200, response.text
+    assert upstream.count(path_prefix="/simple/fresh-name/") == 1
+    assert page(index, "fresh-name").json()["versions"] == ["1.0"]
+    assert _alarms(db) == []
+
+
+def test_an_admin_claim_is_allowed_and_raises_an_alarm(site, upstream):
+    index, db = site
+    upstream.publish(make_wheel("requests-ng", "3.0"))
+    ours = make_wheel("requests-ng", "1.0")
+    response = post_upload(
+        upload_url(index), ("root", PASSWORD), form_fields(ours), ours.filename, ours.content
+    )
+    assert response.status_code == 200, response.text
+    assert page(index, "requests-ng").json()["versions"] == ["1.0"]
+    assert _alarms(db) == [("upstream-claim", "requests-ng")]
+    assert ("claim", "root") in db.query(select(AuditEntry.action, AuditEntry.actor))
+    # A project an admin created: a member it was granted to may upload.
+    assert admin_cli(index, "grant", "requests-ng", "alice").returncode == 0
+    more = make_wheel("requests-ng", "1.1")
+    granted = post_upload(
+        upload_url(index), ("alice", PASSWORD), form_fields(more), more.filename, more.content
+    )
+    assert granted.status_code == 200, granted.text
+    assert len(_alarms(db)) == 1
+
+
+def test_an_upstream_that_cannot_be_asked_refuses_the_new_name(make_index, tmp_path):
+    with HostileUpstream() as hostile:
+        hostile.set("/simple/unsure/", Answer(500, {}, b"down"))
+        index = make_index(hostile.simple_url)
+        db = Db(index)
+        try:
+            db.accounts.add_user("alice", PASSWORD)
+            ours = make_wheel("unsure", "1.0")
+            response = post_upload(
+                upload_url(index),
+                ("alice", PASSWORD),
+                form_fields(ours),
+                ours.filename,
+                ours.content,
+            )
+            assert response.status_code == 503, response.text
+            assert "Cannot check the upstream" in response.reason
+            assert ours.sha256 not in blobs(index)
+        finally:
+            db.engine.dispose()

@@ -47,6 +47,7 @@ def test_etag_matching_is_weak_for_if_none_match():
         ("bytes=\u0661-\u0662", None),  # Arabic-Indic digits: isdigit() and int() take them
         ("bytes=\uff10-\uff19", None),  # fullwidth digits
         ("bytes=-\u0665", None),
+        ("bytes=0-\u00b2", None),  # superscript two: isdigit() says yes, int() refuses it
         ("bytes=+1-5", None),
         ("bytes=1-+5", None),
         ("bytes=1 - 5", None),
