@@ -713,7 +713,11 @@ def test_arbitrary_filenames_from_the_admin_page_only_ever_are_rejected(filename
 )
 @given(
     members=st.dictionaries(
-        st.text(st.characters(exclude_categories=("Cs",)), min_size=1, max_size=40),
+        st.text(  # zipfile cuts a name at NUL; a name it cannot write tests nothing
+            st.characters(exclude_categories=("Cs",), exclude_characters="\x00"),
+            min_size=1,
+            max_size=40,
+        ),
         st.binary(max_size=100),
         max_size=5,
     )
