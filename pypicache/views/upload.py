@@ -57,7 +57,12 @@ def _upload(request: Request) -> Response:
         form = read_form(request)
     except UploadRejected as exc:
         return answer(exc.status, exc.message)
-    action = form.get(":action", request.GET.get(":action"))
+    action = form.get(":action")
+    if action is None:
+        try:
+            action = request.GET.get(":action")
+        except UnicodeDecodeError:
+            return answer(400, "Malformed query string: it is not UTF-8.")
     if action in GONE:
         return answer(410, GONE[action])
     if action != "file_upload":

@@ -122,11 +122,13 @@ def site(make_index: IndexFactory, upstream: FakeUpstream):
     db.engine.dispose()
 
 
-def raw_post(index: RunningIndex, content_type: str, body: bytes) -> tuple[int, bytes]:
+def raw_post(
+    index: RunningIndex, content_type: str, body: bytes, target: bytes = b"/legacy/"
+) -> tuple[int, bytes]:
     """POST exactly these bytes, as a client that builds its own request would."""
     host, port = index.url.removeprefix("http://").rsplit(":", 1)
     request = (
-        b"POST /legacy/ HTTP/1.1\r\nHost: " + host.encode() + b"\r\n"
+        b"POST " + target + b" HTTP/1.1\r\nHost: " + host.encode() + b"\r\n"
         b"Authorization: Basic " + _basic("alice", PASSWORD) + b"\r\n"
         b"Content-Type: " + content_type.encode("latin-1") + b"\r\n"
         b"Content-Length: " + str(len(body)).encode() + b"\r\n"
@@ -319,3 +321,11 @@ def test_an_upstream_that_cannot_be_asked_refuses_the_new_name(make_index, tmp_p
             assert ours.sha256 not in blobs(index)
         finally:
             db.engine.dispose()
+
+
+def test_a_query_string_that_is_not_utf8_is_a_400(site):
+    index, _db = site
+    body = _part(b"protocol_version", b"1") + b"--XyZ--\r\n"
+    status, text = raw_post(index, MULTIPART, body, target=b"/legacy/?%ff=%fe")
+    assert status == 400, text
+    assert b"not UTF-8" in text
