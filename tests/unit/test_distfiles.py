@@ -726,3 +726,41 @@ def test_arbitrary_wheel_contents_only_ever_are_rejected(wheel, members):
     content = zip_of({"demo_pkg-1.0.dist-info/METADATA": metadata("demo_pkg", "1.0"), **members})
     with contextlib.suppress(UploadRejected):
         upload(wheel, content=content)
+
+
+def test_wheel_with_a_huge_file_list(wheel: Dist) -> None:
+    """17,000 entries with 1000-character names: a directory of 17 MiB, refused unread."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+        archive.writestr("demo_pkg-1.0.dist-info/METADATA", metadata("demo_pkg", "1.0"))
+        for i in range(17_000):
+            archive.writestr(f"demo_pkg/{i:08d}{'x' * 983}", b"")
+    message = rejection(wheel, content=buffer.getvalue(), max_size=64 * 1024 * 1024)
+    assert message == (
+        "Invalid distribution file: the file list of 'demo_pkg-1.0-py3-none-any.whl' "
+        "takes more than 16777216 bytes."
+    )
+
+
+def test_sdist_of_many_empty_members_unpacks_to_too_much() -> None:
+    """Empty members cost their 512-byte headers: 30,000 of them unpack to 15 MiB."""
+    members = {"demo_pkg-1.0/PKG-INFO": metadata("demo-pkg", "1.0")}
+    members |= {f"demo_pkg-1.0/e{i}": b"" for i in range(30_000)}
+    content = tar_gz_of(members)
+    dist = make_sdist("demo-pkg", "1.0")
+    message = rejection(dist, content=content)
+    assert message.startswith(
+        "Invalid distribution file: 'demo_pkg-1.0.tar.gz' unpacks to more than"
+    )
+
+
+def test_zip64_wheel_of_many_files_is_accepted(wheel: Dist) -> None:
+    """More than 65,535 entries make zipfile write the zip64 end records, read here too."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+        archive.writestr("demo_pkg-1.0.dist-info/METADATA", metadata("demo_pkg", "1.0"))
+        for i in range(70_000):
+            archive.writestr(f"demo_pkg/{i}", b"")
+    content = buffer.getvalue()
+    assert b"PK\x06\x06" in content[-200:]
+    assert upload(wheel, content=content, max_size=64 * 1024 * 1024).size == len(content)
