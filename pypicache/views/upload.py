@@ -99,8 +99,9 @@ def _upload(request: Request) -> Response:
 def read_form(request: Request) -> MultiDict:
     """The multipart/form-data body, parsed once; a malformed one is a 400 with the reason.
 
-    Parsed here rather than by WebOb's ``request.POST`` to cap the number of parts, and
-    because ``cgi`` reports a bad body with ValueError, which would otherwise be a 500.
+    Parsed here rather than by WebOb's ``request.POST``: to cap the number of parts, to
+    refuse bytes that are not UTF-8 instead of replacing them, and because ``cgi`` reports
+    a bad body with ValueError and WebOb fails on nested parts, both 500s otherwise.
     """
     if _FORM in request.environ:
         return request.environ[_FORM]
@@ -121,8 +122,14 @@ def read_form(request: Request) -> MultiDict:
             errors="strict",
             max_num_fields=MAX_FIELDS,
         )
-        form = MultiDict.from_fieldstorage(storage)
+        form = MultiDict()
+        for part in storage.list or ():
+            value = part if part.filename else part.value
+            if not isinstance(value, str | cgi.FieldStorage):
+                raise ValueError(f"part {part.name!r} holds other parts")
+            form.add(part.name, value)
     except (ValueError, TypeError, LookupError) as exc:  # UnicodeDecodeError is a ValueError
+        request.environ[_FORM] = MultiDict()  # nothing to parse again, or to close
         raise UploadRejected(f"Malformed multipart/form-data body: {exc}") from None
     request.environ[_FORM] = form
     return form
@@ -134,8 +141,8 @@ def close_file_parts(request: Request) -> None:
     if form is None:
         try:
             form = request.POST
-        except ValueError:
-            form = MultiDict()  # a body nobody could parse holds no file parts
+        except Exception:  # WebOb fails on malformed bodies in several ways; none left files
+            form = MultiDict()
     for value in form.values():
         if isinstance(value, cgi.FieldStorage) and value.file is not None:
             value.file.close()

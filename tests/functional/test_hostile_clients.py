@@ -187,6 +187,15 @@ MULTIPART = "multipart/form-data; boundary=XyZ"
         ),
         (MULTIPART, b"--XyZ\r\n\r\nnameless\r\n" + _good_parts() + b"--XyZ--\r\n", ""),
         (MULTIPART, b"", ""),
+        (  # parts inside a part: WebOb's own parser fails on these with AttributeError
+            MULTIPART,
+            b'--XyZ\r\nContent-Disposition: form-data; name="nested"\r\n'
+            b"Content-Transfer-Encoding: base64\r\n"
+            b"Content-Type: multipart/mixed; boundary=C\r\n\r\n--C--\r\n"
+            + _good_parts()
+            + b"--XyZ--\r\n",
+            "Malformed",
+        ),
         ("application/json", b"{}", "multipart/form-data"),
         ("text/plain", b"\xff" * 100, "multipart/form-data"),
     ],

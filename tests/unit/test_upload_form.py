@@ -30,7 +30,7 @@ _PIECES = st.sampled_from(
 )  # fmt: skip
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=1000, deadline=None)
 @given(
     boundary=st.one_of(st.just("B"), st.text(max_size=20)),
     body=st.one_of(
