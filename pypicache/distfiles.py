@@ -9,7 +9,9 @@ member is read with a size cap.
 from __future__ import annotations
 
 import hashlib
+import io
 import re
+import struct
 import tarfile
 import zipfile
 import zlib
@@ -85,6 +87,17 @@ _METADATA_LIMIT = 10 << 20  # no real METADATA / PKG-INFO comes near this; bombs
 # its size (Warehouse's limit for zips), or to the floor, which is cheap whatever the ratio.
 _UNPACK_RATIO = 50
 _UNPACK_FLOOR = 10 << 20
+# A wheel is checked on its central directory, which says what installers would unpack: the
+# same total budget, and no single member above the floor compressed more than this (deflate
+# reaches about 1000:1 on runs of one byte, real files stay far below).
+_MEMBER_RATIO = 100
+# zipfile keeps an object per central directory entry, tarfile one per member: both lists are
+# capped before they grow (a wheel's directory of 20,000 files takes about 3 MiB).
+_ZIP_DIRECTORY_LIMIT = 16 << 20
+_MAX_MEMBERS = 200_000
+_END_OF_DIRECTORY = struct.Struct("<4s4x2H2LH")  # the zip's end record (22 bytes + comment)
+_ZIP64_LOCATOR = struct.Struct("<4sLQL")
+_ZIP64_END = struct.Struct("<4sQ2H2L4Q")
 
 # What zipfile, tarfile and the decompressors raise on damaged or hostile input.
 _ARCHIVE_ERRORS = (
@@ -429,7 +442,7 @@ def _metadata_member(filename: str, form: _Form, content: BinaryIO, size: int) -
     content.seek(0)
     with _invalid_archive():
         if form.filetype == "bdist_wheel":
-            return _wheel_metadata(filename, content, form)
+            return _wheel_metadata(filename, content, form, size)
         return _sdist_pkg_info(filename, content, form, size)
 
 
@@ -442,9 +455,11 @@ def _invalid_archive() -> Iterator[None]:
         raise UploadRejected("Invalid distribution file.") from None
 
 
-def _wheel_metadata(filename: str, content: BinaryIO, form: _Form) -> _Member:
+def _wheel_metadata(filename: str, content: BinaryIO, form: _Form, size: int) -> _Member:
     """`{name}-{version}.dist-info/METADATA`, in any spelling that names this release."""
+    _check_zip_directory(content, filename)
     with zipfile.ZipFile(content) as archive:
+        _check_zip_sizes(archive, filename, budget=max(size * _UNPACK_RATIO, _UNPACK_FLOOR))
         found = [path for path in archive.namelist() if _is_metadata_of(path, form)]
         if not found:
             expected = "-".join(filename.split("-", 2)[:2]) + ".dist-info/METADATA"
@@ -455,6 +470,53 @@ def _wheel_metadata(filename: str, content: BinaryIO, form: _Form) -> _Member:
             raise UploadRejected(f"Wheel '{filename}' contains more than one METADATA file.")
         with archive.open(found[0]) as member:
             return _Member(found[0], _read_capped(member, found[0]))
+
+
+def _check_zip_directory(content: BinaryIO, filename: str) -> None:
+    """Refuse a central directory larger than any wheel's before zipfile reads it into memory.
+
+    The size comes from the end record (or its zip64 form), exactly as zipfile reads it;
+    where there is none, zipfile itself refuses the file.
+    """
+    end = content.seek(0, io.SEEK_END)
+    start = max(0, end - _END_OF_DIRECTORY.size - 0xFFFF)
+    content.seek(start)
+    tail = content.read()
+    at = tail.rfind(b"PK\x05\x06")
+    if at < 0 or len(tail) - at < _END_OF_DIRECTORY.size:
+        return
+    _sig, _entries, _total, directory_size, _offset, _comment = _END_OF_DIRECTORY.unpack_from(
+        tail, at
+    )
+    locator_at = at - _ZIP64_LOCATOR.size
+    if locator_at >= 0 and tail[locator_at : locator_at + 4] == b"PK\x06\x07":
+        _sig, _disk, record_offset, _disks = _ZIP64_LOCATOR.unpack_from(tail, locator_at)
+        content.seek(record_offset)
+        record = content.read(_ZIP64_END.size)
+        if len(record) == _ZIP64_END.size and record[:4] == b"PK\x06\x06":
+            directory_size = max(directory_size, _ZIP64_END.unpack(record)[8])
+    if directory_size > _ZIP_DIRECTORY_LIMIT:
+        raise UploadRejected(
+            f"Invalid distribution file: the file list of '{filename}' takes more than "
+            f"{_ZIP_DIRECTORY_LIMIT} bytes."
+        )
+    content.seek(0)
+
+
+def _check_zip_sizes(archive: zipfile.ZipFile, filename: str, *, budget: int) -> None:
+    """Refuse a zip bomb: too much in total, or one large member compressed absurdly well."""
+    unpacked = 0
+    for info in archive.infolist():
+        unpacked += info.file_size
+        if unpacked > budget:
+            raise UploadRejected(
+                f"Invalid distribution file: '{filename}' unpacks to more than {budget} bytes."
+            )
+        if info.file_size > _UNPACK_FLOOR and info.file_size > info.compress_size * _MEMBER_RATIO:
+            raise UploadRejected(
+                f"Invalid distribution file: '{info.filename}' in '{filename}' is compressed "
+                f"more than {_MEMBER_RATIO}:1 ({info.compress_size} to {info.file_size} bytes)."
+            )
 
 
 def _is_metadata_of(path: str, form: _Form) -> bool:
@@ -499,7 +561,11 @@ def _tar_members(archive: tarfile.TarFile, filename: str, *, budget: int) -> lis
     members = []
     unpacked = 0
     while (member := archive.next()) is not None:
-        unpacked += member.size
+        unpacked += tarfile.BLOCKSIZE + member.size  # a header is unpacked too
+        if len(members) >= _MAX_MEMBERS:
+            raise UploadRejected(
+                f"Invalid distribution file: '{filename}' has more than {_MAX_MEMBERS} members."
+            )
         if unpacked > budget:
             raise UploadRejected(
                 f"Invalid distribution file: '{filename}' unpacks to more than {budget} bytes."

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 
 from .rendering import HTML_TYPE, JSON_TYPE, TEXT_HTML
@@ -44,12 +45,17 @@ def _parse(header: str) -> list[tuple[str, float]]:
         for param in params:
             key, _, value = param.partition("=")
             if key.strip().lower() == "q":
-                try:
-                    q = min(max(float(value), 0.0), 1.0)
-                except ValueError:
-                    q = 0.0
+                q = _qvalue(value.strip())
         ranges.append((_LATEST.get(media, media), q))
     return ranges
+
+
+_QVALUE = re.compile(r"0(\.[0-9]{0,3})?|1(\.0{0,3})?", re.ASCII)
+
+
+def _qvalue(text: str) -> float:
+    """RFC 9110's qvalue; anything else (``nan``, ``1e9``, non-ASCII digits) means 0."""
+    return float(text) if _QVALUE.fullmatch(text) else 0.0
 
 
 def _quality(offer: str, ranges: list[tuple[str, float]]) -> float:

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, selectinload, sessionmaker
 from .accounts import Identity
 from .db import get_tm_session
 from .distfiles import UploadRejected, ValidUpload
-from .errors import FileNotFound, Forbidden, ProjectNotFound
+from .errors import FileNotFound, Forbidden, ProjectNotFound, UpstreamUnavailable
 from .index import IndexService, utcnow
 from .models import Alarm, AuditEntry, DeletedFilename, File, Project, ProjectMember, User
 from .settings import Settings
@@ -59,10 +59,13 @@ class PrivatePackages:
     def upload(self, upload: ValidUpload, content: BinaryIO, who: Identity) -> Uploaded:
         """Store a validated upload; every refusal happens before a byte is stored."""
         with self.index.locks.hold(upload.project):
+            upstream_has = self._upstream_has(upload.project)
             try:
                 with self._unit_of_work() as db:
                     project = self._project(db, upload.project)
-                    self._check_may_upload(db, project, who)
+                    self._check_may_upload(
+                        db, upload.project, project, who, upstream_has=upstream_has
+                    )
                     duplicate = self._check_file(db, project, upload)
             except FileExists as conflict:
                 self._alarm_conflict(conflict, who)
@@ -72,7 +75,7 @@ class PrivatePackages:
             stored = self._store_blobs(upload, content)
             try:
                 with self._unit_of_work() as db:
-                    self._record_upload(db, upload, who)
+                    self._record_upload(db, upload, who, upstream_has=upstream_has)
             except Exception:
                 self.index.drop_blobs(stored)  # nothing may refer to them: no trace left
                 raise
@@ -80,13 +83,49 @@ class PrivatePackages:
         log.info("%s uploaded %s", who.name, upload.filename)
         return Uploaded(upload.filename, duplicate=False)
 
-    def _check_may_upload(self, db: Session, project: Project | None, who: Identity) -> None:
-        if project is None or not project.private or who.is_admin:
-            return  # a new private project, or claiming a cached upstream name
-        member = db.get(ProjectMember, (project.id, who.user_id))
-        if member is None:
+    def _upstream_has(self, name: str) -> bool:
+        """Whether the upstream offers ``name``: cached from it, or its page answers 200.
+
+        A name unknown to the cache is looked up; 404 or 410 means it is free, and a
+        failure refuses the upload rather than guess (an outage must not open the name).
+        """
+        with self._unit_of_work() as db:
+            private = db.scalar(select(Project.private).where(Project.name == name))
+        if private is not None:
+            return not private
+        upstream = self.index.upstream
+        if upstream is None:
+            return False
+        try:
+            upstream.fetch_project(name)
+        except ProjectNotFound:
+            return False
+        except UpstreamUnavailable as exc:
+            log.warning("cannot check the upstream for upload to %s: %s", name, exc)
+            raise UploadRejected(
+                f"Cannot check the upstream index for '{name}' ({exc}); try again later.",
+                status=503,
+            ) from None
+        return True
+
+    def _check_may_upload(
+        self, db: Session, name: str, project: Project | None, who: Identity, *, upstream_has: bool
+    ) -> None:
+        """Members upload to a private project; only an admin makes an upstream name private.
+
+        Claiming an upstream name hides the upstream's files from every client of this
+        index, so an uploader may create only names the upstream does not have.
+        """
+        if project is not None and project.private:
+            if who.is_admin or db.get(ProjectMember, (project.id, who.user_id)) is not None:
+                return
             raise Forbidden(
                 f"The user '{who.name}' isn't allowed to upload to project '{project.name}'."
+            )
+        if (project is not None or upstream_has) and not who.is_admin:
+            raise Forbidden(
+                f"The upstream index has a project '{name}': only an admin may claim its "
+                "name for private uploads."
             )
 
     def _alarm_conflict(self, conflict: FileExists, who: Identity) -> None:
@@ -160,16 +199,21 @@ class PrivatePackages:
             stored.add(writer.commit(upload.metadata_sha256))
         return stored
 
-    def _record_upload(self, db: Session, upload: ValidUpload, who: Identity) -> None:
+    def _record_upload(
+        self, db: Session, upload: ValidUpload, who: Identity, *, upstream_has: bool
+    ) -> None:
         now = utcnow()
         project = self._project(db, upload.project)
+        # Again in this transaction: another process may have cached or created it meanwhile.
+        self._check_may_upload(db, upload.project, project, who, upstream_has=upstream_has)
+        claims_upstream = (project is not None and not project.private) or upstream_has
         if project is None:
             project = Project(
                 name=upload.project, display_name=upload.name, files=[], versions=[], checked_at=now
             )
             db.add(project)
         if not project.private:
-            self._claim(db, project, who)
+            self._claim(db, project, who, upstream=claims_upstream)
         if not db.get(ProjectMember, (project.id, who.user_id)) and not who.is_admin:
             db.add(ProjectMember(project_id=project.id, user_id=who.user_id))
         for old in [f for f in project.files if f.filename == upload.filename]:
@@ -201,8 +245,12 @@ class PrivatePackages:
             )
         )
 
-    def _claim(self, db: Session, project: Project, who: Identity) -> None:
-        """A cached upstream name becomes private: its upstream files are hidden from now on."""
+    def _claim(self, db: Session, project: Project, who: Identity, *, upstream: bool) -> None:
+        """A name becomes private: its cached upstream files are hidden from now on.
+
+        ``upstream`` says the upstream has the name: every client of this index now gets
+        the private project instead, which an operator must know about (an alarm).
+        """
         project.private = True
         project.merge_upstream = False
         project.display_name = project.display_name or project.name
@@ -222,6 +270,17 @@ class PrivatePackages:
                 detail=f"private from now on; {len(hidden)} upstream files hidden",
             )
         )
+        if upstream:
+            db.add(
+                Alarm(
+                    at=utcnow(),
+                    kind="upstream-claim",
+                    project=project.name,
+                    detail=f"{who.name} made the upstream's project private: "
+                    f"{len(hidden)} cached upstream files hidden",
+                )
+            )
+            log.warning("%s claimed the upstream name %s", who.name, project.name)
 
     # -- admin operations ------------------------------------------------------------------
 

@@ -370,7 +370,8 @@ def test_shadowed_names_list_private_projects_the_upstream_has_too(site, upstrea
     index, _db = site
     upstream.publish(make_wheel("acme-utils", "0.1"))
     for dist in (make_wheel("acme-utils", "1.0"), make_wheel("acme-internal", "1.0")):
-        response = post_upload(index.url + "/legacy/", ("alice", PASSWORD), form_fields(dist),
+        # An upstream name: only an admin may claim it.
+        response = post_upload(index.url + "/legacy/", ("root", PASSWORD), form_fields(dist),
                                dist.filename, dist.content)  # fmt: skip
         assert response.status_code == 200, response.text
     log_in(page, index)

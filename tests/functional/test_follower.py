@@ -394,6 +394,9 @@ def test_the_follower_ignores_private_projects(following, upstream):
         assert response.status_code == 200, response.text
     finally:
         engine.dispose()
+    # The upload asked once whether the upstream has the name; nothing asks after that.
+    assert upstream.count(path_prefix="/simple/our-secret/") == 1
+    upstream.clear_log()
     assert caught_up(following, upstream)
     upstream.publish(make_wheel("our-secret", "99.0"))  # the dependency-confusion attempt
     upstream.publish(make_wheel("our-secret", "98.0"))

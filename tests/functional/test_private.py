@@ -94,6 +94,10 @@ def test_twine_uploads_with_a_token_and_a_password_and_pip_and_uv_install(site, 
     assert result.returncode == 0, result.stdout + result.stderr
     result = twine_upload(upload_url(index), "alice", PASSWORD, core.write(tmp_path))
     assert result.returncode == 0, result.stdout + result.stderr
+    # Each new name was looked up once, to know that the upstream does not have it.
+    assert upstream.count(path_prefix="/simple/acme-utils/") == 1
+    assert upstream.count(path_prefix="/simple/acme-core/") == 1
+    upstream.clear_log()
 
     data = page(index, "acme-utils").json()
     assert sorted(f["filename"] for f in data["files"]) == sorted([wheel.filename, sdist.filename])
@@ -123,9 +127,10 @@ def test_a_private_name_shadows_a_higher_upstream_version(site, upstream, tmp_pa
     upstream.publish(make_wheel("internal-lib", "99.0"))
     ours = make_wheel("internal-lib", "1.0")
     response = post_upload(
-        upload_url(index), ("alice", PASSWORD), form_fields(ours), ours.filename, ours.content
+        upload_url(index), ("root", PASSWORD), form_fields(ours), ours.filename, ours.content
     )
     assert response.status_code == 200, response.text
+    upstream.clear_log()  # the upload asked whether the upstream has the name
     assert page(index, "internal-lib").json()["versions"] == ["1.0"]
     python = make_venv(tmp_path / "venv")
     result = pip_install(python, index.simple_url, "internal-lib")
@@ -142,7 +147,7 @@ def test_claiming_a_cached_upstream_name_hides_its_upstream_files_unless_merged(
     assert page(index, "claimed").json()["versions"] == ["2.0"]
     ours = make_wheel("claimed", "1.0")
     response = post_upload(
-        upload_url(index), ("bob", PASSWORD), form_fields(ours), ours.filename, ours.content
+        upload_url(index), ("root", PASSWORD), form_fields(ours), ours.filename, ours.content
     )
     assert response.status_code == 200, response.text
     assert page(index, "claimed").json()["versions"] == ["1.0"]

@@ -1,13 +1,17 @@
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import io
+import random
 import tarfile
 import zipfile
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pypicache.distfiles import UploadRejected, ValidUpload, validate_file, validate_upload
 from tests.support.dists import Dist, make_sdist, make_wheel
@@ -484,10 +488,50 @@ def test_wheel_with_two_metadata_files(wheel: Dist) -> None:
 
 
 def test_huge_metadata_member(wheel: Dist) -> None:
-    """A zip bomb in METADATA is refused after reading just past the cap."""
+    """A METADATA too large for any real one is refused after reading just past the cap."""
+    content = zip_of({"demo_pkg-1.0.dist-info/METADATA": random.randbytes(10 * 1024 * 1024 + 1)})
+    message = rejection(wheel, content=content, max_size=12 * 1024 * 1024)
+    assert message == "demo_pkg-1.0.dist-info/METADATA is larger than 10485760 bytes."
+
+
+def test_metadata_zip_bomb(wheel: Dist) -> None:
+    """A METADATA that inflates 1000:1 is refused on the central directory, before reading."""
     content = zip_of({"demo_pkg-1.0.dist-info/METADATA": b"\n" * (10 * 1024 * 1024 + 1)})
     message = rejection(wheel, content=content)
-    assert message == "demo_pkg-1.0.dist-info/METADATA is larger than 10485760 bytes."
+    assert message.startswith(
+        "Invalid distribution file: 'demo_pkg-1.0-py3-none-any.whl' unpacks to more than"
+    )
+
+
+def _zip_with(extra: dict[str, bytes]) -> bytes:
+    return zip_of({"demo_pkg-1.0.dist-info/METADATA": metadata("demo_pkg", "1.0"), **extra})
+
+
+def test_wheel_that_unpacks_to_too_much(wheel: Dist) -> None:
+    """Members each under the floor, together over 50 times the wheel's size (and the floor)."""
+    content = _zip_with({f"zeros{i}.bin": bytes(4 * 1024 * 1024) for i in range(3)})
+    message = rejection(wheel, content=content)
+    assert message == (
+        "Invalid distribution file: 'demo_pkg-1.0-py3-none-any.whl' unpacks to more than "
+        "10485760 bytes."
+    )
+
+
+def test_wheel_member_compressed_too_well(wheel: Dist) -> None:
+    """Within the total budget (random padding makes the wheel large), one member is a bomb."""
+    content = _zip_with(
+        {"padding.bin": random.randbytes(1024 * 1024), "zeros.bin": bytes(20 * 1024 * 1024)}
+    )
+    message = rejection(wheel, content=content, max_size=4 * 1024 * 1024)
+    assert message.startswith(
+        "Invalid distribution file: 'zeros.bin' in 'demo_pkg-1.0-py3-none-any.whl' "
+        "is compressed more than 100:1"
+    )
+
+
+def test_large_incompressible_wheel_is_accepted(wheel: Dist) -> None:
+    content = _zip_with({"data.bin": random.randbytes(11 * 1024 * 1024)})
+    assert upload(wheel, content=content, max_size=12 * 1024 * 1024).size == len(content)
 
 
 @pytest.mark.parametrize(
@@ -623,3 +667,100 @@ def test_a_bare_file_whose_name_lies_is_refused(filename: str, message: str):
     wheel = make_wheel("acme-utils", "1.0")
     with pytest.raises(UploadRejected, match=message):
         validate_file(filename, io.BytesIO(wheel.content), max_size=LIMIT)
+
+
+# -- arbitrary input -----------------------------------------------------------------------
+
+_FIELD_NAMES = st.sampled_from(
+    [
+        "protocol_version", "name", "version", "metadata_version", "filetype", "pyversion",
+        "sha256_digest", "md5_digest", "blake2_256_digest", "requires_python", "summary",
+        "classifiers", "\x00", "",
+    ]
+)  # fmt: skip
+_TEXT = st.one_of(
+    st.text(max_size=80),
+    st.sampled_from(["1", "sdist", "bdist_wheel", "source", "py3", "demo_pkg", "1.0", "UNKNOWN"]),
+    st.text(st.sampled_from("0123456789abcdef"), min_size=32, max_size=64),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    fields=st.dictionaries(_FIELD_NAMES | st.text(max_size=20), st.lists(_TEXT, max_size=3)),
+    filename=st.one_of(
+        st.text(max_size=80),
+        st.sampled_from(["demo_pkg-1.0-py3-none-any.whl", "demo_pkg-1.0.tar.gz"]),
+        st.builds(lambda a, b: f"{a}-{b}-py3-none-any.whl", _TEXT, _TEXT),
+        st.builds(lambda a, b: f"{a}-{b}.tar.gz", _TEXT, _TEXT),
+    ),
+    content=st.one_of(st.binary(max_size=200), st.sampled_from([b"PK\x03\x04", b"\x1f\x8b"])),
+)
+def test_arbitrary_form_fields_and_filenames_only_ever_are_rejected(fields, filename, content):
+    with contextlib.suppress(UploadRejected):
+        validate_upload(fields, filename, io.BytesIO(content), max_size=LIMIT)
+
+
+@settings(max_examples=200, deadline=None)
+@given(filename=st.text(max_size=120), content=st.binary(max_size=200))
+def test_arbitrary_filenames_from_the_admin_page_only_ever_are_rejected(filename, content):
+    with contextlib.suppress(UploadRejected):
+        validate_file(filename, io.BytesIO(content), max_size=LIMIT)
+
+
+@settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    members=st.dictionaries(
+        st.text(  # zipfile cuts a name at NUL; a name it cannot write tests nothing
+            st.characters(exclude_categories=("Cs",), exclude_characters="\x00"),
+            min_size=1,
+            max_size=40,
+        ),
+        st.binary(max_size=100),
+        max_size=5,
+    )
+)
+def test_arbitrary_wheel_contents_only_ever_are_rejected(wheel, members):
+    content = zip_of({"demo_pkg-1.0.dist-info/METADATA": metadata("demo_pkg", "1.0"), **members})
+    with contextlib.suppress(UploadRejected):
+        upload(wheel, content=content)
+
+
+def test_wheel_with_a_huge_file_list(wheel: Dist) -> None:
+    """17,000 entries with 1000-character names: a directory of 17 MiB, refused unread."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+        archive.writestr("demo_pkg-1.0.dist-info/METADATA", metadata("demo_pkg", "1.0"))
+        for i in range(17_000):
+            archive.writestr(f"demo_pkg/{i:08d}{'x' * 983}", b"")
+    message = rejection(wheel, content=buffer.getvalue(), max_size=64 * 1024 * 1024)
+    assert message == (
+        "Invalid distribution file: the file list of 'demo_pkg-1.0-py3-none-any.whl' "
+        "takes more than 16777216 bytes."
+    )
+
+
+def test_sdist_of_many_empty_members_unpacks_to_too_much() -> None:
+    """Empty members cost their 512-byte headers: 30,000 of them unpack to 15 MiB."""
+    members = {"demo_pkg-1.0/PKG-INFO": metadata("demo-pkg", "1.0")}
+    members |= {f"demo_pkg-1.0/e{i}": b"" for i in range(30_000)}
+    content = tar_gz_of(members)
+    dist = make_sdist("demo-pkg", "1.0")
+    message = rejection(dist, content=content)
+    assert message.startswith(
+        "Invalid distribution file: 'demo_pkg-1.0.tar.gz' unpacks to more than"
+    )
+
+
+def test_zip64_wheel_of_many_files_is_accepted(wheel: Dist) -> None:
+    """More than 65,535 entries make zipfile write the zip64 end records, read here too."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+        archive.writestr("demo_pkg-1.0.dist-info/METADATA", metadata("demo_pkg", "1.0"))
+        for i in range(70_000):
+            archive.writestr(f"demo_pkg/{i}", b"")
+    content = buffer.getvalue()
+    assert b"PK\x06\x06" in content[-200:]
+    assert upload(wheel, content=content, max_size=64 * 1024 * 1024).size == len(content)

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pypicache.negotiation import select_media_type
 
@@ -33,3 +35,36 @@ HTML = "application/vnd.pypi.simple.v1+html"
 )
 def test_selection(accept, expected):
     assert select_media_type(accept) == expected
+
+
+@pytest.mark.parametrize(
+    "accept",
+    [
+        f"{JSON};q=nan, {HTML};q=0.5",
+        f"{JSON};q=\u0661, {HTML};q=0.5",  # an Arabic-Indic 1: float() reads it, RFC 9110 not
+        f"{JSON};q=1e9, {HTML};q=0.5",
+        f"{JSON};q=+1, {HTML};q=0.5",
+        f"{JSON};q=1_0, {HTML};q=0.5",
+    ],
+)
+def test_a_malformed_qvalue_means_not_acceptable(accept):
+    assert select_media_type(accept) == HTML
+
+
+@given(st.text())
+def test_any_accept_header_gets_an_answer_or_406(accept):
+    assert select_media_type(accept) in (JSON, HTML, "text/html", None)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from([JSON, HTML, "text/html", "*/*", "text/*", "application/*", "x"]),
+            st.text(st.sampled_from("q=0.1;, \u0661\uff11e+-nan"), max_size=12),
+        ),
+        max_size=8,
+    )
+)
+def test_accept_lists_with_odd_parameters(items):
+    accept = ", ".join(f"{media};{params}" for media, params in items)
+    assert select_media_type(accept) in (JSON, HTML, "text/html", None)
