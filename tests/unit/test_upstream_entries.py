@@ -205,3 +205,34 @@ def test_a_project_name_is_valid_exactly_when_the_spec_says(name: str):
     if valid_project_name(name):
         assert "/" not in name
         assert ".." not in canonicalize_name(name)
+
+
+@pytest.fixture(scope="module")
+def object_store(tmp_path_factory: pytest.TempPathFactory) -> object:
+    """An S3 store whose endpoint nothing listens on: any request it sent would fail."""
+    s3storage = pytest.importorskip("pypicache.s3storage")
+    return s3storage.S3BlobStore(
+        "bucket",
+        "prefix",
+        tmp_path_factory.mktemp("s3tmp"),
+        endpoint_url="http://127.0.0.1:1",
+        retries=0,
+    )
+
+
+@given(hostile_text)
+@example("/etc/passwd")
+@example("../../x")
+def test_the_object_store_builds_no_key_from_a_non_digest(object_store, text: str):
+    assume(not HEX.fullmatch(text))
+    store = object_store
+    with pytest.raises(InvalidDigest):
+        store.key(text)
+    assert not store.exists(text)
+    assert store.size(text) is None
+    with pytest.raises(FileNotFoundError):
+        store.open(text)
+    store.delete(text)
+    assert store.delete_unless_in_use(text)
+    assert not store.set_aside(text, store.tmp / "aside")
+    assert store.download_url(text, "demo-1.0.tar.gz") is None
