@@ -14,7 +14,6 @@ import hashlib
 import io
 import json
 import os
-import re
 import tarfile
 import tempfile
 import zipfile
@@ -31,6 +30,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from .db import get_tm_session
+from .digests import is_sha256
 from .errors import HashMismatch, PypicacheError
 from .index import utcnow
 from .models import AuditEntry, DeletedFilename, File, Project
@@ -45,7 +45,6 @@ CHUNK = 1024 * 1024
 # A manifest lists files, not their bytes; anything this large is not one of ours.
 MAX_MANIFEST = 256 * 1024 * 1024
 ORIGINS = ("upstream", "private")
-_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 class BundleError(PypicacheError):
@@ -204,8 +203,11 @@ class _Fields:
 
     def sha256(self, key: str, *, optional: bool = False) -> Any:
         value = self.get(key, str, optional=optional)
-        if value is not None and not _SHA256.fullmatch(value):
-            raise BundleError(f"{self.where}.{key}: not a sha256 hex digest: {value!r}")
+        if value is not None and not is_sha256(value):
+            raise BundleError(
+                f"{self.where}.{key}: not a sha256 hex digest (64 lower-case hex characters): "
+                f"{value!r:.100}; nothing was imported"
+            )
         return value
 
     def items(self, key: str) -> Iterator[_Fields]:

@@ -68,6 +68,12 @@ class Metrics:
             ["kind", "reason"],
             registry=registry,
         )
+        self.upstream_invalid_entries = Counter(
+            "pypicache_upstream_invalid_entries",
+            "Upstream entries left out as invalid, by reason (digest, filename, name).",
+            ["reason"],
+            registry=registry,
+        )
         self.uploads = Counter(
             "pypicache_uploads",
             "Uploads, by result (stored, duplicate, rejected).",

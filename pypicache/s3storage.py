@@ -16,8 +16,9 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from .digests import checked_sha256, is_sha256
 from .errors import StorageUnavailable
-from .storage import InUse, StoredObject, TempFileWriter
+from .storage import InUse, StoredObject, TempFileWriter, not_stored, refused
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,8 @@ class S3BlobStore:
     # -- names -------------------------------------------------------------------------------
 
     def key(self, sha256: str) -> str:
+        """The object key of blob ``sha256``; InvalidDigest unless it is a digest."""
+        checked_sha256(sha256)
         name = f"{sha256[:2]}/{sha256[2:4]}/{sha256}"
         return f"{self.prefix}/{name}" if self.prefix else name
 
@@ -104,14 +107,22 @@ class S3BlobStore:
             raise self._failed("HEAD", key, exc) from None
 
     def exists(self, sha256: str) -> bool:
+        if not is_sha256(sha256):
+            refused(sha256, "look up")
+            return False
         return self.head(self.key(sha256)) is not None
 
     def size(self, sha256: str) -> int | None:
+        if not is_sha256(sha256):
+            refused(sha256, "look up")
+            return None
         head = self.head(self.key(sha256))
         return None if head is None else int(head["ContentLength"])
 
     def open(self, sha256: str) -> S3Reader:
         """A streaming handle on the blob; FileNotFoundError if it is not stored."""
+        if not is_sha256(sha256):
+            raise not_stored(sha256)
         # Counted before we look, so a deletion deciding meanwhile sees it in use.
         with self._in_use.lock:
             self._in_use.add(sha256)
@@ -143,10 +154,16 @@ class S3BlobStore:
         return S3BlobWriter(self)
 
     def delete(self, sha256: str) -> None:
+        if not is_sha256(sha256):
+            refused(sha256, "delete")
+            return
         self.delete_location(self.key(sha256))
 
     def delete_unless_in_use(self, sha256: str) -> bool:
         """Delete the blob unless this process is serving it; True when it is gone."""
+        if not is_sha256(sha256):
+            refused(sha256, "delete")
+            return True  # no blob has that name
         with self._in_use.lock:
             if self._in_use.busy(sha256):
                 return False
@@ -155,7 +172,7 @@ class S3BlobStore:
 
     def download_url(self, sha256: str, filename: str) -> str | None:
         """A presigned GET of the blob when redirects are on (the client fetches it itself)."""
-        if not self.redirect:
+        if not self.redirect or not is_sha256(sha256):
             return None
         params = {
             "Bucket": self.bucket,

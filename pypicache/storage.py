@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
+import logging
 import os
 import tempfile
 import threading
@@ -13,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from .digests import checked_sha256, is_sha256
 from .errors import HashMismatch, SettingsError
 from .settings import BOTO3_MISSING
 
@@ -20,6 +23,8 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from .settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 class BlobReader(Protocol):
@@ -131,6 +136,17 @@ def make_store(settings: Settings) -> BlobStore:
     )
 
 
+def refused(sha256: str, action: str) -> None:
+    """Log that the store was asked to ``action`` a blob name that is no digest (never done)."""
+    log.error("blob store: refused to %s %r: not a sha256 hex digest", action, sha256[:100])
+
+
+def not_stored(sha256: str) -> FileNotFoundError:
+    """What ``open`` raises for a name that is no digest: such a blob is never stored."""
+    refused(sha256, "open")
+    return FileNotFoundError(errno.ENOENT, "not a sha256 hex digest", sha256[:100])
+
+
 class InUse:
     """The blobs this process is sending, so retention never deletes one under a reader.
 
@@ -170,13 +186,20 @@ class LocalBlobStore:
         self._in_use = InUse()
 
     def path(self, sha256: str) -> Path:
+        """Where blob ``sha256`` lives; InvalidDigest unless it is a digest, so never elsewhere."""
+        checked_sha256(sha256)
         return self.root / sha256[:2] / sha256[2:4] / sha256
 
     def exists(self, sha256: str) -> bool:
+        if not is_sha256(sha256):
+            refused(sha256, "look up")
+            return False
         return self.path(sha256).is_file()
 
     def open(self, sha256: str) -> BlobReader:
         """Open a stored blob; FileNotFoundError if it is not (or no longer) stored."""
+        if not is_sha256(sha256):
+            raise not_stored(sha256)
         with self._in_use.lock:
             raw = io.FileIO(self.path(sha256), "r")
             self._in_use.add(sha256)
@@ -191,10 +214,16 @@ class LocalBlobStore:
         return LocalBlobWriter(self)
 
     def delete(self, sha256: str) -> None:
+        if not is_sha256(sha256):
+            refused(sha256, "delete")
+            return
         self.path(sha256).unlink(missing_ok=True)
 
     def delete_unless_in_use(self, sha256: str) -> bool:
         """Delete the blob unless it is being served; True when it is gone."""
+        if not is_sha256(sha256):
+            refused(sha256, "delete")
+            return True  # no blob has that name
         with self._in_use.lock:
             if self._in_use.busy(sha256):
                 return False
@@ -202,6 +231,9 @@ class LocalBlobStore:
             return True
 
     def size(self, sha256: str) -> int | None:
+        if not is_sha256(sha256):
+            refused(sha256, "look up")
+            return None
         try:
             return self.path(sha256).stat().st_size
         except FileNotFoundError:
@@ -235,6 +267,9 @@ class LocalBlobStore:
 
     def set_aside(self, sha256: str, target: Path) -> bool:
         """Move the blob out of the store to ``target``; False when it is not stored."""
+        if not is_sha256(sha256):
+            refused(sha256, "move")
+            return False
         try:
             os.replace(self.path(sha256), target)
         except FileNotFoundError:

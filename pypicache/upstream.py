@@ -6,6 +6,8 @@ import hashlib
 import json
 import logging
 import re
+import threading
+import unicodedata
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -19,12 +21,21 @@ from urllib.request import url2pathname
 
 import requests
 import urllib3
-from packaging.utils import canonicalize_name, parse_sdist_filename, parse_wheel_filename
+from packaging.utils import (
+    InvalidSdistFilename,
+    InvalidWheelFilename,
+    canonicalize_name,
+    parse_sdist_filename,
+    parse_wheel_filename,
+)
 from pypi_simple import DistributionPackage, Link, ProjectPage
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from .errors import ProjectNotFound, UpstreamTimeout, UpstreamUnavailable
+from .digests import is_sha256
+from .errors import InvalidName, ProjectNotFound, UpstreamTimeout, UpstreamUnavailable
+from .models import FILENAME_LENGTH, NAME_LENGTH
+from .names import normalize_project
 
 if TYPE_CHECKING:
     from .metrics import Metrics
@@ -90,8 +101,9 @@ class ProjectSerials:
 
     _OBJECT = re.compile(rb"\{[^{}]*\}")
 
-    def __init__(self, response: requests.Response) -> None:
+    def __init__(self, response: requests.Response, metrics: Metrics | None = None) -> None:
         self._response = response
+        self._metrics = metrics
         self.etag: str | None = response.headers.get("ETag")
         self.serial = parse_serial(response.headers.get("X-PyPI-Last-Serial"))
 
@@ -118,7 +130,11 @@ class ProjectSerials:
         if not isinstance(serial, int):
             return
         if "name" in data:
-            yield canonicalize_name(str(data["name"])), serial
+            name = data["name"]
+            if valid_project_name(name):
+                yield canonicalize_name(name), serial
+            else:
+                _reject("name", "/simple/", name, "not a valid project name", self._metrics)
         elif "api-version" in data:  # the meta object
             self.serial = max(self.serial or 0, serial)
 
@@ -241,7 +257,7 @@ class UpstreamClient:
             except InvalidPage as exc:
                 self._error("page", "invalid")
                 raise InvalidPage(f"{url}: {exc}") from exc
-            return _page(name, page, serial, response.headers.get("ETag"))
+            return _page(name, page, serial, response.headers.get("ETag"), metrics=self.metrics)
 
     def _page_body(self, response: requests.Response, max_bytes: int) -> bytes:
         """The decompressed body, refused once it grows past ``max_bytes``."""
@@ -273,16 +289,19 @@ class UpstreamClient:
         index = directory / "index.html"
         if index.is_file():
             page = ProjectPage.from_html(name, index.read_bytes(), base_url=index.as_uri())
-            return _page(name, page, None, None, local=True)
-        files = tuple(
+            return _page(name, page, None, None, local=True, metrics=self.metrics)
+        entries = (
             _file(
                 DistributionPackage.from_link(Link(p.name, p.as_uri(), {}), name),
+                name,
                 size=p.stat().st_size,
                 sha256=_sha256_file(p),
+                metrics=self.metrics,
             )
             for p in sorted(directory.iterdir())
             if p.is_file() and p.name.endswith(DIST_SUFFIXES)
         )
+        files = tuple(f for f in entries if f is not None)
         return UpstreamPage(name, files, _versions(files, None), None, None, None, None)
 
     # -- the project list ------------------------------------------------------------------
@@ -291,7 +310,7 @@ class UpstreamClient:
         """The upstream's ``/simple/`` list, parsed while it streams (PyPI's is huge)."""
         if self.is_local:
             names = (p.name for p in _subdirs(_local_path(self.base_url)))
-            return ProjectList(names, None, None)
+            return ProjectList(_valid_names(names, self.metrics), None, None)
         headers = {"Accept": "text/html"}
         if etag:
             headers["If-None-Match"] = etag
@@ -303,7 +322,8 @@ class UpstreamClient:
         if response.status_code != 200:
             response.close()
             raise UpstreamUnavailable(f"upstream answered {response.status_code} for its list")
-        return ProjectList(_anchor_texts(response), response.headers.get("ETag"), serial)
+        names = _valid_names(_anchor_texts(response), self.metrics)
+        return ProjectList(names, response.headers.get("ETag"), serial)
 
     def project_serials(self, etag: str | None = None) -> ProjectSerials | NotModified:
         """The PEP 691 JSON project list's ``_last-serial`` per project, streamed.
@@ -326,7 +346,7 @@ class UpstreamClient:
             raise UpstreamUnavailable(
                 f"upstream project list has no serials ({response.status_code} {content_type})"
             )
-        return ProjectSerials(response)
+        return ProjectSerials(response, self.metrics)
 
     # -- files -----------------------------------------------------------------------------
 
@@ -517,15 +537,108 @@ def _anchor_texts(response: requests.Response) -> Iterator[str]:
             raise UpstreamUnavailable(f"upstream list broke off: {exc}") from exc
 
 
+def _valid_names(names: Iterator[str], metrics: Metrics | None) -> Iterator[str]:
+    """The names of a project list that are project names at all; the others left out."""
+    for name in names:
+        if valid_project_name(name):
+            yield name
+        else:
+            _reject("name", "/simple/", name, "not a valid project name", metrics)
+
+
+def valid_project_name(name: object) -> bool:
+    """Whether an upstream's project name is a valid one (the name-format spec), in length."""
+    if not isinstance(name, str) or len(name) > NAME_LENGTH:
+        return False
+    try:
+        normalize_project(name)
+    except InvalidName:
+        return False
+    return True
+
+
+# Invalid entries already logged by this process: each once, and at most this many.
+_LOG_ONCE_LIMIT = 10_000
+_logged: set[tuple[str, str]] = set()
+_logged_lock = threading.Lock()
+
+
+def _reject(reason: str, project: str, entry: object, why: str, metrics: Metrics | None) -> None:
+    """Count an upstream entry left out; log it the first time this process meets it."""
+    if metrics is not None:
+        metrics.upstream_invalid_entries.labels(reason).inc()
+    key = (project, repr(entry)[:200])
+    with _logged_lock:
+        if key in _logged or len(_logged) > _LOG_ONCE_LIMIT:
+            return
+        _logged.add(key)
+        full = len(_logged) > _LOG_ONCE_LIMIT
+    log.warning("upstream %s: left out %s: %s", project, key[1], why)
+    if full:
+        log.warning("upstream: more invalid entries are counted, no longer logged")
+
+
+# Sdists and eggs whose names only the project prefix can check (legacy versions).
+_LEGACY_SUFFIXES = (".tar.gz", ".zip", ".tar.bz2", ".tgz", ".egg")
+
+
+def filename_problem(filename: object, project: str) -> str | None:
+    """Why ``filename`` is not a wheel or sdist of ``project`` (None: it is one).
+
+    Names that are paths (``/``, ``\\``, ``..``), hold control characters or
+    belong to another project never reach the database, a URL or a log line.
+    """
+    if not isinstance(filename, str) or not filename:
+        return "an empty file name"
+    if len(filename) > FILENAME_LENGTH:
+        return "a file name too long"
+    if "/" in filename or "\\" in filename or ".." in filename:
+        return "a file name that is a path"
+    if any(unicodedata.category(c).startswith("C") for c in filename):
+        return "a file name with control characters"
+    project = canonicalize_name(project)
+    if filename.endswith(".whl"):
+        try:
+            name = parse_wheel_filename(filename)[0]
+        except InvalidWheelFilename:
+            return "not a valid wheel file name"
+        return None if name == project else f"a wheel of {name}, not {project}"
+    if filename.endswith((".tar.gz", ".zip")):
+        try:
+            if parse_sdist_filename(filename)[0] == project:
+                return None
+        except InvalidSdistFilename:
+            pass  # perhaps a legacy version: the name must still be the project's
+    suffix = next((s for s in _LEGACY_SUFFIXES if filename.endswith(s)), None)
+    if suffix is None:
+        return "neither a wheel nor an sdist"
+    stem = filename.removesuffix(suffix)
+    for i, char in enumerate(stem):
+        if char == "-" and stem[i + 1 :] and canonicalize_name(stem[:i]) == project:
+            return None
+    return f"not a distribution of {project}"
+
+
 def _page(
-    name: str, page: ProjectPage, serial: int | None, etag: str | None, local: bool = False
+    name: str,
+    page: ProjectPage,
+    serial: int | None,
+    etag: str | None,
+    local: bool = False,
+    metrics: Metrics | None = None,
 ) -> UpstreamPage:
     if serial is None:
         serial = parse_serial(page.last_serial)
-    files = tuple(
-        _file(pkg, size=_local_size(pkg.url) if local and pkg.size is None else pkg.size)
+    entries = (
+        _file(
+            pkg,
+            name,
+            size=_local_size(pkg.url) if local and pkg.size is None else pkg.size,
+            metrics=metrics,
+        )
         for pkg in page.packages
     )
+    files = tuple(f for f in entries if f is not None)
     status = page.status.value if page.status is not None else None
     return UpstreamPage(
         name, files, _versions(files, page.versions), serial, etag, status, page.status_reason
@@ -533,25 +646,46 @@ def _page(
 
 
 def _file(
-    pkg: DistributionPackage, *, size: int | None = None, sha256: str | None = None
-) -> UpstreamFile:
+    pkg: DistributionPackage,
+    project: str,
+    *,
+    size: int | None = None,
+    sha256: str | None = None,
+    metrics: Metrics | None = None,
+) -> UpstreamFile | None:
+    """The page entry as we keep it, or None (logged, counted) when it is not valid.
+
+    A digest names a blob, so one from outside is taken only as 64 lower-case
+    hex characters; a file name must be a distribution of the page's project.
+    """
+    problem = filename_problem(pkg.filename, project)
+    if problem is not None:
+        _reject("filename", project, pkg.filename, problem, metrics)
+        return None
+    if sha256 is None:
+        sha256 = pkg.digests.get("sha256")
+    metadata_sha256 = (pkg.metadata_digests or {}).get("sha256")
+    for digest, what in ((sha256, "sha256"), (metadata_sha256, "core-metadata sha256")):
+        if digest is not None and not is_sha256(digest):
+            why = f"its {what} {digest!r:.100} is not 64 lower-case hex characters"
+            _reject("digest", project, pkg.filename, why, metrics)
+            return None
     upload_time = pkg.upload_time
     if upload_time is not None:
         upload_time = upload_time.astimezone(UTC).replace(tzinfo=None)
-    metadata_digests = pkg.metadata_digests or {}
     url = pkg.url.split("#", 1)[0]
     return UpstreamFile(
         filename=pkg.filename,
         url=url,
         version=pkg.version,
-        sha256=(sha256 or pkg.digests.get("sha256") or "").lower() or None,
+        sha256=sha256,
         size=size if size is not None else pkg.size,
         requires_python=pkg.requires_python or None,
         yanked=bool(pkg.is_yanked),
         yanked_reason=pkg.yanked_reason or None,
         upload_time=upload_time,
         has_metadata=bool(pkg.has_metadata),
-        metadata_sha256=(metadata_digests.get("sha256") or "").lower() or None,
+        metadata_sha256=metadata_sha256,
     )
 
 
