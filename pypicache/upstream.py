@@ -34,7 +34,7 @@ from urllib3.util.retry import Retry
 
 from .digests import is_sha256
 from .errors import InvalidName, ProjectNotFound, UpstreamTimeout, UpstreamUnavailable
-from .models import FILENAME_LENGTH, NAME_LENGTH
+from .models import FILENAME_LENGTH, NAME_LENGTH, VERSION_LENGTH
 from .names import normalize_project
 
 if TYPE_CHECKING:
@@ -641,7 +641,13 @@ def _page(
     files = tuple(f for f in entries if f is not None)
     status = page.status.value if page.status is not None else None
     return UpstreamPage(
-        name, files, _versions(files, page.versions), serial, etag, status, page.status_reason
+        name,
+        files,
+        _versions(files, page.versions),
+        serial,
+        etag,
+        status,
+        upstream_text(page.status_reason),
     )
 
 
@@ -677,20 +683,49 @@ def _file(
     return UpstreamFile(
         filename=pkg.filename,
         url=url,
-        version=pkg.version,
+        version=_version(pkg.version),
         sha256=sha256,
-        size=size if size is not None else pkg.size,
-        requires_python=pkg.requires_python or None,
+        size=_size(size if size is not None else pkg.size),
+        requires_python=upstream_text(pkg.requires_python),
         yanked=bool(pkg.is_yanked),
-        yanked_reason=pkg.yanked_reason or None,
+        yanked_reason=upstream_text(pkg.yanked_reason),
         upload_time=upload_time,
         has_metadata=bool(pkg.has_metadata),
         metadata_sha256=metadata_sha256,
     )
 
 
+# Free text from the upstream (yank reasons, requires-python) kept at most this long.
+TEXT_LIMIT = 10_000
+
+
+def upstream_text(value: object, limit: int = TEXT_LIMIT) -> str | None:
+    """Upstream free text as we may store and show it: a string, no surrogates (which no
+    database encoding takes) nor control characters, and bounded (None when empty)."""
+    if not isinstance(value, str) or not value:
+        return None
+    cleaned = "".join(
+        "\ufffd" if unicodedata.category(c) in ("Cs", "Cc") and c not in "\t" else c
+        for c in value[:limit]
+    )
+    return cleaned or None
+
+
+def _version(value: object) -> str | None:
+    """A version we can store: text without control characters that fits its column."""
+    text = upstream_text(value, VERSION_LENGTH + 1)
+    return text if text is not None and len(text) <= VERSION_LENGTH and text == value else None
+
+
+def _size(value: object) -> int | None:
+    """A size we can announce as Content-Length: a non-negative integer of sane magnitude."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**53:
+        return None
+    return value
+
+
 def _versions(files: tuple[UpstreamFile, ...], listed: list[str] | None) -> tuple[str, ...]:
-    versions = set(listed or ())
+    versions = {v for v in map(_version, listed or ()) if v is not None}
     versions.update(f.version for f in files if f.version)
     return tuple(versions)
 

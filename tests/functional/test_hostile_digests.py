@@ -231,3 +231,20 @@ def test_the_upstream_serial_list_keeps_only_valid_names(hostile: HostileUpstrea
         assert serials.serial == 9
     finally:
         client.close()
+
+
+def test_text_no_database_can_hold_is_cleaned_not_a_500(make_index: IndexFactory, hostile):
+    dist = make_wheel("surrogate", "1.0")
+    bad = {"yanked": "\ud800 pulled", "requires-python": ">=3\udfff"}
+    hostile.json_page(
+        "surrogate", [entry(hostile, dist, dist.sha256, **bad)], meta={"_last-serial": 3}
+    )
+    index = make_index(hostile.simple_url)
+    for _ in range(2):  # the miss that stores it, and the hit that reads it back
+        response = requests.get(
+            index.simple_url + "surrogate/", headers={"Accept": JSON_TYPE}, timeout=10
+        )
+        assert response.status_code == 200
+        (listed,) = response.json()["files"]
+        assert listed["yanked"] == "\ufffd pulled"
+        assert listed["requires-python"] == ">=3\ufffd"

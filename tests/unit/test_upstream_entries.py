@@ -16,7 +16,13 @@ from pypi_simple import DistributionPackage, ProjectPage
 
 from pypicache.digests import InvalidDigest, checked_sha256, is_sha256
 from pypicache.storage import LocalBlobStore
-from pypicache.upstream import _page, filename_problem, valid_project_name
+from pypicache.upstream import (
+    TEXT_LIMIT,
+    _page,
+    filename_problem,
+    upstream_text,
+    valid_project_name,
+)
 
 HEX = re.compile(r"[0-9a-f]{64}")
 digests = st.text(alphabet="0123456789abcdef", min_size=64, max_size=64)
@@ -236,3 +242,45 @@ def test_the_object_store_builds_no_key_from_a_non_digest(object_store, text: st
     assert store.delete_unless_in_use(text)
     assert not store.set_aside(text, store.tmp / "aside")
     assert store.download_url(text, "demo-1.0.tar.gz") is None
+
+
+# -- free text -------------------------------------------------------------------------------
+
+
+@given(st.one_of(st.text(), st.text(alphabet="\ud800\udfff\x00\x1b<>\"'&", max_size=50)))
+@example("\ud800")
+@example("a" * (TEXT_LIMIT + 5))
+def test_upstream_text_is_storable_and_bounded(value: str):
+    cleaned = upstream_text(value)
+    if cleaned is None:
+        assert value == ""
+        return
+    assert len(cleaned) <= TEXT_LIMIT
+    cleaned.encode("utf-8")  # no lone surrogate: every database and page can hold it
+    assert not any(unicodedata.category(c) == "Cc" and c != "\t" for c in cleaned)
+
+
+def test_a_page_with_surrogates_and_huge_values_keeps_its_files_storable():
+    sha256 = "a" * 64
+    page = ProjectPage.from_json_data(
+        {
+            "meta": {"api-version": "1.1"},
+            "name": "demo",
+            "files": [
+                {
+                    "filename": "demo-1.0.tar.gz",
+                    "url": "demo-1.0.tar.gz",
+                    "hashes": {"sha256": sha256},
+                    "yanked": "\ud800 bad\x00reason",
+                    "requires-python": ">=3\udfff",
+                    "size": -5,
+                }
+            ],
+        },
+        "https://upstream.invalid/simple/demo/",
+    )
+    (entry,) = _page("demo", page, None, None).files
+    assert entry.yanked
+    assert entry.yanked_reason == "\ufffd bad\ufffdreason"
+    assert entry.requires_python == ">=3\ufffd"
+    assert entry.size is None
