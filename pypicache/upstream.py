@@ -24,7 +24,7 @@ from urllib3.util.retry import Retry
 
 from .errors import ProjectNotFound, UpstreamTimeout, UpstreamUnavailable
 from .guardedhttp import GuardedAdapter
-from .urlpolicy import IPNetwork, URLPolicy, URLRefused
+from .urlpolicy import IPNetwork, URLPolicy, URLRefused, redirect_target
 
 if TYPE_CHECKING:
     from .metrics import Metrics
@@ -328,7 +328,12 @@ class UpstreamClient:
             if response.is_redirect:
                 target = self.session.get_redirect_target(response) or ""
                 response.close()
-                url = urljoin(response.url, target).split("#", 1)[0]
+                try:
+                    url = redirect_target(response.url, target)
+                except URLRefused as exc:
+                    self._error(kind, "refused")
+                    log.warning("%s", exc)
+                    raise
                 continue
             if response.status_code != 200:
                 response.close()

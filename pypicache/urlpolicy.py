@@ -14,7 +14,7 @@ import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import SplitResult, unquote, urljoin, urlsplit
 from urllib.request import url2pathname
 
 from .errors import UpstreamUnavailable
@@ -109,12 +109,27 @@ def origin(scheme: str, host: str, port: int | None) -> Origin:
 
 
 def url_origin(url: str) -> Origin:
-    parts = urlsplit(url)
+    parts = _split(url)
     try:
         port = parts.port
     except ValueError:
-        raise URLRefused(f"bad port in {url!r}") from None
+        raise URLRefused(f"{url!r}: bad port") from None
     return origin(parts.scheme, parts.hostname or "", port)
+
+
+def redirect_target(url: str, location: str) -> str:
+    """Where a redirect from ``url`` leads (fragment dropped); refused if it is no URL."""
+    try:
+        return urljoin(url, location).split("#", 1)[0]
+    except ValueError:
+        raise URLRefused(f"{location!r}: not a URL (a redirect from {url})") from None
+
+
+def _split(url: str) -> SplitResult:
+    try:
+        return urlsplit(url)
+    except ValueError:
+        raise URLRefused(f"{url!r}: not a URL") from None
 
 
 class URLPolicy:
@@ -130,12 +145,12 @@ class URLPolicy:
 
         Addresses are checked later, on the resolved peer (``check_address``).
         """
-        scheme = urlsplit(url).scheme.lower()
+        parts = _split(url)
+        scheme = parts.scheme.lower()
         if scheme == "file":
             return self._local_file(url)
         if scheme not in ("http", "https"):
             raise URLRefused(f"{url!r}: only http(s) URLs are followed")
-        parts = urlsplit(url)
         if not parts.hostname:
             raise URLRefused(f"{url!r}: no host")
         if parts.username or parts.password:
@@ -146,9 +161,12 @@ class URLPolicy:
     def _local_file(self, url: str) -> Path:
         if self._root is None:
             raise URLRefused(f"{url!r}: file:// URLs only from a file:// upstream")
-        if urlsplit(url).netloc not in ("", "localhost"):
+        if _split(url).netloc not in ("", "localhost"):
             raise URLRefused(f"{url!r}: a file URL on another host")
-        path = _local_path(url).resolve()
+        try:
+            path = _local_path(url).resolve()
+        except (OSError, ValueError) as exc:
+            raise URLRefused(f"{url!r}: not a readable path ({exc})") from None
         if not path.is_relative_to(self._root):
             raise URLRefused(f"{url!r}: outside the upstream's directory {self._root}")
         return path
