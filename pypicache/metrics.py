@@ -64,7 +64,8 @@ class Metrics:
         )
         self.upstream_errors = Counter(
             "pypicache_upstream_errors",
-            "Upstream failures, by kind and reason (timeout, connection, status, invalid, hash).",
+            "Upstream failures, by kind and reason "
+            "(timeout, connection, status, invalid, hash, refused, redirects).",
             ["kind", "reason"],
             registry=registry,
         )

@@ -30,6 +30,7 @@ def includeme(config: Configurator) -> None:
             read_timeout=settings.upstream_timeout,
             retries=settings.upstream_retries,
             metrics=metrics,
+            allowed_networks=settings.upstream_allowed_networks,
         )
         if settings.upstream_url
         else None

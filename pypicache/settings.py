@@ -16,6 +16,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from .errors import SettingsError
+from .urlpolicy import IPNetwork, parse_networks
 
 PREFIX = "pypicache."
 FOLLOW_METHODS = ("auto", "xmlrpc", "simple-index", "off")
@@ -41,6 +42,7 @@ DEFAULTS: dict[str, str] = {
     "pypicache.upstream_connect_timeout": "10",
     "pypicache.upstream_timeout": "30",
     "pypicache.upstream_retries": "2",
+    "pypicache.upstream_allowed_networks": "",  # CIDRs file URLs may reach besides public
     "pypicache.migrate_on_start": "true",
     "pypicache.read_auth": "false",
     "pypicache.log_format": "text",
@@ -84,6 +86,8 @@ class Settings:
     upstream_connect_timeout: float
     upstream_timeout: float
     upstream_retries: int
+    # Networks (besides public addresses and the upstream's origin) file URLs may reach.
+    upstream_allowed_networks: tuple[IPNetwork, ...]
     migrate_on_start: bool
     read_auth: bool
     log_format: str
@@ -157,6 +161,7 @@ class Settings:
             upstream_connect_timeout=_seconds(raw, "pypicache.upstream_connect_timeout"),
             upstream_timeout=_seconds(raw, "pypicache.upstream_timeout"),
             upstream_retries=_count(raw, "pypicache.upstream_retries"),
+            upstream_allowed_networks=_networks(raw, "pypicache.upstream_allowed_networks"),
             migrate_on_start=_bool(raw, "pypicache.migrate_on_start"),
             read_auth=_bool(raw, "pypicache.read_auth"),
             log_format=_choice(raw, "pypicache.log_format", ("text", "json")),
@@ -335,6 +340,13 @@ def _count(raw: Mapping[str, str], key: str) -> int:
     if value < 0:
         raise SettingsError(f"{key}: must not be negative, got {raw[key]!r}")
     return value
+
+
+def _networks(raw: Mapping[str, str], key: str) -> tuple[IPNetwork, ...]:
+    try:
+        return parse_networks(raw[key])
+    except ValueError as exc:
+        raise SettingsError(f"{key}: {exc}") from None
 
 
 def _choice(raw: Mapping[str, str], key: str, choices: tuple[str, ...]) -> str:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import Message
+from functools import partial
 from importlib.metadata import version as dist_version
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
@@ -29,13 +30,14 @@ from packaging.utils import (
     parse_wheel_filename,
 )
 from pypi_simple import DistributionPackage, Link, ProjectPage
-from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from .digests import is_sha256
 from .errors import InvalidName, ProjectNotFound, UpstreamTimeout, UpstreamUnavailable
+from .guardedhttp import GuardedAdapter
 from .models import FILENAME_LENGTH, NAME_LENGTH, VERSION_LENGTH
 from .names import normalize_project
+from .urlpolicy import IPNetwork, URLPolicy, URLRefused, redirect_target
 
 if TYPE_CHECKING:
     from .metrics import Metrics
@@ -52,6 +54,7 @@ CHUNK = 64 * 1024
 MAX_PAGE_BYTES = 128 * 1024 * 1024
 DIST_SUFFIXES = (".whl", ".tar.gz", ".zip", ".tar.bz2", ".tgz", ".egg")
 _ANCHOR = re.compile(rb"<a\s[^>]*>([^<]*)</a>", re.IGNORECASE)
+MAX_REDIRECTS = 5  # of one file download, each hop checked by the URL policy
 
 
 @dataclass(frozen=True)
@@ -188,9 +191,12 @@ class UpstreamClient:
         read_timeout: float,
         retries: int,
         metrics: Metrics | None = None,
+        allowed_networks: Iterable[IPNetwork] = (),
     ) -> None:
         self.base_url = base_url
         self.metrics = metrics
+        # Where URLs from the upstream's pages may lead; every connection is checked.
+        self.policy = URLPolicy(base_url, allowed_networks)
         self.timeout = (connect_timeout, read_timeout)
         self.is_local = urlsplit(base_url).scheme == "file"
         self.session = requests.Session()
@@ -206,7 +212,7 @@ class UpstreamClient:
             respect_retry_after_header=False,
             raise_on_status=False,
         )
-        adapter = HTTPAdapter(max_retries=retry, pool_maxsize=32)
+        adapter = GuardedAdapter(self.policy, max_retries=retry, pool_maxsize=32)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
 
@@ -351,30 +357,74 @@ class UpstreamClient:
     # -- files -----------------------------------------------------------------------------
 
     def open(self, url: str) -> UpstreamStream:
-        """Start downloading ``url``; the caller reads the chunks and must close the stream."""
-        if urlsplit(url).scheme == "file":
-            path = _local_path(url)
-            try:
-                handle: BinaryIO = path.open("rb")
-            except OSError as exc:
-                raise UpstreamUnavailable(f"cannot read {path}: {exc}") from exc
-            chunks = iter(lambda: handle.read(CHUNK), b"")
-            return UpstreamStream(path.stat().st_size, chunks, handle.close)
+        """Start downloading ``url``; the caller reads the chunks and must close the stream.
+
+        The URL comes from a page, so the URL policy decides where it may lead. Redirects
+        are followed here, at most MAX_REDIRECTS, each hop checked like the first URL.
+        """
         kind = "metadata" if url.endswith(".metadata") else "file"
-        response = self._get(url, kind=kind, headers={"Accept-Encoding": "identity"}, stream=True)
-        if response.status_code != 200:
-            response.close()
-            raise UpstreamUnavailable(f"upstream answered {response.status_code} for {url}")
-        length = response.headers.get("Content-Length")
-        size = int(length) if length and length.isdigit() else None
-        return UpstreamStream(size, self._file_chunks(response, kind), response.close)
+        for _hop in range(MAX_REDIRECTS + 1):
+            try:
+                path = self.policy.check_url(url)
+            except URLRefused as exc:
+                self._error(kind, "refused")
+                log.warning("%s", exc)
+                raise
+            if path is not None:
+                try:
+                    handle: BinaryIO = path.open("rb")
+                except OSError as exc:
+                    raise UpstreamUnavailable(f"cannot read {path}: {exc}") from exc
+                chunks = iter(partial(handle.read, CHUNK), b"")
+                return UpstreamStream(path.stat().st_size, chunks, handle.close)
+            response = self._get(
+                url,
+                kind=kind,
+                headers={"Accept-Encoding": "identity"},
+                stream=True,
+                allow_redirects=False,
+            )
+            if response.is_redirect:
+                target = self.session.get_redirect_target(response) or ""
+                response.close()
+                try:
+                    url = redirect_target(response.url, target)
+                except URLRefused as exc:
+                    self._error(kind, "refused")
+                    log.warning("%s", exc)
+                    raise
+                continue
+            if response.status_code != 200:
+                response.close()
+                raise UpstreamUnavailable(f"upstream answered {response.status_code} for {url}")
+            length = response.headers.get("Content-Length")
+            size = int(length) if length and length.isdigit() else None
+            return UpstreamStream(size, self._file_chunks(response, kind), response.close)
+        self._error(kind, "redirects")
+        raise UpstreamUnavailable(f"more than {MAX_REDIRECTS} redirects, the last to {url}")
 
     def _get(
-        self, url: str, *, kind: str, headers: dict[str, str], stream: bool = False
+        self,
+        url: str,
+        *,
+        kind: str,
+        headers: dict[str, str],
+        stream: bool = False,
+        allow_redirects: bool = True,
     ) -> requests.Response:
         self._count(kind)
         try:
-            response = self.session.get(url, headers=headers, timeout=self.timeout, stream=stream)
+            response = self.session.get(
+                url,
+                headers=headers,
+                timeout=self.timeout,
+                stream=stream,
+                allow_redirects=allow_redirects,
+            )
+        except URLRefused as exc:  # the guarded connection would not connect to the address
+            self._error(kind, "refused")
+            log.warning("%s", exc)
+            raise
         except requests.Timeout as exc:
             self._error(kind, "timeout")
             raise UpstreamTimeout(f"upstream timed out: {url}") from exc
