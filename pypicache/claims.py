@@ -8,13 +8,16 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DatabaseError, DataError, IntegrityError, ProgrammingError
 from sqlalchemy.orm import Session, sessionmaker
 
+from .errors import DatabaseUnavailable
 from .models import FillClaim
 
 log = logging.getLogger(__name__)
@@ -24,6 +27,26 @@ CLAIM_LEASE = 10.0
 # Seconds between looks at another process's claim: a read by primary key, cheap enough
 # that a waiter learns within a few milliseconds that the download or page is done.
 WAIT_POLL = 0.02
+
+
+# Errors that say the query or the data is wrong, not that the database is unwell.
+_NOT_AN_OUTAGE = (IntegrityError, ProgrammingError, DataError)
+
+
+@contextmanager
+def database_guard(doing: str) -> Iterator[None]:
+    """Turn the database refusing work (locked, full, read-only, gone) into DatabaseUnavailable.
+
+    Loops that wait on the database end on it instead of asking again at once:
+    SQLite answers a read-only or full database instantly, and a retry would spin.
+    """
+    try:
+        yield
+    except DatabaseError as exc:
+        if isinstance(exc, _NOT_AN_OUTAGE):
+            raise
+        reason = str(exc.orig if exc.orig is not None else exc).splitlines()[0][:200]
+        raise DatabaseUnavailable(f"{doing}: {reason}") from exc
 
 
 def _insert(db: Session) -> postgresql.Insert | sqlite.Insert:
@@ -57,26 +80,23 @@ class FillClaims:
         self._thread: threading.Thread | None = None
 
     def try_claim(self, key: str) -> bool:
-        """Claim ``key`` for this process; False while a live claim of another process has it."""
+        """Claim ``key`` for this process; False while a live claim of another process has it.
+
+        DatabaseUnavailable when the database refuses the write (SQLite's "database
+        is locked" comes only after its busy timeout, so asking again would not help).
+        """
         now = _utcnow()
-        try:
-            with self._factory.begin() as db:
-                db.execute(
-                    delete(FillClaim).where(FillClaim.key == key, FillClaim.expires_at < now)
-                )
-                # ON CONFLICT DO NOTHING rather than a failed INSERT: PostgreSQL logs every
-                # failed one as an ERROR, and waiters ask several times a second.
-                claimed = db.scalar(
-                    _insert(db)
-                    .values(key=key, owner=self.owner, expires_at=self._expiry())
-                    .on_conflict_do_nothing(index_elements=[FillClaim.key])
-                    .returning(FillClaim.key)
-                )
-            if claimed is None:
-                return False
-        except OperationalError:
-            # SQLite's "database is locked" after its busy timeout: treat as taken, ask again.
-            log.warning("could not claim %s: database busy", key, exc_info=True)
+        with database_guard(f"claiming {key}"), self._factory.begin() as db:
+            db.execute(delete(FillClaim).where(FillClaim.key == key, FillClaim.expires_at < now))
+            # ON CONFLICT DO NOTHING rather than a failed INSERT: PostgreSQL logs every
+            # failed one as an ERROR, and waiters ask several times a second.
+            claimed = db.scalar(
+                _insert(db)
+                .values(key=key, owner=self.owner, expires_at=self._expiry())
+                .on_conflict_do_nothing(index_elements=[FillClaim.key])
+                .returning(FillClaim.key)
+            )
+        if claimed is None:
             return False
         with self._lock:
             self._held.add(key)
@@ -87,16 +107,16 @@ class FillClaims:
         with self._lock:
             self._held.discard(key)
         try:
-            with self._factory.begin() as db:
+            with database_guard(f"releasing {key}"), self._factory.begin() as db:
                 db.execute(
                     delete(FillClaim).where(FillClaim.key == key, FillClaim.owner == self.owner)
                 )
-        except OperationalError:
-            log.warning("could not release the claim on %s; it lapses", key, exc_info=True)
+        except DatabaseUnavailable as exc:
+            log.warning("could not release the claim; it lapses: %s", exc)
 
     def held_elsewhere(self, key: str) -> bool:
         """Whether another process holds a live claim on ``key``."""
-        with self._factory() as db:
+        with database_guard(f"reading the claim on {key}"), self._factory() as db:
             row = db.execute(
                 select(FillClaim.owner, FillClaim.expires_at).where(FillClaim.key == key)
             ).first()
@@ -120,20 +140,30 @@ class FillClaims:
             self._thread.start()
 
     def _renew_loop(self) -> None:
+        failing = False  # logged when renewing starts failing and when it works again
         while not self._stop.wait(self.lease / 4):
             with self._lock:
                 held = bool(self._held)
             if not held:
                 continue
             try:
-                with self._factory.begin() as db:
+                with database_guard("renewing fill claims"), self._factory.begin() as db:
                     db.execute(
                         update(FillClaim)
                         .where(FillClaim.owner == self.owner)
                         .values(expires_at=self._expiry())
                     )
+            except DatabaseUnavailable as exc:
+                if not failing:
+                    log.error("%s; retrying every %.1f s", exc, self.lease / 4)
+                failing = True
+                continue
             except Exception:
                 log.exception("renewing fill claims failed; retrying")
+                continue
+            if failing:
+                log.info("renewing fill claims works again")
+            failing = False
 
     def stop(self) -> None:
         """Stop renewing; claims still held lapse (their fills were stopped first)."""

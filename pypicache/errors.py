@@ -57,3 +57,11 @@ class Forbidden(PypicacheError):
 
 class StorageUnavailable(PypicacheError):
     """The blob store failed (object store unreachable, a write that did not verify)."""
+
+
+class StorageFull(StorageUnavailable):
+    """The blob store's disk or quota is full (ENOSPC, EDQUOT, EFBIG); nothing was stored."""
+
+
+class DatabaseUnavailable(PypicacheError):
+    """The database refused a read or write (locked, full, read-only, gone); retry later."""

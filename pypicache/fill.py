@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import logging
-import math
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from .claims import FillClaims
+from .claims import WAIT_POLL, FillClaims, database_guard
 from .errors import HashMismatch, PypicacheError, UpstreamTimeout, UpstreamUnavailable
 from .storage import BlobReader, BlobStore, BlobWriter
 from .upstream import CHUNK, UpstreamStream
 
 log = logging.getLogger(__name__)
+
+# Seconds a fill waits for another process's download of the same file before giving up:
+# that process renews its claim while it downloads, so only a download this slow (or a
+# claim that keeps changing hands) is given up on.
+CLAIM_WAIT_LIMIT = 3600.0
 
 
 class FillStopped(PypicacheError):
@@ -70,7 +75,9 @@ class Fill:
 
     def run(self) -> None:
         try:
-            if not self._claim():
+            with database_guard(f"claiming the download of {self.key}"):
+                claimed = self._claim()
+            if not claimed:
                 return
             try:
                 with self._open_upstream() as stream:
@@ -84,7 +91,13 @@ class Fill:
             self._fail(UpstreamUnavailable(f"download of {self.key} failed: {exc}"))
 
     def _claim(self) -> bool:
-        """Claim the download; False when another process stored the blob meanwhile."""
+        """Claim the download; False when another process stored the blob meanwhile.
+
+        Bounded: DatabaseUnavailable ends it at once, and past ``CLAIM_WAIT_LIMIT``
+        it gives up; a round that found the claim gone but could not take it
+        pauses before the next, so a claim changing hands never makes it spin.
+        """
+        deadline = time.monotonic() + CLAIM_WAIT_LIMIT
         while True:
             if self._claims.try_claim(self.key):
                 # Looked again after claiming: the previous holder may have just finished.
@@ -99,8 +112,14 @@ class Fill:
                 self._adopt(*stored)
                 return False
             # Another process downloads it: wait for its claim to end (stored, or failed).
-            if not self._claims.wait_while_held(self.key, math.inf, self._stop):
-                raise FillStopped(f"{self.key}: server stopping")
+            if not self._claims.wait_while_held(self.key, deadline, self._stop) or self._stop.wait(
+                WAIT_POLL
+            ):
+                if self._stop.is_set():
+                    raise FillStopped(f"{self.key}: server stopping")
+                raise UpstreamTimeout(
+                    f"{self.key}: another process has been downloading it for too long"
+                )
 
     def _adopt(self, sha256: str, size: int) -> None:
         """Finish with the blob another process stored."""

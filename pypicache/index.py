@@ -16,7 +16,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
-from .claims import FillClaims
+from .claims import FillClaims, database_guard
 from .db import get_tm_session
 from .errors import FileNotFound, ProjectNotFound, UpstreamUnavailable
 from .fill import Fill, FillRegistry
@@ -183,12 +183,19 @@ class IndexService:
         return len(rows)
 
     def _load(self, name: str, *, force: bool = False) -> tuple[CachedPage, str]:
+        """The page from the database, or fetched; bounded even when the database fails.
+
+        DatabaseUnavailable as soon as the database refuses a read or a claim,
+        and past the wait deadline this process fetches the page itself.
+        """
+        deadline = time.monotonic() + self._wait_timeout
         while True:
-            stored = self._from_database(name, force)
+            with database_guard(f"reading the page of {name}"):
+                stored = self._from_database(name, force)
             if isinstance(stored, CachedPage):
                 return stored, "hit"
             # Forced refreshes are an admin's; they never wait for another process.
-            if force or self._claim_page(name):
+            if force or time.monotonic() > deadline or self._claim_page(name, deadline):
                 break
         try:
             return self._fetch(name, *stored)
@@ -219,15 +226,15 @@ class IndexService:
             fallback = self._snapshot(project) if project is not None else None
         return etag, fallback
 
-    def _claim_page(self, name: str) -> bool:
+    def _claim_page(self, name: str, deadline: float) -> bool:
         """Claim fetching the page; False when another process fetched it meanwhile.
 
         Hosts missing the same page at once (a fleet's first install) ask the
         upstream once: the others wait for the claim to end, then read the page
-        the winner stored.  Past the deadline a waiter asks the upstream itself.
+        the winner stored.  Past ``deadline`` (monotonic) a waiter asks the
+        upstream itself; a database that refuses the claim ends it at once.
         """
         key = PAGE_CLAIM + name
-        deadline = time.monotonic() + self._wait_timeout
         waited = False
         while True:
             if self.claims.try_claim(key):
@@ -243,9 +250,11 @@ class IndexService:
                 return True
             if self._checked_recently(name):
                 return False
+            if time.monotonic() > deadline:
+                return True
 
     def _checked_recently(self, name: str) -> bool:
-        with self._unit_of_work() as db:
+        with database_guard(f"reading the page of {name}"), self._unit_of_work() as db:
             checked = db.scalar(select(Project.checked_at).where(Project.name == name))
         return checked is not None and (utcnow() - checked).total_seconds() < self.settings.page_ttl
 

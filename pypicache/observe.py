@@ -14,8 +14,13 @@ from waitress.buffers import ReadOnlyFileBasedBuffer
 from .metrics import Metrics
 
 access_log = logging.getLogger("pypicache.access")
+log = logging.getLogger(__name__)
 
 CACHE_KEY = "pypicache.cache"  # environ key: "hit", "miss" or "stale", set where it is known
+# The status recorded for a response whose body failed after its status was chosen: waitress
+# answers 500 when nothing was sent yet, and otherwise cuts the connection (the client sees
+# a short download).  Either way the client did not get what the status said.
+FAILED_STATUS = "500"
 Finish = Callable[[int], None]
 BATCH_INTERVAL = 0.2
 
@@ -151,7 +156,19 @@ class Observer:
         if isinstance(body, list):
             finish(sum(map(len, body)))
             return body
-        return _counted(body, finish)
+
+        def failed(sent: int, exc: Exception) -> None:
+            log.error(
+                "%s %s failed after %s and %d bytes: %s",
+                environ["REQUEST_METHOD"],
+                environ.get("PATH_INFO", ""),
+                status[0][:3],
+                sent,
+                exc,
+            )
+            status[0] = FAILED_STATUS
+
+        return _counted(body, finish, failed)
 
     def _record(self, environ: dict[str, Any], status: str, sent: int, seconds: float) -> None:
         method = environ["REQUEST_METHOD"]
@@ -175,13 +192,21 @@ class Observer:
             self.access_log.put(entry)
 
 
-def _counted(body: Iterable[bytes], finish: Finish) -> Iterator[bytes]:
-    """Streamed responses (cache fills) end when the last chunk went out, or the client left."""
+def _counted(
+    body: Iterable[bytes], finish: Finish, failed: Callable[[int, Exception], None]
+) -> Iterator[bytes]:
+    """Streamed responses (cache fills) end when the last chunk went out, or the client left.
+
+    A body that raises is recorded as FAILED_STATUS, not as the status it began with.
+    """
     sent = 0
     try:
         for chunk in body:
             sent += len(chunk)
             yield chunk
+    except Exception as exc:
+        failed(sent, exc)
+        raise
     finally:
         close = getattr(body, "close", None)
         if close is not None:

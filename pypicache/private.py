@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -183,21 +183,32 @@ class PrivatePackages:
         return False
 
     def _store_blobs(self, upload: ValidUpload, content: BinaryIO) -> set[str]:
-        stored = set()
-        writer = self.store.writer()
+        """Store the file and its metadata; on any failure neither is left (507 when full)."""
+        stored: set[str] = set()
         try:
             content.seek(0)
-            for chunk in iter(lambda: content.read(1024 * 1024), b""):
+            stored.add(
+                self._store_blob(iter(lambda: content.read(1024 * 1024), b""), upload.sha256)
+            )
+            if upload.metadata is not None:
+                stored.add(self._store_blob([upload.metadata], upload.metadata_sha256))
+        except BaseException:
+            try:
+                self.index.drop_blobs(stored)  # nothing refers to them yet, unless stored before
+            except Exception:
+                log.exception("could not drop the blobs of the failed upload %s", upload.filename)
+            raise
+        return stored
+
+    def _store_blob(self, chunks: Iterable[bytes], sha256: str | None) -> str:
+        writer = self.store.writer()
+        try:
+            for chunk in chunks:
                 writer.write(chunk)
-            stored.add(writer.commit(upload.sha256))
+            return writer.commit(sha256)
         except BaseException:
             writer.abort()
             raise
-        if upload.metadata is not None:
-            writer = self.store.writer()
-            writer.write(upload.metadata)
-            stored.add(writer.commit(upload.metadata_sha256))
-        return stored
 
     def _record_upload(
         self, db: Session, upload: ValidUpload, who: Identity, *, upstream_has: bool

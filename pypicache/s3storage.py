@@ -430,10 +430,11 @@ class S3BlobWriter(TempFileWriter):
         """Store the blob if it hashes to ``expected_sha256`` (when given); return its sha256.
 
         Returns only once the bucket holds the object, verified; otherwise
-        HashMismatch (nothing uploaded) or StorageUnavailable.
+        HashMismatch (nothing uploaded) or StorageUnavailable.  The temp file is
+        read back first, so a write the local disk cut short is never uploaded.
         """
         digest = self.checked_digest(expected_sha256)
-        self._file.close()
+        self.seal(digest)
         try:
             self._store.publish(self.temp_path, digest, self.size)
         finally:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from .digests import checked_sha256, is_sha256
-from .errors import HashMismatch, SettingsError
+from .errors import HashMismatch, SettingsError, StorageFull, StorageUnavailable
 from .settings import BOTO3_MISSING
 
 if TYPE_CHECKING:
@@ -307,15 +307,49 @@ class _InUseHandle(_FileReader):
                 release()
 
 
+# The errors of a full disk or quota, and of a file grown past what the filesystem allows.
+FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+# How much of a temp file is read at a time when it is hashed again before publishing.
+VERIFY_CHUNK = 1024 * 1024
+
+
+def storage_error(exc: OSError, doing: str) -> StorageUnavailable:
+    """The domain error for an OSError of the blob store: StorageFull when space ran out."""
+    reason = exc.strerror or str(exc)
+    if exc.errno in FULL_ERRNOS:
+        return StorageFull(f"insufficient storage: {doing}: {reason}")
+    return StorageUnavailable(f"blob store failed: {doing}: {reason}")
+
+
+def write_all(file: io.RawIOBase, chunk: bytes | memoryview) -> None:
+    """Write every byte of ``chunk`` to an unbuffered file, however short each write is.
+
+    A raw write may take only part of the chunk (a nearly full disk, a
+    signal); the rest is written again until all is written.  A write that
+    takes nothing means the disk is full; OSErrors are the caller's.
+    """
+    view = memoryview(chunk).cast("B")
+    while view:
+        written = file.write(view)
+        if not written:  # 0 (or None: would block) is no progress at all
+            raise OSError(errno.ENOSPC, "a write stored no bytes")
+        view = view[written:]
+
+
 class TempFileWriter:
     """A blob being written to a temp file in ``tmp``, hashed as it grows.
 
     Readers may tail ``temp_path`` while it grows; a backend's ``commit``
-    publishes the file once ``checked_digest`` has accepted it.
+    publishes the file once ``checked_digest`` has accepted it and ``seal``
+    has read it back from the disk.  Every failure of the filesystem is a
+    StorageUnavailable (StorageFull when space ran out), with the temp file gone.
     """
 
     def __init__(self, tmp: Path) -> None:
-        fd, name = tempfile.mkstemp(dir=tmp, prefix="fill-", suffix=".part")
+        try:
+            fd, name = tempfile.mkstemp(dir=tmp, prefix="fill-", suffix=".part")
+        except OSError as exc:
+            raise storage_error(exc, f"creating a temp file in {tmp}") from None
         # Unbuffered, so readers tailing the temp file see every byte we count.
         self._file = os.fdopen(fd, "wb", buffering=0)
         self.temp_path = Path(name)
@@ -323,7 +357,11 @@ class TempFileWriter:
         self._hash = hashlib.sha256()
 
     def write(self, chunk: bytes) -> None:
-        self._file.write(chunk)
+        try:
+            write_all(self._file, chunk)
+        except OSError as exc:
+            self.abort()
+            raise storage_error(exc, f"writing {self.temp_path.name}") from None
         self._hash.update(chunk)
         self.size += len(chunk)
 
@@ -335,9 +373,37 @@ class TempFileWriter:
             raise HashMismatch(f"expected sha256 {expected_sha256}, got {digest}")
         return digest
 
-    def abort(self) -> None:
-        if not self._file.closed:
+    def seal(self, digest: str) -> None:
+        """Flush the temp file to the disk, close it, and check it holds what was hashed.
+
+        The bytes are read back and hashed again, so a write the filesystem
+        lost or cut short is never published under the hash of what was sent.
+        """
+        try:
+            os.fsync(self._file.fileno())
             self._file.close()
+            on_disk = hashlib.sha256()
+            size = 0
+            with self.temp_path.open("rb") as handle:
+                for block in iter(lambda: handle.read(VERIFY_CHUNK), b""):
+                    on_disk.update(block)
+                    size += len(block)
+        except OSError as exc:
+            self.abort()
+            raise storage_error(exc, f"flushing {self.temp_path.name}") from None
+        if size != self.size or on_disk.hexdigest() != digest:
+            self.abort()
+            raise StorageUnavailable(
+                f"blob store failed: {self.temp_path.name} holds {size} bytes with sha256 "
+                f"{on_disk.hexdigest()} after writing {self.size} bytes with sha256 {digest}"
+            )
+
+    def abort(self) -> None:
+        try:
+            if not self._file.closed:
+                self._file.close()
+        except OSError:
+            pass  # unbuffered: nothing is lost that was not lost already
         self.temp_path.unlink(missing_ok=True)
 
 
@@ -347,16 +413,28 @@ class LocalBlobWriter(TempFileWriter):
         self._store = store
 
     def commit(self, expected_sha256: str | None) -> str:
-        """Publish the blob if it hashes to ``expected_sha256`` (when given); return its sha256."""
+        """Publish the blob if it hashes to ``expected_sha256`` (when given); return its sha256.
+
+        Published only once it is on the disk and read back whole; otherwise
+        HashMismatch or StorageUnavailable (StorageFull) and nothing published.
+        """
         digest = self.checked_digest(expected_sha256)
-        os.fsync(self._file.fileno())
-        self._file.close()
+        self.seal(digest)
         final = self._store.path(digest)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(self.temp_path, final)
-        dir_fd = os.open(final.parent, os.O_RDONLY)
         try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(self.temp_path, final)
+        except OSError as exc:
+            self.abort()
+            raise storage_error(exc, f"publishing blob {digest}") from None
+        try:
+            dir_fd = os.open(final.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except OSError as exc:
+            # The blob holds the right bytes (and may be an older identical one another
+            # file refers to, so it stays), but its rename may not survive a crash.
+            raise storage_error(exc, f"flushing the directory of blob {digest}") from None
         return digest

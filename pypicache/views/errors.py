@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 
 from pyramid.httpexceptions import HTTPMovedPermanently, HTTPNotFound
 from pyramid.request import Request
 from pyramid.response import Response
 from pyramid.view import exception_view_config, forbidden_view_config, notfound_view_config
+from sqlalchemy.exc import OperationalError
 
 from ..errors import (
+    DatabaseUnavailable,
     FileNotFound,
     Forbidden,
     HashMismatch,
     InvalidName,
     ProjectNotFound,
     RateLimited,
+    StorageFull,
     StorageUnavailable,
     UpstreamTimeout,
     UpstreamUnavailable,
@@ -25,6 +30,35 @@ from ..security import REALM
 from .upload import answer
 
 log = logging.getLogger(__name__)
+
+# Seconds between two log lines about the same kind of outage: a full disk or a locked
+# database fails every request, and a line per request would fill the log (and the disk).
+OUTAGE_LOG_INTERVAL = 30.0
+
+
+class Throttled:
+    """Logs the first failure, then at most one line per interval saying how many followed."""
+
+    def __init__(self, interval: float = OUTAGE_LOG_INTERVAL) -> None:
+        self.interval = interval
+        self._lock = threading.Lock()
+        self._next = 0.0
+        self._suppressed = 0
+
+    def error(self, message: str, *args: object) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if now < self._next:
+                self._suppressed += 1
+                return
+            suppressed, self._suppressed, self._next = self._suppressed, 0, now + self.interval
+        if suppressed:
+            message += f" ({suppressed} more since the last report)"
+        log.error(message, *args)
+
+
+_database_log = Throttled()
+_storage_log = Throttled()
 
 
 def _text(status: int, message: str) -> Response:
@@ -101,8 +135,34 @@ def stopping(exc: FillStopped, request: Request) -> Response:
 
 @exception_view_config(StorageUnavailable)
 def storage_unavailable(exc: StorageUnavailable, request: Request) -> Response:
-    log.error("blob store failed: %s", exc)
+    _storage_log.error("blob store failed: %s", exc)
     response = answer(503, f"503 Service Unavailable: {exc}")  # twine shows the reason phrase
     response.cache_control = "no-store"
     response.headers["Retry-After"] = "10"
     return response
+
+
+@exception_view_config(StorageFull)
+def storage_full(exc: StorageFull, request: Request) -> Response:
+    _storage_log.error("blob store full, nothing stored: %s", exc)
+    response = answer(507, f"507 Insufficient Storage: {exc}")  # twine shows the reason phrase
+    response.cache_control = "no-store"
+    return response
+
+
+@exception_view_config(DatabaseUnavailable)
+@exception_view_config(OperationalError)
+def database_unavailable(exc: Exception, request: Request) -> Response:
+    """Locked, full, read-only or gone: the same answer wherever the request met it."""
+    reason = str(exc) if isinstance(exc, DatabaseUnavailable) else _first_line(exc)
+    _database_log.error("database unavailable: %s", reason)
+    response = answer(503, f"503 Service Unavailable: database unavailable: {reason}")
+    response.cache_control = "no-store"
+    response.headers["Retry-After"] = "10"
+    return response
+
+
+def _first_line(exc: Exception) -> str:
+    """The driver's message, without SQLAlchemy's statement and parameters (no data leaks)."""
+    orig = getattr(exc, "orig", None)
+    return str(orig if orig is not None else exc).splitlines()[0][:200]
