@@ -105,6 +105,13 @@ def project_not_found(exc: ProjectNotFound, request: Request) -> Response:
     return _text(404, f"404 Not Found: no project named {exc}")
 
 
+@exception_view_config(UnicodeDecodeError)
+def not_utf8(exc: UnicodeDecodeError, request: Request) -> Response:
+    """WebOb decodes query strings and forms lazily, so bytes that are not UTF-8 surface
+    as this error wherever a view first reads ``request.params``: the client's mistake."""
+    return _text(400, "400 Bad Request: the query string or form is not UTF-8")
+
+
 @exception_view_config(InvalidName)
 @exception_view_config(FileNotFound)
 def file_not_found(exc: Exception, request: Request) -> Response:

@@ -242,3 +242,15 @@ def test_the_login_form_is_limited_per_user_and_says_so(site):
     assert 0 < int(limited.headers["Retry-After"]) <= WINDOW_SECONDS
     assert "Too many failed logins" in limited.text
     assert admin_status(index, browser.cookies.get_dict()) == 303, "not logged in"
+
+
+# -- what an admin's browser may be sent to ------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/admin/projects/?q=%ff", "/admin/audit/?action=%fe%ff"])
+def test_a_query_string_that_is_not_utf8_is_a_400_on_admin_pages(site, path):
+    index, _db = site
+    browser = log_in(index, "root", PASSWORD)
+    answer = browser.get(index.url + path, allow_redirects=False, timeout=10)
+    assert answer.status_code == 400, answer.text
+    assert "UTF-8" in answer.text
