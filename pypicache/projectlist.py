@@ -131,9 +131,13 @@ class ProjectList:
         return final, f'"{etag}"'
 
     def _merged(self) -> Iterator[tuple[str, str]]:
-        """(normalized name, display name) of every valid project name, ours after theirs."""
+        """(normalized name, display name) of every valid project name, ours after theirs.
+
+        The upstream's names were checked when ``_name_lines`` wrote them; the
+        database's are checked here.
+        """
         local = dict(_valid(self._local_names()))
-        for name, display in _valid(self._upstream_names()):
+        for name, display in self._upstream_names():
             local.pop(name, None)
             yield name, display
         yield from sorted(local.items())
