@@ -225,9 +225,14 @@ def test_a_killed_process_download_is_taken_over(
     fetches = upstream.count("GET", upstream.file(wheel.filename).path)
     assert fetches == 2, "host-b fetched it again after host-a died"
     engine = create_engine(shared_database)
-    try:
+
+    def claims() -> list:
         with engine.connect() as connection:
-            assert connection.execute(select(FillClaim.key)).all() == [], "no claim left"
+            return list(connection.execute(select(FillClaim.key)).all())
+
+    try:
+        # The survivor releases its claim just after the last byte went out: wait for it.
+        assert wait_until(lambda: claims() == [], timeout=5), "no claim left"
     finally:
         engine.dispose()
 
