@@ -16,8 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pypicache import db
-from pypicache.accounts import TOKEN_PREFIX, TOKEN_USERNAME, Accounts, prepare_decoy
-from pypicache.ratelimit import LoginLimiter
+from pypicache.auth.accounts import TOKEN_PREFIX, TOKEN_USERNAME, Accounts, prepare_decoy
+from pypicache.auth.ratelimit import LoginLimiter
 
 PASSWORD = "correct horse battery"  # noqa: S105 - a made-up user's, for the benchmark
 ADDRESS = "192.0.2.1"

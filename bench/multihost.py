@@ -173,7 +173,7 @@ def s3_supported() -> str | None:
     """None when the pypicache the hosts import takes s3:// storage; else why not."""
     probe = (
         "from pypicache.settings import DEFAULTS\n"
-        "import pypicache.s3storage, boto3\n"
+        "import pypicache.storage.s3, boto3\n"
         "assert 'pypicache.storage' in DEFAULTS, 'no pypicache.storage setting'\n"
     )
     try:

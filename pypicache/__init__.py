@@ -10,9 +10,10 @@ warnings.filterwarnings("ignore", message="pkg_resources is deprecated", categor
 
 from pyramid.config import Configurator  # noqa: E402
 
-from . import db, logs  # noqa: E402
-from .settings import Settings  # noqa: E402
-from .wsgi import PypicacheApp  # noqa: E402
+from pypicache import db  # noqa: E402
+from pypicache.ops import logs  # noqa: E402
+from pypicache.settings import Settings  # noqa: E402
+from pypicache.web.wsgi import PypicacheApp  # noqa: E402
 
 
 def main(global_config: dict[str, Any] | None = None, **ini_settings: str) -> PypicacheApp:
@@ -37,12 +38,13 @@ def make_app(settings: Settings) -> PypicacheApp:
         config.include(".services")
         # Basic auth (passwords, API tokens), the admin page's session and CSRF checks, and
         # the read/upload/admin permissions.
-        config.include(".security")
-        config.include(".routes")
+        config.include(".web.security")
+        config.include(".web.routes")
         # The admin web page's templates (Jinja2) and what they format with.
-        config.include(".views.admin")
+        config.include(".admin")
         # Views, and the exception views that turn domain errors into HTTP.
-        config.scan(".views")
+        config.scan(".web.views")
+        config.scan(".admin")
         wsgi_app = config.make_wsgi_app()
         registry = config.registry
     follower = registry["follower"]

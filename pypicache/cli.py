@@ -19,18 +19,18 @@ from pyramid.paster import get_appsettings, setup_logging
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from . import db
-from .accounts import Accounts
-from .bundle import Bundle, ImportReport, import_bundle, plan_export, write_bundle
-from .errors import PypicacheError, SettingsError
-from .index import IndexService
-from .private import PrivatePackages
-from .progress import Progress, format_bytes
-from .retention import Eviction, Retention
-from .settings import Settings
-from .storage import BlobStore, make_store
-from .verify import Finding, Kind, Verifier
-from .warm import Target, WarmReport, pip_timeout, warm
+from pypicache import db
+from pypicache.auth.accounts import Accounts
+from pypicache.cache.index import IndexService
+from pypicache.cache.retention import Eviction, Retention
+from pypicache.errors import PypicacheError, SettingsError
+from pypicache.ops.bundle import Bundle, ImportReport, import_bundle, plan_export, write_bundle
+from pypicache.ops.progress import Progress, format_bytes
+from pypicache.ops.verify import Finding, Kind, Verifier
+from pypicache.ops.warm import Target, WarmReport, pip_timeout, warm
+from pypicache.private.packages import PrivatePackages
+from pypicache.settings import Settings
+from pypicache.storage.local import BlobStore, make_store
 
 DEFAULT_PORT = 6543
 LOG_FORMAT = "%(asctime)s %(levelname)-5.5s [%(name)s][%(threadName)s] %(message)s"
@@ -192,7 +192,7 @@ def _exit_on_signal(signum: int, frame: object) -> None:
 def _serve(args: argparse.Namespace) -> int:
     from waitress.server import create_server
 
-    from . import make_app  # the web stack only for the one command that serves
+    from pypicache import make_app  # the web stack only for the one command that serves
 
     if not args.config:
         logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
@@ -442,7 +442,9 @@ def _index_url(args: argparse.Namespace, settings: Settings) -> Iterator[str]:
     if args.index_url:
         yield args.index_url
         return
-    from .inprocess import local_index  # the web stack only for the commands that serve
+    from pypicache.ops.inprocess import (
+        local_index,  # the web stack only for the commands that serve
+    )
 
     with local_index(settings) as url:
         yield url

@@ -16,8 +16,8 @@ from pyramid.request import Request
 from sqlalchemy import URL, Engine, create_engine, event, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from .errors import SettingsError
-from .settings import DATABASE_KEY, Settings
+from pypicache.errors import SettingsError
+from pypicache.settings import DATABASE_KEY, Settings
 
 
 def get_engine(database_url: str) -> Engine:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from .errors import PypicacheError
+from pypicache.errors import PypicacheError
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 

@@ -5,17 +5,17 @@ from __future__ import annotations
 from pyramid.config import Configurator
 from pyramid.request import Request
 
-from .changelog import XmlRpcChangelog
-from .follower import Follower
-from .history import History
-from .index import IndexService
-from .metrics import Metrics
-from .private import PrivatePackages
-from .reports import Reports
-from .retention import Evictor, Retention, UsageLog
-from .settings import Settings
-from .storage import make_store
-from .upstream import UpstreamClient
+from pypicache.cache.index import IndexService
+from pypicache.cache.retention import Evictor, Retention, UsageLog
+from pypicache.follower.changelog import XmlRpcChangelog
+from pypicache.follower.follower import Follower
+from pypicache.ops.history import History
+from pypicache.ops.metrics import Metrics
+from pypicache.ops.reports import Reports
+from pypicache.private.packages import PrivatePackages
+from pypicache.settings import Settings
+from pypicache.storage.local import make_store
+from pypicache.upstream.client import UpstreamClient
 
 
 def includeme(config: Configurator) -> None:

@@ -15,8 +15,8 @@ from pypi_simple import PYPI_SIMPLE_ENDPOINT
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from .errors import SettingsError
-from .urlpolicy import IPNetwork, parse_networks
+from pypicache.errors import SettingsError
+from pypicache.upstream.urlpolicy import IPNetwork, parse_networks
 
 PREFIX = "pypicache."
 FOLLOW_METHODS = ("auto", "xmlrpc", "simple-index", "off")

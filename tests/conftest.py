@@ -11,7 +11,7 @@ import pytest
 
 from pypicache import make_app
 from pypicache.settings import Settings
-from pypicache.wsgi import PypicacheApp
+from pypicache.web.wsgi import PypicacheApp
 from tests.support.databases import (
     DATABASE_ENV,
     POSTGRESQL_URL_ENV,

@@ -15,8 +15,8 @@ import transaction
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 from sqlalchemy import insert, select
 
+from pypicache.cache.index import utcnow
 from pypicache.db import get_tm_session
-from pypicache.index import utcnow
 from pypicache.models import Alarm, ApiToken, AuditEntry, Project
 from tests.conftest import IndexFactory, RunningIndex
 from tests.functional.test_follower import caught_up, follow_settings

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 import pytest
 import requests
 
-from pypicache.ratelimit import FAILURES_PER_ADDRESS, FAILURES_PER_USER, WINDOW_SECONDS
+from pypicache.auth.ratelimit import FAILURES_PER_ADDRESS, FAILURES_PER_USER, WINDOW_SECONDS
 from tests.conftest import IndexFactory, RunningIndex
 from tests.functional.test_private import JSON, Db, upload_url
 from tests.support.cli import run_pypicache

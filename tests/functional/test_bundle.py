@@ -15,7 +15,7 @@ import requests
 import transaction
 from sqlalchemy import select
 
-from pypicache.accounts import Accounts
+from pypicache.auth.accounts import Accounts
 from pypicache.db import get_engine, get_session_factory, get_tm_session
 from pypicache.models import AuditEntry, File, Project
 from tests.conftest import IndexFactory, RunningIndex

@@ -13,7 +13,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from pypicache.upstream import UpstreamClient
+from pypicache.upstream.client import UpstreamClient
 from tests.conftest import IndexFactory, RunningIndex
 from tests.support.cachestate import blob_path, download
 from tests.support.clients import make_venv, pip_install

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from sqlalchemy import event, make_url
 
 from pypicache.errors import StorageFull, StorageUnavailable
-from pypicache.storage import LocalBlobStore, storage_error, write_all
+from pypicache.storage.local import LocalBlobStore, storage_error, write_all
 from tests.conftest import IndexFactory
 from tests.support.cachestate import IndexDb, blobs, upload_as_new_user
 from tests.support.dists import make_wheel

@@ -17,7 +17,7 @@ from sqlalchemy import select
 from pypicache.db import get_engine, get_session_factory, get_tm_session
 from pypicache.errors import UpstreamUnavailable
 from pypicache.models import Alarm
-from pypicache.views.simple import STALE_CACHE_CONTROL
+from pypicache.web.views.simple import STALE_CACHE_CONTROL
 from tests.conftest import IndexFactory, RunningIndex
 from tests.support.cachestate import blob_path, download
 from tests.support.dists import Dist, make_wheel

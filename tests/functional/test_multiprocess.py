@@ -19,7 +19,7 @@ import requests
 from sqlalchemy import create_engine, select
 
 from pypicache import db
-from pypicache.accounts import Accounts
+from pypicache.auth.accounts import Accounts
 from pypicache.models import FillClaim
 from tests.functional.test_install import installed
 from tests.support.clients import make_venv, pip_install, uv_pip_install

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from pypicache import verify
-from pypicache.storage import make_store
+from pypicache.ops import verify
+from pypicache.storage.local import make_store
 from tests.conftest import IndexFactory, RunningIndex
 from tests.support.cachestate import IndexDb, download, pypicache, upload_as_new_user
 from tests.support.cli import run_pypicache

@@ -9,8 +9,8 @@ from datetime import datetime, timedelta
 import pytest
 from sqlalchemy import Engine, text
 
+from pypicache.cache.retention import UsageLog
 from pypicache.db import get_engine, get_session_factory
-from pypicache.retention import UsageLog
 from tests.support.waiting import wait_until
 
 SHA_A, SHA_B = "a" * 64, "b" * 64

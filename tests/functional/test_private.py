@@ -12,7 +12,7 @@ import requests
 import transaction
 from sqlalchemy import func, select
 
-from pypicache.accounts import Accounts
+from pypicache.auth.accounts import Accounts
 from pypicache.db import get_engine, get_session_factory, get_tm_session
 from pypicache.models import Alarm, AuditEntry, File
 from tests.conftest import IndexFactory, RunningIndex

@@ -16,12 +16,12 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, event, text
 
+from pypicache.cache.index import IndexService
+from pypicache.cache.retention import Retention
 from pypicache.db import get_engine, get_session_factory
-from pypicache.index import IndexService
-from pypicache.reports import Reports
-from pypicache.retention import Retention
+from pypicache.ops.reports import Reports
 from pypicache.settings import Settings
-from pypicache.storage import LocalBlobStore
+from pypicache.storage.local import LocalBlobStore
 
 PROJECTS = 20_000
 

@@ -11,9 +11,9 @@ from collections.abc import Callable, Iterator
 import pytest
 import requests
 
-from pypicache.claims import FillClaims
-from pypicache.retention import ROUND_CLAIM, Retention
-from pypicache.storage import BlobStore
+from pypicache.cache.claims import FillClaims
+from pypicache.cache.retention import ROUND_CLAIM, Retention
+from pypicache.storage.local import BlobStore
 from tests.conftest import IndexFactory, RunningIndex
 from tests.support.cachestate import IndexDb, blob_path, blobs, download, pypicache
 from tests.support.dists import Dist, make_large_wheel, make_wheel

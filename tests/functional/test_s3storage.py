@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from pypicache.errors import HashMismatch, StorageUnavailable
-from pypicache.s3storage import S3BlobStore
+from pypicache.storage.s3 import S3BlobStore
 from tests.support.dists import make_wheel
 from tests.support.seaweedfs import S3Storage
 

@@ -12,7 +12,7 @@ import requests
 import transaction
 from sqlalchemy import select
 
-from pypicache.accounts import Accounts
+from pypicache.auth.accounts import Accounts
 from pypicache.db import get_engine, get_session_factory, get_tm_session
 from pypicache.models import File
 from pypicache.settings import Settings

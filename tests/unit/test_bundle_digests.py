@@ -9,7 +9,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from pypicache.bundle import BundleError, Manifest
+from pypicache.ops.bundle import BundleError, Manifest
 from tests.unit.test_bundle_manifest import sample
 
 HEX = re.compile(r"[0-9a-f]{64}")

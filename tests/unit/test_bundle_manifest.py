@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from pypicache.bundle import BundleError, BundleFile, BundleProject, Manifest
+from pypicache.ops.bundle import BundleError, BundleFile, BundleProject, Manifest
 
 WHEEL_SHA = "a" * 64
 METADATA_SHA = "b" * 64

@@ -7,7 +7,7 @@ from xml.etree import ElementTree
 
 import pytest
 
-from pypicache.charts import Series, grid_step, line_chart, per_minute
+from pypicache.admin.charts import Series, grid_step, line_chart, per_minute
 
 START = datetime(2026, 1, 1, 12, 0)
 SVG = "{http://www.w3.org/2000/svg}"

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pypicache.httputil import ByteRange, Unsatisfiable, etag_matches, parse_range
+from pypicache.web.httputil import ByteRange, Unsatisfiable, etag_matches, parse_range
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from pypicache.inprocess import USER, OneTimePassword
+from pypicache.ops.inprocess import USER, OneTimePassword
 
 
 def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:

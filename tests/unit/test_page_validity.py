@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from packaging.utils import canonicalize_name
 
-from pypicache.upstream import (
+from pypicache.upstream.client import (
     CHUNK,
     InvalidPage,
     UpstreamFile,

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pypicache.pagecache import PageCache, entry_size
-from pypicache.rendering import PageData, RenderedPage, render
+from pypicache.cache.pagecache import PageCache, entry_size
+from pypicache.cache.rendering import PageData, RenderedPage, render
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,8 @@ import io
 
 import pytest
 
-from pypicache import progress
-from pypicache.progress import Progress, format_bytes
+from pypicache.ops import progress
+from pypicache.ops.progress import Progress, format_bytes
 
 
 class Terminal(io.StringIO):

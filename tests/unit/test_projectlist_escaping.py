@@ -10,7 +10,7 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pypicache.projectlist import ProjectList, _name_lines
+from pypicache.cache.projectlist import ProjectList, _name_lines
 
 VALID = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])\Z", re.IGNORECASE)
 NAMES = st.one_of(

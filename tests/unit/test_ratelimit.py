@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from pypicache.auth.ratelimit import LoginLimiter, address_key_of
 from pypicache.errors import RateLimited
-from pypicache.ratelimit import LoginLimiter, address_key_of
 
 
 class Clock:

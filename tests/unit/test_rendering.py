@@ -8,7 +8,7 @@ from urllib.parse import quote, unquote, urlsplit
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pypicache.rendering import FileRecord, PageData, render
+from pypicache.cache.rendering import FileRecord, PageData, render
 
 
 def record(filename: str, **changes) -> FileRecord:

@@ -14,8 +14,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from pypicache import db
 from pypicache.models import AppSecret
-from pypicache.security import SECRET_FILE, basic_credentials, session_secret
 from pypicache.settings import Settings
+from pypicache.web.security import SECRET_FILE, basic_credentials, session_secret
 
 
 def settings(data_dir: Path, **ini: str) -> Settings:

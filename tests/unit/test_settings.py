@@ -9,7 +9,7 @@ from pypi_simple import PYPI_SIMPLE_ENDPOINT
 from pypicache import cli
 from pypicache.errors import SettingsError
 from pypicache.settings import BOTO3_MISSING, Settings, env_name
-from pypicache.storage import LocalBlobStore, make_store
+from pypicache.storage.local import LocalBlobStore, make_store
 
 
 def test_defaults_are_pypi_sqlite_and_a_local_data_dir():
@@ -146,7 +146,7 @@ def test_s3_storage_without_boto3_names_the_extra_to_install(monkeypatch, tmp_pa
     ini = {"pypicache.storage": "s3://some-bucket/blobs", "pypicache.data_dir": str(tmp_path)}
     settings = Settings.from_mapping(ini, environ={})  # while boto3 is there
     monkeypatch.setitem(sys.modules, "boto3", None)
-    monkeypatch.delitem(sys.modules, "pypicache.s3storage", raising=False)
+    monkeypatch.delitem(sys.modules, "pypicache.storage.s3", raising=False)
     with pytest.raises(SettingsError) as parsing:
         Settings.from_mapping(ini, environ={})
     assert str(parsing.value) == BOTO3_MISSING

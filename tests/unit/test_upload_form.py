@@ -7,8 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pyramid.request import Request
 
-from pypicache.distfiles import UploadRejected
-from pypicache.views.upload import MAX_FIELDS, close_file_parts, read_form
+from pypicache.private.distfiles import UploadRejected
+from pypicache.web.views.upload import MAX_FIELDS, close_file_parts, read_form
 
 
 def _request(content_type: str, body: bytes) -> Request:

@@ -15,8 +15,8 @@ from packaging.utils import canonicalize_name
 from pypi_simple import DistributionPackage, ProjectPage
 
 from pypicache.digests import InvalidDigest, checked_sha256, is_sha256
-from pypicache.storage import LocalBlobStore
-from pypicache.upstream import (
+from pypicache.storage.local import LocalBlobStore
+from pypicache.upstream.client import (
     TEXT_LIMIT,
     _page,
     filename_problem,
@@ -216,7 +216,7 @@ def test_a_project_name_is_valid_exactly_when_the_spec_says(name: str):
 @pytest.fixture(scope="module")
 def object_store(tmp_path_factory: pytest.TempPathFactory) -> object:
     """An S3 store whose endpoint nothing listens on: any request it sent would fail."""
-    s3storage = pytest.importorskip("pypicache.s3storage")
+    s3storage = pytest.importorskip("pypicache.storage.s3")
     return s3storage.S3BlobStore(
         "bucket",
         "prefix",

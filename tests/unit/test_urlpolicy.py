@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from pypicache.errors import SettingsError
 from pypicache.settings import Settings
-from pypicache.urlpolicy import (
+from pypicache.upstream.urlpolicy import (
     URLPolicy,
     URLRefused,
     is_forbidden,

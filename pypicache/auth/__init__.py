@@ -1,0 +1,1 @@
+"""Users, API tokens and passwords, and the limits on guessing them."""

@@ -1,0 +1,174 @@
+"""Claims: which process of the deployment fetches a missing file or page, held by a lease."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DatabaseError, DataError, IntegrityError, ProgrammingError
+from sqlalchemy.orm import Session, sessionmaker
+
+from pypicache.errors import DatabaseUnavailable
+from pypicache.models import FillClaim
+
+log = logging.getLogger(__name__)
+
+# A claim not renewed for this long belongs to a dead process; another one takes over.
+CLAIM_LEASE = 10.0
+# Seconds between looks at another process's claim: a read by primary key, cheap enough
+# that a waiter learns within a few milliseconds that the download or page is done.
+WAIT_POLL = 0.02
+
+
+# Errors that say the query or the data is wrong, not that the database is unwell.
+_NOT_AN_OUTAGE = (IntegrityError, ProgrammingError, DataError)
+
+
+@contextmanager
+def database_guard(doing: str) -> Iterator[None]:
+    """Turn the database refusing work (locked, full, read-only, gone) into DatabaseUnavailable.
+
+    Loops that wait on the database end on it instead of asking again at once:
+    SQLite answers a read-only or full database instantly, and a retry would spin.
+    """
+    try:
+        yield
+    except DatabaseError as exc:
+        if isinstance(exc, _NOT_AN_OUTAGE):
+            raise
+        reason = str(exc.orig if exc.orig is not None else exc).splitlines()[0][:200]
+        raise DatabaseUnavailable(f"{doing}: {reason}") from exc
+
+
+def _insert(db: Session) -> postgresql.Insert | sqlite.Insert:
+    """An INSERT that can be told to do nothing on a conflict, in the database's dialect."""
+    dialect = postgresql if db.get_bind().dialect.name == "postgresql" else sqlite
+    return dialect.insert(FillClaim)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class FillClaims:
+    """Claims on downloads, shared through the database by every process.
+
+    A process claims a file before it asks the upstream for it; a process that
+    finds the file claimed waits for the blob to appear in the shared store
+    instead of fetching it too.  A thread renews this process's claims, so a
+    slow upstream never makes a live claim lapse and a killed process's claims
+    lapse within ``lease`` seconds.  Clocks of the hosts should agree to well
+    within the lease (NTP does).
+    """
+
+    def __init__(self, session_factory: sessionmaker[Session], lease: float = CLAIM_LEASE) -> None:
+        self._factory = session_factory
+        self.lease = lease
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._lock = threading.Lock()
+        self._held: set[str] = set()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def try_claim(self, key: str) -> bool:
+        """Claim ``key`` for this process; False while a live claim of another process has it.
+
+        DatabaseUnavailable when the database refuses the write (SQLite's "database
+        is locked" comes only after its busy timeout, so asking again would not help).
+        """
+        now = _utcnow()
+        with database_guard(f"claiming {key}"), self._factory.begin() as db:
+            db.execute(delete(FillClaim).where(FillClaim.key == key, FillClaim.expires_at < now))
+            # ON CONFLICT DO NOTHING rather than a failed INSERT: PostgreSQL logs every
+            # failed one as an ERROR, and waiters ask several times a second.
+            claimed = db.scalar(
+                _insert(db)
+                .values(key=key, owner=self.owner, expires_at=self._expiry())
+                .on_conflict_do_nothing(index_elements=[FillClaim.key])
+                .returning(FillClaim.key)
+            )
+        if claimed is None:
+            return False
+        with self._lock:
+            self._held.add(key)
+            self._start_renewing()
+        return True
+
+    def release(self, key: str) -> None:
+        with self._lock:
+            self._held.discard(key)
+        try:
+            with database_guard(f"releasing {key}"), self._factory.begin() as db:
+                db.execute(
+                    delete(FillClaim).where(FillClaim.key == key, FillClaim.owner == self.owner)
+                )
+        except DatabaseUnavailable as exc:
+            log.warning("could not release the claim; it lapses: %s", exc)
+
+    def held_elsewhere(self, key: str) -> bool:
+        """Whether another process holds a live claim on ``key``."""
+        with database_guard(f"reading the claim on {key}"), self._factory() as db:
+            row = db.execute(
+                select(FillClaim.owner, FillClaim.expires_at).where(FillClaim.key == key)
+            ).first()
+        return row is not None and row.owner != self.owner and row.expires_at >= _utcnow()
+
+    def wait_while_held(self, key: str, deadline: float, stop: threading.Event) -> bool:
+        """Wait until no other process holds ``key``; False at ``deadline`` (monotonic) or stop."""
+        while self.held_elsewhere(key):
+            if time.monotonic() > deadline or stop.wait(WAIT_POLL):
+                return False
+        return True
+
+    def _expiry(self) -> datetime:
+        return _utcnow() + timedelta(seconds=self.lease)
+
+    def _start_renewing(self) -> None:
+        if self._thread is None and not self._stop.is_set():
+            self._thread = threading.Thread(
+                target=self._renew_loop, name="fill-claims", daemon=True
+            )
+            self._thread.start()
+
+    def _renew_loop(self) -> None:
+        failing = False  # logged when renewing starts failing and when it works again
+        while not self._stop.wait(self.lease / 4):
+            with self._lock:
+                held = bool(self._held)
+            if not held:
+                continue
+            try:
+                with database_guard("renewing fill claims"), self._factory.begin() as db:
+                    db.execute(
+                        update(FillClaim)
+                        .where(FillClaim.owner == self.owner)
+                        .values(expires_at=self._expiry())
+                    )
+            except DatabaseUnavailable as exc:
+                if not failing:
+                    log.error("%s; retrying every %.1f s", exc, self.lease / 4)
+                failing = True
+                continue
+            except Exception:
+                log.exception("renewing fill claims failed; retrying")
+                continue
+            if failing:
+                log.info("renewing fill claims works again")
+            failing = False
+
+    def stop(self) -> None:
+        """Stop renewing; claims still held lapse (their fills were stopped first)."""
+        self._stop.set()
+        with self._lock:
+            thread = self._thread
+        if thread is not None:
+            thread.join(10)

@@ -1,0 +1,310 @@
+"""Cache fills: one upstream download per missing blob, read by every request waiting for it."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from pypicache.cache.claims import WAIT_POLL, FillClaims, database_guard
+from pypicache.errors import HashMismatch, PypicacheError, UpstreamTimeout, UpstreamUnavailable
+from pypicache.storage.local import BlobReader, BlobStore, BlobWriter
+from pypicache.upstream.client import CHUNK, UpstreamStream
+
+log = logging.getLogger(__name__)
+
+# Seconds a fill waits for another process's download of the same file before giving up:
+# that process renews its claim while it downloads, so only a download this slow (or a
+# claim that keeps changing hands) is given up on.
+CLAIM_WAIT_LIMIT = 3600.0
+
+
+class FillStopped(PypicacheError):
+    """The server is shutting down; the partial download was discarded."""
+
+
+class Fill:
+    """Downloads one file into the blob store on its own thread.
+
+    Requests never read the upstream themselves: they tail the temp file the
+    download writes, so a client that goes away does not stop the fill, and
+    any number of clients share one upstream request.  The last byte is held
+    back from every reader until the whole file has hashed to the advertised
+    sha256, so a wrong file never reaches a client looking complete.
+
+    Across processes sharing a store, a claim in the database makes one of
+    them download; the others wait until ``find_stored`` sees the blob and
+    serve it from the store.
+    """
+
+    def __init__(
+        self,
+        key: str,
+        open_upstream: Callable[[], UpstreamStream],
+        store: BlobStore,
+        expected_sha256: str | None,
+        expected_size: int | None,
+        on_commit: Callable[[str, int], None],
+        stop: threading.Event,
+        read_timeout: float,
+        claims: FillClaims,
+        find_stored: Callable[[], tuple[str, int] | None],
+    ) -> None:
+        self.key = key
+        self._claims = claims
+        self._find_stored = find_stored
+        self._open_upstream = open_upstream
+        self._store = store
+        self._expected_sha256 = expected_sha256
+        self._expected_size = expected_size
+        self._on_commit = on_commit
+        self._stop = stop
+        self._read_timeout = read_timeout
+        self._cond = threading.Condition()
+        self._writer: BlobWriter | None = None
+        self._started = False
+        self._written = 0
+        self.size: int | None = None
+        self.sha256: str | None = None
+        self.error: PypicacheError | None = None
+
+    # -- the download thread ---------------------------------------------------------------
+
+    def run(self) -> None:
+        try:
+            with database_guard(f"claiming the download of {self.key}"):
+                claimed = self._claim()
+            if not claimed:
+                return
+            try:
+                with self._open_upstream() as stream:
+                    self._download(stream)
+            finally:
+                self._claims.release(self.key)
+        except PypicacheError as exc:
+            self._fail(exc)
+        except Exception as exc:
+            log.exception("fill of %s failed unexpectedly", self.key)
+            self._fail(UpstreamUnavailable(f"download of {self.key} failed: {exc}"))
+
+    def _claim(self) -> bool:
+        """Claim the download; False when another process stored the blob meanwhile.
+
+        Bounded: DatabaseUnavailable ends it at once, and past ``CLAIM_WAIT_LIMIT``
+        it gives up; a round that found the claim gone but could not take it
+        pauses before the next, so a claim changing hands never makes it spin.
+        """
+        deadline = time.monotonic() + CLAIM_WAIT_LIMIT
+        while True:
+            if self._claims.try_claim(self.key):
+                # Looked again after claiming: the previous holder may have just finished.
+                stored = self._find_stored()
+                if stored is None:
+                    return True
+                self._claims.release(self.key)
+                self._adopt(*stored)
+                return False
+            stored = self._find_stored()
+            if stored is not None:
+                self._adopt(*stored)
+                return False
+            # Another process downloads it: wait for its claim to end (stored, or failed).
+            if not self._claims.wait_while_held(self.key, deadline, self._stop) or self._stop.wait(
+                WAIT_POLL
+            ):
+                if self._stop.is_set():
+                    raise FillStopped(f"{self.key}: server stopping")
+                raise UpstreamTimeout(
+                    f"{self.key}: another process has been downloading it for too long"
+                )
+
+    def _adopt(self, sha256: str, size: int) -> None:
+        """Finish with the blob another process stored."""
+        try:
+            self._on_commit(sha256, size)
+        except Exception:
+            log.exception("recording the cached file %s failed", self.key)
+        with self._cond:
+            self.sha256, self.size, self._written, self._started = sha256, size, size, True
+            self._cond.notify_all()
+        log.info("%s was stored by another process (sha256 %s)", self.key, sha256)
+
+    def _download(self, stream: UpstreamStream) -> None:
+        size = self._expected_size if self._expected_size is not None else stream.size
+        if None not in (self._expected_size, stream.size) and self._expected_size != stream.size:
+            raise HashMismatch(
+                f"{self.key}: upstream sends {stream.size} bytes, "
+                f"its page says {self._expected_size}"
+            )
+        writer = self._store.writer()
+        with self._cond:
+            self._writer, self.size, self._started = writer, size, True
+            self._cond.notify_all()
+        try:
+            for chunk in stream.iter_chunks():
+                if self._stop.is_set():
+                    raise FillStopped(f"{self.key}: server stopping")
+                writer.write(chunk)
+                if size is not None and writer.size > size:
+                    raise HashMismatch(f"{self.key}: upstream sent more than {size} bytes")
+                with self._cond:
+                    self._written = writer.size
+                    self._cond.notify_all()
+            if size is not None and writer.size != size:
+                raise UpstreamUnavailable(
+                    f"{self.key}: upstream sent {writer.size} of {size} bytes"
+                )
+            sha256 = writer.commit(self._expected_sha256)
+        except BaseException:
+            writer.abort()
+            raise
+        try:
+            self._on_commit(sha256, writer.size)
+        except Exception:
+            # The blob is stored and correct; only the bookkeeping failed.
+            log.exception("recording the cached file %s failed", self.key)
+        with self._cond:
+            self.sha256 = sha256
+            self.size = writer.size
+            self._written = writer.size
+            self._cond.notify_all()
+        log.info("cached %s (%d bytes, sha256 %s)", self.key, writer.size, sha256)
+
+    def _fail(self, exc: PypicacheError) -> None:
+        if isinstance(exc, HashMismatch):
+            log.error("hash mismatch, nothing stored: %s", exc)
+        else:
+            log.warning("fill failed, nothing stored: %s", exc)
+        with self._cond:
+            self.error = exc
+            self._cond.notify_all()
+
+    # -- readers ---------------------------------------------------------------------------
+
+    @property
+    def done(self) -> bool:
+        return self.sha256 is not None or self.error is not None
+
+    def wait_started(self) -> int | None:
+        """Block until the upstream answered; return the size to announce to the client."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._started or self.done, self._read_timeout):
+                raise UpstreamTimeout(f"upstream did not answer for {self.key}")
+            self._raise_error()
+            return self.size
+
+    def wait_finished(self) -> str:
+        """Block until the file is stored; return its sha256."""
+        with self._cond:
+            while not self.done:
+                written = self._written
+                if not self._cond.wait_for(
+                    lambda seen=written: self.done or self._written != seen, self._read_timeout
+                ):
+                    raise UpstreamTimeout(f"upstream stalled sending {self.key}")
+            self._raise_error()
+            assert self.sha256 is not None
+            return self.sha256
+
+    def chunks(self) -> Iterator[bytes]:
+        """The file's bytes as they arrive; raises if the download turns out bad."""
+        self.wait_started()
+        handle = self._open_reader()
+        try:
+            position = 0
+            while True:
+                with self._cond:
+                    limit = self._wait_for_data(position)
+                if limit is None:
+                    return
+                data = handle.read(min(limit - position, CHUNK))
+                if not data:
+                    raise UpstreamUnavailable(f"{self.key}: temp file shorter than expected")
+                position += len(data)
+                yield data
+        finally:
+            handle.close()
+
+    def _wait_for_data(self, position: int) -> int | None:
+        """Hold the lock; wait until bytes beyond ``position`` may be sent (None: all sent)."""
+        while True:
+            self._raise_error()
+            if self.sha256 is not None:
+                return None if position >= self._written else self._written
+            limit = self._written - 1  # the held-back byte
+            if limit > position:
+                return limit
+            written = self._written
+            if not self._cond.wait_for(
+                lambda seen=written: self.done or self._written != seen, self._read_timeout
+            ):
+                raise UpstreamTimeout(f"upstream stalled sending {self.key}")
+
+    def _open_reader(self) -> BinaryIO | BlobReader:
+        with self._cond:
+            self._raise_error()
+            committed = self.sha256
+            temp_path = self._writer.temp_path if self._writer else None
+        if committed is None and temp_path is not None:
+            try:
+                return Path(temp_path).open("rb", buffering=0)
+            except FileNotFoundError:
+                pass  # committed or aborted just now: the state says which
+        return self._store.open(self.wait_finished())
+
+    def _raise_error(self) -> None:
+        if self.error is not None:
+            raise type(self.error)(str(self.error))
+
+
+class FillRegistry:
+    """At most one fill per key in this process; stoppable as a whole."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._fills: dict[str, Fill] = {}
+        self._threads: set[threading.Thread] = set()
+        self.stop_event = threading.Event()
+
+    def get_or_start(
+        self, key: str, is_stored: Callable[[], bool], make: Callable[[], Fill]
+    ) -> Fill | None:
+        """The running fill for ``key``, a new one, or None when the blob is already stored.
+
+        ``is_stored`` is asked under the registry lock, and a fill leaves the
+        registry only after it committed, so a request can never miss both.
+        """
+        with self._lock:
+            fill = self._fills.get(key)
+            if fill is not None:
+                return fill
+            if is_stored():
+                return None
+            if self.stop_event.is_set():
+                raise FillStopped("server stopping")
+            fill = make()
+            thread = threading.Thread(
+                target=self._run, args=(fill,), name=f"fill:{key}"[:60], daemon=True
+            )
+            self._fills[key] = fill
+            self._threads.add(thread)
+            thread.start()
+            return fill
+
+    def _run(self, fill: Fill) -> None:
+        try:
+            fill.run()
+        finally:
+            with self._lock:
+                self._fills.pop(fill.key, None)
+                self._threads.discard(threading.current_thread())
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.stop_event.set()
+        with self._lock:
+            threads = list(self._threads)
+        for thread in threads:
+            thread.join(timeout)

@@ -1,0 +1,737 @@
+"""The index service: what a project page holds, when to ask the upstream, and cache fills."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import Enum
+from typing import BinaryIO
+
+import transaction
+from sqlalchemy import func, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, selectinload, sessionmaker
+
+from pypicache.cache.claims import FillClaims, database_guard
+from pypicache.cache.fill import Fill, FillRegistry
+from pypicache.cache.keyedlocks import KeyedLocks
+from pypicache.cache.pagecache import PageCache
+from pypicache.cache.projectlist import ProjectList, ProjectListFiles
+from pypicache.cache.rendering import FileRecord, PageData, RenderedPage, render
+from pypicache.db import get_tm_session
+from pypicache.errors import FileNotFound, ProjectNotFound, UpstreamUnavailable
+from pypicache.models import Alarm, AuditEntry, File, Project
+from pypicache.settings import Settings
+from pypicache.storage.local import BlobReader, BlobStore
+from pypicache.upstream.client import (
+    InvalidPage,
+    NotModified,
+    UpstreamClient,
+    UpstreamPage,
+    page_problem,
+)
+
+log = logging.getLogger(__name__)
+
+# Seconds a process serves a private page from memory before re-reading the database.
+PRIVATE_REFRESH = 2.0
+# The claim on fetching a project's page ("project/filename" claims are files').
+PAGE_CLAIM = "page:"
+# The alarm raised when the upstream answers with something that is not the project's page.
+INVALID_PAGE_ALARM = "upstream-invalid-page"
+
+
+def utcnow() -> datetime:
+    """Naive UTC, the way every timestamp is stored."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class Refresh(Enum):
+    """What a changelog-triggered refetch achieved."""
+
+    UPDATED = "updated"  # stored (or removed) at the required serial or later
+    CURRENT = "current"  # already at that serial: nothing to do
+    STALE = "stale"  # the upstream still answers with an older page
+    NOT_CACHED = "not-cached"  # nobody asked for the project: it costs nothing
+
+
+@dataclass(frozen=True)
+class CachedPage:
+    """A rendered page and how long this process may serve it without asking anyone."""
+
+    page: RenderedPage
+    fresh_until: float  # time.monotonic()
+    stale: bool  # served because the upstream failed; clients must not cache it
+
+
+class IndexService:
+    def __init__(
+        self,
+        settings: Settings,
+        session_factory: sessionmaker[Session],
+        store: BlobStore,
+        upstream: UpstreamClient | None,
+        record_use: Callable[[str], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.upstream = upstream
+        # Told the sha256 of every blob opened for serving (retention's recency).
+        self._record_use = record_use
+        self._session_factory = session_factory
+        # Bounded in bytes: an evicted page is read from the database again.
+        self._pages: PageCache[CachedPage] = PageCache(settings.page_cache_bytes)
+        self._missing: dict[str, float] = {}  # upstream said 404: name -> until (monotonic)
+        self.locks = KeyedLocks()
+        self.fills = FillRegistry()
+        self.claims = FillClaims(session_factory)
+        self._wait_timeout = (
+            settings.upstream_connect_timeout
+            + settings.upstream_timeout * (settings.upstream_retries + 1)
+            + 5
+        )
+        self.project_list = ProjectList(
+            settings.index_dir,
+            upstream,
+            local_fingerprint=self._local_fingerprint,
+            local_names=self._local_projects,
+            ttl=settings.index_ttl,
+        )
+
+    def close(self) -> None:
+        self.fills.stop()
+        self.claims.stop()
+        if self.upstream is not None:
+            self.upstream.close()
+
+    @contextmanager
+    def _unit_of_work(self) -> Iterator[Session]:
+        manager = transaction.TransactionManager(explicit=True)
+        with manager:
+            yield get_tm_session(self._session_factory, manager)
+
+    # -- project pages ---------------------------------------------------------------------
+
+    def cached_page(self, name: str) -> CachedPage | None:
+        """The page if this process may serve it right now without a database or upstream trip."""
+        entry = self._pages.get(name)
+        if entry is not None and entry.fresh_until > time.monotonic():
+            return entry
+        return None
+
+    def project_page(self, name: str) -> CachedPage:
+        """The page for normalized ``name``, revalidated with the upstream when it is due."""
+        return self.lookup_page(name)[0]
+
+    def lookup_page(self, name: str) -> tuple[CachedPage, str]:
+        """The page, and whether it took the upstream: "hit", "miss" or "stale"."""
+        entry = self.cached_page(name)
+        if entry is not None:
+            return entry, "stale" if entry.stale else "hit"
+        with self.locks.hold(name):
+            entry = self.cached_page(name)
+            if entry is not None:  # another request just loaded it
+                return entry, "stale" if entry.stale else "hit"
+            return self._load(name)
+
+    def refresh_now(self, name: str, *, actor: str) -> str:
+        """Fetch a page from the upstream now, whatever its age (the admin page's "refresh").
+
+        Unconditional, so a wrong page stored behind a matching ETag is replaced too.
+        Returns "miss" when the upstream answered, "stale" when it failed and the
+        stored page stays, "hit" when the project does not follow the upstream.
+        """
+        with self.locks.hold(name):
+            self.forget(name)
+            result = self._load(name, force=True)[1]
+        with self._unit_of_work() as db:
+            db.add(AuditEntry(at=utcnow(), action="refresh", project=name, actor=actor))
+        return result
+
+    def purge(self, name: str, *, actor: str) -> int:
+        """Delete the stored blobs of a project's cached upstream files; returns how many.
+
+        The files stay listed on the page: the next download fetches them again.
+        Private files are never purged, nothing could bring them back.
+        """
+        with self.locks.hold(name):
+            with self._unit_of_work() as db:
+                project = self._project(db, name)
+                if project is None:
+                    raise ProjectNotFound(name)
+                rows = [f for f in project.files if f.origin == "upstream" and f.cached_at]
+                for row in rows:
+                    row.cached_at = None
+                candidates = {row.sha256 for row in rows if row.sha256}
+                detail = f"{len(rows)} cached files dropped"
+                db.add(
+                    AuditEntry(
+                        at=utcnow(), action="purge", project=name, actor=actor, detail=detail
+                    )
+                )
+            with self._unit_of_work() as db:
+                # A blob another project's cached file or a private file uses stays.
+                still_used = set(
+                    db.scalars(
+                        select(File.sha256).where(
+                            File.sha256.in_(candidates),
+                            or_(File.cached_at.is_not(None), File.origin == "private"),
+                        )
+                    )
+                )
+            for sha256 in candidates - still_used:
+                self.store.delete(sha256)
+        log.info("%s purged %d cached files of %s", actor, len(rows), name)
+        return len(rows)
+
+    def _load(self, name: str, *, force: bool = False) -> tuple[CachedPage, str]:
+        """The page from the database, or fetched; bounded even when the database fails.
+
+        DatabaseUnavailable as soon as the database refuses a read or a claim,
+        and past the wait deadline this process fetches the page itself.
+        """
+        deadline = time.monotonic() + self._wait_timeout
+        while True:
+            with database_guard(f"reading the page of {name}"):
+                stored = self._from_database(name, force)
+            if isinstance(stored, CachedPage):
+                return stored, "hit"
+            # Forced refreshes are an admin's; they never wait for another process.
+            if force or time.monotonic() > deadline or self._claim_page(name, deadline):
+                break
+        try:
+            return self._fetch(name, *stored)
+        finally:
+            if not force:
+                self.claims.release(PAGE_CLAIM + name)
+
+    def _from_database(
+        self, name: str, force: bool
+    ) -> CachedPage | tuple[str | None, RenderedPage | None]:
+        """The stored page when it may be served as it is; else what a fetch starts from."""
+        with self._unit_of_work() as db:
+            project = self._project(db, name)
+            if project is not None:
+                if project.private and not project.merge_upstream:
+                    # Shadowing: the upstream is never asked about a private name.  Re-read
+                    # often: an upload or a yank in another process must show quickly.
+                    ttl = min(self.settings.page_ttl, PRIVATE_REFRESH)
+                    return self._remember(project, ttl)
+                age = self._age(project)
+                if self.upstream is None or (age < self.settings.page_ttl and not force):
+                    return self._remember(project, self.settings.page_ttl - age)
+            elif self.upstream is None:
+                raise ProjectNotFound(name)
+            if self._missing.get(name, 0) > time.monotonic():
+                raise ProjectNotFound(name)
+            etag = project.upstream_etag if project is not None and not force else None
+            fallback = self._snapshot(project) if project is not None else None
+        return etag, fallback
+
+    def _claim_page(self, name: str, deadline: float) -> bool:
+        """Claim fetching the page; False when another process fetched it meanwhile.
+
+        Hosts missing the same page at once (a fleet's first install) ask the
+        upstream once: the others wait for the claim to end, then read the page
+        the winner stored.  Past ``deadline`` (monotonic) a waiter asks the
+        upstream itself; a database that refuses the claim ends it at once.
+        """
+        key = PAGE_CLAIM + name
+        waited = False
+        while True:
+            if self.claims.try_claim(key):
+                # Stored by another process between our look at the database and now?
+                if self._checked_recently(name):
+                    self.claims.release(key)
+                    return False
+                return True
+            if not waited:
+                log.info("another process is fetching the page of %s; waiting for it", name)
+                waited = True
+            if not self.claims.wait_while_held(key, deadline, self.fills.stop_event):
+                return True
+            if self._checked_recently(name):
+                return False
+            if time.monotonic() > deadline:
+                return True
+
+    def _checked_recently(self, name: str) -> bool:
+        with database_guard(f"reading the page of {name}"), self._unit_of_work() as db:
+            checked = db.scalar(select(Project.checked_at).where(Project.name == name))
+        return checked is not None and (utcnow() - checked).total_seconds() < self.settings.page_ttl
+
+    def _fetch(
+        self, name: str, etag: str | None, fallback: RenderedPage | None
+    ) -> tuple[CachedPage, str]:
+        try:
+            result = self._fetch_page(name, etag)
+        except ProjectNotFound:
+            self._forget_project(name)
+            raise
+        except UpstreamUnavailable as exc:
+            return self._stale(name, fallback, exc), "stale"
+        try:
+            return self._store(name, result), "miss"
+        except InvalidPage as exc:  # a 200 that would have emptied the stored page
+            return self._stale(name, fallback, exc), "stale"
+
+    def _stale(
+        self, name: str, fallback: RenderedPage | None, exc: UpstreamUnavailable
+    ) -> CachedPage:
+        """The stored page, served stale because the upstream failed (or re-raise)."""
+        if fallback is None:
+            log.warning("upstream failed for uncached %s: %s", name, exc)
+            raise exc
+        log.warning("upstream failed, serving stale %s: %s", name, exc)
+        return self._keep(fallback, self.settings.error_retry_interval, stale=True)
+
+    def _fetch_page(
+        self, name: str, etag: str | None, cache_buster: str | None = None
+    ) -> UpstreamPage | NotModified:
+        """The upstream's answer; an invalid page of a stored project raises an alarm."""
+        assert self.upstream is not None
+        try:
+            return self.upstream.fetch_project(
+                name, etag, cache_buster, max_bytes=self.settings.max_page_bytes
+            )
+        except InvalidPage as exc:
+            with self._unit_of_work() as db:
+                if self._project(db, name) is not None:
+                    self._alarm_invalid(db, name, str(exc))
+            raise
+
+    def _alarm_invalid(self, db: Session, name: str, reason: str) -> None:
+        """One open alarm per project while its upstream sends invalid pages, not one a request."""
+        open_alarm = db.scalar(
+            select(Alarm.id).where(
+                Alarm.kind == INVALID_PAGE_ALARM,
+                Alarm.project == name,
+                Alarm.acknowledged_at.is_(None),
+            )
+        )
+        if open_alarm is None:
+            log.error("upstream sent an invalid page for %s: %s", name, reason)
+            db.add(Alarm(at=utcnow(), kind=INVALID_PAGE_ALARM, project=name, detail=reason))
+
+    def _store(self, name: str, result: UpstreamPage | NotModified) -> CachedPage:
+        """Record what the upstream answered; drop blobs nothing refers to any more."""
+        try:
+            return self._store_once(name, result)
+        except IntegrityError:
+            # Another process stored the project's first page (or a new file of it) at the
+            # same moment; ours applies cleanly on top of what it committed.
+            log.info("%s was stored concurrently by another process; applying again", name)
+            return self._store_once(name, result)
+
+    def _store_once(self, name: str, result: UpstreamPage | NotModified) -> CachedPage:
+        unreferenced: set[str] = set()
+        problem: str | None = None
+        with self._unit_of_work() as db:
+            project = self._project(db, name)
+            if isinstance(result, NotModified):
+                if project is None:  # vanished meanwhile; ask again next time
+                    raise ProjectNotFound(name)
+                project.checked_at = utcnow()
+                if result.serial is not None and result.serial > (project.last_serial or 0):
+                    project.last_serial = result.serial
+                return self._remember(project, self.settings.page_ttl)
+            if project is not None and _older(result.serial, project.last_serial):
+                log.warning(
+                    "upstream sent %s at serial %s, older than our %s; keeping ours",
+                    name,
+                    result.serial,
+                    project.last_serial,
+                )
+                return self._remember(project, self.settings.error_retry_interval)
+            if project is not None:
+                stored = [f.filename for f in project.files if f.origin == "upstream"]
+                problem = page_problem(name, result, stored, project.last_serial)
+            if problem is not None:
+                self._alarm_invalid(db, name, problem)  # committed; the page stays as it is
+            else:
+                if project is None:
+                    project = Project(name=name, display_name=name, files=[], versions=[])
+                    db.add(project)
+                unreferenced = self._apply(db, project, result)
+                db.flush()
+                entry = self._remember(project, self.settings.page_ttl)
+        if problem is not None:
+            raise InvalidPage(f"invalid upstream page for {name}: {problem}")
+        self.drop_blobs(unreferenced)
+        return entry
+
+    def refresh_for_serial(
+        self, name: str, required: int, *, removal: bool, cache_buster: str | None
+    ) -> Refresh:
+        """Refetch a cached page the changelog says changed at serial ``required``.
+
+        The answer counts only if it says it reflects ``required`` or later: a CDN
+        can serve the old page for a while after the changelog moved on.
+        """
+        assert self.upstream is not None
+        with self.locks.hold(name):
+            with self._unit_of_work() as db:
+                project = self._project(db, name)
+                if project is None or project.private:
+                    return Refresh.NOT_CACHED  # private projects never follow the upstream
+                if (project.last_serial or -1) >= required:
+                    return Refresh.CURRENT  # a replayed entry, or a request got there first
+                etag = None if cache_buster else project.upstream_etag
+            try:
+                result = self._fetch_page(name, etag, cache_buster)
+            except ProjectNotFound:
+                if not removal:
+                    return Refresh.STALE  # a 404 the changelog does not explain
+                self._forget_project(name, serial=required)
+                return Refresh.UPDATED
+            if result.serial is not None and result.serial < required:
+                return Refresh.STALE
+            self._store(name, result)
+            return Refresh.UPDATED
+
+    def cached_serials(self, names: Iterable[str]) -> dict[str, int | None]:
+        """The stored serial of each of ``names`` that is in the cache."""
+        found: dict[str, int | None] = {}
+        batch = list(names)
+        with self._unit_of_work() as db:
+            for start in range(0, len(batch), 500):
+                rows = db.execute(
+                    select(Project.name, Project.last_serial).where(
+                        Project.name.in_(batch[start : start + 500]), Project.private.is_(False)
+                    )
+                )
+                found.update((name, serial) for name, serial in rows)
+        return found
+
+    def all_cached_serials(self) -> dict[str, int | None]:
+        with self._unit_of_work() as db:
+            rows = db.execute(
+                select(Project.name, Project.last_serial).where(Project.private.is_(False))
+            )
+            return {name: serial for name, serial in rows}
+
+    def _project(self, db: Session, name: str) -> Project | None:
+        return db.scalar(
+            select(Project).where(Project.name == name).options(selectinload(Project.files))
+        )
+
+    def _age(self, project: Project) -> float:
+        if project.checked_at is None:
+            return float("inf")
+        return (utcnow() - project.checked_at).total_seconds()
+
+    def _apply(self, db: Session, project: Project, page: UpstreamPage) -> set[str]:
+        """Make the stored page say what the upstream page says.
+
+        Returns the sha256 of blobs the page no longer uses; they are deleted
+        once this transaction committed and no other file refers to them.
+        """
+        now = utcnow()
+        dropped: set[str] = set()
+        existing = {f.filename: f for f in project.files if f.origin == "upstream"}
+        private = {f.filename: f for f in project.files if f.origin == "private"}
+        for uf in page.files:
+            if uf.filename in private:
+                continue  # a private file of that name wins over the upstream's
+            row = existing.pop(uf.filename, None)
+            if row is None:
+                row = File(filename=uf.filename)
+                project.files.append(row)
+            elif uf.sha256 and row.sha256 and uf.sha256 != row.sha256:
+                # Hashes rule: the old bytes are never served again for this name.
+                # PyPI forbids reusing a filename, so this is also an alarm.
+                detail = f"upstream hash changed from {row.sha256} to {uf.sha256}"
+                log.error("invalidated %s/%s: %s", project.name, uf.filename, detail)
+                db.add(
+                    AuditEntry(
+                        at=now,
+                        action="invalidate",
+                        project=project.name,
+                        filename=uf.filename,
+                        old_sha256=row.sha256,
+                        new_sha256=uf.sha256,
+                        serial=page.serial,
+                        detail=detail,
+                    )
+                )
+                db.add(
+                    Alarm(
+                        at=now,
+                        kind="upstream-mutation",
+                        project=project.name,
+                        filename=uf.filename,
+                        detail=detail,
+                    )
+                )
+                if row.cached_at is not None:
+                    dropped.add(row.sha256)
+                row.cached_at = None
+            row.version = uf.version
+            row.sha256 = uf.sha256 or row.sha256
+            row.size = uf.size if uf.size is not None else row.size
+            row.requires_python = uf.requires_python
+            row.yanked = uf.yanked
+            row.yanked_reason = uf.yanked_reason
+            row.upload_time = uf.upload_time
+            row.has_metadata = uf.has_metadata
+            row.metadata_sha256 = uf.metadata_sha256 or (
+                row.metadata_sha256 if uf.has_metadata else None
+            )
+            row.upstream_url = uf.url
+        for gone in existing.values():
+            log.info("%s/%s was removed upstream", project.name, gone.filename)
+            db.add(
+                AuditEntry(
+                    at=now,
+                    action="remove-file",
+                    project=project.name,
+                    filename=gone.filename,
+                    old_sha256=gone.sha256,
+                    serial=page.serial,
+                    detail="no longer listed upstream",
+                )
+            )
+            if gone.cached_at is not None and gone.sha256:
+                dropped.add(gone.sha256)
+            project.files.remove(gone)
+        project.versions = sorted(
+            set(page.versions) | {f.version for f in private.values() if f.version}
+        )
+        project.last_serial = page.serial
+        project.upstream_etag = page.etag
+        project.status = page.status
+        project.status_reason = page.status_reason
+        project.checked_at = now
+        return dropped
+
+    def drop_blobs(self, candidates: set[str]) -> None:
+        if not candidates:
+            return
+        with self._unit_of_work() as db:
+            used = set(db.scalars(select(File.sha256).where(File.sha256.in_(candidates))))
+        for sha256 in candidates - used:
+            self.store.delete(sha256)
+            log.info("deleted blob %s: no cached file uses it any more", sha256)
+
+    def _snapshot(self, project: Project) -> RenderedPage:
+        return render(
+            PageData(
+                name=project.name,
+                display_name=project.display_name,
+                serial=project.last_serial,
+                versions=list(project.versions or ()),
+                files=[_record(project.name, f) for f in project.files],
+                private=project.private,
+            )
+        )
+
+    def _remember(self, project: Project, ttl: float) -> CachedPage:
+        return self._keep(self._snapshot(project), ttl, stale=False)
+
+    def _keep(self, page: RenderedPage, ttl: float, *, stale: bool) -> CachedPage:
+        entry = CachedPage(page, time.monotonic() + max(ttl, 0), stale)
+        self._pages.put(page.name, entry)
+        self._missing.pop(page.name, None)
+        return entry
+
+    def forget(self, name: str) -> None:
+        """Drop what this process remembers of ``name`` (after an upload or an admin change)."""
+        self._pages.pop(name)
+        self._missing.pop(name, None)
+
+    def _forget_project(self, name: str, serial: int | None = None) -> None:
+        """The upstream says the project does not exist (any more)."""
+        self._missing[name] = time.monotonic() + self.settings.negative_ttl
+        self._pages.pop(name)
+        blobs: set[str] = set()
+        with self._unit_of_work() as db:
+            project = self._project(db, name)
+            if project is None:
+                return
+            if project.private:
+                # Only the merged upstream files go; the private project stays.
+                for row in [f for f in project.files if f.origin == "upstream"]:
+                    project.files.remove(row)
+                project.checked_at = utcnow()
+                return
+            log.warning("upstream no longer has %s; dropping its cached page", name)
+            blobs = {f.sha256 for f in project.files if f.sha256 and f.cached_at is not None}
+            now = utcnow()
+            detail = f"deleted upstream with {len(project.files)} files listed"
+            db.add(
+                AuditEntry(
+                    at=now, action="remove-project", project=name, serial=serial, detail=detail
+                )
+            )
+            db.add(Alarm(at=now, kind="upstream-deleted", project=name, detail=detail))
+            db.delete(project)
+        self.drop_blobs(blobs)
+
+    def _local_fingerprint(self) -> tuple[int, int | None]:
+        """Changes whenever a project is added or removed; cheap enough for every request."""
+        with self._unit_of_work() as db:
+            count, last = db.execute(select(func.count(Project.id), func.max(Project.id))).one()
+            return count, last
+
+    def _local_projects(self) -> Iterator[tuple[str, str]]:
+        with self._unit_of_work() as db:
+            rows = db.execute(select(Project.name, Project.display_name).order_by(Project.name))
+            yield from rows
+
+    def open_project_list(self, json: bool) -> tuple[ProjectListFiles, BinaryIO]:
+        """The rendered /simple/ list and an open handle on the rendering asked for."""
+        while True:
+            files = self.project_list.current()
+            try:
+                return files, (files.json_path if json else files.html_path).open("rb")
+            except FileNotFoundError:
+                continue  # re-rendered between the two lines; take the new one
+
+    # -- files -----------------------------------------------------------------------------
+
+    def locate_file(self, project: str, filename: str) -> FileRecord:
+        record = self.project_page(project).page.files.get(filename)
+        if record is None:
+            raise FileNotFound(f"{project} has no file {filename}")
+        return record
+
+    def open_stored(self, sha256: str | None) -> BlobReader | None:
+        """The stored blob, or None when it is not in the store; opening it counts as a use."""
+        if sha256 is None:
+            return None
+        try:
+            handle = self.store.open(sha256)
+        except FileNotFoundError:
+            return None
+        if self._record_use is not None:
+            self._record_use(sha256)
+        return handle
+
+    def fill(self, record: FileRecord) -> Fill | None:
+        """The download bringing ``record`` into the store (None: it is stored already)."""
+        sha256 = record.sha256
+        return self._fill(
+            key=f"{record.project}/{record.filename}",
+            url=record.upstream_url,
+            sha256=sha256,
+            size=record.size,
+            on_commit=lambda digest, size: self._file_cached(record, digest, size),
+            recorded_sha256=lambda: self._recorded(record, metadata=False),
+        )
+
+    def open_metadata(self, record: FileRecord) -> BlobReader:
+        """The file's core metadata (PEP 658), fetched from the upstream on first use."""
+        if not record.has_metadata:
+            raise FileNotFound(f"{record.filename} has no metadata file")
+        stored = self.open_stored(record.metadata_sha256)
+        if stored is not None:
+            return stored
+        fill = self._fill(
+            key=f"{record.project}/{record.filename}.metadata",
+            url=record.upstream_url + ".metadata" if record.upstream_url else None,
+            sha256=record.metadata_sha256,
+            size=None,
+            on_commit=lambda digest, _size: self._metadata_cached(record, digest),
+            recorded_sha256=lambda: self._recorded(record, metadata=True),
+        )
+        sha256 = fill.wait_finished() if fill is not None else record.metadata_sha256
+        stored = self.open_stored(sha256)
+        if stored is None:
+            raise FileNotFound(f"metadata of {record.filename} vanished from the store")
+        return stored
+
+    def _fill(
+        self,
+        key: str,
+        url: str | None,
+        sha256: str | None,
+        size: int | None,
+        on_commit: Callable[[str, int], None],
+        recorded_sha256: Callable[[], str | None],
+    ) -> Fill | None:
+        upstream = self.upstream
+
+        def find_stored() -> tuple[str, int] | None:
+            # Without an advertised hash, the row another process filled names the blob.
+            digest = sha256 or recorded_sha256()
+            size = self.store.size(digest) if digest is not None else None
+            return None if digest is None or size is None else (digest, size)
+
+        if upstream is None or url is None:
+            raise UpstreamUnavailable(f"{key} is not cached and there is no upstream to fetch it")
+        return self.fills.get_or_start(
+            key,
+            is_stored=lambda: sha256 is not None and self.store.exists(sha256),
+            make=lambda: Fill(
+                key=key,
+                open_upstream=lambda: upstream.open(url),
+                store=self.store,
+                expected_sha256=sha256,
+                expected_size=size,
+                on_commit=on_commit,
+                stop=self.fills.stop_event,
+                read_timeout=self._wait_timeout,
+                claims=self.claims,
+                find_stored=find_stored,
+            ),
+        )
+
+    def _file_cached(self, record: FileRecord, sha256: str, size: int) -> None:
+        with self._unit_of_work() as db:
+            row = self._file_row(db, record)
+            if row is None:
+                return
+            if row.sha256 is None:  # the page gave no hash: now we know it
+                row.sha256, row.size = sha256, size
+                self._pages.pop(record.project)
+            if row.sha256 == sha256:
+                row.cached_at = row.last_used_at = utcnow()
+
+    def _metadata_cached(self, record: FileRecord, sha256: str) -> None:
+        with self._unit_of_work() as db:
+            row = self._file_row(db, record)
+            if row is not None and row.metadata_sha256 is None:
+                row.metadata_sha256 = sha256
+                self._pages.pop(record.project)
+
+    def _recorded(self, record: FileRecord, *, metadata: bool) -> str | None:
+        """The sha256 the database says was stored for the file (or its metadata)."""
+        with self._unit_of_work() as db:
+            row = self._file_row(db, record)
+            if row is None:
+                return None
+            if metadata:
+                return row.metadata_sha256
+            return row.sha256 if row.cached_at is not None else None
+
+    def _file_row(self, db: Session, record: FileRecord) -> File | None:
+        return db.scalar(
+            select(File)
+            .join(Project)
+            .where(Project.name == record.project, File.filename == record.filename)
+        )
+
+
+def _older(serial: int | None, stored: int | None) -> bool:
+    return serial is not None and stored is not None and serial < stored
+
+
+def _record(project: str, f: File) -> FileRecord:
+    return FileRecord(
+        project=project,
+        filename=f.filename,
+        version=f.version,
+        sha256=f.sha256,
+        size=f.size,
+        requires_python=f.requires_python,
+        yanked=f.yanked,
+        yanked_reason=f.yanked_reason,
+        upload_time=f.upload_time,
+        has_metadata=f.has_metadata,
+        metadata_sha256=f.metadata_sha256,
+        upstream_url=f.upstream_url,
+    )

@@ -1,0 +1,1 @@
+"""Following the upstream's changelog to invalidate what changed."""

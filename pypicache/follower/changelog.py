@@ -1,0 +1,112 @@
+"""The upstream's XML-RPC changelog (``changelog_last_serial``, ``changelog_since_serial``)."""
+
+from __future__ import annotations
+
+import re
+import xmlrpc.client
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+from xml.parsers.expat import ExpatError
+
+import requests
+from packaging.utils import canonicalize_name
+
+from pypicache.errors import ChangelogUnavailable
+
+if TYPE_CHECKING:
+    from pypicache.ops.metrics import Metrics
+
+RATE_LIMITED = -32500
+
+
+@dataclass(frozen=True)
+class ChangelogEntry:
+    name: str  # normalized: the changelog carries display names
+    version: str | None
+    timestamp: int
+    action: str
+    serial: int
+
+
+class XmlRpcChangelog:
+    def __init__(
+        self,
+        url: str,
+        *,
+        connect_timeout: float,
+        read_timeout: float,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.url = url
+        self.metrics = metrics
+        self.timeout = (connect_timeout, read_timeout)
+        self.session = requests.Session()
+
+    def close(self) -> None:
+        self.session.close()
+
+    def last_serial(self) -> int:
+        result = self._call("changelog_last_serial")
+        if not isinstance(result, int):
+            raise ChangelogUnavailable(f"changelog_last_serial returned {result!r}")
+        return result
+
+    def since(self, serial: int) -> list[ChangelogEntry]:
+        """Entries after ``serial``, oldest first; PyPI returns at most 50,000 per call."""
+        rows = self._call("changelog_since_serial", serial)
+        if not isinstance(rows, list):
+            raise ChangelogUnavailable(f"changelog_since_serial returned {type(rows).__name__}")
+        entries = []
+        for row in rows:
+            try:
+                name, version, timestamp, action, entry_serial = row
+                entries.append(
+                    ChangelogEntry(
+                        canonicalize_name(str(name)),
+                        None if version is None else str(version),
+                        int(timestamp),
+                        str(action),
+                        int(entry_serial),
+                    )
+                )
+            except (TypeError, ValueError) as exc:
+                raise ChangelogUnavailable(f"unreadable changelog row {row!r}") from exc
+        return sorted(entries, key=lambda e: e.serial)
+
+    def _call(self, method: str, *params: object) -> object:
+        try:
+            return self._request(method, *params)
+        except ChangelogUnavailable:
+            if self.metrics is not None:
+                self.metrics.upstream_errors.labels("changelog", "failed").inc()
+            raise
+
+    def _request(self, method: str, *params: object) -> object:
+        if self.metrics is not None:
+            self.metrics.upstream_requests.labels("changelog").inc()
+        body = xmlrpc.client.dumps(params, method, allow_none=True)
+        try:
+            response = self.session.post(
+                self.url,
+                data=body.encode(),
+                headers={"Content-Type": "text/xml"},
+                timeout=self.timeout,
+            )
+        except requests.RequestException as exc:
+            raise ChangelogUnavailable(f"{method}: {exc}") from exc
+        with response:
+            if response.status_code != 200:
+                raise ChangelogUnavailable(f"{method}: HTTP {response.status_code}")
+            try:
+                (result,), _ = xmlrpc.client.loads(response.content, use_builtin_types=True)
+            except xmlrpc.client.Fault as fault:
+                error = ChangelogUnavailable(
+                    f"{method}: fault {fault.faultCode}: {fault.faultString}"
+                )
+                if fault.faultCode == RATE_LIMITED:
+                    reset = re.search(r"reset in (\d+) seconds", fault.faultString)
+                    error.retry_after = float(reset.group(1)) if reset else 60.0
+                raise error from fault
+            except (ExpatError, ValueError, xmlrpc.client.ResponseError) as exc:
+                raise ChangelogUnavailable(f"{method}: unreadable answer: {exc}") from exc
+        return result

@@ -1,0 +1,1 @@
+"""Operating the index: commands, reports, metrics, bundles, verification."""

@@ -1,0 +1,422 @@
+"""Private packages: uploads, yanks, deletes and the per-project settings that guard names."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import transaction
+from packaging.utils import canonicalize_name, canonicalize_version
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload, sessionmaker
+
+from pypicache.auth.accounts import Identity
+from pypicache.cache.index import IndexService, utcnow
+from pypicache.db import get_tm_session
+from pypicache.errors import FileNotFound, Forbidden, ProjectNotFound, UpstreamUnavailable
+from pypicache.models import Alarm, AuditEntry, DeletedFilename, File, Project, ProjectMember, User
+from pypicache.private.distfiles import UploadRejected, ValidUpload
+from pypicache.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class FileExists(UploadRejected):
+    """Other bytes under a filename already uploaded: refused, and an alarm."""
+
+    def __init__(self, message: str, *, project: str, filename: str) -> None:
+        super().__init__(message)
+        self.project = project
+        self.filename = filename
+
+
+@dataclass(frozen=True)
+class Uploaded:
+    filename: str
+    duplicate: bool  # the same file was there already (twine retries): nothing changed
+
+
+class PrivatePackages:
+    def __init__(
+        self, settings: Settings, session_factory: sessionmaker[Session], index: IndexService
+    ) -> None:
+        self.settings = settings
+        self.index = index
+        self.store = index.store
+        self._session_factory = session_factory
+
+    @contextmanager
+    def _unit_of_work(self) -> Iterator[Session]:
+        manager = transaction.TransactionManager(explicit=True)
+        with manager:
+            yield get_tm_session(self._session_factory, manager)
+
+    # -- uploads ---------------------------------------------------------------------------
+
+    def upload(self, upload: ValidUpload, content: BinaryIO, who: Identity) -> Uploaded:
+        """Store a validated upload; every refusal happens before a byte is stored."""
+        with self.index.locks.hold(upload.project):
+            upstream_has = self._upstream_has(upload.project)
+            try:
+                with self._unit_of_work() as db:
+                    project = self._project(db, upload.project)
+                    self._check_may_upload(
+                        db, upload.project, project, who, upstream_has=upstream_has
+                    )
+                    duplicate = self._check_file(db, project, upload)
+            except FileExists as conflict:
+                self._alarm_conflict(conflict, who)
+                raise
+            if duplicate:
+                return Uploaded(upload.filename, duplicate=True)
+            stored = self._store_blobs(upload, content)
+            try:
+                with self._unit_of_work() as db:
+                    self._record_upload(db, upload, who, upstream_has=upstream_has)
+            except Exception:
+                self.index.drop_blobs(stored)  # nothing may refer to them: no trace left
+                raise
+            self.index.forget(upload.project)
+        log.info("%s uploaded %s", who.name, upload.filename)
+        return Uploaded(upload.filename, duplicate=False)
+
+    def _upstream_has(self, name: str) -> bool:
+        """Whether the upstream offers ``name``: cached from it, or its page answers 200.
+
+        A name unknown to the cache is looked up; 404 or 410 means it is free, and a
+        failure refuses the upload rather than guess (an outage must not open the name).
+        """
+        with self._unit_of_work() as db:
+            private = db.scalar(select(Project.private).where(Project.name == name))
+        if private is not None:
+            return not private
+        upstream = self.index.upstream
+        if upstream is None:
+            return False
+        try:
+            upstream.fetch_project(name)
+        except ProjectNotFound:
+            return False
+        except UpstreamUnavailable as exc:
+            log.warning("cannot check the upstream for upload to %s: %s", name, exc)
+            raise UploadRejected(
+                f"Cannot check the upstream index for '{name}' ({exc}); try again later.",
+                status=503,
+            ) from None
+        return True
+
+    def _check_may_upload(
+        self, db: Session, name: str, project: Project | None, who: Identity, *, upstream_has: bool
+    ) -> None:
+        """Members upload to a private project; only an admin makes an upstream name private.
+
+        Claiming an upstream name hides the upstream's files from every client of this
+        index, so an uploader may create only names the upstream does not have.
+        """
+        if project is not None and project.private:
+            if who.is_admin or db.get(ProjectMember, (project.id, who.user_id)) is not None:
+                return
+            raise Forbidden(
+                f"The user '{who.name}' isn't allowed to upload to project '{project.name}'."
+            )
+        if (project is not None or upstream_has) and not who.is_admin:
+            raise Forbidden(
+                f"The upstream index has a project '{name}': only an admin may claim its "
+                "name for private uploads."
+            )
+
+    def _alarm_conflict(self, conflict: FileExists, who: Identity) -> None:
+        with self._unit_of_work() as db:
+            db.add(
+                Alarm(
+                    at=utcnow(),
+                    kind="upload-conflict",
+                    project=conflict.project,
+                    filename=conflict.filename,
+                    detail=f"{who.name} uploaded other bytes: {conflict.message}",
+                )
+            )
+
+    def _check_file(self, db: Session, project: Project | None, upload: ValidUpload) -> bool:
+        """True for an identical re-upload; raises for every conflict."""
+        if db.get(DeletedFilename, upload.filename) is not None:
+            raise UploadRejected(
+                "This filename was previously used by a file that has since been deleted. "
+                "Use a different version."
+            )
+        if project is None or not project.private:
+            return False
+        existing = next(
+            (f for f in project.files if f.origin == "private" and f.filename == upload.filename),
+            None,
+        )
+        if existing is not None:
+            if existing.sha256 == upload.sha256:
+                return True
+            if not self.settings.allow_overwrite:
+                raise FileExists(
+                    f"File already exists ('{upload.filename}', with sha256 hash "
+                    f"'{existing.sha256}'). Use a new version number.",
+                    project=project.name,
+                    filename=upload.filename,
+                )
+        same_bytes = next(
+            (f for f in project.files if f.origin == "private" and f.sha256 == upload.sha256),
+            None,
+        )
+        if same_bytes is not None and same_bytes.filename != upload.filename:
+            raise UploadRejected(
+                f"File already exists ('{same_bytes.filename}', with sha256 hash "
+                f"'{upload.sha256}'). The same file cannot be uploaded under another name."
+            )
+        if upload.filetype == "sdist" and any(
+            f.origin == "private"
+            and f.filename != upload.filename
+            and f.filename.endswith(".tar.gz")
+            and canonicalize_version(f.version or "") == canonicalize_version(upload.version)
+            for f in project.files
+        ):
+            raise UploadRejected("Only one sdist may be uploaded per release.")
+        return False
+
+    def _store_blobs(self, upload: ValidUpload, content: BinaryIO) -> set[str]:
+        """Store the file and its metadata; on any failure neither is left (507 when full)."""
+        stored: set[str] = set()
+        try:
+            content.seek(0)
+            stored.add(
+                self._store_blob(iter(lambda: content.read(1024 * 1024), b""), upload.sha256)
+            )
+            if upload.metadata is not None:
+                stored.add(self._store_blob([upload.metadata], upload.metadata_sha256))
+        except BaseException:
+            try:
+                self.index.drop_blobs(stored)  # nothing refers to them yet, unless stored before
+            except Exception:
+                log.exception("could not drop the blobs of the failed upload %s", upload.filename)
+            raise
+        return stored
+
+    def _store_blob(self, chunks: Iterable[bytes], sha256: str | None) -> str:
+        writer = self.store.writer()
+        try:
+            for chunk in chunks:
+                writer.write(chunk)
+            return writer.commit(sha256)
+        except BaseException:
+            writer.abort()
+            raise
+
+    def _record_upload(
+        self, db: Session, upload: ValidUpload, who: Identity, *, upstream_has: bool
+    ) -> None:
+        now = utcnow()
+        project = self._project(db, upload.project)
+        # Again in this transaction: another process may have cached or created it meanwhile.
+        self._check_may_upload(db, upload.project, project, who, upstream_has=upstream_has)
+        claims_upstream = (project is not None and not project.private) or upstream_has
+        if project is None:
+            project = Project(
+                name=upload.project, display_name=upload.name, files=[], versions=[], checked_at=now
+            )
+            db.add(project)
+        if not project.private:
+            self._claim(db, project, who, upstream=claims_upstream)
+        if not db.get(ProjectMember, (project.id, who.user_id)) and not who.is_admin:
+            db.add(ProjectMember(project_id=project.id, user_id=who.user_id))
+        for old in [f for f in project.files if f.filename == upload.filename]:
+            project.files.remove(old)  # an allowed overwrite
+        project.files.append(
+            File(
+                filename=upload.filename,
+                version=upload.version,
+                sha256=upload.sha256,
+                size=upload.size,
+                requires_python=upload.requires_python,
+                yanked=False,
+                upload_time=now,
+                has_metadata=upload.metadata is not None,
+                metadata_sha256=upload.metadata_sha256,
+                origin="private",
+                cached_at=now,
+            )
+        )
+        project.versions = sorted(set(project.versions or ()) | {upload.version})
+        db.add(
+            AuditEntry(
+                at=now,
+                action="upload",
+                project=project.name,
+                filename=upload.filename,
+                new_sha256=upload.sha256,
+                actor=who.name,
+            )
+        )
+
+    def _claim(self, db: Session, project: Project, who: Identity, *, upstream: bool) -> None:
+        """A name becomes private: its cached upstream files are hidden from now on.
+
+        ``upstream`` says the upstream has the name: every client of this index now gets
+        the private project instead, which an operator must know about (an alarm).
+        """
+        project.private = True
+        project.merge_upstream = False
+        project.display_name = project.display_name or project.name
+        hidden = [f for f in project.files if f.origin == "upstream"]
+        for row in hidden:
+            project.files.remove(row)
+        project.versions = sorted({f.version for f in project.files if f.version})
+        project.upstream_etag = None
+        project.last_serial = None
+        db.flush()
+        db.add(
+            AuditEntry(
+                at=utcnow(),
+                action="claim",
+                project=project.name,
+                actor=who.name,
+                detail=f"private from now on; {len(hidden)} upstream files hidden",
+            )
+        )
+        if upstream:
+            db.add(
+                Alarm(
+                    at=utcnow(),
+                    kind="upstream-claim",
+                    project=project.name,
+                    detail=f"{who.name} made the upstream's project private: "
+                    f"{len(hidden)} cached upstream files hidden",
+                )
+            )
+            log.warning("%s claimed the upstream name %s", who.name, project.name)
+
+    # -- admin operations ------------------------------------------------------------------
+
+    def set_yanked(
+        self, project: str, target: str, *, yanked: bool, reason: str | None, actor: str
+    ) -> list[str]:
+        """Yank or unyank a private file, or every file of a version; returns the filenames."""
+        name = canonicalize_name(project)
+        with self._unit_of_work() as db:
+            row = self._private_project(db, name)
+            files = [
+                f
+                for f in row.files
+                if f.origin == "private"
+                and (
+                    f.filename == target
+                    or canonicalize_version(f.version or "") == canonicalize_version(target)
+                )
+            ]
+            if not files:
+                raise FileNotFound(f"{name} has no private file or version {target!r}")
+            for f in files:
+                f.yanked = yanked
+                f.yanked_reason = reason if yanked else None
+                db.add(
+                    AuditEntry(
+                        at=utcnow(),
+                        action="yank" if yanked else "unyank",
+                        project=name,
+                        filename=f.filename,
+                        actor=actor,
+                        detail=reason,
+                    )
+                )
+            changed = [f.filename for f in files]
+        self.index.forget(name)
+        return changed
+
+    def delete_file(self, project: str, filename: str, *, actor: str) -> None:
+        name = canonicalize_name(project)
+        with self._unit_of_work() as db:
+            row = self._private_project(db, name)
+            found = [f for f in row.files if f.origin == "private" and f.filename == filename]
+            if not found:
+                raise FileNotFound(f"{name} has no private file {filename!r}")
+            blobs = self._delete_files(db, row, found, actor)
+            row.versions = sorted({f.version for f in row.files if f.version})
+        self.index.forget(name)
+        self.index.drop_blobs(blobs)
+
+    def delete_project(self, project: str, *, actor: str) -> None:
+        name = canonicalize_name(project)
+        with self._unit_of_work() as db:
+            row = self._private_project(db, name)
+            blobs = self._delete_files(
+                db, row, [f for f in row.files if f.origin == "private"], actor
+            )
+            db.add(AuditEntry(at=utcnow(), action="delete-project", project=name, actor=actor))
+            db.delete(row)
+        self.index.forget(name)
+        self.index.drop_blobs(blobs)
+
+    def _delete_files(
+        self, db: Session, project: Project, files: list[File], actor: str
+    ) -> set[str]:
+        blobs: set[str] = set()
+        now = utcnow()
+        for f in files:
+            # A tombstone: the filename can never come back with other bytes.
+            db.merge(DeletedFilename(filename=f.filename, project=project.name, deleted_at=now))
+            db.add(
+                AuditEntry(
+                    at=now,
+                    action="delete",
+                    project=project.name,
+                    filename=f.filename,
+                    old_sha256=f.sha256,
+                    actor=actor,
+                )
+            )
+            blobs.update(sha for sha in (f.sha256, f.metadata_sha256) if sha)
+            project.files.remove(f)
+        return blobs
+
+    def set_merge_upstream(self, project: str, merge: bool, *, actor: str) -> None:
+        name = canonicalize_name(project)
+        with self._unit_of_work() as db:
+            row = self._private_project(db, name)
+            row.merge_upstream = merge
+            row.checked_at = None  # fetch the upstream part (or drop it) on the next request
+            if not merge:
+                for f in [f for f in row.files if f.origin == "upstream"]:
+                    row.files.remove(f)
+                row.upstream_etag = None
+                row.last_serial = None
+            db.add(
+                AuditEntry(
+                    at=utcnow(),
+                    action="merge-upstream" if merge else "no-merge-upstream",
+                    project=name,
+                    actor=actor,
+                )
+            )
+        self.index.forget(name)
+
+    def grant(self, project: str, user: str, *, actor: str) -> None:
+        name = canonicalize_name(project)
+        with self._unit_of_work() as db:
+            row = self._private_project(db, name)
+            member = db.scalar(select(User).where(User.name == user))
+            if member is None:
+                raise FileNotFound(f"no user named {user!r}")
+            if db.get(ProjectMember, (row.id, member.id)) is None:
+                db.add(ProjectMember(project_id=row.id, user_id=member.id))
+                db.add(
+                    AuditEntry(at=utcnow(), action="grant", project=name, actor=actor, detail=user)
+                )
+
+    def _project(self, db: Session, name: str) -> Project | None:
+        return db.scalar(
+            select(Project).where(Project.name == name).options(selectinload(Project.files))
+        )
+
+    def _private_project(self, db: Session, name: str) -> Project:
+        project = self._project(db, name)
+        if project is None or not project.private:
+            raise ProjectNotFound(name)
+        return project

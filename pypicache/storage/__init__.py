@@ -1,0 +1,1 @@
+"""Blob stores: content-addressed files on a local disk or in S3."""

@@ -1,0 +1,1 @@
+"""The upstream index: its pages and files over guarded HTTP."""

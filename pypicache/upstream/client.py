@@ -1,0 +1,808 @@
+"""The upstream client: project pages, the project list and files, over HTTP(S) or file://."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import threading
+import unicodedata
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.message import Message
+from functools import partial
+from importlib.metadata import version as dist_version
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
+from urllib.parse import quote, unquote, urljoin, urlsplit
+from urllib.request import url2pathname
+
+import requests
+import urllib3
+from packaging.utils import (
+    InvalidSdistFilename,
+    InvalidWheelFilename,
+    canonicalize_name,
+    parse_sdist_filename,
+    parse_wheel_filename,
+)
+from pypi_simple import DistributionPackage, Link, ProjectPage
+from urllib3.util.retry import Retry
+
+from pypicache.digests import is_sha256
+from pypicache.errors import InvalidName, ProjectNotFound, UpstreamTimeout, UpstreamUnavailable
+from pypicache.models import FILENAME_LENGTH, NAME_LENGTH, VERSION_LENGTH
+from pypicache.names import normalize_project
+from pypicache.upstream.guardedhttp import GuardedAdapter
+from pypicache.upstream.urlpolicy import IPNetwork, URLPolicy, URLRefused, redirect_target
+
+if TYPE_CHECKING:
+    from pypicache.ops.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+# What uv sends: JSON first, HTML as the fallback for indexes without PEP 691.
+PAGE_ACCEPT = (
+    "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, "
+    "text/html;q=0.01"
+)
+CHUNK = 64 * 1024
+# A project page larger than this, decompressed, is refused (pypicache.max_page_bytes).
+MAX_PAGE_BYTES = 128 * 1024 * 1024
+DIST_SUFFIXES = (".whl", ".tar.gz", ".zip", ".tar.bz2", ".tgz", ".egg")
+_ANCHOR = re.compile(rb"<a\s[^>]*>([^<]*)</a>", re.IGNORECASE)
+MAX_REDIRECTS = 5  # of one file download, each hop checked by the URL policy
+
+
+@dataclass(frozen=True)
+class UpstreamFile:
+    filename: str
+    url: str
+    version: str | None
+    sha256: str | None
+    size: int | None
+    requires_python: str | None
+    yanked: bool
+    yanked_reason: str | None
+    upload_time: datetime | None  # naive UTC
+    has_metadata: bool
+    metadata_sha256: str | None
+
+
+@dataclass(frozen=True)
+class UpstreamPage:
+    name: str
+    files: tuple[UpstreamFile, ...]
+    versions: tuple[str, ...]
+    serial: int | None
+    etag: str | None
+    status: str | None
+    status_reason: str | None
+
+
+@dataclass(frozen=True)
+class NotModified:
+    """The upstream confirmed our stored copy (HTTP 304)."""
+
+    serial: int | None
+
+
+@dataclass
+class ProjectList:
+    """The upstream's project list, streamed: names are read lazily from ``names``."""
+
+    names: Iterator[str]
+    etag: str | None
+    serial: int | None
+
+
+class ProjectSerials:
+    """(normalized name, serial) pairs of a JSON project list; ``serial`` once exhausted."""
+
+    _OBJECT = re.compile(rb"\{[^{}]*\}")
+
+    def __init__(self, response: requests.Response, metrics: Metrics | None = None) -> None:
+        self._response = response
+        self._metrics = metrics
+        self.etag: str | None = response.headers.get("ETag")
+        self.serial = parse_serial(response.headers.get("X-PyPI-Last-Serial"))
+
+    def __iter__(self) -> Iterator[tuple[str, int]]:
+        with self._response as response:
+            tail = b""
+            try:
+                for chunk in response.iter_content(CHUNK):
+                    buffer = tail + chunk
+                    end = 0
+                    for match in self._OBJECT.finditer(buffer):
+                        end = match.end()
+                        yield from self._entry(match.group())
+                    tail = buffer[end:]
+            except requests.RequestException as exc:
+                raise UpstreamUnavailable(f"upstream list broke off: {exc}") from exc
+
+    def _entry(self, raw: bytes) -> Iterator[tuple[str, int]]:
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            return
+        serial = data.get("_last-serial")
+        if not isinstance(serial, int):
+            return
+        if "name" in data:
+            name = data["name"]
+            if valid_project_name(name):
+                yield canonicalize_name(name), serial
+            else:
+                _reject("name", "/simple/", name, "not a valid project name", self._metrics)
+        elif "api-version" in data:  # the meta object
+            self.serial = max(self.serial or 0, serial)
+
+
+class InvalidPage(UpstreamUnavailable):
+    """The upstream answered 200 with something that is not a usable page for the project.
+
+    Too big, undecodable, unparsable, another project's, or (see ``page_problem``) a
+    page that would empty what we store: a captive portal, a broken mirror.
+    """
+
+
+class UpstreamStream:
+    """An open upstream file: its announced size and its bytes, read in chunks."""
+
+    def __init__(
+        self, size: int | None, chunks: Iterator[bytes], close: Callable[[], None]
+    ) -> None:
+        self.size = size
+        self._chunks = chunks
+        self._close = close
+
+    def iter_chunks(self) -> Iterator[bytes]:
+        return self._chunks
+
+    def close(self) -> None:
+        self._close()
+
+    def __enter__(self) -> UpstreamStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def parse_serial(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+class UpstreamClient:
+    """Talks to one upstream index; every call has a timeout and maps failures to our errors."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        connect_timeout: float,
+        read_timeout: float,
+        retries: int,
+        metrics: Metrics | None = None,
+        allowed_networks: Iterable[IPNetwork] = (),
+    ) -> None:
+        self.base_url = base_url
+        self.metrics = metrics
+        # Where URLs from the upstream's pages may lead; every connection is checked.
+        self.policy = URLPolicy(base_url, allowed_networks)
+        self.timeout = (connect_timeout, read_timeout)
+        self.is_local = urlsplit(base_url).scheme == "file"
+        self.session = requests.Session()
+        self.session.headers["User-Agent"] = f"pypicache/{dist_version('pypicache')}"
+        retry = Retry(
+            total=retries,
+            connect=retries,
+            read=retries,
+            status=retries,
+            backoff_factor=0.25,
+            status_forcelist=(500, 502, 503, 504),
+            allowed_methods=("GET", "HEAD"),
+            respect_retry_after_header=False,
+            raise_on_status=False,
+        )
+        adapter = GuardedAdapter(self.policy, max_retries=retry, pool_maxsize=32)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+
+    def close(self) -> None:
+        self.session.close()
+
+    def project_url(self, name: str) -> str:
+        return urljoin(self.base_url, quote(name) + "/")
+
+    # -- project pages ---------------------------------------------------------------------
+
+    def fetch_project(
+        self,
+        name: str,
+        etag: str | None = None,
+        cache_buster: str | None = None,
+        *,
+        max_bytes: int = MAX_PAGE_BYTES,
+    ) -> UpstreamPage | NotModified:
+        """Fetch ``name``'s page, conditionally when we hold an ``etag``.
+
+        ``cache_buster`` adds a query parameter, for a CDN that keeps serving a
+        page older than the changelog says it is.  The body is read decompressed
+        up to ``max_bytes``: a bigger page (a gzip bomb) raises InvalidPage
+        without ever being held in memory whole.
+        """
+        if self.is_local:
+            return self._local_project(name)
+        # Only codings we inflate ourselves, in bounded steps.
+        headers = {"Accept": PAGE_ACCEPT, "Accept-Encoding": "gzip, deflate"}
+        if etag:
+            headers["If-None-Match"] = etag
+        url = self.project_url(name)
+        if cache_buster:
+            url += f"?pypicache-refresh={cache_buster}"
+        response = self._get(url, kind="page", headers=headers, stream=True)
+        with response:
+            serial = parse_serial(response.headers.get("X-PyPI-Last-Serial"))
+            if response.status_code == 304:
+                return NotModified(serial)
+            if response.status_code in (404, 410):
+                raise ProjectNotFound(name)
+            if response.status_code != 200:
+                raise UpstreamUnavailable(f"upstream answered {response.status_code} for {url}")
+            try:
+                body = self._page_body(response, max_bytes)
+                page = _parse_page(name, body, response.headers.get("Content-Type"), response.url)
+            except InvalidPage as exc:
+                self._error("page", "invalid")
+                raise InvalidPage(f"{url}: {exc}") from exc
+            return _page(name, page, serial, response.headers.get("ETag"), metrics=self.metrics)
+
+    def _page_body(self, response: requests.Response, max_bytes: int) -> bytes:
+        """The decompressed body, refused once it grows past ``max_bytes``."""
+        body = bytearray()
+        try:
+            raw = response.raw.stream(CHUNK, decode_content=False)
+            for chunk in decoded(raw, response.headers.get("Content-Encoding", "")):
+                body += chunk
+                if len(body) > max_bytes:
+                    raise InvalidPage(f"page larger than {max_bytes} bytes")
+        except requests.Timeout as exc:
+            self._error("page", "timeout")
+            raise UpstreamTimeout(f"upstream timed out during {response.url}") from exc
+        except (urllib3.exceptions.HTTPError, requests.RequestException, OSError) as exc:
+            self._error("page", "connection")
+            raise UpstreamUnavailable(f"upstream page broke off: {response.url}: {exc}") from exc
+        finally:
+            self._count("page", len(body))
+        return bytes(body)
+
+    def _local_project(self, name: str) -> UpstreamPage:
+        root = _local_path(self.base_url)
+        directory = root / name
+        if not directory.is_dir():
+            found = [p for p in _subdirs(root) if canonicalize_name(p.name) == name]
+            if not found:
+                raise ProjectNotFound(name)
+            directory = found[0]
+        index = directory / "index.html"
+        if index.is_file():
+            page = ProjectPage.from_html(name, index.read_bytes(), base_url=index.as_uri())
+            return _page(name, page, None, None, local=True, metrics=self.metrics)
+        entries = (
+            _file(
+                DistributionPackage.from_link(Link(p.name, p.as_uri(), {}), name),
+                name,
+                size=p.stat().st_size,
+                sha256=_sha256_file(p),
+                metrics=self.metrics,
+            )
+            for p in sorted(directory.iterdir())
+            if p.is_file() and p.name.endswith(DIST_SUFFIXES)
+        )
+        files = tuple(f for f in entries if f is not None)
+        return UpstreamPage(name, files, _versions(files, None), None, None, None, None)
+
+    # -- the project list ------------------------------------------------------------------
+
+    def project_list(self, etag: str | None = None) -> ProjectList | NotModified:
+        """The upstream's ``/simple/`` list, parsed while it streams (PyPI's is huge)."""
+        if self.is_local:
+            names = (p.name for p in _subdirs(_local_path(self.base_url)))
+            return ProjectList(_valid_names(names, self.metrics), None, None)
+        headers = {"Accept": "text/html"}
+        if etag:
+            headers["If-None-Match"] = etag
+        response = self._get(self.base_url, kind="list", headers=headers, stream=True)
+        serial = parse_serial(response.headers.get("X-PyPI-Last-Serial"))
+        if response.status_code == 304:
+            response.close()
+            return NotModified(serial)
+        if response.status_code != 200:
+            response.close()
+            raise UpstreamUnavailable(f"upstream answered {response.status_code} for its list")
+        names = _valid_names(_anchor_texts(response), self.metrics)
+        return ProjectList(names, response.headers.get("ETag"), serial)
+
+    def project_serials(self, etag: str | None = None) -> ProjectSerials | NotModified:
+        """The PEP 691 JSON project list's ``_last-serial`` per project, streamed.
+
+        PyPI's list is tens of megabytes, so it is parsed one small object at a
+        time; raises UpstreamUnavailable when the upstream offers no such list.
+        """
+        if self.is_local:
+            raise UpstreamUnavailable("a file:// upstream has no project serials")
+        headers = {"Accept": "application/vnd.pypi.simple.v1+json"}
+        if etag:
+            headers["If-None-Match"] = etag
+        response = self._get(self.base_url, kind="serials", headers=headers, stream=True)
+        if response.status_code == 304:
+            response.close()
+            return NotModified(parse_serial(response.headers.get("X-PyPI-Last-Serial")))
+        content_type = response.headers.get("Content-Type", "").split(";")[0].strip()
+        if response.status_code != 200 or content_type != "application/vnd.pypi.simple.v1+json":
+            response.close()
+            raise UpstreamUnavailable(
+                f"upstream project list has no serials ({response.status_code} {content_type})"
+            )
+        return ProjectSerials(response, self.metrics)
+
+    # -- files -----------------------------------------------------------------------------
+
+    def open(self, url: str) -> UpstreamStream:
+        """Start downloading ``url``; the caller reads the chunks and must close the stream.
+
+        The URL comes from a page, so the URL policy decides where it may lead. Redirects
+        are followed here, at most MAX_REDIRECTS, each hop checked like the first URL.
+        """
+        kind = "metadata" if url.endswith(".metadata") else "file"
+        for _hop in range(MAX_REDIRECTS + 1):
+            try:
+                path = self.policy.check_url(url)
+            except URLRefused as exc:
+                self._error(kind, "refused")
+                log.warning("%s", exc)
+                raise
+            if path is not None:
+                try:
+                    handle: BinaryIO = path.open("rb")
+                except OSError as exc:
+                    raise UpstreamUnavailable(f"cannot read {path}: {exc}") from exc
+                chunks = iter(partial(handle.read, CHUNK), b"")
+                return UpstreamStream(path.stat().st_size, chunks, handle.close)
+            response = self._get(
+                url,
+                kind=kind,
+                headers={"Accept-Encoding": "identity"},
+                stream=True,
+                allow_redirects=False,
+            )
+            if response.is_redirect:
+                target = self.session.get_redirect_target(response) or ""
+                response.close()
+                try:
+                    url = redirect_target(response.url, target)
+                except URLRefused as exc:
+                    self._error(kind, "refused")
+                    log.warning("%s", exc)
+                    raise
+                continue
+            if response.status_code != 200:
+                response.close()
+                raise UpstreamUnavailable(f"upstream answered {response.status_code} for {url}")
+            length = response.headers.get("Content-Length")
+            size = int(length) if length and length.isdigit() else None
+            return UpstreamStream(size, self._file_chunks(response, kind), response.close)
+        self._error(kind, "redirects")
+        raise UpstreamUnavailable(f"more than {MAX_REDIRECTS} redirects, the last to {url}")
+
+    def _get(
+        self,
+        url: str,
+        *,
+        kind: str,
+        headers: dict[str, str],
+        stream: bool = False,
+        allow_redirects: bool = True,
+    ) -> requests.Response:
+        self._count(kind)
+        try:
+            response = self.session.get(
+                url,
+                headers=headers,
+                timeout=self.timeout,
+                stream=stream,
+                allow_redirects=allow_redirects,
+            )
+        except URLRefused as exc:  # the guarded connection would not connect to the address
+            self._error(kind, "refused")
+            log.warning("%s", exc)
+            raise
+        except requests.Timeout as exc:
+            self._error(kind, "timeout")
+            raise UpstreamTimeout(f"upstream timed out: {url}") from exc
+        except requests.RequestException as exc:
+            # With retries, a timeout arrives wrapped: MaxRetryError(reason=ReadTimeoutError).
+            reason = getattr(exc.args[0], "reason", None) if exc.args else None
+            if isinstance(reason, urllib3.exceptions.ReadTimeoutError) or (
+                isinstance(reason, urllib3.exceptions.ConnectTimeoutError)
+                and not isinstance(reason, urllib3.exceptions.NewConnectionError)
+            ):
+                self._error(kind, "timeout")
+                raise UpstreamTimeout(f"upstream timed out: {url}") from exc
+            self._error(kind, "connection")
+            raise UpstreamUnavailable(f"upstream request failed: {url}: {exc}") from exc
+        if response.status_code >= 500:
+            self._error(kind, "status")
+        return response
+
+    def _file_chunks(self, response: requests.Response, kind: str) -> Iterator[bytes]:
+        # The exact bytes (no content decoding): hashes are over what the upstream stores.
+        try:
+            for chunk in response.raw.stream(CHUNK, decode_content=False):
+                self._count(kind, len(chunk))
+                yield chunk
+        except requests.Timeout as exc:
+            self._error(kind, "timeout")
+            raise UpstreamTimeout(f"upstream timed out during {response.url}") from exc
+        except Exception as exc:
+            self._error(kind, "connection")
+            raise UpstreamUnavailable(
+                f"upstream download broke off: {response.url}: {exc}"
+            ) from exc
+
+    def _count(self, kind: str, received: int | None = None) -> None:
+        if self.metrics is not None:
+            if received is None:
+                self.metrics.upstream_requests.labels(kind).inc()
+            else:
+                self.metrics.upstream_bytes.labels(kind).inc(received)
+
+    def _error(self, kind: str, reason: str) -> None:
+        if self.metrics is not None:
+            self.metrics.upstream_errors.labels(kind, reason).inc()
+
+
+def decoded(chunks: Iterable[bytes], content_encoding: str) -> Iterator[bytes]:
+    """``chunks`` with their Content-Encoding undone, never more than CHUNK bytes at a time.
+
+    Inflating in bounded steps is what keeps a few kilobytes that expand to
+    gigabytes from ever being expanded beyond what the reader asks for.
+    """
+    codings = [c.strip().lower() for c in content_encoding.split(",") if c.strip()]
+    stream: Iterable[bytes] = chunks
+    for coding in reversed(codings):  # the last coding applied is undone first
+        if coding in ("gzip", "x-gzip"):
+            stream = _inflate(stream, 16 + zlib.MAX_WBITS)
+        elif coding == "deflate":
+            stream = _inflate(stream, zlib.MAX_WBITS)
+        elif coding != "identity":
+            raise InvalidPage(f"unsupported Content-Encoding {coding!r}")
+    return iter(stream)
+
+
+def _inflate(chunks: Iterable[bytes], wbits: int) -> Iterator[bytes]:
+    decoder = zlib.decompressobj(wbits)
+    try:
+        for data in chunks:
+            while data:
+                if decoder.eof:  # another gzip member follows
+                    decoder = zlib.decompressobj(wbits)
+                out = decoder.decompress(data, CHUNK)
+                data = decoder.unused_data if decoder.eof else decoder.unconsumed_tail
+                while out:
+                    yield out
+                    # A full buffer may leave output inside zlib: drain it, CHUNK at a time.
+                    out = decoder.decompress(b"", CHUNK) if len(out) == CHUNK else b""
+    except zlib.error as exc:
+        raise InvalidPage(f"undecodable compressed page: {exc}") from exc
+    if not decoder.eof:
+        raise InvalidPage("compressed page ends early")
+
+
+def _parse_page(name: str, body: bytes, content_type: str | None, url: str) -> ProjectPage:
+    """What ``ProjectPage.from_response`` does, on a body we read ourselves (bounded)."""
+    header = Message()
+    header["Content-Type"] = content_type or "text/html"
+    media_type = header.get_content_type()
+    charset = header.get_param("charset")
+    try:
+        if media_type == "application/vnd.pypi.simple.v1+json":
+            page = ProjectPage.from_json_data(json.loads(body), url)
+        elif media_type in ("application/vnd.pypi.simple.v1+html", "text/html"):
+            page = ProjectPage.from_html(
+                project=name,
+                html=body,
+                base_url=url,
+                from_encoding=charset if isinstance(charset, str) else None,
+            )
+            if not page.packages and page.repository_version is None:
+                # Neither a link nor the simple API's meta tag: a portal's or an error's HTML.
+                raise InvalidPage("HTML without links or pypi:repository-version: not a page")
+        else:
+            raise InvalidPage(f"not a project page: Content-Type {media_type!r}")
+    except InvalidPage:
+        raise
+    except Exception as exc:
+        raise InvalidPage(f"unparsable page: {exc}") from exc
+    if not isinstance(page.project, str) or canonicalize_name(page.project) != name:
+        raise InvalidPage(f"the page is for project {page.project!r}, not {name!r}")
+    return page
+
+
+def page_problem(
+    name: str, page: UpstreamPage, stored_files: Sequence[str], stored_serial: int | None
+) -> str | None:
+    """Why ``page`` cannot be the project's page while we store ``stored_files`` (None: it can).
+
+    A captive portal, a login page or a broken mirror answers 200 too; taking its
+    word would empty the project and delete its blobs.  A project really emptied
+    or deleted upstream answers 404 (the changelog follower's removal path) or
+    says it is quarantined (PEP 792).
+    """
+    if stored_serial is not None and page.serial is None:
+        return f"the page has no serial, the stored page has serial {stored_serial}"
+    if not stored_files or page.status == "quarantined":
+        return None
+    if not page.files:
+        return f"the page lists no files, the stored page lists {len(stored_files)}"
+    if any(_is_dist_of(name, f) for f in stored_files) and not any(
+        _is_dist_of(name, f.filename) for f in page.files
+    ):
+        return f"none of the page's {len(page.files)} files is a distribution of {name}"
+    return None
+
+
+def _is_dist_of(name: str, filename: str) -> bool:
+    try:
+        if filename.endswith(".whl"):
+            project = parse_wheel_filename(filename)[0]
+        else:
+            project = parse_sdist_filename(filename)[0]
+    except ValueError:
+        return False
+    return canonicalize_name(project) == name
+
+
+def _anchor_texts(response: requests.Response) -> Iterator[str]:
+    """Anchor texts of a streamed HTML list, one buffer at a time (constant memory)."""
+    with response:
+        tail = b""
+        try:
+            for chunk in response.iter_content(CHUNK):
+                buffer = tail + chunk
+                end = 0
+                for match in _ANCHOR.finditer(buffer):
+                    yield match.group(1).decode("utf-8", "replace").strip()
+                    end = match.end()
+                tail = buffer[end:] if end else buffer[-4096:]
+        except requests.RequestException as exc:
+            raise UpstreamUnavailable(f"upstream list broke off: {exc}") from exc
+
+
+def _valid_names(names: Iterator[str], metrics: Metrics | None) -> Iterator[str]:
+    """The names of a project list that are project names at all; the others left out."""
+    for name in names:
+        if valid_project_name(name):
+            yield name
+        else:
+            _reject("name", "/simple/", name, "not a valid project name", metrics)
+
+
+def valid_project_name(name: object) -> bool:
+    """Whether an upstream's project name is a valid one (the name-format spec), in length."""
+    if not isinstance(name, str) or len(name) > NAME_LENGTH:
+        return False
+    try:
+        normalize_project(name)
+    except InvalidName:
+        return False
+    return True
+
+
+# Invalid entries already logged by this process: each once, and at most this many.
+_LOG_ONCE_LIMIT = 10_000
+_logged: set[tuple[str, str]] = set()
+_logged_lock = threading.Lock()
+
+
+def _reject(reason: str, project: str, entry: object, why: str, metrics: Metrics | None) -> None:
+    """Count an upstream entry left out; log it the first time this process meets it."""
+    if metrics is not None:
+        metrics.upstream_invalid_entries.labels(reason).inc()
+    key = (project, repr(entry)[:200])
+    with _logged_lock:
+        if key in _logged or len(_logged) > _LOG_ONCE_LIMIT:
+            return
+        _logged.add(key)
+        full = len(_logged) > _LOG_ONCE_LIMIT
+    log.warning("upstream %s: left out %s: %s", project, key[1], why)
+    if full:
+        log.warning("upstream: more invalid entries are counted, no longer logged")
+
+
+# Sdists and eggs whose names only the project prefix can check (legacy versions).
+_LEGACY_SUFFIXES = (".tar.gz", ".zip", ".tar.bz2", ".tgz", ".egg")
+
+
+def filename_problem(filename: object, project: str) -> str | None:
+    """Why ``filename`` is not a wheel or sdist of ``project`` (None: it is one).
+
+    Names that are paths (``/``, ``\\``, ``..``), hold control characters or
+    belong to another project never reach the database, a URL or a log line.
+    """
+    if not isinstance(filename, str) or not filename:
+        return "an empty file name"
+    if len(filename) > FILENAME_LENGTH:
+        return "a file name too long"
+    if "/" in filename or "\\" in filename or ".." in filename:
+        return "a file name that is a path"
+    if any(unicodedata.category(c).startswith("C") for c in filename):
+        return "a file name with control characters"
+    project = canonicalize_name(project)
+    if filename.endswith(".whl"):
+        try:
+            name = parse_wheel_filename(filename)[0]
+        except InvalidWheelFilename:
+            return "not a valid wheel file name"
+        return None if name == project else f"a wheel of {name}, not {project}"
+    if filename.endswith((".tar.gz", ".zip")):
+        try:
+            if parse_sdist_filename(filename)[0] == project:
+                return None
+        except InvalidSdistFilename:
+            pass  # perhaps a legacy version: the name must still be the project's
+    suffix = next((s for s in _LEGACY_SUFFIXES if filename.endswith(s)), None)
+    if suffix is None:
+        return "neither a wheel nor an sdist"
+    stem = filename.removesuffix(suffix)
+    for i, char in enumerate(stem):
+        if char == "-" and stem[i + 1 :] and canonicalize_name(stem[:i]) == project:
+            return None
+    return f"not a distribution of {project}"
+
+
+def _page(
+    name: str,
+    page: ProjectPage,
+    serial: int | None,
+    etag: str | None,
+    local: bool = False,
+    metrics: Metrics | None = None,
+) -> UpstreamPage:
+    if serial is None:
+        serial = parse_serial(page.last_serial)
+    entries = (
+        _file(
+            pkg,
+            name,
+            size=_local_size(pkg.url) if local and pkg.size is None else pkg.size,
+            metrics=metrics,
+        )
+        for pkg in page.packages
+    )
+    files = tuple(f for f in entries if f is not None)
+    status = page.status.value if page.status is not None else None
+    return UpstreamPage(
+        name,
+        files,
+        _versions(files, page.versions),
+        serial,
+        etag,
+        status,
+        upstream_text(page.status_reason),
+    )
+
+
+def _file(
+    pkg: DistributionPackage,
+    project: str,
+    *,
+    size: int | None = None,
+    sha256: str | None = None,
+    metrics: Metrics | None = None,
+) -> UpstreamFile | None:
+    """The page entry as we keep it, or None (logged, counted) when it is not valid.
+
+    A digest names a blob, so one from outside is taken only as 64 lower-case
+    hex characters; a file name must be a distribution of the page's project.
+    """
+    problem = filename_problem(pkg.filename, project)
+    if problem is not None:
+        _reject("filename", project, pkg.filename, problem, metrics)
+        return None
+    if sha256 is None:
+        sha256 = pkg.digests.get("sha256")
+    metadata_sha256 = (pkg.metadata_digests or {}).get("sha256")
+    for digest, what in ((sha256, "sha256"), (metadata_sha256, "core-metadata sha256")):
+        if digest is not None and not is_sha256(digest):
+            why = f"its {what} {digest!r:.100} is not 64 lower-case hex characters"
+            _reject("digest", project, pkg.filename, why, metrics)
+            return None
+    upload_time = pkg.upload_time
+    if upload_time is not None:
+        upload_time = upload_time.astimezone(UTC).replace(tzinfo=None)
+    url = pkg.url.split("#", 1)[0]
+    return UpstreamFile(
+        filename=pkg.filename,
+        url=url,
+        version=_version(pkg.version),
+        sha256=sha256,
+        size=_size(size if size is not None else pkg.size),
+        requires_python=upstream_text(pkg.requires_python),
+        yanked=bool(pkg.is_yanked),
+        yanked_reason=upstream_text(pkg.yanked_reason),
+        upload_time=upload_time,
+        has_metadata=bool(pkg.has_metadata),
+        metadata_sha256=metadata_sha256,
+    )
+
+
+# Free text from the upstream (yank reasons, requires-python) kept at most this long.
+TEXT_LIMIT = 10_000
+
+
+def upstream_text(value: object, limit: int = TEXT_LIMIT) -> str | None:
+    """Upstream free text as we may store and show it: a string, no surrogates (which no
+    database encoding takes) nor control characters, and bounded (None when empty)."""
+    if not isinstance(value, str) or not value:
+        return None
+    cleaned = "".join(
+        "\ufffd" if unicodedata.category(c) in ("Cs", "Cc") and c not in "\t" else c
+        for c in value[:limit]
+    )
+    return cleaned or None
+
+
+def _version(value: object) -> str | None:
+    """A version we can store: text without control characters that fits its column."""
+    text = upstream_text(value, VERSION_LENGTH + 1)
+    return text if text is not None and len(text) <= VERSION_LENGTH and text == value else None
+
+
+def _size(value: object) -> int | None:
+    """A size we can announce as Content-Length: a non-negative integer of sane magnitude."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**53:
+        return None
+    return value
+
+
+def _versions(files: tuple[UpstreamFile, ...], listed: list[str] | None) -> tuple[str, ...]:
+    versions = {v for v in map(_version, listed or ()) if v is not None}
+    versions.update(f.version for f in files if f.version)
+    return tuple(versions)
+
+
+def _local_path(url: str) -> Path:
+    return Path(url2pathname(unquote(urlsplit(url).path)))
+
+
+def _local_size(url: str) -> int | None:
+    if urlsplit(url).scheme != "file":
+        return None
+    try:
+        return _local_path(url).stat().st_size
+    except OSError:
+        return None
+
+
+def _subdirs(root: Path) -> Iterator[Path]:
+    try:
+        yield from (p for p in sorted(root.iterdir()) if p.is_dir())
+    except OSError as exc:
+        raise UpstreamUnavailable(f"cannot list {root}: {exc}") from exc
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

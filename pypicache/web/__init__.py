@@ -1,0 +1,1 @@
+"""The HTTP face: the WSGI app, routes, security policy and views."""

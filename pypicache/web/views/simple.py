@@ -1,0 +1,109 @@
+"""The simple repository API: /simple/ and /simple/<project>/ in HTML and JSON."""
+
+from __future__ import annotations
+
+import os
+
+from pyramid.httpexceptions import HTTPMethodNotAllowed, HTTPMovedPermanently, HTTPNotAcceptable
+from pyramid.request import Request
+from pyramid.response import Response
+from pyramid.view import view_config
+
+from pypicache.cache.index import CachedPage
+from pypicache.cache.rendering import CONTENT_TYPES, JSON_TYPE
+from pypicache.names import normalize_project
+from pypicache.web.httputil import etag_matches
+from pypicache.web.negotiation import select_media_type
+from pypicache.web.observe import note_cache
+from pypicache.web.security import READ
+
+STALE_CACHE_CONTROL = "max-age=0, must-revalidate, no-cache, no-store"
+# Our pages run no script and load nothing: a browser that opens one must not either,
+# whatever text the upstream managed to put in it.
+SIMPLE_SECURITY_POLICY = "default-src 'none'; frame-ancestors 'none'"
+SIMPLE_SECURITY_HEADERS = (
+    ("Content-Security-Policy", SIMPLE_SECURITY_POLICY),
+    ("X-Content-Type-Options", "nosniff"),
+)
+NOT_ACCEPTABLE = (
+    b"406 Not Acceptable: this index serves application/vnd.pypi.simple.v1+json, "
+    b"application/vnd.pypi.simple.v1+html and text/html\n"
+)
+
+
+def page_response(
+    entry: CachedPage, media_type: str, if_none_match: str | None, max_age: int
+) -> tuple[str, list[tuple[str, str]], bytes]:
+    """Status, headers and body for a project page; the hot path in wsgi.py uses it too."""
+    page = entry.page
+    representation = page.representation(media_type)
+    headers = [
+        ("Content-Type", CONTENT_TYPES[media_type]),
+        ("ETag", representation.etag),
+        ("Vary", "Accept"),
+        ("Cache-Control", _cache_control(entry, max_age)),
+        *SIMPLE_SECURITY_HEADERS,
+    ]
+    if page.serial is not None:
+        headers.append(("X-PyPI-Last-Serial", str(page.serial)))
+    if etag_matches(if_none_match, representation.etag):
+        return "304 Not Modified", headers, b""
+    headers.append(("Content-Length", str(len(representation.body))))
+    return "200 OK", headers, representation.body
+
+
+def _cache_control(entry: CachedPage, max_age: int) -> str:
+    if entry.stale:
+        return STALE_CACHE_CONTROL
+    if entry.page.private:
+        # A new upload must be visible at once: revalidate every time (a cheap 304).
+        return "no-cache"
+    return f"max-age={max_age}, public"
+
+
+@view_config(route_name="simple_project", request_method=("GET", "HEAD"), permission=READ)
+def project_page(request: Request) -> Response:
+    name = normalize_project(request.matchdict["project"])
+    if name != request.matchdict["project"]:
+        return HTTPMovedPermanently(location=request.route_path("simple_project", project=name))
+    media_type = select_media_type(request.headers.get("Accept"))
+    if media_type is None:
+        return HTTPNotAcceptable(body=NOT_ACCEPTABLE, content_type="text/plain", charset="utf-8")
+    entry, result = request.index.lookup_page(name)
+    note_cache(request, "page", result)
+    status, headers, body = page_response(
+        entry, media_type, request.headers.get("If-None-Match"), request.app_settings.client_max_age
+    )
+    return Response(status=status, headerlist=headers, body=body)
+
+
+@view_config(route_name="simple_index", request_method=("GET", "HEAD"), permission=READ)
+def project_list(request: Request) -> Response:
+    media_type = select_media_type(request.headers.get("Accept"))
+    if media_type is None:
+        return HTTPNotAcceptable(body=NOT_ACCEPTABLE, content_type="text/plain", charset="utf-8")
+    files, handle = request.index.open_project_list(media_type == JSON_TYPE)
+    etag = files.json_etag if media_type == JSON_TYPE else files.html_etag
+    headers = [
+        ("Content-Type", CONTENT_TYPES[media_type]),
+        ("ETag", etag),
+        ("Vary", "Accept"),
+        ("Cache-Control", f"max-age={request.app_settings.client_max_age}, public"),
+        *SIMPLE_SECURITY_HEADERS,
+    ]
+    if files.serial is not None:
+        headers.append(("X-PyPI-Last-Serial", str(files.serial)))
+    if etag_matches(request.headers.get("If-None-Match"), etag):
+        handle.close()
+        return Response(status=304, headerlist=headers)
+    headers.append(("Content-Length", str(os.fstat(handle.fileno()).st_size)))
+    wrapper = request.environ.get("wsgi.file_wrapper")
+    app_iter = wrapper(handle, 65536) if wrapper else iter(lambda: handle.read(65536), b"")
+    return Response(headerlist=headers, app_iter=app_iter)
+
+
+@view_config(route_name="simple_index", require_csrf=False)
+@view_config(route_name="simple_project", require_csrf=False)
+def wrong_method(request: Request) -> Response:
+    # uv and twine turn a 405 here into "you used the index URL instead of the upload URL".
+    return HTTPMethodNotAllowed(headers={"Allow": "GET, HEAD"})
