@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import fcntl
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib.resources import files as package_files
 from pathlib import Path
 from typing import Any
@@ -62,6 +64,32 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 def get_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+class Database:
+    """The one way to the metadata database, the same in requests, threads and commands.
+
+    A unit of work is one transaction: committed when the block ends, rolled back when it
+    raises, its session closed either way.  Objects loaded in it stay readable afterwards
+    (nothing expires on commit), so a unit of work can hand its results out.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._sessions = get_session_factory(engine)
+
+    @classmethod
+    def from_url(cls, database_url: str) -> Database:
+        return cls(get_engine(database_url))
+
+    @contextmanager
+    def unit_of_work(self) -> Iterator[Session]:
+        with self._sessions.begin() as session:
+            yield session
+
+    def dispose(self) -> None:
+        """Close the pooled connections (the process is done with the database)."""
+        self.engine.dispose()
 
 
 def get_tm_session(
