@@ -68,7 +68,7 @@ def main() -> None:
         db.upgrade(url)
         engine = db.get_engine(url)
         unlimited = LoginLimiter(per_user=10**9, per_address=10**9)
-        accounts = Accounts(db.get_session_factory(engine), unlimited)
+        accounts = Accounts(db.Database(engine), unlimited)
         accounts.add_user("alice", PASSWORD)
         accounts.add_user("nopass", None)
         prepare_decoy()

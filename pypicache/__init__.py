@@ -28,11 +28,9 @@ def make_app(settings: Settings) -> PypicacheApp:
     settings.prepare_data_dir()
     if settings.migrate_on_start:
         db.upgrade(settings.database_url)
-    pyramid_settings = {"tm.manager_hook": "pyramid_tm.explicit_manager"}
-    with Configurator(settings=pyramid_settings) as config:
+    with Configurator() as config:
         config.registry["pypicache.settings"] = settings
-        # Engine, session factory, pyramid_tm and request.dbsession.
-        config.include(".db")
+        config.registry["database"] = db.Database.from_url(settings.database_url)
         # Blob store, upstream client, the index service as request.index, the follower,
         # the evictor.
         config.include(".services")
@@ -63,7 +61,7 @@ def make_app(settings: Settings) -> PypicacheApp:
         registry["index_service"],
         follower,
         registry["security_policy"],
-        registry["db_engine"],
+        registry["database"],
         settings.client_max_age,
         registry["metrics"],
         evictor=evictor,

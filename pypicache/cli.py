@@ -16,8 +16,6 @@ from typing import Any
 
 from packaging.utils import canonicalize_name
 from pyramid.paster import get_appsettings, setup_logging
-from sqlalchemy import Engine
-from sqlalchemy.orm import Session, sessionmaker
 
 from pypicache import db
 from pypicache.auth.accounts import Accounts
@@ -280,26 +278,25 @@ def _data_dir_problem(settings: Settings) -> str | None:
 # -- users, tokens and projects: straight to the database -------------------------------------
 
 
-def _tools(args: argparse.Namespace) -> tuple[Accounts, PrivatePackages, Engine]:
+def _tools(args: argparse.Namespace) -> tuple[Accounts, PrivatePackages, db.Database]:
     """The account and private-package services on the configured database."""
     settings = _settings(args)
     settings.prepare_data_dir()
     if settings.migrate_on_start:
         db.upgrade(settings.database_url)
-    engine = db.get_engine(settings.database_url)
-    factory = db.get_session_factory(engine)
-    index = IndexService(settings, factory, make_store(settings), None)
-    return Accounts(factory), PrivatePackages(settings, factory, index), engine
+    database = db.Database.from_url(settings.database_url)
+    index = IndexService(settings, database, make_store(settings), None)
+    return Accounts(database), PrivatePackages(settings, database, index), database
 
 
 @contextmanager
 def _services(args: argparse.Namespace) -> Iterator[tuple[Accounts, PrivatePackages]]:
     """``_tools`` for one command: the database connections are closed afterwards."""
-    accounts, private, engine = _tools(args)
+    accounts, private, database = _tools(args)
     try:
         yield accounts, private
     finally:
-        engine.dispose()
+        database.dispose()
 
 
 def _password(args: argparse.Namespace) -> str:
@@ -425,15 +422,13 @@ def _target_options(command: argparse.ArgumentParser) -> None:
 
 def _cache(
     args: argparse.Namespace,
-) -> tuple[Settings, sessionmaker[Session], BlobStore, Engine]:
+) -> tuple[Settings, db.Database, BlobStore]:
     """The configured database (migrated, as serve would) and blob store."""
     settings = _settings(args)
     settings.prepare_data_dir()
     if settings.migrate_on_start:
         db.upgrade(settings.database_url)
-    engine = db.get_engine(settings.database_url)
-    store = make_store(settings)
-    return settings, db.get_session_factory(engine), store, engine
+    return settings, db.Database.from_url(settings.database_url), make_store(settings)
 
 
 @contextmanager
@@ -451,14 +446,14 @@ def _index_url(args: argparse.Namespace, settings: Settings) -> Iterator[str]:
 
 
 def _run_warm(
-    args: argparse.Namespace, settings: Settings, factory: sessionmaker[Session]
+    args: argparse.Namespace, settings: Settings, database: db.Database
 ) -> tuple[WarmReport, Target]:
     requirements = Path(args.requirements)
     if not requirements.is_file():
         raise PypicacheError(f"{requirements}: no such requirements file")
     target = Target(args.python_version, tuple(args.platform or ()))
     with Progress("warm") as progress, _index_url(args, settings) as url:
-        report = warm(requirements, url, target, factory, progress, pip_timeout(settings))
+        report = warm(requirements, url, target, database, progress, pip_timeout(settings))
     for f in report.fetched:
         print(f"fetched         {f.filename} ({format_bytes(f.size)})")
     for f in report.cached:
@@ -476,11 +471,11 @@ def _run_warm(
 
 
 def _warm(args: argparse.Namespace) -> int:
-    settings, factory, _, engine = _cache(args)
+    settings, database, _ = _cache(args)
     try:
-        report, _ = _run_warm(args, settings, factory)
+        report, _ = _run_warm(args, settings, database)
     finally:
-        engine.dispose()
+        database.dispose()
     return 1 if report.failures else 0
 
 
@@ -488,11 +483,11 @@ def _export(args: argparse.Namespace) -> int:
     if args.project and (args.python_version or args.platform or args.index_url):
         raise PypicacheError("--python-version, --platform and --index-url need --requirements")
     out = Path(args.out)
-    settings, factory, store, engine = _cache(args)
+    settings, database, store = _cache(args)
     try:
         wanted: Mapping[str, set[str] | None]
         if args.requirements:
-            report, _ = _run_warm(args, settings, factory)
+            report, _ = _run_warm(args, settings, database)
             if report.failures:
                 raise PypicacheError("warming failed, so no bundle was written")
             chosen: dict[str, set[str]] = {}
@@ -501,9 +496,9 @@ def _export(args: argparse.Namespace) -> int:
             wanted = chosen
         else:
             wanted = {canonicalize_name(name): None for name in args.project}
-        plan = plan_export(factory, store, wanted, settings.upstream_url)
+        plan = plan_export(database, store, wanted, settings.upstream_url)
     finally:
-        engine.dispose()
+        database.dispose()
     for line in plan.skipped:
         print(f"skipped {line}")
     with Progress("export", plan.total_bytes, count_bytes=True) as progress:
@@ -517,16 +512,16 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _import(args: argparse.Namespace) -> int:
-    _, factory, store, engine = _cache(args)
+    _, database, store = _cache(args)
     try:
         with Bundle(Path(args.bundle)) as bundle:
             with Progress("verify", bundle.total_bytes, count_bytes=True) as progress:
                 bundle.verify(progress)
             total = bundle.missing_bytes(store)
             with Progress("import", total, count_bytes=True) as progress:
-                report = import_bundle(bundle, factory, store, progress, actor=ADMIN_ACTOR)
+                report = import_bundle(bundle, database, store, progress, actor=ADMIN_ACTOR)
     finally:
-        engine.dispose()
+        database.dispose()
     for line in report.superseded:
         print(f"kept ours {line}")
     for line in report.conflicts:
@@ -553,9 +548,9 @@ def _import_summary(r: ImportReport) -> str:
 
 
 def _gc(args: argparse.Namespace) -> int:
-    _, private, engine = _tools(args)
+    _, private, database = _tools(args)
     limit = private.settings.cache_max_bytes
-    retention = Retention(db.get_session_factory(engine), private.store, limit)
+    retention = Retention(database, private.store, limit)
     verb = "would evict" if args.dry_run else "evicted"
 
     def report(eviction: Eviction) -> None:
@@ -575,7 +570,7 @@ def _gc(args: argparse.Namespace) -> int:
         )
         result = retention.collect(dry_run=args.dry_run, report=report)
     finally:
-        engine.dispose()
+        database.dispose()
     for skipped in result.in_use:
         print(f"kept {', '.join(skipped.files)}: being served")
     state, done = ("would be", "to evict") if args.dry_run else ("now", "evicted")
@@ -634,17 +629,15 @@ def _finding_line(finding: Finding) -> str:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    _, private, engine = _tools(args)
+    _, private, database = _tools(args)
     settings = private.settings
-    verifier = Verifier(
-        db.get_session_factory(engine), private.store, settings.data_dir / "quarantine"
-    )
+    verifier = Verifier(database, private.store, settings.data_dir / "quarantine")
     progress = _VerifyProgress()
     try:
         result = verifier.run(repair=args.repair, reporter=progress)
     finally:
         progress.close()
-        engine.dispose()
+        database.dispose()
     remaining = result.remaining
     print(
         f"verified {result.blobs} blobs ({format_bytes(result.bytes)}): "

@@ -1,4 +1,4 @@
-"""Engine, session factory, request-scoped sessions and schema migrations."""
+"""The metadata database: engines, the unit of work, and schema migrations."""
 
 from __future__ import annotations
 
@@ -9,17 +9,13 @@ from importlib.resources import files as package_files
 from pathlib import Path
 from typing import Any
 
-import transaction
-import zope.sqlalchemy
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from pyramid.config import Configurator
-from pyramid.request import Request
 from sqlalchemy import URL, Engine, create_engine, event, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from pypicache.errors import SettingsError
-from pypicache.settings import DATABASE_KEY, Settings
+from pypicache.settings import DATABASE_KEY
 
 
 def get_engine(database_url: str) -> Engine:
@@ -62,10 +58,6 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def get_session_factory(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(bind=engine, expire_on_commit=False)
-
-
 class Database:
     """The one way to the metadata database, the same in requests, threads and commands.
 
@@ -76,7 +68,7 @@ class Database:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self._sessions = get_session_factory(engine)
+        self._sessions = sessionmaker(bind=engine, expire_on_commit=False)
 
     @classmethod
     def from_url(cls, database_url: str) -> Database:
@@ -90,15 +82,6 @@ class Database:
     def dispose(self) -> None:
         """Close the pooled connections (the process is done with the database)."""
         self.engine.dispose()
-
-
-def get_tm_session(
-    session_factory: sessionmaker[Session], transaction_manager: transaction.TransactionManager
-) -> Session:
-    """A session joined to ``transaction_manager``: committed or aborted with it."""
-    session = session_factory()
-    zope.sqlalchemy.register(session, transaction_manager=transaction_manager)
-    return session
 
 
 def alembic_config(database_url: str) -> AlembicConfig:
@@ -127,17 +110,3 @@ def upgrade(database_url: str) -> None:
             command.upgrade(alembic_config(database_url), "head")
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-def includeme(config: Configurator) -> None:
-    settings: Settings = config.registry["pypicache.settings"]
-    config.include("pyramid_tm")
-    engine = get_engine(settings.database_url)
-    session_factory = get_session_factory(engine)
-    config.registry["dbsession_factory"] = session_factory
-    config.registry["db_engine"] = engine
-
-    def dbsession(request: Request) -> Session:
-        return get_tm_session(session_factory, request.tm)
-
-    config.add_request_method(dbsession, reify=True)

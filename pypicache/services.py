@@ -7,6 +7,7 @@ from pyramid.request import Request
 
 from pypicache.cache.index import IndexService
 from pypicache.cache.retention import Evictor, Retention, UsageLog
+from pypicache.db import Database
 from pypicache.follower.changelog import XmlRpcChangelog
 from pypicache.follower.follower import Follower
 from pypicache.ops.history import History
@@ -21,7 +22,8 @@ from pypicache.upstream.client import UpstreamClient
 def includeme(config: Configurator) -> None:
     settings: Settings = config.registry["pypicache.settings"]
     metrics = Metrics()
-    metrics.watch_database(config.registry["dbsession_factory"])
+    database = config.registry["database"]
+    metrics.watch_database(database)
     config.registry["metrics"] = metrics
     upstream = (
         UpstreamClient(
@@ -35,17 +37,16 @@ def includeme(config: Configurator) -> None:
         if settings.upstream_url
         else None
     )
-    factory = config.registry["dbsession_factory"]
     store = make_store(settings)
     # Retention only with a limit: without one, nobody needs to know what was used when.
-    usage = UsageLog(factory) if settings.cache_max_bytes else None
+    usage = UsageLog(database) if settings.cache_max_bytes else None
     service = IndexService(
-        settings, factory, store, upstream, record_use=usage.touch if usage else None
+        settings, database, store, upstream, record_use=usage.touch if usage else None
     )
     config.registry["index_service"] = service
     config.registry["evictor"] = (
         Evictor(
-            Retention(factory, store, settings.cache_max_bytes),
+            Retention(database, store, settings.cache_max_bytes),
             usage,
             settings.gc_interval,
             service.claims,
@@ -53,11 +54,14 @@ def includeme(config: Configurator) -> None:
         if usage
         else None
     )
-    private = PrivatePackages(settings, config.registry["dbsession_factory"], service)
+    private = PrivatePackages(settings, database, service)
     config.registry["follower"] = _follower(settings, config, service, upstream)
     # What the admin page shows: queries, and the samples its charts draw.
-    reports = Reports(factory, service.project_list)
-    config.registry["history"] = History(factory, metrics, settings.chart_interval)
+    reports = Reports(database, service.project_list)
+    config.registry["history"] = History(database, metrics, settings.chart_interval)
+
+    def request_database(request: Request) -> Database:
+        return database
 
     def index(request: Request) -> IndexService:
         return service
@@ -74,6 +78,7 @@ def includeme(config: Configurator) -> None:
     def request_reports(request: Request) -> Reports:
         return reports
 
+    config.add_request_method(request_database, "database", reify=True)
     config.add_request_method(index, reify=True)
     config.add_request_method(request_reports, "reports", reify=True)
     config.add_request_method(request_metrics, "metrics", reify=True)
@@ -97,4 +102,4 @@ def _follower(
         if settings.changelog_url
         else None
     )
-    return Follower(settings, config.registry["dbsession_factory"], service, upstream, changelog)
+    return Follower(settings, config.registry["database"], service, upstream, changelog)

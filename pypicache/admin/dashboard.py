@@ -23,7 +23,7 @@ INDIGO, AMBER, TEAL = "#4f46e5", "#f59e0b", "#0d9488"
 )
 def dashboard(request: Request) -> dict[str, Any]:
     registry = request.registry
-    follower = follower_status(registry["dbsession_factory"], registry["follower"])
+    follower = follower_status(request.database, registry["follower"])
     totals = request.metrics.cache_totals()
     lookups = sum(totals.values())
     alarms = request.reports.open_alarms(limit=5)

@@ -9,19 +9,17 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
 
-import transaction
 from sqlalchemy import select, update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from pypicache.auth.ratelimit import LoginLimiter
 from pypicache.cache.index import utcnow
-from pypicache.db import get_tm_session
+from pypicache.db import Database
 from pypicache.errors import AccountError
 from pypicache.models import ApiToken, AuditEntry, User
 
@@ -131,19 +129,11 @@ def token_hash(token: str) -> str:
 
 
 class Accounts:
-    def __init__(
-        self, session_factory: sessionmaker[Session], limiter: LoginLimiter | None = None
-    ) -> None:
-        self._session_factory = session_factory
+    def __init__(self, database: Database, limiter: LoginLimiter | None = None) -> None:
+        self._database = database
         self.limiter = limiter or LoginLimiter()
         self._cache: dict[str, _Verified] = {}
         self._cache_lock = threading.Lock()
-
-    @contextmanager
-    def _unit_of_work(self) -> Iterator[Session]:
-        manager = transaction.TransactionManager(explicit=True)
-        with manager:
-            yield get_tm_session(self._session_factory, manager)
 
     # -- users -----------------------------------------------------------------------------
 
@@ -154,7 +144,7 @@ class Accounts:
     ) -> None:
         if not _USER_NAME.match(name) or name == TOKEN_USERNAME:
             raise AccountError(f"invalid user name {name!r}: letters, digits, '.', '_', '-'")
-        with self._unit_of_work() as db:
+        with self._database.unit_of_work() as db:
             if db.scalar(select(User).where(User.name == name)) is not None:
                 raise AccountError(f"user {name!r} exists already")
             db.add(
@@ -168,7 +158,7 @@ class Accounts:
             _audit(db, "add-user", actor, f"{name} ({_role(admin)})")
 
     def set_password(self, name: str, password: str, *, actor: str | None = None) -> None:
-        with self._unit_of_work() as db:
+        with self._database.unit_of_work() as db:
             user = self._user(db, name)
             user.password_hash = hash_password(_checked(password))
             user.session_epoch = User.session_epoch + 1
@@ -177,20 +167,20 @@ class Accounts:
 
     def end_sessions(self, user_id: int) -> None:
         """Log a user out of the admin page everywhere: every ticket issued so far is void."""
-        with self._unit_of_work() as db:
+        with self._database.unit_of_work() as db:
             db.execute(
                 update(User).where(User.id == user_id).values(session_epoch=User.session_epoch + 1)
             )
         self.forget_credentials()
 
     def set_admin(self, name: str, admin: bool, *, actor: str | None = None) -> None:
-        with self._unit_of_work() as db:
+        with self._database.unit_of_work() as db:
             self._user(db, name).is_admin = admin
             _audit(db, "set-role", actor, f"{name}: {_role(admin)}")
         self.forget_credentials()
 
     def users(self) -> list[tuple[str, bool, datetime]]:
-        with self._unit_of_work() as db:
+        with self._database.unit_of_work() as db:
             return [
                 (u.name, u.is_admin, u.created_at)
                 for u in db.scalars(select(User).order_by(User.name))
@@ -210,7 +200,7 @@ class Accounts:
         """A new token for user ``name``; the only time it is ever seen."""
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         prefix = token[: len(TOKEN_PREFIX) + 6]
-        with self._unit_of_work() as db:
+        with self._database.unit_of_work() as db:
             user = self._user(db, name)
             db.add(
                 ApiToken(
@@ -225,7 +215,7 @@ class Accounts:
         return token
 
     def tokens(self, name: str | None = None) -> list[TokenInfo]:
-        with self._unit_of_work() as db:
+        with self._database.unit_of_work() as db:
             query = select(ApiToken, User.name).join(User).order_by(ApiToken.id)
             if name is not None:
                 query = query.where(User.name == name)
@@ -237,7 +227,7 @@ class Accounts:
             ]
 
     def revoke_token(self, token_id: int, *, actor: str | None = None) -> None:
-        with self._unit_of_work() as db:
+        with self._database.unit_of_work() as db:
             token = db.get(ApiToken, token_id)
             if token is None:
                 raise AccountError(f"no token with id {token_id}")
@@ -278,7 +268,7 @@ class Accounts:
         Raises RateLimited when the user name or ``address`` failed too often.
         """
         self.limiter.begin(username, address)
-        with self._unit_of_work() as db:
+        with self._database.unit_of_work() as db:
             user = db.scalar(select(User).where(User.name == username))
             stored = user.password_hash if user is not None else None
             accepted = _check_password(stored, password) and user is not None
@@ -311,7 +301,7 @@ class Accounts:
         def recheck(db: Session) -> Identity | None:
             return _user_identity(db, int(user_id), stamp, int(epoch))
 
-        with self._unit_of_work() as db:
+        with self._database.unit_of_work() as db:
             identity = recheck(db)
         return self._remember(key, identity, recheck) if identity is not None else None
 
@@ -324,7 +314,7 @@ class Accounts:
             return None
         if now - entry.checked < AUTH_RECHECK_SECONDS:
             return entry.identity
-        with self._unit_of_work() as db:
+        with self._database.unit_of_work() as db:
             identity = entry.recheck(db)
         with self._cache_lock:
             if identity is None:
@@ -350,7 +340,7 @@ class Accounts:
     def _by_password(
         self, username: str, password: str
     ) -> tuple[Identity, Callable[[Session], Identity | None]] | None:
-        with self._unit_of_work() as db:
+        with self._database.unit_of_work() as db:
             user = db.scalar(select(User).where(User.name == username))
             stored = user.password_hash if user is not None else None
             if not _check_password(stored, password) or user is None:
@@ -360,7 +350,7 @@ class Accounts:
         return identity, lambda db: _user_identity(db, user_id, stamp)
 
     def _by_token(self, token: str) -> tuple[Identity, Callable[[Session], Identity | None]] | None:
-        with self._unit_of_work() as db:
+        with self._database.unit_of_work() as db:
             row = db.scalar(select(ApiToken).where(ApiToken.token_hash == token_hash(token)))
             if row is None or row.revoked_at is not None:
                 _check_password(None, token)  # as slow as a wrong password

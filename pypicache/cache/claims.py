@@ -15,8 +15,9 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DatabaseError, DataError, IntegrityError, ProgrammingError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
+from pypicache.db import Database
 from pypicache.errors import DatabaseUnavailable
 from pypicache.models import FillClaim
 
@@ -70,8 +71,8 @@ class FillClaims:
     within the lease (NTP does).
     """
 
-    def __init__(self, session_factory: sessionmaker[Session], lease: float = CLAIM_LEASE) -> None:
-        self._factory = session_factory
+    def __init__(self, database: Database, lease: float = CLAIM_LEASE) -> None:
+        self._database = database
         self.lease = lease
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._lock = threading.Lock()
@@ -86,7 +87,7 @@ class FillClaims:
         is locked" comes only after its busy timeout, so asking again would not help).
         """
         now = _utcnow()
-        with database_guard(f"claiming {key}"), self._factory.begin() as db:
+        with database_guard(f"claiming {key}"), self._database.unit_of_work() as db:
             db.execute(delete(FillClaim).where(FillClaim.key == key, FillClaim.expires_at < now))
             # ON CONFLICT DO NOTHING rather than a failed INSERT: PostgreSQL logs every
             # failed one as an ERROR, and waiters ask several times a second.
@@ -107,7 +108,7 @@ class FillClaims:
         with self._lock:
             self._held.discard(key)
         try:
-            with database_guard(f"releasing {key}"), self._factory.begin() as db:
+            with database_guard(f"releasing {key}"), self._database.unit_of_work() as db:
                 db.execute(
                     delete(FillClaim).where(FillClaim.key == key, FillClaim.owner == self.owner)
                 )
@@ -116,7 +117,7 @@ class FillClaims:
 
     def held_elsewhere(self, key: str) -> bool:
         """Whether another process holds a live claim on ``key``."""
-        with database_guard(f"reading the claim on {key}"), self._factory() as db:
+        with database_guard(f"reading the claim on {key}"), self._database.unit_of_work() as db:
             row = db.execute(
                 select(FillClaim.owner, FillClaim.expires_at).where(FillClaim.key == key)
             ).first()
@@ -147,7 +148,7 @@ class FillClaims:
             if not held:
                 continue
             try:
-                with database_guard("renewing fill claims"), self._factory.begin() as db:
+                with database_guard("renewing fill claims"), self._database.unit_of_work() as db:
                     db.execute(
                         update(FillClaim)
                         .where(FillClaim.owner == self.owner)

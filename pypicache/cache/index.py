@@ -5,16 +5,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
 from typing import BinaryIO
 
-import transaction
 from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, selectinload, sessionmaker
+from sqlalchemy.orm import Session, selectinload
 
 from pypicache.cache.claims import FillClaims, database_guard
 from pypicache.cache.fill import Fill, FillRegistry
@@ -22,7 +20,7 @@ from pypicache.cache.keyedlocks import KeyedLocks
 from pypicache.cache.pagecache import PageCache
 from pypicache.cache.projectlist import ProjectList, ProjectListFiles
 from pypicache.cache.rendering import FileRecord, PageData, RenderedPage, render
-from pypicache.db import get_tm_session
+from pypicache.db import Database
 from pypicache.errors import FileNotFound, ProjectNotFound, UpstreamUnavailable
 from pypicache.models import Alarm, AuditEntry, File, Project
 from pypicache.settings import Settings
@@ -72,7 +70,7 @@ class IndexService:
     def __init__(
         self,
         settings: Settings,
-        session_factory: sessionmaker[Session],
+        database: Database,
         store: BlobStore,
         upstream: UpstreamClient | None,
         record_use: Callable[[str], None] | None = None,
@@ -82,13 +80,13 @@ class IndexService:
         self.upstream = upstream
         # Told the sha256 of every blob opened for serving (retention's recency).
         self._record_use = record_use
-        self._session_factory = session_factory
+        self._database = database
         # Bounded in bytes: an evicted page is read from the database again.
         self._pages: PageCache[CachedPage] = PageCache(settings.page_cache_bytes)
         self._missing: dict[str, float] = {}  # upstream said 404: name -> until (monotonic)
         self.locks = KeyedLocks()
         self.fills = FillRegistry()
-        self.claims = FillClaims(session_factory)
+        self.claims = FillClaims(database)
         self._wait_timeout = (
             settings.upstream_connect_timeout
             + settings.upstream_timeout * (settings.upstream_retries + 1)
@@ -107,12 +105,6 @@ class IndexService:
         self.claims.stop()
         if self.upstream is not None:
             self.upstream.close()
-
-    @contextmanager
-    def _unit_of_work(self) -> Iterator[Session]:
-        manager = transaction.TransactionManager(explicit=True)
-        with manager:
-            yield get_tm_session(self._session_factory, manager)
 
     # -- project pages ---------------------------------------------------------------------
 
@@ -148,7 +140,7 @@ class IndexService:
         with self.locks.hold(name):
             self.forget(name)
             result = self._load(name, force=True)[1]
-        with self._unit_of_work() as db:
+        with self._database.unit_of_work() as db:
             db.add(AuditEntry(at=utcnow(), action="refresh", project=name, actor=actor))
         return result
 
@@ -159,7 +151,7 @@ class IndexService:
         Private files are never purged, nothing could bring them back.
         """
         with self.locks.hold(name):
-            with self._unit_of_work() as db:
+            with self._database.unit_of_work() as db:
                 project = self._project(db, name)
                 if project is None:
                     raise ProjectNotFound(name)
@@ -173,7 +165,7 @@ class IndexService:
                         at=utcnow(), action="purge", project=name, actor=actor, detail=detail
                     )
                 )
-            with self._unit_of_work() as db:
+            with self._database.unit_of_work() as db:
                 # A blob another project's cached file or a private file uses stays.
                 still_used = set(
                     db.scalars(
@@ -213,7 +205,7 @@ class IndexService:
         self, name: str, force: bool
     ) -> CachedPage | tuple[str | None, RenderedPage | None]:
         """The stored page when it may be served as it is; else what a fetch starts from."""
-        with self._unit_of_work() as db:
+        with self._database.unit_of_work() as db:
             project = self._project(db, name)
             if project is not None:
                 if project.private and not project.merge_upstream:
@@ -260,7 +252,7 @@ class IndexService:
                 return True
 
     def _checked_recently(self, name: str) -> bool:
-        with database_guard(f"reading the page of {name}"), self._unit_of_work() as db:
+        with database_guard(f"reading the page of {name}"), self._database.unit_of_work() as db:
             checked = db.scalar(select(Project.checked_at).where(Project.name == name))
         return checked is not None and (utcnow() - checked).total_seconds() < self.settings.page_ttl
 
@@ -299,7 +291,7 @@ class IndexService:
                 name, etag, cache_buster, max_bytes=self.settings.max_page_bytes
             )
         except InvalidPage as exc:
-            with self._unit_of_work() as db:
+            with self._database.unit_of_work() as db:
                 if self._project(db, name) is not None:
                     self._alarm_invalid(db, name, str(exc))
             raise
@@ -330,7 +322,7 @@ class IndexService:
     def _store_once(self, name: str, result: UpstreamPage | NotModified) -> CachedPage:
         unreferenced: set[str] = set()
         problem: str | None = None
-        with self._unit_of_work() as db:
+        with self._database.unit_of_work() as db:
             project = self._project(db, name)
             if isinstance(result, NotModified):
                 if project is None:  # vanished meanwhile; ask again next time
@@ -374,7 +366,7 @@ class IndexService:
         """
         assert self.upstream is not None
         with self.locks.hold(name):
-            with self._unit_of_work() as db:
+            with self._database.unit_of_work() as db:
                 project = self._project(db, name)
                 if project is None or project.private:
                     return Refresh.NOT_CACHED  # private projects never follow the upstream
@@ -397,7 +389,7 @@ class IndexService:
         """The stored serial of each of ``names`` that is in the cache."""
         found: dict[str, int | None] = {}
         batch = list(names)
-        with self._unit_of_work() as db:
+        with self._database.unit_of_work() as db:
             for start in range(0, len(batch), 500):
                 rows = db.execute(
                     select(Project.name, Project.last_serial).where(
@@ -408,7 +400,7 @@ class IndexService:
         return found
 
     def all_cached_serials(self) -> dict[str, int | None]:
-        with self._unit_of_work() as db:
+        with self._database.unit_of_work() as db:
             rows = db.execute(
                 select(Project.name, Project.last_serial).where(Project.private.is_(False))
             )
@@ -511,7 +503,7 @@ class IndexService:
     def drop_blobs(self, candidates: set[str]) -> None:
         if not candidates:
             return
-        with self._unit_of_work() as db:
+        with self._database.unit_of_work() as db:
             used = set(db.scalars(select(File.sha256).where(File.sha256.in_(candidates))))
         for sha256 in candidates - used:
             self.store.delete(sha256)
@@ -548,7 +540,7 @@ class IndexService:
         self._missing[name] = time.monotonic() + self.settings.negative_ttl
         self._pages.pop(name)
         blobs: set[str] = set()
-        with self._unit_of_work() as db:
+        with self._database.unit_of_work() as db:
             project = self._project(db, name)
             if project is None:
                 return
@@ -573,12 +565,12 @@ class IndexService:
 
     def _local_fingerprint(self) -> tuple[int, int | None]:
         """Changes whenever a project is added or removed; cheap enough for every request."""
-        with self._unit_of_work() as db:
+        with self._database.unit_of_work() as db:
             count, last = db.execute(select(func.count(Project.id), func.max(Project.id))).one()
             return count, last
 
     def _local_projects(self) -> Iterator[tuple[str, str]]:
-        with self._unit_of_work() as db:
+        with self._database.unit_of_work() as db:
             rows = db.execute(select(Project.name, Project.display_name).order_by(Project.name))
             yield from rows
 
@@ -681,7 +673,7 @@ class IndexService:
         )
 
     def _file_cached(self, record: FileRecord, sha256: str, size: int) -> None:
-        with self._unit_of_work() as db:
+        with self._database.unit_of_work() as db:
             row = self._file_row(db, record)
             if row is None:
                 return
@@ -692,7 +684,7 @@ class IndexService:
                 row.cached_at = row.last_used_at = utcnow()
 
     def _metadata_cached(self, record: FileRecord, sha256: str) -> None:
-        with self._unit_of_work() as db:
+        with self._database.unit_of_work() as db:
             row = self._file_row(db, record)
             if row is not None and row.metadata_sha256 is None:
                 row.metadata_sha256 = sha256
@@ -700,7 +692,7 @@ class IndexService:
 
     def _recorded(self, record: FileRecord, *, metadata: bool) -> str | None:
         """The sha256 the database says was stored for the file (or its metadata)."""
-        with self._unit_of_work() as db:
+        with self._database.unit_of_work() as db:
             row = self._file_row(db, record)
             if row is None:
                 return None

@@ -10,19 +10,15 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
 
-import transaction
-import zope.sqlalchemy
 from sqlalchemy import Subquery, and_, bindparam, func, or_, select, update
-from sqlalchemy.orm import Session, sessionmaker
 
 from pypicache.cache.claims import FillClaims
 from pypicache.cache.index import utcnow
-from pypicache.db import get_tm_session
+from pypicache.db import Database
 from pypicache.models import File, Project
 from pypicache.storage.local import BlobStore
 
@@ -34,13 +30,6 @@ ROUND_CLAIM = ":retention-round"
 BATCH = 200  # candidates read per query, in least recently used order
 
 
-@contextmanager
-def _unit_of_work(session_factory: sessionmaker[Session]) -> Iterator[Session]:
-    manager = transaction.TransactionManager(explicit=True)
-    with manager:
-        yield get_tm_session(session_factory, manager)
-
-
 class UsageLog:
     """When blobs were last served: noted in memory, written to the database in batches.
 
@@ -49,8 +38,8 @@ class UsageLog:
     before each round and when it stops.
     """
 
-    def __init__(self, session_factory: sessionmaker[Session]) -> None:
-        self._session_factory = session_factory
+    def __init__(self, database: Database) -> None:
+        self._database = database
         self._lock = threading.Lock()
         self._pending: dict[str, datetime] = {}
 
@@ -72,15 +61,11 @@ class UsageLog:
             .values(last_used_at=bindparam("b_used"))
         )
         try:
-            manager = transaction.TransactionManager(explicit=True)
-            with manager:
-                db = get_tm_session(self._session_factory, manager)
+            with self._database.unit_of_work() as db:
                 # In sha256 order: processes flushing at once then lock the rows they share
                 # in the same order, where PostgreSQL would otherwise find them deadlocked.
                 rows = [{"b_sha256": k, "b_used": v} for k, v in sorted(pending.items())]
                 db.execute(statement, rows)
-                # One executemany in Core: zope.sqlalchemy only notices ORM writes by itself.
-                zope.sqlalchemy.mark_changed(db, manager)
         except Exception:
             with self._lock:
                 for sha256, used in pending.items():
@@ -131,17 +116,15 @@ class Retention:
     newest ``last_used_at`` (or ``cached_at``) among the blob's rows.
     """
 
-    def __init__(
-        self, session_factory: sessionmaker[Session], store: BlobStore, limit: int
-    ) -> None:
-        self._session_factory = session_factory
+    def __init__(self, database: Database, store: BlobStore, limit: int) -> None:
+        self._database = database
         self.store = store
         self.limit = limit
 
     def size(self) -> CacheSize:
         """The bytes and blobs of cached upstream files (what the limit applies to)."""
         groups = self._groups()
-        with _unit_of_work(self._session_factory) as db:
+        with self._database.unit_of_work() as db:
             total, count = db.execute(
                 select(func.coalesce(func.sum(groups.c.size), 0), func.count())
             ).one()
@@ -222,7 +205,7 @@ class Retention:
                     )
                 )
             picked_at = utcnow()
-            with _unit_of_work(self._session_factory) as db:
+            with self._database.unit_of_work() as db:
                 rows = db.execute(query).all()
                 names: dict[str, list[str]] = {}
                 for sha256, project, filename in db.execute(
@@ -247,7 +230,7 @@ class Retention:
 
     def _evict(self, candidate: Eviction) -> _Outcome:
         """Delete the blob unless it is served, then mark its rows uncached; in one transaction."""
-        with _unit_of_work(self._session_factory) as db:
+        with self._database.unit_of_work() as db:
             holders = db.execute(
                 select(File.id, File.origin, File.cached_at, File.metadata_sha256).where(
                     File.sha256 == candidate.sha256,
@@ -274,7 +257,7 @@ class Retention:
         """The evicted files' core metadata goes too, unless a cached or private file uses it."""
         if not candidates:
             return
-        with _unit_of_work(self._session_factory) as db:
+        with self._database.unit_of_work() as db:
             kept = set(
                 db.scalars(
                     select(File.metadata_sha256).where(

@@ -16,18 +16,15 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-import transaction
 from sqlalchemy import delete, func, or_, select, update
-from sqlalchemy.orm import Session, sessionmaker
 
 from pypicache.cache.index import IndexService, Refresh, utcnow
-from pypicache.db import get_tm_session
+from pypicache.db import Database
 from pypicache.errors import ChangelogUnavailable, UpstreamUnavailable
 from pypicache.follower.changelog import XmlRpcChangelog
 from pypicache.models import DirtyProject, File, FollowerState, Project
@@ -53,7 +50,7 @@ class Follower:
     def __init__(
         self,
         settings: Settings,
-        session_factory: sessionmaker[Session],
+        database: Database,
         service: IndexService,
         upstream: UpstreamClient,
         changelog: XmlRpcChangelog | None,
@@ -63,7 +60,7 @@ class Follower:
         self.upstream = upstream
         self.changelog = changelog
         self.identity = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self._session_factory = session_factory
+        self._database = database
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._replayed = False
@@ -114,7 +111,7 @@ class Follower:
         """One round if this process holds the lease; returns whether it did."""
         if not self._take_lease():
             return False
-        with self._unit_of_work() as db:
+        with self._database.unit_of_work() as db:
             state = db.get_one(FollowerState, STATE_ID)
             state.last_poll_at = utcnow()
             watermark, read_serial = state.watermark, state.read_serial
@@ -135,7 +132,7 @@ class Follower:
     def _bootstrap(self) -> None:
         """First start: follow from the upstream's current serial, never walk its history."""
         method, serial, etag = self._current_serial()
-        with self._unit_of_work() as db:
+        with self._database.unit_of_work() as db:
             state = db.get_one(FollowerState, STATE_ID)
             state.watermark = state.read_serial = state.upstream_serial = serial
             state.method, state.index_etag = method, etag
@@ -200,7 +197,7 @@ class Follower:
                 return
 
     def _read_index(self) -> None:
-        with self._unit_of_work() as db:
+        with self._database.unit_of_work() as db:
             etag = db.get_one(FollowerState, STATE_ID).index_etag
         snapshot = self._project_serials(etag)
         if isinstance(snapshot, NotModified):
@@ -255,7 +252,7 @@ class Follower:
         dirty rows are there on restart.  Names nobody cached cost nothing.
         """
         cached = self.service.cached_serials(changes)
-        with self._unit_of_work() as db:
+        with self._database.unit_of_work() as db:
             for name, change in changes.items():
                 if name not in cached or (cached[name] or -1) >= change.serial:
                     continue
@@ -278,7 +275,7 @@ class Follower:
     # -- refetching ------------------------------------------------------------------------
 
     def _refresh_dirty(self) -> None:
-        with self._unit_of_work() as db:
+        with self._database.unit_of_work() as db:
             dirty = [
                 (d.name, d.required_serial, d.removed)
                 for d in db.scalars(select(DirtyProject).order_by(DirtyProject.required_serial))
@@ -302,7 +299,7 @@ class Follower:
                 error = str(exc)
                 break
             if outcome is not Refresh.STALE:
-                with self._unit_of_work() as db:
+                with self._database.unit_of_work() as db:
                     db.execute(
                         delete(DirtyProject).where(
                             DirtyProject.name == name, DirtyProject.required_serial == required
@@ -313,14 +310,14 @@ class Follower:
             if self._stop.wait(min(1.0, self.settings.follow_interval) * 2**attempt):
                 break
         log.warning("follower: %s stays dirty: %s", name, error)
-        with self._unit_of_work() as db:
+        with self._database.unit_of_work() as db:
             row = db.get(DirtyProject, name)
             if row is not None:
                 row.attempts += 1
                 row.last_error = error
 
     def _advance_watermark(self, *, success: bool) -> None:
-        with self._unit_of_work() as db:
+        with self._database.unit_of_work() as db:
             state = db.get_one(FollowerState, STATE_ID)
             oldest_dirty = db.scalar(select(func.min(DirtyProject.required_serial)))
             read = state.read_serial or 0
@@ -341,7 +338,7 @@ class Follower:
     def _take_lease(self) -> bool:
         now = utcnow()
         expires = now + timedelta(seconds=self.settings.follow_lease)
-        with self._unit_of_work() as db:
+        with self._database.unit_of_work() as db:
             result = db.execute(
                 update(FollowerState)
                 .where(
@@ -365,7 +362,7 @@ class Follower:
 
     def _release_lease(self) -> None:
         """Hand over at once on a clean stop, instead of making others wait out the lease."""
-        with self._unit_of_work() as db:
+        with self._database.unit_of_work() as db:
             db.execute(
                 update(FollowerState)
                 .where(FollowerState.id == STATE_ID, FollowerState.leader == self.identity)
@@ -374,25 +371,17 @@ class Follower:
 
     def _record_error(self, message: str) -> None:
         try:
-            with self._unit_of_work() as db:
+            with self._database.unit_of_work() as db:
                 state = db.get_one(FollowerState, STATE_ID)
                 if state.leader == self.identity:
                     state.last_error, state.last_error_at = message, utcnow()
         except Exception:
             log.exception("follower could not record its error")
 
-    @contextmanager
-    def _unit_of_work(self) -> Iterator[Session]:
-        manager = transaction.TransactionManager(explicit=True)
-        with manager:
-            yield get_tm_session(self._session_factory, manager)
 
-
-def status(session_factory: sessionmaker[Session], follower: Follower | None) -> dict[str, Any]:
+def status(database: Database, follower: Follower | None) -> dict[str, Any]:
     """What /api/status reports: serials, lag, health and who leads."""
-    manager = transaction.TransactionManager(explicit=True)
-    with manager:
-        db = get_tm_session(session_factory, manager)
+    with database.unit_of_work() as db:
         state = db.get_one(FollowerState, STATE_ID)
         now = utcnow()
         lag_serials = (

@@ -24,13 +24,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
-import transaction
 from packaging.utils import canonicalize_name
 from sqlalchemy import or_, select
-from sqlalchemy.orm import Session, selectinload, sessionmaker
+from sqlalchemy.orm import Session, selectinload
 
 from pypicache.cache.index import utcnow
-from pypicache.db import get_tm_session
+from pypicache.db import Database
 from pypicache.digests import is_sha256
 from pypicache.errors import HashMismatch, PypicacheError
 from pypicache.models import AuditEntry, DeletedFilename, File, Project
@@ -290,13 +289,6 @@ def _parse_timestamp(text: str, where: str) -> datetime:
     return value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value
 
 
-@contextmanager
-def _unit_of_work(session_factory: sessionmaker[Session]) -> Iterator[Session]:
-    manager = transaction.TransactionManager(explicit=True)
-    with manager:
-        yield get_tm_session(session_factory, manager)
-
-
 # -- export ----------------------------------------------------------------------------------
 
 
@@ -326,7 +318,7 @@ class ExportPlan:
 
 
 def plan_export(
-    session_factory: sessionmaker[Session],
+    database: Database,
     store: BlobStore,
     wanted: Mapping[str, set[str] | None],
     source_upstream: str | None,
@@ -338,7 +330,7 @@ def plan_export(
     projects: list[BundleProject] = []
     sources: dict[str, _Source] = {}
     skipped: list[str] = []
-    with _unit_of_work(session_factory) as db:
+    with database.unit_of_work() as db:
         for name in sorted(wanted):
             project = db.scalar(
                 select(Project).where(Project.name == name).options(selectinload(Project.files))
@@ -628,7 +620,7 @@ class ImportReport:
 
 def import_bundle(
     bundle: Bundle,
-    session_factory: sessionmaker[Session],
+    database: Database,
     store: BlobStore,
     progress: Progress,
     *,
@@ -654,10 +646,10 @@ def import_bundle(
                     continue
                 _store_blob(bundle, store, sha256, progress)
                 stored.add(sha256)
-            with _unit_of_work(session_factory) as db:
+            with database.unit_of_work() as db:
                 _apply_project(db, project, report, actor, bundle.manifest)
     finally:
-        kept = stored - _drop_unused(session_factory, store, stored)
+        kept = stored - _drop_unused(database, store, stored)
         report.blobs_stored = len(kept)
         report.bytes_stored = sum(bundle.blobs[s][0] for s in kept)
         report.blobs_present = len(present)
@@ -697,13 +689,11 @@ def _chunks(handle: IO[bytes]) -> Iterator[bytes]:
         yield chunk
 
 
-def _drop_unused(
-    session_factory: sessionmaker[Session], store: BlobStore, candidates: set[str]
-) -> set[str]:
+def _drop_unused(database: Database, store: BlobStore, candidates: set[str]) -> set[str]:
     """Delete blobs this import stored that no file refers to; returns them."""
     if not candidates:
         return set()
-    with _unit_of_work(session_factory) as db:
+    with database.unit_of_work() as db:
         rows = db.execute(
             select(File.sha256, File.metadata_sha256).where(
                 or_(File.sha256.in_(candidates), File.metadata_sha256.in_(candidates))

@@ -10,16 +10,11 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
-import transaction
-from sqlalchemy.orm import Session, sessionmaker
-
 from pypicache.cache.index import utcnow
-from pypicache.db import get_tm_session
+from pypicache.db import Database
 from pypicache.follower.follower import STATE_ID
 from pypicache.models import FollowerState
 from pypicache.ops.metrics import Metrics
@@ -41,13 +36,13 @@ class Sample:
 class History:
     def __init__(
         self,
-        session_factory: sessionmaker[Session],
+        database: Database,
         metrics: Metrics,
         interval: float,
         keep: int = KEEP,
     ) -> None:
         self.interval = interval
-        self._session_factory = session_factory
+        self._database = database
         self._metrics = metrics
         self._samples: deque[Sample] = deque(maxlen=keep)
         self._lock = threading.Lock()  # a deque must not change while it is copied
@@ -91,14 +86,8 @@ class History:
                 return
 
     def _lag(self) -> int | None:
-        with self._unit_of_work() as db:
+        with self._database.unit_of_work() as db:
             state = db.get(FollowerState, STATE_ID)
             if state is None or state.watermark is None:
                 return None
             return max((state.upstream_serial or 0) - state.watermark, 0)
-
-    @contextmanager
-    def _unit_of_work(self) -> Iterator[Session]:
-        manager = transaction.TransactionManager(explicit=True)
-        with manager:
-            yield get_tm_session(self._session_factory, manager)

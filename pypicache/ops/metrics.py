@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 
-import transaction
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session, sessionmaker
 
-from pypicache.db import get_tm_session
+from pypicache.db import Database
 from pypicache.models import File, FollowerState
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -82,8 +79,8 @@ class Metrics:
             registry=registry,
         )
 
-    def watch_database(self, session_factory: sessionmaker[Session]) -> None:
-        self.registry.register(DatabaseCollector(session_factory))
+    def watch_database(self, database: Database) -> None:
+        self.registry.register(DatabaseCollector(database))
 
     def cache_totals(self) -> dict[str, float]:
         """Lookups of every kind since start, by result ("hit", "miss", "stale")."""
@@ -112,17 +109,11 @@ class Metrics:
 class DatabaseCollector(Collector):
     """Follower serials and blob store size, read when Prometheus scrapes."""
 
-    def __init__(self, session_factory: sessionmaker[Session]) -> None:
-        self._session_factory = session_factory
-
-    @contextmanager
-    def _session(self) -> Iterator[Session]:
-        manager = transaction.TransactionManager(explicit=True)
-        with manager:
-            yield get_tm_session(self._session_factory, manager)
+    def __init__(self, database: Database) -> None:
+        self._database = database
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        with self._session() as db:
+        with self._database.unit_of_work() as db:
             state = db.get(FollowerState, 1)
             files, size = db.execute(
                 select(func.count(File.id), func.coalesce(func.sum(File.size), 0)).where(

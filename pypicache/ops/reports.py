@@ -8,20 +8,17 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Generic, TypeVar
 
-import transaction
 from packaging.version import InvalidVersion, Version
 from sqlalchemy import case, func, select, update
-from sqlalchemy.orm import Session, sessionmaker
 
 from pypicache.cache.index import utcnow
 from pypicache.cache.projectlist import ProjectList
-from pypicache.db import get_tm_session
+from pypicache.db import Database
 from pypicache.errors import ProjectNotFound
 from pypicache.models import Alarm, AuditEntry, File, Project, ProjectMember, User
 
@@ -141,20 +138,14 @@ def search_term(query: str) -> str:
 
 
 class Reports:
-    def __init__(self, session_factory: sessionmaker[Session], project_list: ProjectList) -> None:
-        self._session_factory = session_factory
+    def __init__(self, database: Database, project_list: ProjectList) -> None:
+        self._database = database
         self._project_list = project_list
-
-    @contextmanager
-    def _unit_of_work(self) -> Iterator[Session]:
-        manager = transaction.TransactionManager(explicit=True)
-        with manager:
-            yield get_tm_session(self._session_factory, manager)
 
     # -- the cache -------------------------------------------------------------------------
 
     def cache_counts(self) -> CacheCounts:
-        with self._unit_of_work() as db:
+        with self._database.unit_of_work() as db:
             projects, private = db.execute(
                 select(func.count(), func.count().filter(Project.private.is_(True))).select_from(
                     Project
@@ -192,7 +183,7 @@ class Reports:
                 else_=2,
             )
             order.insert(0, rank)  # type: ignore[arg-type]
-        with self._unit_of_work() as db:
+        with self._database.unit_of_work() as db:
             total = db.scalar(select(func.count()).select_from(Project).where(*conditions)) or 0
             page = _clamp(page, total)
             rows = db.execute(
@@ -236,7 +227,7 @@ class Reports:
         return Page(items, page, total)
 
     def project(self, name: str) -> ProjectDetail:
-        with self._unit_of_work() as db:
+        with self._database.unit_of_work() as db:
             project = db.scalar(select(Project).where(Project.name == name))
             if project is None:
                 raise ProjectNotFound(name)
@@ -279,7 +270,7 @@ class Reports:
 
     def shadowed(self) -> list[ShadowedName]:
         """Private projects whose name the upstream has too: what shadowing protects."""
-        with self._unit_of_work() as db:
+        with self._database.unit_of_work() as db:
             rows = db.execute(
                 select(
                     Project.name,
@@ -306,7 +297,7 @@ class Reports:
             conditions.append(AuditEntry.action == action)
         if project:
             conditions.append(AuditEntry.project == search_term(project))
-        with self._unit_of_work() as db:
+        with self._database.unit_of_work() as db:
             total = db.scalar(select(func.count()).select_from(AuditEntry).where(*conditions)) or 0
             page = _clamp(page, total)
             entries = db.scalars(
@@ -320,12 +311,12 @@ class Reports:
 
     def audit_actions(self) -> list[str]:
         """The actions the log holds, for the filter."""
-        with self._unit_of_work() as db:
+        with self._database.unit_of_work() as db:
             actions = select(AuditEntry.action).distinct().order_by(AuditEntry.action)
             return list(db.scalars(actions))
 
     def recent_invalidations(self, limit: int = 8) -> list[AuditRow]:
-        with self._unit_of_work() as db:
+        with self._database.unit_of_work() as db:
             entries = db.scalars(
                 select(AuditEntry)
                 .where(AuditEntry.action.in_(INVALIDATIONS))
@@ -338,7 +329,7 @@ class Reports:
 
     def open_alarms(self, limit: int = 100) -> list[AlarmRow]:
         """The newest unacknowledged alarms."""
-        with self._unit_of_work() as db:
+        with self._database.unit_of_work() as db:
             alarms = db.scalars(
                 select(Alarm)
                 .where(Alarm.acknowledged_at.is_(None))
@@ -348,12 +339,12 @@ class Reports:
             return [_alarm_row(a) for a in alarms]
 
     def open_alarm_count(self) -> int:
-        with self._unit_of_work() as db:
+        with self._database.unit_of_work() as db:
             count = select(func.count()).select_from(Alarm).where(Alarm.acknowledged_at.is_(None))
             return db.scalar(count) or 0
 
     def acknowledged_alarms(self, page: int = 1) -> Page[AlarmRow]:
-        with self._unit_of_work() as db:
+        with self._database.unit_of_work() as db:
             acknowledged = Alarm.acknowledged_at.is_not(None)
             total = db.scalar(select(func.count()).select_from(Alarm).where(acknowledged)) or 0
             page = _clamp(page, total)
@@ -369,7 +360,7 @@ class Reports:
     def acknowledge(self, alarm_ids: Sequence[int], *, actor: str) -> int:
         """Acknowledge alarms (an operator has looked); each one goes to the audit log."""
         now = utcnow()
-        with self._unit_of_work() as db:
+        with self._database.unit_of_work() as db:
             alarms = list(
                 db.scalars(
                     select(Alarm).where(Alarm.id.in_(alarm_ids), Alarm.acknowledged_at.is_(None))

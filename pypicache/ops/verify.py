@@ -14,18 +14,14 @@ import logging
 import os
 import re
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 from typing import Protocol
 
-import transaction
 from sqlalchemy import or_, select, update
-from sqlalchemy.orm import Session, sessionmaker
 
-from pypicache.db import get_tm_session
+from pypicache.db import Database
 from pypicache.models import File, Project
 from pypicache.storage.local import BlobStore
 
@@ -93,18 +89,10 @@ class _Blob:
 
 
 class Verifier:
-    def __init__(
-        self, session_factory: sessionmaker[Session], store: BlobStore, quarantine: Path
-    ) -> None:
-        self._session_factory = session_factory
+    def __init__(self, database: Database, store: BlobStore, quarantine: Path) -> None:
+        self._database = database
         self.store = store
         self.quarantine = quarantine
-
-    @contextmanager
-    def _unit_of_work(self) -> Iterator[Session]:
-        manager = transaction.TransactionManager(explicit=True)
-        with manager:
-            yield get_tm_session(self._session_factory, manager)
 
     def run(self, *, repair: bool, reporter: Reporter) -> Verification:
         """Rehash everything, report each problem, and with ``repair`` fix what can be fixed."""
@@ -127,7 +115,7 @@ class Verifier:
                 corrupt.append(blob)
 
         # Read after hashing, so rows recorded meanwhile count as references.
-        with self._unit_of_work() as db:
+        with self._database.unit_of_work() as db:
             referenced = {s for (s,) in db.execute(select(File.sha256)) if s}
             referenced |= {s for (s,) in db.execute(select(File.metadata_sha256)) if s}
         findings = [self._corrupt(blob) for blob in corrupt]
@@ -150,7 +138,7 @@ class Verifier:
     # -- finding problems ------------------------------------------------------------------
 
     def _corrupt(self, blob: _Blob) -> Finding:
-        with self._unit_of_work() as db:
+        with self._database.unit_of_work() as db:
             users = [
                 (f"{project}/{filename}{'' if sha256 == blob.name else '.metadata'}", origin)
                 for project, filename, origin, sha256 in db.execute(
@@ -176,7 +164,7 @@ class Verifier:
         """Those of ``names`` some row refers to now."""
         found: set[str] = set()
         batch = sorted(names)
-        with self._unit_of_work() as db:
+        with self._database.unit_of_work() as db:
             for start in range(0, len(batch), 500):
                 chunk = batch[start : start + 500]
                 found.update(db.scalars(select(File.sha256).where(File.sha256.in_(chunk))))
@@ -188,7 +176,7 @@ class Verifier:
     def _missing(self, present: set[str]) -> list[Finding]:
         """Blobs a cached row or a private file (its metadata too) needs, absent from the store."""
         needed: dict[str, list[tuple[str, str, str]]] = {}
-        with self._unit_of_work() as db:
+        with self._database.unit_of_work() as db:
             for project, filename, origin, sha256, metadata_sha256 in db.execute(
                 select(Project.name, File.filename, File.origin, File.sha256, File.metadata_sha256)
                 .join(Project)
@@ -280,7 +268,7 @@ class Verifier:
 
     def _forget_cached(self, sha256: str) -> None:
         """Upstream rows of a blob that is gone: not cached any more, so the next request fills."""
-        with self._unit_of_work() as db:
+        with self._database.unit_of_work() as db:
             db.execute(
                 update(File)
                 .where(

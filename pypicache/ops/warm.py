@@ -15,18 +15,16 @@ import re
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-import transaction
 from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from pypicache.cache.index import utcnow
-from pypicache.db import get_tm_session
+from pypicache.db import Database
 from pypicache.models import File, Project
 from pypicache.ops.progress import Progress
 from pypicache.settings import Settings
@@ -153,13 +151,13 @@ def warm(
     requirements: Path,
     index_url: str,
     target: Target,
-    session_factory: sessionmaker[Session],
+    database: Database,
     progress: Progress,
     timeout: float,
 ) -> WarmReport:
     """Run pip download through the index; report what pip chose and what had to be fetched.
 
-    ``session_factory`` must reach the database of the index at ``index_url``: that is
+    ``database`` must reach the database of the index at ``index_url``: that is
     where ``files.cached_at`` tells a fresh fetch from a file that was cached already.
     """
     report = WarmReport()
@@ -175,7 +173,7 @@ def warm(
         if failure is not None:
             report.failures.append(failure)
         saved = sorted(p for p in dest.iterdir() if p.is_file())
-        with _unit_of_work(session_factory) as db:
+        with database.unit_of_work() as db:
             for path in saved:
                 outcome = _classify(db, path, since)
                 if isinstance(outcome, Failure):
@@ -278,10 +276,3 @@ def _digest(path: Path) -> tuple[str, int]:
             digest.update(chunk)
             size += len(chunk)
     return digest.hexdigest(), size
-
-
-@contextmanager
-def _unit_of_work(session_factory: sessionmaker[Session]) -> Iterator[Session]:
-    manager = transaction.TransactionManager(explicit=True)
-    with manager:
-        yield get_tm_session(session_factory, manager)

@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import BinaryIO
 
-import transaction
 from packaging.utils import canonicalize_name, canonicalize_version
 from sqlalchemy import select
-from sqlalchemy.orm import Session, selectinload, sessionmaker
+from sqlalchemy.orm import Session, selectinload
 
 from pypicache.auth.accounts import Identity
 from pypicache.cache.index import IndexService, utcnow
-from pypicache.db import get_tm_session
+from pypicache.db import Database
 from pypicache.errors import FileNotFound, Forbidden, ProjectNotFound, UpstreamUnavailable
 from pypicache.models import Alarm, AuditEntry, DeletedFilename, File, Project, ProjectMember, User
 from pypicache.private.distfiles import UploadRejected, ValidUpload
@@ -40,19 +38,11 @@ class Uploaded:
 
 
 class PrivatePackages:
-    def __init__(
-        self, settings: Settings, session_factory: sessionmaker[Session], index: IndexService
-    ) -> None:
+    def __init__(self, settings: Settings, database: Database, index: IndexService) -> None:
         self.settings = settings
         self.index = index
         self.store = index.store
-        self._session_factory = session_factory
-
-    @contextmanager
-    def _unit_of_work(self) -> Iterator[Session]:
-        manager = transaction.TransactionManager(explicit=True)
-        with manager:
-            yield get_tm_session(self._session_factory, manager)
+        self._database = database
 
     # -- uploads ---------------------------------------------------------------------------
 
@@ -61,7 +51,7 @@ class PrivatePackages:
         with self.index.locks.hold(upload.project):
             upstream_has = self._upstream_has(upload.project)
             try:
-                with self._unit_of_work() as db:
+                with self._database.unit_of_work() as db:
                     project = self._project(db, upload.project)
                     self._check_may_upload(
                         db, upload.project, project, who, upstream_has=upstream_has
@@ -74,7 +64,7 @@ class PrivatePackages:
                 return Uploaded(upload.filename, duplicate=True)
             stored = self._store_blobs(upload, content)
             try:
-                with self._unit_of_work() as db:
+                with self._database.unit_of_work() as db:
                     self._record_upload(db, upload, who, upstream_has=upstream_has)
             except Exception:
                 self.index.drop_blobs(stored)  # nothing may refer to them: no trace left
@@ -89,7 +79,7 @@ class PrivatePackages:
         A name unknown to the cache is looked up; 404 or 410 means it is free, and a
         failure refuses the upload rather than guess (an outage must not open the name).
         """
-        with self._unit_of_work() as db:
+        with self._database.unit_of_work() as db:
             private = db.scalar(select(Project.private).where(Project.name == name))
         if private is not None:
             return not private
@@ -129,7 +119,7 @@ class PrivatePackages:
             )
 
     def _alarm_conflict(self, conflict: FileExists, who: Identity) -> None:
-        with self._unit_of_work() as db:
+        with self._database.unit_of_work() as db:
             db.add(
                 Alarm(
                     at=utcnow(),
@@ -300,7 +290,7 @@ class PrivatePackages:
     ) -> list[str]:
         """Yank or unyank a private file, or every file of a version; returns the filenames."""
         name = canonicalize_name(project)
-        with self._unit_of_work() as db:
+        with self._database.unit_of_work() as db:
             row = self._private_project(db, name)
             files = [
                 f
@@ -332,7 +322,7 @@ class PrivatePackages:
 
     def delete_file(self, project: str, filename: str, *, actor: str) -> None:
         name = canonicalize_name(project)
-        with self._unit_of_work() as db:
+        with self._database.unit_of_work() as db:
             row = self._private_project(db, name)
             found = [f for f in row.files if f.origin == "private" and f.filename == filename]
             if not found:
@@ -344,7 +334,7 @@ class PrivatePackages:
 
     def delete_project(self, project: str, *, actor: str) -> None:
         name = canonicalize_name(project)
-        with self._unit_of_work() as db:
+        with self._database.unit_of_work() as db:
             row = self._private_project(db, name)
             blobs = self._delete_files(
                 db, row, [f for f in row.files if f.origin == "private"], actor
@@ -378,7 +368,7 @@ class PrivatePackages:
 
     def set_merge_upstream(self, project: str, merge: bool, *, actor: str) -> None:
         name = canonicalize_name(project)
-        with self._unit_of_work() as db:
+        with self._database.unit_of_work() as db:
             row = self._private_project(db, name)
             row.merge_upstream = merge
             row.checked_at = None  # fetch the upstream part (or drop it) on the next request
@@ -399,7 +389,7 @@ class PrivatePackages:
 
     def grant(self, project: str, user: str, *, actor: str) -> None:
         name = canonicalize_name(project)
-        with self._unit_of_work() as db:
+        with self._database.unit_of_work() as db:
             row = self._private_project(db, name)
             member = db.scalar(select(User).where(User.name == user))
             if member is None:

@@ -16,9 +16,9 @@ from pyramid.request import Request
 from pyramid.security import Allowed, Denied
 from pyramid.session import SignedCookieSessionFactory
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, sessionmaker
 
 from pypicache.auth.accounts import Accounts, Identity, prepare_decoy
+from pypicache.db import Database
 from pypicache.errors import RateLimited
 from pypicache.models import AppSecret
 from pypicache.settings import Settings
@@ -73,7 +73,7 @@ class BasicAuthSecurityPolicy:
         return self.accounts.identity_for_ticket(ticket) if isinstance(ticket, str) else None
 
     def authenticated_userid(self, request: Request) -> str | None:
-        """For pyramid_tm's note of who made a transaction, outside the exception views:
+        """``request.authenticated_userid``, which must not raise outside the exception views:
         a rate-limited caller is nobody here, and gets its 429 from the permission check."""
         try:
             identity = request.identity
@@ -132,7 +132,7 @@ class BasicAuthSecurityPolicy:
         return result
 
 
-def session_secret(settings: Settings, session_factory: sessionmaker[Session]) -> str:
+def session_secret(settings: Settings, database: Database) -> str:
     """The configured secret, else the one kept in the database, made by the first process.
 
     Every process of the deployment must sign cookies alike, or behind a load
@@ -141,18 +141,18 @@ def session_secret(settings: Settings, session_factory: sessionmaker[Session]) -
     """
     if settings.session_secret:
         return settings.session_secret
-    with session_factory.begin() as db:
+    with database.unit_of_work() as db:
         stored = db.get(AppSecret, SESSION_SECRET)
         if stored is not None:
             return stored.value
     legacy = settings.data_dir / SECRET_FILE
     value = legacy.read_text().strip() if legacy.is_file() else secrets.token_urlsafe(48)
     try:
-        with session_factory.begin() as db:
+        with database.unit_of_work() as db:
             db.add(AppSecret(name=SESSION_SECRET, value=value))
     except IntegrityError:
         pass  # another process made it first: everyone uses that one
-    with session_factory.begin() as db:
+    with database.unit_of_work() as db:
         return db.get_one(AppSecret, SESSION_SECRET).value
 
 
@@ -179,13 +179,13 @@ def session_factory(secret: str) -> Callable[[Request], ISession]:
 
 def includeme(config: Configurator) -> None:
     settings = config.registry["pypicache.settings"]
-    accounts = Accounts(config.registry["dbsession_factory"])
+    accounts = Accounts(config.registry["database"])
     prepare_decoy()
     policy = BasicAuthSecurityPolicy(accounts, settings.read_auth)
     config.registry["accounts"] = accounts
     config.registry["security_policy"] = policy
     config.set_security_policy(policy)
-    secret = session_secret(settings, config.registry["dbsession_factory"])
+    secret = session_secret(settings, config.registry["database"])
     config.set_session_factory(session_factory(secret))
     # Every unsafe request needs the session's CSRF token; the upload API opts out (it
     # speaks basic auth and never sees the session cookie).

@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from sqlalchemy import Engine
-
 from pypicache.cache.index import IndexService
 from pypicache.cache.retention import Evictor
+from pypicache.db import Database
 from pypicache.follower.follower import Follower
 from pypicache.ops.history import History
 from pypicache.ops.metrics import Metrics
@@ -26,7 +25,7 @@ class PypicacheApp:
 
     pip and uv fetch one project page per dependency, again and again; the
     page is pre-rendered bytes in memory, so routing, tweens and the
-    transaction manager would be most of the cost.  Everything else,
+    security policy would be most of the cost.  Everything else,
     including every miss, goes to the Pyramid app, which answers the same
     way through the same ``page_response``.
     """
@@ -37,7 +36,7 @@ class PypicacheApp:
         service: IndexService,
         follower: Follower | None,
         policy: BasicAuthSecurityPolicy,
-        engine: Engine,
+        database: Database,
         client_max_age: int,
         metrics: Metrics,
         *,
@@ -50,7 +49,7 @@ class PypicacheApp:
         self.evictor = evictor
         self.history = history
         self.policy = policy
-        self.engine = engine
+        self.database = database
         self.client_max_age = client_max_age
         self.metrics = metrics
         self._observe = Observer(metrics)
@@ -85,4 +84,4 @@ class PypicacheApp:
         self.history.stop()
         self.service.close()
         self._observe.stop()
-        self.engine.dispose()
+        self.database.dispose()

@@ -11,12 +11,10 @@ from pathlib import Path
 
 import pytest
 import requests
-import transaction
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 from sqlalchemy import insert, select
 
 from pypicache.cache.index import utcnow
-from pypicache.db import get_tm_session
 from pypicache.models import Alarm, ApiToken, AuditEntry, Project
 from tests.conftest import IndexFactory, RunningIndex
 from tests.functional.test_follower import caught_up, follow_settings
@@ -88,9 +86,8 @@ def nav(page: Page, section: str) -> None:
 
 
 def write(db: Db, statement, rows: list[dict]) -> None:  # type: ignore[no-untyped-def]
-    manager = transaction.TransactionManager(explicit=True)
-    with manager:
-        get_tm_session(db.factory, manager).execute(statement, rows)
+    with db.database.unit_of_work() as db:
+        db.execute(statement, rows)
 
 
 # -- logging in --------------------------------------------------------------------------------

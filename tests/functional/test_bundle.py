@@ -12,11 +12,10 @@ from urllib.parse import urljoin
 
 import pytest
 import requests
-import transaction
 from sqlalchemy import select
 
 from pypicache.auth.accounts import Accounts
-from pypicache.db import get_engine, get_session_factory, get_tm_session
+from pypicache.db import Database, get_engine
 from pypicache.models import AuditEntry, File, Project
 from tests.conftest import IndexFactory, RunningIndex
 from tests.support.cli import run_pypicache
@@ -71,7 +70,7 @@ def upload_private(index: RunningIndex, wheel: Dist | None = None) -> None:
     """Alice uploads a private project (by default acme-utils, depending on a cached one)."""
     engine = get_engine(index.settings.database_url)
     try:
-        Accounts(get_session_factory(engine)).add_user("alice", PASSWORD)
+        Accounts(Database(engine)).add_user("alice", PASSWORD)
     finally:
         engine.dispose()
     wheel = wheel or make_wheel("acme-utils", "1.0", requires_dist=["libc"])
@@ -89,10 +88,8 @@ def stored(index: RunningIndex) -> set[str]:
 def database(index: RunningIndex) -> dict[str, list[tuple[object, ...]]]:
     """Every project and file row (ids aside) and the audit log: what an import may change."""
     engine = get_engine(index.settings.database_url)
-    manager = transaction.TransactionManager(explicit=True)
     try:
-        with manager:
-            db = get_tm_session(get_session_factory(engine), manager)
+        with Database(engine).unit_of_work() as db:
             projects = [
                 (p.name, p.display_name, p.last_serial, p.versions, p.status, p.private,
                  p.merge_upstream, p.checked_at, p.upstream_etag)

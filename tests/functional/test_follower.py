@@ -13,11 +13,10 @@ from pathlib import Path
 
 import pytest
 import requests
-import transaction
 from sqlalchemy import select
 
 from pypicache.auth.accounts import Accounts
-from pypicache.db import get_engine, get_session_factory, get_tm_session
+from pypicache.db import Database, get_engine
 from pypicache.models import Alarm, AuditEntry
 from tests.conftest import IndexFactory, RunningIndex
 from tests.functional.test_cli import answers, free_port
@@ -67,12 +66,11 @@ def versions(index: RunningIndex, name: str) -> list[str]:
 def records(following: RunningIndex) -> Iterator:
     """Read the audit log and alarms straight from the index's database."""
     engine = get_engine(following.settings.database_url)
-    factory = get_session_factory(engine)
+    factory = Database(engine)
 
     def read(model: type) -> list:
-        manager = transaction.TransactionManager(explicit=True)
-        with manager:
-            return list(get_tm_session(factory, manager).scalars(select(model)))
+        with factory.unit_of_work() as db:
+            return list(db.scalars(select(model)))
 
     yield read
     engine.dispose()
@@ -302,9 +300,7 @@ def test_restart_in_a_backlog_loses_nothing_and_replays_harmlessly(make_index, u
     assert page(third, "replayed").json()["files"][0]["hashes"]["sha256"] == new_sha256
 
     engine = get_engine(third.settings.database_url)
-    manager = transaction.TransactionManager(explicit=True)
-    with manager:
-        db = get_tm_session(get_session_factory(engine), manager)
+    with Database(engine).unit_of_work() as db:
         invalidations = db.scalars(select(AuditEntry).where(AuditEntry.action == "invalidate"))
         assert len(list(invalidations)) == 1, "replayed entries changed nothing twice"
     engine.dispose()
@@ -381,7 +377,7 @@ def test_two_processes_on_one_database_elect_one_leader(upstream, tmp_path):
 def test_the_follower_ignores_private_projects(following, upstream):
     engine = get_engine(following.settings.database_url)
     try:
-        accounts = Accounts(get_session_factory(engine))
+        accounts = Accounts(Database(engine))
         accounts.add_user("owner", "long enough password")
         ours = make_wheel("our-secret", "1.0")
         response = post_upload(

@@ -11,10 +11,9 @@ from typing import Any
 
 import pytest
 import requests
-import transaction
 from sqlalchemy import select
 
-from pypicache.db import get_engine, get_session_factory, get_tm_session
+from pypicache.db import Database, get_engine
 from pypicache.errors import UpstreamUnavailable
 from pypicache.models import Alarm
 from pypicache.web.views.simple import STALE_CACHE_CONTROL
@@ -69,9 +68,7 @@ def serve_file(hostile: HostileUpstream, dist: Dist) -> dict[str, Any]:
 def alarms(index: RunningIndex) -> list[tuple[str, str, str]]:
     engine = get_engine(index.settings.database_url)
     try:
-        manager = transaction.TransactionManager(explicit=True)
-        with manager:
-            db = get_tm_session(get_session_factory(engine), manager)
+        with Database(engine).unit_of_work() as db:
             rows = db.execute(select(Alarm.kind, Alarm.project, Alarm.detail).order_by(Alarm.id))
             return [tuple(row) for row in rows]
     finally:

@@ -341,7 +341,7 @@ def test_an_admin_logged_in_on_one_host_is_logged_in_on_the_others(
 ):
     engine = create_engine(shared_database)
     try:
-        Accounts(db.get_session_factory(engine)).add_user("root", ADMIN_PASSWORD, admin=True)
+        Accounts(db.Database(engine)).add_user("root", ADMIN_PASSWORD, admin=True)
     finally:
         engine.dispose()
     hosts = [

@@ -332,7 +332,7 @@ def test_verify_aborts_multipart_uploads_a_crashed_writer_left(
     monkeypatch.setattr(verify, "STALE_TEMP_AGE", -60.0)
     db = IndexDb(index)
     try:
-        verifier = verify.Verifier(db.factory, make_store(index.settings), index.settings.data_dir)
+        verifier = verify.Verifier(db.database, make_store(index.settings), index.settings.data_dir)
         found = verifier.run(repair=False, reporter=Quiet()).findings
         assert [(f.kind, f.name, f.size) for f in found] == [(verify.Kind.STALE_UPLOAD, key, 1000)]
         repaired = verifier.run(repair=True, reporter=Quiet()).findings

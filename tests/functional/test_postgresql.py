@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import Engine, text
 
 from pypicache.cache.retention import UsageLog
-from pypicache.db import get_engine, get_session_factory
+from pypicache.db import Database, get_engine
 from tests.support.waiting import wait_until
 
 SHA_A, SHA_B = "a" * 64, "b" * 64
@@ -51,7 +51,7 @@ def waiting_for_locks(engine: Engine) -> int:
 
 
 def test_usage_logs_of_two_processes_flush_at_once_without_deadlock(engine: Engine):
-    usage = UsageLog(get_session_factory(engine))
+    usage = UsageLog(Database(engine))
     usage.touch(SHA_B)  # served in this order: b, then a
     usage.touch(SHA_A)
     failures: list[BaseException] = []

@@ -9,11 +9,10 @@ from pathlib import Path
 
 import pytest
 import requests
-import transaction
 from sqlalchemy import func, select
 
 from pypicache.auth.accounts import Accounts
-from pypicache.db import get_engine, get_session_factory, get_tm_session
+from pypicache.db import Database, get_engine
 from pypicache.models import Alarm, AuditEntry, File
 from tests.conftest import IndexFactory, RunningIndex
 from tests.support.clients import clean_client_env, make_venv, pip_install, uv_pip_install
@@ -31,13 +30,12 @@ class Db:
 
     def __init__(self, index: RunningIndex) -> None:
         self.engine = get_engine(index.settings.database_url)
-        self.factory = get_session_factory(self.engine)
-        self.accounts = Accounts(self.factory)
+        self.database = Database(self.engine)
+        self.accounts = Accounts(self.database)
 
     def query(self, statement):  # type: ignore[no-untyped-def]
-        manager = transaction.TransactionManager(explicit=True)
-        with manager:
-            return list(get_tm_session(self.factory, manager).execute(statement))
+        with self.database.unit_of_work() as db:
+            return list(db.execute(statement))
 
 
 @pytest.fixture

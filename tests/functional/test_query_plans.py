@@ -18,7 +18,7 @@ from sqlalchemy import Engine, event, text
 
 from pypicache.cache.index import IndexService
 from pypicache.cache.retention import Retention
-from pypicache.db import get_engine, get_session_factory
+from pypicache.db import Database, get_engine
 from pypicache.ops.reports import Reports
 from pypicache.settings import Settings
 from pypicache.storage.local import LocalBlobStore
@@ -65,7 +65,7 @@ def service(engine: Engine, postgresql_url: str, tmp_path: Path) -> Iterator[Ind
     settings.prepare_data_dir()
     service = IndexService(
         settings,
-        get_session_factory(engine),
+        Database(engine),
         LocalBlobStore(settings.blob_dir, settings.tmp_dir),
         upstream=None,
     )
@@ -126,7 +126,7 @@ def test_the_followers_reconciliation_looks_names_up_by_index(
 def test_the_admin_search_for_part_of_a_name_uses_the_trigram_index(
     engine: Engine, service: IndexService
 ):
-    reports = Reports(get_session_factory(engine), service.project_list)
+    reports = Reports(Database(engine), service.project_list)
     with statements(engine, "projects") as captured:
         found = reports.search_projects("ject-1234")
     assert [row.name for row in found.items][:2] == ["project-1234", "project-12340"]
@@ -148,7 +148,7 @@ def test_an_eviction_looks_up_who_else_uses_the_metadata_by_index(
             ),
             {"sha256": sha256},
         )
-    retention = Retention(get_session_factory(engine), service.store, limit=1)
+    retention = Retention(Database(engine), service.store, limit=1)
     with statements(engine, "files") as captured:
         evicted = retention.collect().evicted
     assert [e.sha256 for e in evicted] == [sha256]

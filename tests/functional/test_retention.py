@@ -217,7 +217,7 @@ def test_the_background_round_runs_in_one_process_of_the_deployment_at_a_time(
     )
     db = open_db(index)
     # Another host of the deployment is in the middle of its round (between two of ours).
-    elsewhere = FillClaims(db.factory)
+    elsewhere = FillClaims(db.database)
     assert wait_until(lambda: elsewhere.try_claim(ROUND_CLAIM))
     try:
         download(index, dist)
@@ -257,7 +257,7 @@ def test_a_file_downloaded_again_while_it_is_evicted_stays_cached(
     upstream.publish(dist)
     download(index, dist)
     store = RefilledWhileEvicted(index.app.service.store, lambda: download(index, dist))
-    retention = Retention(db.factory, store, limit=1)  # type: ignore[arg-type]
+    retention = Retention(db.database, store, limit=1)  # type: ignore[arg-type]
     assert [e.sha256 for e in retention.collect().evicted] == [dist.sha256]
     assert upstream_downloads(upstream, dist) == 2
     # The refetched blob is in the store, so its row says cached: retention counts it.

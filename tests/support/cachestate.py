@@ -9,11 +9,10 @@ from datetime import datetime
 from pathlib import Path
 
 import requests
-import transaction
 from sqlalchemy import select
 
 from pypicache.auth.accounts import Accounts
-from pypicache.db import get_engine, get_session_factory, get_tm_session
+from pypicache.db import Database, get_engine
 from pypicache.models import File
 from pypicache.settings import Settings
 from tests.conftest import RunningIndex
@@ -29,14 +28,12 @@ class IndexDb:
 
     def __init__(self, index: RunningIndex) -> None:
         self.engine = get_engine(index.settings.database_url)
-        self.factory = get_session_factory(self.engine)
-        self.accounts = Accounts(self.factory)
+        self.database = Database(self.engine)
+        self.accounts = Accounts(self.database)
 
     def row(self, filename: str) -> tuple[datetime | None, datetime | None]:
         """(cached_at, last_used_at) of the file row called ``filename``."""
-        manager = transaction.TransactionManager(explicit=True)
-        with manager:
-            db = get_tm_session(self.factory, manager)
+        with self.database.unit_of_work() as db:
             return db.execute(
                 select(File.cached_at, File.last_used_at).where(File.filename == filename)
             ).one()

@@ -10,7 +10,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
 
 from pypicache import db
 from pypicache.models import AppSecret
@@ -24,38 +23,36 @@ def settings(data_dir: Path, **ini: str) -> Settings:
 
 
 @pytest.fixture
-def factory(fresh_database_url: Callable[[], str]) -> Iterator[sessionmaker[Session]]:
-    engine = db.get_engine(fresh_database_url())
-    yield db.get_session_factory(engine)
-    engine.dispose()
+def database(fresh_database_url: Callable[[], str]) -> Iterator[db.Database]:
+    database = db.Database.from_url(fresh_database_url())
+    yield database
+    database.dispose()
 
 
 def test_a_secret_is_made_once_and_shared_by_hosts_with_their_own_data_dirs(
-    tmp_path: Path, factory: sessionmaker[Session]
+    tmp_path: Path, database: db.Database
 ):
-    first = session_secret(settings(tmp_path / "host-a"), factory)
+    first = session_secret(settings(tmp_path / "host-a"), database)
     assert len(first) >= 32
-    assert session_secret(settings(tmp_path / "host-b"), factory) == first
+    assert session_secret(settings(tmp_path / "host-b"), database) == first
     assert not (tmp_path / "host-a" / SECRET_FILE).exists(), "nothing secret in the data dir"
 
 
-def test_a_configured_secret_wins_and_nothing_is_stored(
-    tmp_path: Path, factory: sessionmaker[Session]
-):
+def test_a_configured_secret_wins_and_nothing_is_stored(tmp_path: Path, database: db.Database):
     configured = settings(tmp_path, **{"pypicache.session_secret": "s3cret"})
-    assert session_secret(configured, factory) == "s3cret"
-    with factory.begin() as session:
+    assert session_secret(configured, database) == "s3cret"
+    with database.unit_of_work() as session:
         assert session.scalars(select(AppSecret)).all() == []
 
 
 def test_the_secret_an_older_version_kept_in_the_data_dir_is_adopted(
-    tmp_path: Path, factory: sessionmaker[Session]
+    tmp_path: Path, database: db.Database
 ):
     (tmp_path / "host-a").mkdir()
     (tmp_path / "host-a" / SECRET_FILE).write_text("kept-by-0.1-" + "x" * 40 + "\n")
-    adopted = session_secret(settings(tmp_path / "host-a"), factory)
+    adopted = session_secret(settings(tmp_path / "host-a"), database)
     assert adopted == "kept-by-0.1-" + "x" * 40
-    assert session_secret(settings(tmp_path / "host-b"), factory) == adopted
+    assert session_secret(settings(tmp_path / "host-b"), database) == adopted
 
 
 # Header values as WSGI hands them over: any code point a latin-1 byte decodes to.

@@ -17,7 +17,8 @@ from pypicache.web.security import READ
 def health(request: Request) -> Response:
     """200 while the app can serve: it answers and its database does."""
     try:
-        request.dbsession.execute(text("SELECT 1"))
+        with request.database.unit_of_work() as db:
+            db.execute(text("SELECT 1"))
     except SQLAlchemyError as exc:
         return Response(
             status=503, body=f"database unavailable: {exc}\n".encode(), content_type="text/plain"
@@ -29,7 +30,7 @@ def health(request: Request) -> Response:
 def status(request: Request) -> dict[str, object]:
     """Upstream serial, watermark, lag, follower health and cache counts, as JSON."""
     registry = request.registry
-    report = follower_status(registry["dbsession_factory"], registry["follower"])
+    report = follower_status(request.database, registry["follower"])
     report["upstream"] = request.app_settings.upstream_url
     request.response.cache_control = "no-store"
     return report
