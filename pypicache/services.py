@@ -5,6 +5,7 @@ from __future__ import annotations
 from pyramid.config import Configurator
 from pyramid.request import Request
 
+from pypicache.cache.files import FileCache
 from pypicache.cache.index import IndexService
 from pypicache.cache.retention import Evictor, Retention, UsageLog
 from pypicache.db import Database
@@ -66,6 +67,9 @@ def includeme(config: Configurator) -> None:
     def index(request: Request) -> IndexService:
         return service
 
+    def files(request: Request) -> FileCache:
+        return service.files
+
     def app_settings(request: Request) -> Settings:
         return settings
 
@@ -80,6 +84,7 @@ def includeme(config: Configurator) -> None:
 
     config.add_request_method(request_database, "database", reify=True)
     config.add_request_method(index, reify=True)
+    config.add_request_method(files, reify=True)
     config.add_request_method(request_reports, "reports", reify=True)
     config.add_request_method(request_metrics, "metrics", reify=True)
     config.add_request_method(private_packages, "private", reify=True)

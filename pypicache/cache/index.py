@@ -15,16 +15,17 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
 from pypicache.cache.claims import FillClaims, database_guard
-from pypicache.cache.fill import Fill, FillRegistry
+from pypicache.cache.files import FileCache
+from pypicache.cache.fill import FillRegistry
 from pypicache.cache.keyedlocks import KeyedLocks
 from pypicache.cache.pagecache import PageCache
 from pypicache.cache.projectlist import ProjectList, ProjectListFiles
 from pypicache.cache.rendering import FileRecord, PageData, RenderedPage, render
 from pypicache.db import Database
-from pypicache.errors import FileNotFound, ProjectNotFound, UpstreamUnavailable
+from pypicache.errors import ProjectNotFound, UpstreamUnavailable
 from pypicache.models import Alarm, AuditEntry, File, Project
 from pypicache.settings import Settings
-from pypicache.storage.local import BlobReader, BlobStore
+from pypicache.storage.local import BlobStore
 from pypicache.upstream.client import (
     InvalidPage,
     NotModified,
@@ -78,8 +79,6 @@ class IndexService:
         self.settings = settings
         self.store = store
         self.upstream = upstream
-        # Told the sha256 of every blob opened for serving (retention's recency).
-        self._record_use = record_use
         self._database = database
         # Bounded in bytes: an evicted page is read from the database again.
         self._pages: PageCache[CachedPage] = PageCache(settings.page_cache_bytes)
@@ -91,6 +90,16 @@ class IndexService:
             settings.upstream_connect_timeout
             + settings.upstream_timeout * (settings.upstream_retries + 1)
             + 5
+        )
+        self.files = FileCache(
+            database,
+            store,
+            upstream,
+            self,
+            self.fills,
+            self.claims,
+            self._wait_timeout,
+            record_use,
         )
         self.project_list = ProjectList(
             settings.index_dir,
@@ -530,6 +539,10 @@ class IndexService:
         self._missing.pop(page.name, None)
         return entry
 
+    def drop(self, name: str) -> None:
+        """Drop the page from memory only: a file's new hash must show on the next render."""
+        self._pages.pop(name)
+
     def forget(self, name: str) -> None:
         """Drop what this process remembers of ``name`` (after an upload or an admin change)."""
         self._pages.pop(name)
@@ -582,130 +595,6 @@ class IndexService:
                 return files, (files.json_path if json else files.html_path).open("rb")
             except FileNotFoundError:
                 continue  # re-rendered between the two lines; take the new one
-
-    # -- files -----------------------------------------------------------------------------
-
-    def locate_file(self, project: str, filename: str) -> FileRecord:
-        record = self.project_page(project).page.files.get(filename)
-        if record is None:
-            raise FileNotFound(f"{project} has no file {filename}")
-        return record
-
-    def open_stored(self, sha256: str | None) -> BlobReader | None:
-        """The stored blob, or None when it is not in the store; opening it counts as a use."""
-        if sha256 is None:
-            return None
-        try:
-            handle = self.store.open(sha256)
-        except FileNotFoundError:
-            return None
-        if self._record_use is not None:
-            self._record_use(sha256)
-        return handle
-
-    def fill(self, record: FileRecord) -> Fill | None:
-        """The download bringing ``record`` into the store (None: it is stored already)."""
-        sha256 = record.sha256
-        return self._fill(
-            key=f"{record.project}/{record.filename}",
-            url=record.upstream_url,
-            sha256=sha256,
-            size=record.size,
-            on_commit=lambda digest, size: self._file_cached(record, digest, size),
-            recorded_sha256=lambda: self._recorded(record, metadata=False),
-        )
-
-    def open_metadata(self, record: FileRecord) -> BlobReader:
-        """The file's core metadata (PEP 658), fetched from the upstream on first use."""
-        if not record.has_metadata:
-            raise FileNotFound(f"{record.filename} has no metadata file")
-        stored = self.open_stored(record.metadata_sha256)
-        if stored is not None:
-            return stored
-        fill = self._fill(
-            key=f"{record.project}/{record.filename}.metadata",
-            url=record.upstream_url + ".metadata" if record.upstream_url else None,
-            sha256=record.metadata_sha256,
-            size=None,
-            on_commit=lambda digest, _size: self._metadata_cached(record, digest),
-            recorded_sha256=lambda: self._recorded(record, metadata=True),
-        )
-        sha256 = fill.wait_finished() if fill is not None else record.metadata_sha256
-        stored = self.open_stored(sha256)
-        if stored is None:
-            raise FileNotFound(f"metadata of {record.filename} vanished from the store")
-        return stored
-
-    def _fill(
-        self,
-        key: str,
-        url: str | None,
-        sha256: str | None,
-        size: int | None,
-        on_commit: Callable[[str, int], None],
-        recorded_sha256: Callable[[], str | None],
-    ) -> Fill | None:
-        upstream = self.upstream
-
-        def find_stored() -> tuple[str, int] | None:
-            # Without an advertised hash, the row another process filled names the blob.
-            digest = sha256 or recorded_sha256()
-            size = self.store.size(digest) if digest is not None else None
-            return None if digest is None or size is None else (digest, size)
-
-        if upstream is None or url is None:
-            raise UpstreamUnavailable(f"{key} is not cached and there is no upstream to fetch it")
-        return self.fills.get_or_start(
-            key,
-            is_stored=lambda: sha256 is not None and self.store.exists(sha256),
-            make=lambda: Fill(
-                key=key,
-                open_upstream=lambda: upstream.open(url),
-                store=self.store,
-                expected_sha256=sha256,
-                expected_size=size,
-                on_commit=on_commit,
-                stop=self.fills.stop_event,
-                read_timeout=self._wait_timeout,
-                claims=self.claims,
-                find_stored=find_stored,
-            ),
-        )
-
-    def _file_cached(self, record: FileRecord, sha256: str, size: int) -> None:
-        with self._database.unit_of_work() as db:
-            row = self._file_row(db, record)
-            if row is None:
-                return
-            if row.sha256 is None:  # the page gave no hash: now we know it
-                row.sha256, row.size = sha256, size
-                self._pages.pop(record.project)
-            if row.sha256 == sha256:
-                row.cached_at = row.last_used_at = utcnow()
-
-    def _metadata_cached(self, record: FileRecord, sha256: str) -> None:
-        with self._database.unit_of_work() as db:
-            row = self._file_row(db, record)
-            if row is not None and row.metadata_sha256 is None:
-                row.metadata_sha256 = sha256
-                self._pages.pop(record.project)
-
-    def _recorded(self, record: FileRecord, *, metadata: bool) -> str | None:
-        """The sha256 the database says was stored for the file (or its metadata)."""
-        with self._database.unit_of_work() as db:
-            row = self._file_row(db, record)
-            if row is None:
-                return None
-            if metadata:
-                return row.metadata_sha256
-            return row.sha256 if row.cached_at is not None else None
-
-    def _file_row(self, db: Session, record: FileRecord) -> File | None:
-        return db.scalar(
-            select(File)
-            .join(Project)
-            .where(Project.name == record.project, File.filename == record.filename)
-        )
 
 
 def _older(serial: int | None, stored: int | None) -> bool:

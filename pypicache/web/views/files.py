@@ -26,7 +26,7 @@ IMMUTABLE = "max-age=365000000, immutable, public"
 def download(request: Request) -> Response:
     project = normalize_project(request.matchdict["project"])
     filename = request.matchdict["filename"]
-    index = request.index
+    index = request.files
     if filename.endswith(METADATA_SUFFIX):
         record = index.locate_file(project, filename.removesuffix(METADATA_SUFFIX))
         handle = index.open_stored(record.metadata_sha256)
@@ -39,7 +39,7 @@ def download(request: Request) -> Response:
     if handle is not None:
         note_cache(request, "file", "hit")
         if request.method == "GET":
-            location = index.store.download_url(record.sha256, record.filename)
+            location = index.download_url(record)
             if location is not None:
                 return _redirect(request, handle, location, record)
         return blob_response(request, handle, record.sha256, record)
