@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol
 
@@ -33,6 +34,26 @@ class Pages(Protocol):
     def project_page(self, name: str) -> CachedPage: ...
 
     def drop(self, name: str) -> None: ...
+
+
+METADATA_SUFFIX = ".metadata"
+
+
+@dataclass(frozen=True)
+class FileAnswer:
+    """What a download gets: stored bytes, bytes as they arrive, a redirect, or only headers.
+
+    Exactly one of ``handle`` (a stored blob), ``chunks`` (a fill's bytes, ``size``
+    of them) or ``location`` (the object store's URL) is set, or none for a HEAD
+    answered from the page alone.  ``sha256`` names the bytes (the ETag).
+    """
+
+    record: FileRecord
+    sha256: str | None
+    handle: BlobReader | None = None
+    chunks: Iterator[bytes] | None = None
+    size: int | None = None
+    location: str | None = None
 
 
 class FileCache:
@@ -77,10 +98,57 @@ class FileCache:
             self._record_use(sha256)
         return handle
 
-    def download_url(self, record: FileRecord) -> str | None:
-        """Where the client may fetch the stored file itself (storage_redirect), if anywhere."""
-        assert record.sha256 is not None
-        return self._store.download_url(record.sha256, record.filename)
+    def open(
+        self,
+        project: str,
+        filename: str,
+        *,
+        head: bool,
+        ranged: bool,
+        note: Callable[[str, str], None],
+    ) -> FileAnswer:
+        """Serve ``filename`` (or its ``.metadata``): from the store, or filled from upstream.
+
+        ``note(kind, "hit" | "miss")`` is told as soon as the store has been looked at,
+        so a download that then fails still counts as the miss it was.  A HEAD of a
+        file the page gives a size for answers without fetching (uv probes range
+        support that way); a range needs the whole file stored first.
+        """
+        if filename.endswith(METADATA_SUFFIX):
+            record = self.locate_file(project, filename.removesuffix(METADATA_SUFFIX))
+            handle = self.open_stored(record.metadata_sha256)
+            note("metadata", "hit" if handle is not None else "miss")
+            if handle is None:
+                handle = self.open_metadata(record)
+            return FileAnswer(record, record.metadata_sha256, handle=handle)
+        record = self.locate_file(project, filename)
+        handle = self.open_stored(record.sha256)
+        if handle is not None:
+            note("file", "hit")
+            if not head:
+                assert record.sha256 is not None  # a blob was opened by it
+                location = self._store.download_url(record.sha256, record.filename)
+                if location is not None:
+                    handle.close()  # it only proved the blob is stored
+                    return FileAnswer(record, record.sha256, location=location)
+            return FileAnswer(record, record.sha256, handle=handle)
+        if head and record.size is not None:
+            return FileAnswer(record, record.sha256, size=record.size)
+        fill = self.fill(record)
+        note("file", "miss" if fill is not None else "hit")
+        if fill is None:  # stored by another request a moment ago
+            return self._stored(record, record.sha256)
+        size = fill.wait_started()
+        if size is None or ranged:
+            # Without a size there is no Content-Length to promise; a range needs the whole file.
+            return self._stored(record, fill.wait_finished())
+        return FileAnswer(record, record.sha256, chunks=fill.chunks(), size=size)
+
+    def _stored(self, record: FileRecord, sha256: str | None) -> FileAnswer:
+        handle = self.open_stored(sha256)
+        if handle is None:
+            raise FileNotFound(f"{record.filename} vanished from the store")
+        return FileAnswer(record, sha256, handle=handle)
 
     def fill(self, record: FileRecord) -> Fill | None:
         """The download bringing ``record`` into the store (None: it is stored already)."""

@@ -9,14 +9,12 @@ from pyramid.response import Response
 from pyramid.view import view_config
 
 from pypicache.cache.rendering import FileRecord
-from pypicache.errors import FileNotFound
 from pypicache.names import normalize_project
 from pypicache.storage.local import BlobReader
 from pypicache.web.httputil import Unsatisfiable, etag_matches, parse_range
 from pypicache.web.observe import note_cache
 from pypicache.web.security import READ
 
-METADATA_SUFFIX = ".metadata"
 CHUNK = 256 * 1024
 # Safe only because a filename never gets different bytes here (hashes rule).
 IMMUTABLE = "max-age=365000000, immutable, public"
@@ -24,44 +22,24 @@ IMMUTABLE = "max-age=365000000, immutable, public"
 
 @view_config(route_name="file", request_method=("GET", "HEAD"), permission=READ)
 def download(request: Request) -> Response:
-    project = normalize_project(request.matchdict["project"])
-    filename = request.matchdict["filename"]
-    index = request.files
-    if filename.endswith(METADATA_SUFFIX):
-        record = index.locate_file(project, filename.removesuffix(METADATA_SUFFIX))
-        handle = index.open_stored(record.metadata_sha256)
-        note_cache(request, "metadata", "hit" if handle is not None else "miss")
-        if handle is None:
-            handle = index.open_metadata(record)
-        return blob_response(request, handle, record.metadata_sha256, record)
-    record = index.locate_file(project, filename)
-    handle = index.open_stored(record.sha256)
-    if handle is not None:
-        note_cache(request, "file", "hit")
-        if request.method == "GET":
-            location = index.download_url(record)
-            if location is not None:
-                return _redirect(request, handle, location, record)
-        return blob_response(request, handle, record.sha256, record)
-    if request.method == "HEAD" and record.size is not None:
-        # Announce without fetching: uv probes range support with HEAD.
-        return Response(headerlist=_file_headers(record.sha256, record), content_length=record.size)
-    fill = index.fill(record)
-    note_cache(request, "file", "miss" if fill is not None else "hit")
-    if fill is None:  # stored by another request a moment ago
-        return blob_response(request, index.open_stored(record.sha256), record.sha256, record)
-    size = fill.wait_started()
-    if size is None or request.headers.get("Range"):
-        # Without a size there is no Content-Length to promise; a range needs the whole file.
-        sha256 = fill.wait_finished()
-        return blob_response(request, index.open_stored(sha256), sha256, record)
-    headers = _file_headers(record.sha256, record)
-    return Response(headerlist=headers, app_iter=fill.chunks(), content_length=size)
+    answer = request.files.open(
+        normalize_project(request.matchdict["project"]),
+        request.matchdict["filename"],
+        head=request.method == "HEAD",
+        ranged=bool(request.headers.get("Range")),
+        note=lambda kind, result: note_cache(request, kind, result),
+    )
+    record = answer.record
+    if answer.location is not None:
+        return _redirect(request, answer.location, record)
+    if answer.handle is not None:
+        return blob_response(request, answer.handle, answer.sha256, record)
+    headers = _file_headers(answer.sha256, record)
+    return Response(headerlist=headers, app_iter=answer.chunks, content_length=answer.size)
 
 
-def _redirect(request: Request, handle: BlobReader, location: str, record: FileRecord) -> Response:
+def _redirect(request: Request, location: str, record: FileRecord) -> Response:
     """Send the client to the object store (storage_redirect): a presigned, short-lived URL."""
-    handle.close()  # it only proved the blob is stored
     headers = _file_headers(record.sha256, record)
     etag = f'"sha256:{record.sha256}"'
     if etag_matches(request.headers.get("If-None-Match"), etag):
@@ -74,10 +52,8 @@ def _redirect(request: Request, handle: BlobReader, location: str, record: FileR
 
 
 def blob_response(
-    request: Request, handle: BlobReader | None, sha256: str | None, record: FileRecord
+    request: Request, handle: BlobReader, sha256: str | None, record: FileRecord
 ) -> Response:
-    if handle is None:
-        raise FileNotFound(f"{record.filename} vanished from the store")
     size = handle.size
     headers = _file_headers(sha256, record)
     etag = f'"sha256:{sha256}"' if sha256 else None
