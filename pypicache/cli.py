@@ -19,7 +19,9 @@ from pyramid.paster import get_appsettings, setup_logging
 
 from pypicache import db
 from pypicache.auth.accounts import Accounts
+from pypicache.cache.claims import FillClaims
 from pypicache.cache.index import IndexService
+from pypicache.cache.keyedlocks import KeyedLocks
 from pypicache.cache.retention import Eviction, Retention
 from pypicache.errors import PypicacheError, SettingsError
 from pypicache.ops.bundle import Bundle, ImportReport, import_bundle, plan_export, write_bundle
@@ -285,8 +287,10 @@ def _tools(args: argparse.Namespace) -> tuple[Accounts, PrivatePackages, db.Data
     if settings.migrate_on_start:
         db.upgrade(settings.database_url)
     database = db.Database.from_url(settings.database_url)
-    index = IndexService(settings, database, make_store(settings), None)
-    return Accounts(database), PrivatePackages(settings, database, index), database
+    store, locks = make_store(settings), KeyedLocks()
+    index = IndexService(settings, database, store, None, locks, FillClaims(database))
+    private = PrivatePackages(settings, database, index, store, locks, None)
+    return Accounts(database), private, database
 
 
 @contextmanager

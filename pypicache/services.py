@@ -5,8 +5,10 @@ from __future__ import annotations
 from pyramid.config import Configurator
 from pyramid.request import Request
 
+from pypicache.cache.claims import FillClaims
 from pypicache.cache.files import FileCache
 from pypicache.cache.index import IndexService
+from pypicache.cache.keyedlocks import KeyedLocks
 from pypicache.cache.retention import Evictor, Retention, UsageLog
 from pypicache.db import Database
 from pypicache.follower.changelog import XmlRpcChangelog
@@ -41,8 +43,17 @@ def includeme(config: Configurator) -> None:
     store = make_store(settings)
     # Retention only with a limit: without one, nobody needs to know what was used when.
     usage = UsageLog(database) if settings.cache_max_bytes else None
+    # One lock per project name and one set of claims, shared by pages, fills and uploads.
+    locks = KeyedLocks()
+    claims = FillClaims(database)
     service = IndexService(
-        settings, database, store, upstream, record_use=usage.touch if usage else None
+        settings,
+        database,
+        store,
+        upstream,
+        locks,
+        claims,
+        record_use=usage.touch if usage else None,
     )
     config.registry["index_service"] = service
     config.registry["evictor"] = (
@@ -50,12 +61,12 @@ def includeme(config: Configurator) -> None:
             Retention(database, store, settings.cache_max_bytes),
             usage,
             settings.gc_interval,
-            service.claims,
+            claims,
         )
         if usage
         else None
     )
-    private = PrivatePackages(settings, database, service)
+    private = PrivatePackages(settings, database, service, store, locks, upstream)
     config.registry["follower"] = _follower(settings, config, service, upstream)
     # What the admin page shows: queries, and the samples its charts draw.
     reports = Reports(database, service.project_list)

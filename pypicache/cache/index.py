@@ -74,6 +74,8 @@ class IndexService:
         database: Database,
         store: BlobStore,
         upstream: UpstreamClient | None,
+        locks: KeyedLocks,
+        claims: FillClaims,
         record_use: Callable[[str], None] | None = None,
     ) -> None:
         self.settings = settings
@@ -83,9 +85,9 @@ class IndexService:
         # Bounded in bytes: an evicted page is read from the database again.
         self._pages: PageCache[CachedPage] = PageCache(settings.page_cache_bytes)
         self._missing: dict[str, float] = {}  # upstream said 404: name -> until (monotonic)
-        self.locks = KeyedLocks()
+        self._locks = locks
         self.fills = FillRegistry()
-        self.claims = FillClaims(database)
+        self._claims = claims
         self._wait_timeout = (
             settings.upstream_connect_timeout
             + settings.upstream_timeout * (settings.upstream_retries + 1)
@@ -97,7 +99,7 @@ class IndexService:
             upstream,
             self,
             self.fills,
-            self.claims,
+            self._claims,
             self._wait_timeout,
             record_use,
         )
@@ -111,7 +113,7 @@ class IndexService:
 
     def close(self) -> None:
         self.fills.stop()
-        self.claims.stop()
+        self._claims.stop()
         if self.upstream is not None:
             self.upstream.close()
 
@@ -133,7 +135,7 @@ class IndexService:
         entry = self.cached_page(name)
         if entry is not None:
             return entry, "stale" if entry.stale else "hit"
-        with self.locks.hold(name):
+        with self._locks.hold(name):
             entry = self.cached_page(name)
             if entry is not None:  # another request just loaded it
                 return entry, "stale" if entry.stale else "hit"
@@ -146,7 +148,7 @@ class IndexService:
         Returns "miss" when the upstream answered, "stale" when it failed and the
         stored page stays, "hit" when the project does not follow the upstream.
         """
-        with self.locks.hold(name):
+        with self._locks.hold(name):
             self.forget(name)
             result = self._load(name, force=True)[1]
         with self._database.unit_of_work() as db:
@@ -159,7 +161,7 @@ class IndexService:
         The files stay listed on the page: the next download fetches them again.
         Private files are never purged, nothing could bring them back.
         """
-        with self.locks.hold(name):
+        with self._locks.hold(name):
             with self._database.unit_of_work() as db:
                 project = self._project(db, name)
                 if project is None:
@@ -208,7 +210,7 @@ class IndexService:
             return self._fetch(name, *stored)
         finally:
             if not force:
-                self.claims.release(PAGE_CLAIM + name)
+                self._claims.release(PAGE_CLAIM + name)
 
     def _from_database(
         self, name: str, force: bool
@@ -244,16 +246,16 @@ class IndexService:
         key = PAGE_CLAIM + name
         waited = False
         while True:
-            if self.claims.try_claim(key):
+            if self._claims.try_claim(key):
                 # Stored by another process between our look at the database and now?
                 if self._checked_recently(name):
-                    self.claims.release(key)
+                    self._claims.release(key)
                     return False
                 return True
             if not waited:
                 log.info("another process is fetching the page of %s; waiting for it", name)
                 waited = True
-            if not self.claims.wait_while_held(key, deadline, self.fills.stop_event):
+            if not self._claims.wait_while_held(key, deadline, self.fills.stop_event):
                 return True
             if self._checked_recently(name):
                 return False
@@ -374,7 +376,7 @@ class IndexService:
         can serve the old page for a while after the changelog moved on.
         """
         assert self.upstream is not None
-        with self.locks.hold(name):
+        with self._locks.hold(name):
             with self._database.unit_of_work() as db:
                 project = self._project(db, name)
                 if project is None or project.private:

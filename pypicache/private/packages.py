@@ -13,11 +13,14 @@ from sqlalchemy.orm import Session, selectinload
 
 from pypicache.auth.accounts import Identity
 from pypicache.cache.index import IndexService, utcnow
+from pypicache.cache.keyedlocks import KeyedLocks
 from pypicache.db import Database
 from pypicache.errors import FileNotFound, Forbidden, ProjectNotFound, UpstreamUnavailable
 from pypicache.models import Alarm, AuditEntry, DeletedFilename, File, Project, ProjectMember, User
 from pypicache.private.distfiles import UploadRejected, ValidUpload
 from pypicache.settings import Settings
+from pypicache.storage.local import BlobStore
+from pypicache.upstream.client import UpstreamClient
 
 log = logging.getLogger(__name__)
 
@@ -38,17 +41,27 @@ class Uploaded:
 
 
 class PrivatePackages:
-    def __init__(self, settings: Settings, database: Database, index: IndexService) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        database: Database,
+        index: IndexService,
+        store: BlobStore,
+        locks: KeyedLocks,
+        upstream: UpstreamClient | None,
+    ) -> None:
         self.settings = settings
         self.index = index
-        self.store = index.store
+        self.store = store
+        self._locks = locks
+        self._upstream = upstream
         self._database = database
 
     # -- uploads ---------------------------------------------------------------------------
 
     def upload(self, upload: ValidUpload, content: BinaryIO, who: Identity) -> Uploaded:
         """Store a validated upload; every refusal happens before a byte is stored."""
-        with self.index.locks.hold(upload.project):
+        with self._locks.hold(upload.project):
             upstream_has = self._upstream_has(upload.project)
             try:
                 with self._database.unit_of_work() as db:
@@ -83,7 +96,7 @@ class PrivatePackages:
             private = db.scalar(select(Project.private).where(Project.name == name))
         if private is not None:
             return not private
-        upstream = self.index.upstream
+        upstream = self._upstream
         if upstream is None:
             return False
         try:

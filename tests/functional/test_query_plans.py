@@ -16,7 +16,9 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, event, text
 
+from pypicache.cache.claims import FillClaims
 from pypicache.cache.index import IndexService
+from pypicache.cache.keyedlocks import KeyedLocks
 from pypicache.cache.retention import Retention
 from pypicache.db import Database, get_engine
 from pypicache.ops.reports import Reports
@@ -63,11 +65,14 @@ def service(engine: Engine, postgresql_url: str, tmp_path: Path) -> Iterator[Ind
         environ={},
     )
     settings.prepare_data_dir()
+    database = Database(engine)
     service = IndexService(
         settings,
-        Database(engine),
+        database,
         LocalBlobStore(settings.blob_dir, settings.tmp_dir),
         upstream=None,
+        locks=KeyedLocks(),
+        claims=FillClaims(database),
     )
     yield service
     service.close()
