@@ -45,7 +45,7 @@ def shadowed(request: Request) -> dict[str, Any]:
     return {
         "section": "shadowed",
         "names": request.reports.shadowed(),
-        "has_upstream": request.index.upstream is not None,
+        "has_upstream": request.index.follows_upstream,
     }
 
 

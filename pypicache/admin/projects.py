@@ -48,7 +48,7 @@ def project(request: Request) -> dict[str, Any]:
     return {
         "section": "projects",
         "project": detail,
-        "follows_upstream": request.index.upstream is not None
+        "follows_upstream": request.index.follows_upstream
         and (not detail.private or detail.merge_upstream),
     }
 

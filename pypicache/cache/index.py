@@ -111,6 +111,11 @@ class IndexService:
             ttl=settings.index_ttl,
         )
 
+    @property
+    def follows_upstream(self) -> bool:
+        """Whether pages are fetched from an upstream at all (the admin pages say so)."""
+        return self.upstream is not None
+
     def close(self) -> None:
         self.fills.stop()
         self._claims.stop()
