@@ -9,13 +9,9 @@ from __future__ import annotations
 
 import re
 
-from pypicache.errors import PypicacheError
+from pypicache.errors import InvalidDigest
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-
-
-class InvalidDigest(PypicacheError, ValueError):
-    """A value used as a blob name that is not a sha256 hex digest; it names nothing."""
 
 
 def is_sha256(value: object) -> bool:

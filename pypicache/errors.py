@@ -65,3 +65,33 @@ class StorageFull(StorageUnavailable):
 
 class DatabaseUnavailable(PypicacheError):
     """The database refused a read or write (locked, full, read-only, gone); retry later."""
+
+
+class InvalidDigest(PypicacheError, ValueError):
+    """A value used as a blob name that is not a sha256 hex digest; it names nothing."""
+
+
+class FillStopped(PypicacheError):
+    """The server is shutting down; the partial download was discarded."""
+
+
+class UploadRejected(PypicacheError):
+    """An upload we refuse; `status` and `message` are what twine shows the user."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+class FileExists(UploadRejected):
+    """Other bytes under a filename already uploaded: refused, and an alarm."""
+
+    def __init__(self, message: str, *, project: str, filename: str) -> None:
+        super().__init__(message)
+        self.project = project
+        self.filename = filename
+
+
+class BundleError(PypicacheError):
+    """A bundle we cannot write or will not import; the message says why."""

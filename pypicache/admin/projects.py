@@ -11,9 +11,9 @@ from pyramid.response import Response
 from pyramid.view import view_config
 
 from pypicache.admin import back_to, page_number, see_other
-from pypicache.errors import ProjectNotFound, PypicacheError, UpstreamUnavailable
+from pypicache.errors import ProjectNotFound, PypicacheError, UploadRejected, UpstreamUnavailable
 from pypicache.ops.reports import KINDS
-from pypicache.private.distfiles import UploadRejected, validate_file
+from pypicache.private.distfiles import validate_file
 from pypicache.web.security import ADMIN
 from pypicache.web.views.upload import close_file_parts
 

@@ -10,7 +10,13 @@ from pathlib import Path
 from typing import BinaryIO
 
 from pypicache.cache.claims import WAIT_POLL, FillClaims, database_guard
-from pypicache.errors import HashMismatch, PypicacheError, UpstreamTimeout, UpstreamUnavailable
+from pypicache.errors import (
+    FillStopped,
+    HashMismatch,
+    PypicacheError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
 from pypicache.storage.local import BlobReader, BlobStore, BlobWriter
 from pypicache.upstream.client import CHUNK, UpstreamStream
 
@@ -20,10 +26,6 @@ log = logging.getLogger(__name__)
 # that process renews its claim while it downloads, so only a download this slow (or a
 # claim that keeps changing hands) is given up on.
 CLAIM_WAIT_LIMIT = 3600.0
-
-
-class FillStopped(PypicacheError):
-    """The server is shutting down; the partial download was discarded."""
 
 
 class Fill:

@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session, selectinload
 from pypicache.cache.index import utcnow
 from pypicache.db import Database
 from pypicache.digests import is_sha256
-from pypicache.errors import HashMismatch, PypicacheError
+from pypicache.errors import BundleError, HashMismatch
 from pypicache.models import AuditEntry, DeletedFilename, File, Project
 from pypicache.ops.progress import Progress
 from pypicache.storage.local import BlobStore
@@ -44,10 +44,6 @@ CHUNK = 1024 * 1024
 # A manifest lists files, not their bytes; anything this large is not one of ours.
 MAX_MANIFEST = 256 * 1024 * 1024
 ORIGINS = ("upstream", "private")
-
-
-class BundleError(PypicacheError):
-    """A bundle we cannot write or will not import; the message says why."""
 
 
 # -- the manifest ----------------------------------------------------------------------------

@@ -32,7 +32,7 @@ from packaging.utils import (
 )
 from packaging.version import InvalidVersion, Version
 
-from pypicache.errors import InvalidName, PypicacheError
+from pypicache.errors import InvalidName, UploadRejected
 from pypicache.models import FILENAME_LENGTH, NAME_LENGTH, VERSION_LENGTH
 from pypicache.names import normalize_project
 
@@ -109,15 +109,6 @@ _ARCHIVE_ERRORS = (
     ValueError,
     RuntimeError,  # encrypted zip members, unsupported compression methods
 )
-
-
-class UploadRejected(PypicacheError):
-    """An upload we refuse; `status` and `message` are what twine shows the user."""
-
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.message = message
-        self.status = status
 
 
 @dataclass(frozen=True)

@@ -15,23 +15,21 @@ from pypicache.auth.accounts import Identity
 from pypicache.cache.index import IndexService, utcnow
 from pypicache.cache.keyedlocks import KeyedLocks
 from pypicache.db import Database
-from pypicache.errors import FileNotFound, Forbidden, ProjectNotFound, UpstreamUnavailable
+from pypicache.errors import (
+    FileExists,
+    FileNotFound,
+    Forbidden,
+    ProjectNotFound,
+    UploadRejected,
+    UpstreamUnavailable,
+)
 from pypicache.models import Alarm, AuditEntry, DeletedFilename, File, Project, ProjectMember, User
-from pypicache.private.distfiles import UploadRejected, ValidUpload
+from pypicache.private.distfiles import ValidUpload
 from pypicache.settings import Settings
 from pypicache.storage.local import BlobStore
 from pypicache.upstream.client import UpstreamClient
 
 log = logging.getLogger(__name__)
-
-
-class FileExists(UploadRejected):
-    """Other bytes under a filename already uploaded: refused, and an alarm."""
-
-    def __init__(self, message: str, *, project: str, filename: str) -> None:
-        super().__init__(message)
-        self.project = project
-        self.filename = filename
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from pypicache.digests import checked_sha256, is_sha256
-from pypicache.errors import HashMismatch, SettingsError, StorageFull, StorageUnavailable
+from pypicache.errors import (
+    HashMismatch,
+    SettingsError,
+    StorageFull,
+    StorageUnavailable,
+)
 from pypicache.settings import BOTO3_MISSING
 
 if TYPE_CHECKING:

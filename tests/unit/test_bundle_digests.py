@@ -9,7 +9,8 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from pypicache.ops.bundle import BundleError, Manifest
+from pypicache.errors import BundleError
+from pypicache.ops.bundle import Manifest
 from tests.unit.test_bundle_manifest import sample
 
 HEX = re.compile(r"[0-9a-f]{64}")

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from pypicache.ops.bundle import BundleError, BundleFile, BundleProject, Manifest
+from pypicache.errors import BundleError
+from pypicache.ops.bundle import BundleFile, BundleProject, Manifest
 
 WHEEL_SHA = "a" * 64
 METADATA_SHA = "b" * 64

@@ -13,7 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pypicache.private.distfiles import UploadRejected, ValidUpload, validate_file, validate_upload
+from pypicache.errors import UploadRejected
+from pypicache.private.distfiles import ValidUpload, validate_file, validate_upload
 from tests.support.dists import Dist, make_sdist, make_wheel
 
 LIMIT = 1 << 20

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pyramid.request import Request
 
-from pypicache.private.distfiles import UploadRejected
+from pypicache.errors import UploadRejected
 from pypicache.web.views.upload import MAX_FIELDS, close_file_parts, read_form
 
 

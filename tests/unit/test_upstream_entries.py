@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from packaging.utils import canonicalize_name
 from pypi_simple import DistributionPackage, ProjectPage
 
-from pypicache.digests import InvalidDigest, checked_sha256, is_sha256
+from pypicache.digests import checked_sha256, is_sha256
+from pypicache.errors import InvalidDigest
 from pypicache.storage.local import LocalBlobStore
 from pypicache.upstream.client import (
     TEXT_LIMIT,

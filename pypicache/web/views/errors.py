@@ -12,10 +12,10 @@ from pyramid.response import Response
 from pyramid.view import exception_view_config, forbidden_view_config, notfound_view_config
 from sqlalchemy.exc import OperationalError
 
-from pypicache.cache.fill import FillStopped
 from pypicache.errors import (
     DatabaseUnavailable,
     FileNotFound,
+    FillStopped,
     Forbidden,
     HashMismatch,
     InvalidName,

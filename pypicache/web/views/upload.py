@@ -9,7 +9,8 @@ from pyramid.response import Response
 from pyramid.view import view_config
 from webob.multidict import MultiDict
 
-from pypicache.private.distfiles import UploadRejected, validate_upload
+from pypicache.errors import UploadRejected
+from pypicache.private.distfiles import validate_upload
 from pypicache.web.security import UPLOAD
 
 # Everything but these is a metadata field; the signature and attestations are
