@@ -26,13 +26,8 @@ from pypicache.errors import ProjectNotFound, UpstreamUnavailable
 from pypicache.models import Alarm, AuditEntry, File, Project
 from pypicache.settings import Settings
 from pypicache.storage.local import BlobStore
-from pypicache.upstream.client import (
-    InvalidPage,
-    NotModified,
-    UpstreamClient,
-    UpstreamPage,
-    page_problem,
-)
+from pypicache.upstream.client import UpstreamClient
+from pypicache.upstream.entries import InvalidPage, NotModified, UpstreamPage, page_problem
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,8 @@ from typing import Any
 from pypicache.cache.rendering import API_VERSION
 from pypicache.errors import InvalidName, UpstreamUnavailable
 from pypicache.names import normalize_project
-from pypicache.upstream.client import NotModified, UpstreamClient
+from pypicache.upstream.client import UpstreamClient
+from pypicache.upstream.entries import NotModified
 
 log = logging.getLogger(__name__)
 

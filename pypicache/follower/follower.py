@@ -29,7 +29,8 @@ from pypicache.errors import ChangelogUnavailable, UpstreamUnavailable
 from pypicache.follower.changelog import XmlRpcChangelog
 from pypicache.models import DirtyProject, File, FollowerState, Project
 from pypicache.settings import Settings
-from pypicache.upstream.client import NotModified, UpstreamClient
+from pypicache.upstream.client import UpstreamClient
+from pypicache.upstream.entries import NotModified
 
 log = logging.getLogger(__name__)
 

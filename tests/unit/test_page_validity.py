@@ -11,14 +11,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 from packaging.utils import canonicalize_name
 
-from pypicache.upstream.client import (
-    CHUNK,
+from pypicache.upstream.client import CHUNK, decoded
+from pypicache.upstream.entries import (
     InvalidPage,
     UpstreamFile,
     UpstreamPage,
-    _parse_page,
-    decoded,
     page_problem,
+    parse_page,
 )
 
 NAME = "demo-pkg"
@@ -139,7 +138,7 @@ def test_a_truncated_stream_is_refused():
         b"".join(decoded([gzip(b"x" * 1000)[:-10]], "gzip"))
 
 
-# -- _parse_page -------------------------------------------------------------------------------
+# -- parse_page -------------------------------------------------------------------------------
 
 
 @given(
@@ -148,7 +147,7 @@ def test_a_truncated_stream_is_refused():
 )
 def test_any_body_parses_into_the_projects_page_or_is_an_invalid_page(body, content_type):
     try:
-        parsed = _parse_page(NAME, body, content_type, "https://up.example/simple/demo-pkg/")
+        parsed = parse_page(NAME, body, content_type, "https://up.example/simple/demo-pkg/")
     except InvalidPage:
         return
     assert parsed.project is not None
@@ -158,7 +157,7 @@ def test_any_body_parses_into_the_projects_page_or_is_an_invalid_page(body, cont
 def test_a_json_page_naming_another_project_is_refused(other):
     body = json.dumps({"meta": {"api-version": "1.1"}, "name": other, "files": []}).encode()
     try:
-        parsed = _parse_page(NAME, body, JSON_TYPE, "https://up.example/simple/")
+        parsed = parse_page(NAME, body, JSON_TYPE, "https://up.example/simple/")
     except InvalidPage:
         assert canonicalize_name(other) != NAME
         return
@@ -168,15 +167,15 @@ def test_a_json_page_naming_another_project_is_refused(other):
 def test_html_without_links_or_the_simple_api_meta_is_not_a_page():
     portal = b"<html><head><title>Hotel Wi-Fi</title></head><body>Accept our terms</body></html>"
     with pytest.raises(InvalidPage, match="not a page"):
-        _parse_page(NAME, portal, "text/html", "https://up.example/simple/demo-pkg/")
+        parse_page(NAME, portal, "text/html", "https://up.example/simple/demo-pkg/")
 
 
 def test_an_empty_simple_api_page_is_a_page():
     empty = b'<html><head><meta name="pypi:repository-version" content="1.1"></head></html>'
-    assert _parse_page(NAME, empty, "text/html", "https://up.example/").packages == []
+    assert parse_page(NAME, empty, "text/html", "https://up.example/").packages == []
 
 
 def test_an_old_style_page_with_links_and_no_meta_is_a_page():
     html = b'<html><body><a href="demo_pkg-1.0-py3-none-any.whl">demo_pkg-1.0-py3-none-any.whl</a>'
-    parsed = _parse_page(NAME, html, "text/html", "https://up.example/simple/demo-pkg/")
+    parsed = parse_page(NAME, html, "text/html", "https://up.example/simple/demo-pkg/")
     assert [p.filename for p in parsed.packages] == ["demo_pkg-1.0-py3-none-any.whl"]

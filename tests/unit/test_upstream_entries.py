@@ -17,9 +17,9 @@ from pypi_simple import DistributionPackage, ProjectPage
 from pypicache.digests import checked_sha256, is_sha256
 from pypicache.errors import InvalidDigest
 from pypicache.storage.local import LocalBlobStore
-from pypicache.upstream.client import (
+from pypicache.upstream.entries import (
     TEXT_LIMIT,
-    _page,
+    checked_page,
     filename_problem,
     upstream_text,
     valid_project_name,
@@ -183,7 +183,7 @@ def test_a_page_keeps_an_entry_only_with_valid_digests(sha256: str, metadata_sha
         {"meta": {"api-version": "1.1"}, "name": "demo", "files": [data]},
         "https://upstream.invalid/simple/demo/",
     )
-    files = _page("demo", page, None, None).files
+    files = checked_page("demo", page, None, None).files
     valid = is_sha256(sha256) and (metadata_sha256 is None or is_sha256(metadata_sha256))
     assert len(files) == (1 if valid else 0)
     for f in files:
@@ -195,7 +195,7 @@ def test_a_page_keeps_an_entry_only_with_valid_digests(sha256: str, metadata_sha
 def test_html_fragments_yield_only_valid_digests(fragment: str):
     link = f'<a href="/files/demo-1.0.tar.gz#sha256={fragment}">demo-1.0.tar.gz</a>'
     page = ProjectPage.from_html("demo", link, base_url="https://upstream.invalid/simple/demo/")
-    for f in _page("demo", page, None, None).files:
+    for f in checked_page("demo", page, None, None).files:
         assert f.sha256 is None or is_sha256(f.sha256)
     assert all(isinstance(p, DistributionPackage) for p in page.packages)
 
@@ -280,7 +280,7 @@ def test_a_page_with_surrogates_and_huge_values_keeps_its_files_storable():
         },
         "https://upstream.invalid/simple/demo/",
     )
-    (entry,) = _page("demo", page, None, None).files
+    (entry,) = checked_page("demo", page, None, None).files
     assert entry.yanked
     assert entry.yanked_reason == "\ufffd bad\ufffdreason"
     assert entry.requires_python == ">=3\ufffd"

@@ -1,0 +1,366 @@
+"""What an upstream page says: its parsed types, and the checks every name and entry passes."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import unicodedata
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.message import Message
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import unquote, urlsplit
+from urllib.request import url2pathname
+
+from packaging.utils import (
+    InvalidSdistFilename,
+    InvalidWheelFilename,
+    canonicalize_name,
+    parse_sdist_filename,
+    parse_wheel_filename,
+)
+from pypi_simple import DistributionPackage, ProjectPage
+
+from pypicache.digests import is_sha256
+from pypicache.errors import InvalidName, UpstreamUnavailable
+from pypicache.models import FILENAME_LENGTH, NAME_LENGTH, VERSION_LENGTH
+from pypicache.names import normalize_project
+
+if TYPE_CHECKING:
+    from pypicache.ops.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class UpstreamFile:
+    filename: str
+    url: str
+    version: str | None
+    sha256: str | None
+    size: int | None
+    requires_python: str | None
+    yanked: bool
+    yanked_reason: str | None
+    upload_time: datetime | None  # naive UTC
+    has_metadata: bool
+    metadata_sha256: str | None
+
+
+@dataclass(frozen=True)
+class UpstreamPage:
+    name: str
+    files: tuple[UpstreamFile, ...]
+    versions: tuple[str, ...]
+    serial: int | None
+    etag: str | None
+    status: str | None
+    status_reason: str | None
+
+
+@dataclass(frozen=True)
+class NotModified:
+    """The upstream confirmed our stored copy (HTTP 304)."""
+
+    serial: int | None
+
+
+@dataclass
+class ProjectList:
+    """The upstream's project list, streamed: names are read lazily from ``names``."""
+
+    names: Iterator[str]
+    etag: str | None
+    serial: int | None
+
+
+class InvalidPage(UpstreamUnavailable):
+    """The upstream answered 200 with something that is not a usable page for the project.
+
+    Too big, undecodable, unparsable, another project's, or (see ``page_problem``) a
+    page that would empty what we store: a captive portal, a broken mirror.
+    """
+
+
+def parse_serial(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def parse_page(name: str, body: bytes, content_type: str | None, url: str) -> ProjectPage:
+    """What ``ProjectPage.from_response`` does, on a body we read ourselves (bounded)."""
+    header = Message()
+    header["Content-Type"] = content_type or "text/html"
+    media_type = header.get_content_type()
+    charset = header.get_param("charset")
+    try:
+        if media_type == "application/vnd.pypi.simple.v1+json":
+            page = ProjectPage.from_json_data(json.loads(body), url)
+        elif media_type in ("application/vnd.pypi.simple.v1+html", "text/html"):
+            page = ProjectPage.from_html(
+                project=name,
+                html=body,
+                base_url=url,
+                from_encoding=charset if isinstance(charset, str) else None,
+            )
+            if not page.packages and page.repository_version is None:
+                # Neither a link nor the simple API's meta tag: a portal's or an error's HTML.
+                raise InvalidPage("HTML without links or pypi:repository-version: not a page")
+        else:
+            raise InvalidPage(f"not a project page: Content-Type {media_type!r}")
+    except InvalidPage:
+        raise
+    except Exception as exc:
+        raise InvalidPage(f"unparsable page: {exc}") from exc
+    if not isinstance(page.project, str) or canonicalize_name(page.project) != name:
+        raise InvalidPage(f"the page is for project {page.project!r}, not {name!r}")
+    return page
+
+
+def page_problem(
+    name: str, page: UpstreamPage, stored_files: Sequence[str], stored_serial: int | None
+) -> str | None:
+    """Why ``page`` cannot be the project's page while we store ``stored_files`` (None: it can).
+
+    A captive portal, a login page or a broken mirror answers 200 too; taking its
+    word would empty the project and delete its blobs.  A project really emptied
+    or deleted upstream answers 404 (the changelog follower's removal path) or
+    says it is quarantined (PEP 792).
+    """
+    if stored_serial is not None and page.serial is None:
+        return f"the page has no serial, the stored page has serial {stored_serial}"
+    if not stored_files or page.status == "quarantined":
+        return None
+    if not page.files:
+        return f"the page lists no files, the stored page lists {len(stored_files)}"
+    if any(_is_dist_of(name, f) for f in stored_files) and not any(
+        _is_dist_of(name, f.filename) for f in page.files
+    ):
+        return f"none of the page's {len(page.files)} files is a distribution of {name}"
+    return None
+
+
+def _is_dist_of(name: str, filename: str) -> bool:
+    try:
+        if filename.endswith(".whl"):
+            project = parse_wheel_filename(filename)[0]
+        else:
+            project = parse_sdist_filename(filename)[0]
+    except ValueError:
+        return False
+    return canonicalize_name(project) == name
+
+
+def valid_names(names: Iterator[str], metrics: Metrics | None) -> Iterator[str]:
+    """The names of a project list that are project names at all; the others left out."""
+    for name in names:
+        if valid_project_name(name):
+            yield name
+        else:
+            reject("name", "/simple/", name, "not a valid project name", metrics)
+
+
+def valid_project_name(name: object) -> bool:
+    """Whether an upstream's project name is a valid one (the name-format spec), in length."""
+    if not isinstance(name, str) or len(name) > NAME_LENGTH:
+        return False
+    try:
+        normalize_project(name)
+    except InvalidName:
+        return False
+    return True
+
+
+# Invalid entries already logged by this process: each once, and at most this many.
+_LOG_ONCE_LIMIT = 10_000
+
+
+_logged: set[tuple[str, str]] = set()
+
+
+_logged_lock = threading.Lock()
+
+
+def reject(reason: str, project: str, entry: object, why: str, metrics: Metrics | None) -> None:
+    """Count an upstream entry left out; log it the first time this process meets it."""
+    if metrics is not None:
+        metrics.upstream_invalid_entries.labels(reason).inc()
+    key = (project, repr(entry)[:200])
+    with _logged_lock:
+        if key in _logged or len(_logged) > _LOG_ONCE_LIMIT:
+            return
+        _logged.add(key)
+        full = len(_logged) > _LOG_ONCE_LIMIT
+    log.warning("upstream %s: left out %s: %s", project, key[1], why)
+    if full:
+        log.warning("upstream: more invalid entries are counted, no longer logged")
+
+
+# Sdists and eggs whose names only the project prefix can check (legacy versions).
+_LEGACY_SUFFIXES = (".tar.gz", ".zip", ".tar.bz2", ".tgz", ".egg")
+
+
+def filename_problem(filename: object, project: str) -> str | None:
+    """Why ``filename`` is not a wheel or sdist of ``project`` (None: it is one).
+
+    Names that are paths (``/``, ``\\``, ``..``), hold control characters or
+    belong to another project never reach the database, a URL or a log line.
+    """
+    if not isinstance(filename, str) or not filename:
+        return "an empty file name"
+    if len(filename) > FILENAME_LENGTH:
+        return "a file name too long"
+    if "/" in filename or "\\" in filename or ".." in filename:
+        return "a file name that is a path"
+    if any(unicodedata.category(c).startswith("C") for c in filename):
+        return "a file name with control characters"
+    project = canonicalize_name(project)
+    if filename.endswith(".whl"):
+        try:
+            name = parse_wheel_filename(filename)[0]
+        except InvalidWheelFilename:
+            return "not a valid wheel file name"
+        return None if name == project else f"a wheel of {name}, not {project}"
+    if filename.endswith((".tar.gz", ".zip")):
+        try:
+            if parse_sdist_filename(filename)[0] == project:
+                return None
+        except InvalidSdistFilename:
+            pass  # perhaps a legacy version: the name must still be the project's
+    suffix = next((s for s in _LEGACY_SUFFIXES if filename.endswith(s)), None)
+    if suffix is None:
+        return "neither a wheel nor an sdist"
+    stem = filename.removesuffix(suffix)
+    for i, char in enumerate(stem):
+        if char == "-" and stem[i + 1 :] and canonicalize_name(stem[:i]) == project:
+            return None
+    return f"not a distribution of {project}"
+
+
+def checked_page(
+    name: str,
+    page: ProjectPage,
+    serial: int | None,
+    etag: str | None,
+    local: bool = False,
+    metrics: Metrics | None = None,
+) -> UpstreamPage:
+    if serial is None:
+        serial = parse_serial(page.last_serial)
+    entries = (
+        checked_file(
+            pkg,
+            name,
+            size=local_size(pkg.url) if local and pkg.size is None else pkg.size,
+            metrics=metrics,
+        )
+        for pkg in page.packages
+    )
+    files = tuple(f for f in entries if f is not None)
+    status = page.status.value if page.status is not None else None
+    return UpstreamPage(
+        name,
+        files,
+        all_versions(files, page.versions),
+        serial,
+        etag,
+        status,
+        upstream_text(page.status_reason),
+    )
+
+
+def checked_file(
+    pkg: DistributionPackage,
+    project: str,
+    *,
+    size: int | None = None,
+    sha256: str | None = None,
+    metrics: Metrics | None = None,
+) -> UpstreamFile | None:
+    """The page entry as we keep it, or None (logged, counted) when it is not valid.
+
+    A digest names a blob, so one from outside is taken only as 64 lower-case
+    hex characters; a file name must be a distribution of the page's project.
+    """
+    problem = filename_problem(pkg.filename, project)
+    if problem is not None:
+        reject("filename", project, pkg.filename, problem, metrics)
+        return None
+    if sha256 is None:
+        sha256 = pkg.digests.get("sha256")
+    metadata_sha256 = (pkg.metadata_digests or {}).get("sha256")
+    for digest, what in ((sha256, "sha256"), (metadata_sha256, "core-metadata sha256")):
+        if digest is not None and not is_sha256(digest):
+            why = f"its {what} {digest!r:.100} is not 64 lower-case hex characters"
+            reject("digest", project, pkg.filename, why, metrics)
+            return None
+    upload_time = pkg.upload_time
+    if upload_time is not None:
+        upload_time = upload_time.astimezone(UTC).replace(tzinfo=None)
+    url = pkg.url.split("#", 1)[0]
+    return UpstreamFile(
+        filename=pkg.filename,
+        url=url,
+        version=_version(pkg.version),
+        sha256=sha256,
+        size=_size(size if size is not None else pkg.size),
+        requires_python=upstream_text(pkg.requires_python),
+        yanked=bool(pkg.is_yanked),
+        yanked_reason=upstream_text(pkg.yanked_reason),
+        upload_time=upload_time,
+        has_metadata=bool(pkg.has_metadata),
+        metadata_sha256=metadata_sha256,
+    )
+
+
+# Free text from the upstream (yank reasons, requires-python) kept at most this long.
+TEXT_LIMIT = 10_000
+
+
+def upstream_text(value: object, limit: int = TEXT_LIMIT) -> str | None:
+    """Upstream free text as we may store and show it: a string, no surrogates (which no
+    database encoding takes) nor control characters, and bounded (None when empty)."""
+    if not isinstance(value, str) or not value:
+        return None
+    cleaned = "".join(
+        "\ufffd" if unicodedata.category(c) in ("Cs", "Cc") and c not in "\t" else c
+        for c in value[:limit]
+    )
+    return cleaned or None
+
+
+def _version(value: object) -> str | None:
+    """A version we can store: text without control characters that fits its column."""
+    text = upstream_text(value, VERSION_LENGTH + 1)
+    return text if text is not None and len(text) <= VERSION_LENGTH and text == value else None
+
+
+def _size(value: object) -> int | None:
+    """A size we can announce as Content-Length: a non-negative integer of sane magnitude."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**53:
+        return None
+    return value
+
+
+def all_versions(files: tuple[UpstreamFile, ...], listed: list[str] | None) -> tuple[str, ...]:
+    versions = {v for v in map(_version, listed or ()) if v is not None}
+    versions.update(f.version for f in files if f.version)
+    return tuple(versions)
+
+
+def local_path(url: str) -> Path:
+    return Path(url2pathname(unquote(urlsplit(url).path)))
+
+
+def local_size(url: str) -> int | None:
+    if urlsplit(url).scheme != "file":
+        return None
+    try:
+        return local_path(url).stat().st_size
+    except OSError:
+        return None
