@@ -24,7 +24,8 @@ from pypicache.cache.index import IndexService
 from pypicache.cache.keyedlocks import KeyedLocks
 from pypicache.cache.retention import Eviction, Retention
 from pypicache.errors import PypicacheError, SettingsError
-from pypicache.ops.bundle import Bundle, ImportReport, import_bundle, plan_export, write_bundle
+from pypicache.ops.bundle_export import plan_export, write_bundle
+from pypicache.ops.bundle_import import Bundle, ImportReport, import_bundle
 from pypicache.ops.progress import Progress, format_bytes
 from pypicache.ops.verify import Finding, Kind, Verifier
 from pypicache.ops.warm import Target, WarmReport, pip_timeout, warm
