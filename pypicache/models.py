@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -37,6 +37,11 @@ FILENAME_LENGTH = 512
 ETAG = String(255).with_variant(Text(), "postgresql")
 # ``info`` key of a schema object that exists on one kind of database only (its dialect name).
 ONLY_ON = "pypicache.only_on"
+
+
+def utcnow() -> datetime:
+    """Naive UTC, the way every timestamp is stored."""
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 class Base(DeclarativeBase):

@@ -19,8 +19,8 @@ from pyramid.request import Request
 from pyramid.response import Response
 from pyramid.view import exception_view_config, forbidden_view_config
 
-from pypicache.cache.index import utcnow
 from pypicache.errors import ProjectNotFound
+from pypicache.models import utcnow
 from pypicache.web.views.simple import SIMPLE_SECURITY_POLICY
 
 ADMIN_PATHS = r"^/admin/"

@@ -18,10 +18,9 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from pypicache.auth.ratelimit import LoginLimiter
-from pypicache.cache.index import utcnow
 from pypicache.db import Database
 from pypicache.errors import AccountError
-from pypicache.models import ApiToken, AuditEntry, User
+from pypicache.models import ApiToken, AuditEntry, User, utcnow
 
 TOKEN_USERNAME = "__token__"  # noqa: S105 - the conventional user name, not a secret
 TOKEN_PREFIX = "pypicache-"  # noqa: S105 - marks our tokens in logs and scanners

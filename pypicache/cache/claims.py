@@ -10,7 +10,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from pypicache.db import Database
 from pypicache.errors import DatabaseUnavailable
-from pypicache.models import FillClaim
+from pypicache.models import FillClaim, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +56,6 @@ def _insert(db: Session) -> postgresql.Insert | sqlite.Insert:
     return dialect.insert(FillClaim)
 
 
-def _utcnow() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
-
-
 class FillClaims:
     """Claims on downloads, shared through the database by every process.
 
@@ -86,7 +82,7 @@ class FillClaims:
         DatabaseUnavailable when the database refuses the write (SQLite's "database
         is locked" comes only after its busy timeout, so asking again would not help).
         """
-        now = _utcnow()
+        now = utcnow()
         with database_guard(f"claiming {key}"), self._database.unit_of_work() as db:
             db.execute(delete(FillClaim).where(FillClaim.key == key, FillClaim.expires_at < now))
             # ON CONFLICT DO NOTHING rather than a failed INSERT: PostgreSQL logs every
@@ -121,7 +117,7 @@ class FillClaims:
             row = db.execute(
                 select(FillClaim.owner, FillClaim.expires_at).where(FillClaim.key == key)
             ).first()
-        return row is not None and row.owner != self.owner and row.expires_at >= _utcnow()
+        return row is not None and row.owner != self.owner and row.expires_at >= utcnow()
 
     def wait_while_held(self, key: str, deadline: float, stop: threading.Event) -> bool:
         """Wait until no other process holds ``key``; False at ``deadline`` (monotonic) or stop."""
@@ -131,7 +127,7 @@ class FillClaims:
         return True
 
     def _expiry(self) -> datetime:
-        return _utcnow() + timedelta(seconds=self.lease)
+        return utcnow() + timedelta(seconds=self.lease)
 
     def _start_renewing(self) -> None:
         if self._thread is None and not self._stop.is_set():

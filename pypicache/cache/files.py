@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol
 
 from sqlalchemy import select
@@ -15,17 +14,12 @@ from pypicache.cache.fill import Fill, FillRegistry
 from pypicache.cache.rendering import FileRecord
 from pypicache.db import Database
 from pypicache.errors import FileNotFound, UpstreamUnavailable
-from pypicache.models import File, Project
+from pypicache.models import File, Project, utcnow
 from pypicache.storage.local import BlobReader, BlobStore
 from pypicache.upstream.client import UpstreamClient
 
 if TYPE_CHECKING:
     from pypicache.cache.index import CachedPage
-
-
-def utcnow() -> datetime:
-    """Naive UTC, the way every timestamp is stored."""
-    return datetime.now(UTC).replace(tzinfo=None)
 
 
 class Pages(Protocol):

@@ -6,7 +6,6 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from enum import Enum
 from typing import BinaryIO
 
@@ -23,7 +22,7 @@ from pypicache.cache.projectlist import ProjectList, ProjectListFiles
 from pypicache.cache.rendering import FileRecord, PageData, RenderedPage, render
 from pypicache.db import Database
 from pypicache.errors import ProjectNotFound, UpstreamUnavailable
-from pypicache.models import Alarm, AuditEntry, File, Project
+from pypicache.models import Alarm, AuditEntry, File, Project, utcnow
 from pypicache.settings import Settings
 from pypicache.storage.local import BlobStore
 from pypicache.upstream.client import UpstreamClient
@@ -37,11 +36,6 @@ PRIVATE_REFRESH = 2.0
 PAGE_CLAIM = "page:"
 # The alarm raised when the upstream answers with something that is not the project's page.
 INVALID_PAGE_ALARM = "upstream-invalid-page"
-
-
-def utcnow() -> datetime:
-    """Naive UTC, the way every timestamp is stored."""
-    return datetime.now(UTC).replace(tzinfo=None)
 
 
 class Refresh(Enum):

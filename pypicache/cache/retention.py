@@ -17,9 +17,8 @@ from enum import Enum
 from sqlalchemy import Subquery, and_, bindparam, func, or_, select, update
 
 from pypicache.cache.claims import FillClaims
-from pypicache.cache.index import utcnow
 from pypicache.db import Database
-from pypicache.models import File, Project
+from pypicache.models import File, Project, utcnow
 from pypicache.storage.local import BlobStore
 
 log = logging.getLogger(__name__)

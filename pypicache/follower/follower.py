@@ -23,11 +23,11 @@ from typing import Any
 
 from sqlalchemy import delete, func, or_, select, update
 
-from pypicache.cache.index import IndexService, Refresh, utcnow
+from pypicache.cache.index import IndexService, Refresh
 from pypicache.db import Database
 from pypicache.errors import ChangelogUnavailable, UpstreamUnavailable
 from pypicache.follower.changelog import XmlRpcChangelog
-from pypicache.models import DirtyProject, File, FollowerState, Project
+from pypicache.models import DirtyProject, File, FollowerState, Project, utcnow
 from pypicache.settings import Settings
 from pypicache.upstream.client import UpstreamClient
 from pypicache.upstream.entries import NotModified

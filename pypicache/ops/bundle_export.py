@@ -18,10 +18,9 @@ from typing import IO
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
-from pypicache.cache.index import utcnow
 from pypicache.db import Database
 from pypicache.errors import BundleError
-from pypicache.models import File, Project
+from pypicache.models import File, Project, utcnow
 from pypicache.ops.bundle import BLOB_PREFIX, CHUNK, MANIFEST, BundleFile, BundleProject, Manifest
 from pypicache.ops.progress import Progress
 from pypicache.storage.local import BlobStore

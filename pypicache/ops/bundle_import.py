@@ -13,10 +13,9 @@ from typing import IO, Any, BinaryIO
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session, selectinload
 
-from pypicache.cache.index import utcnow
 from pypicache.db import Database
 from pypicache.errors import BundleError, HashMismatch
-from pypicache.models import AuditEntry, DeletedFilename, File, Project
+from pypicache.models import AuditEntry, DeletedFilename, File, Project, utcnow
 from pypicache.ops.bundle import (
     BLOB_PREFIX,
     CHUNK,

@@ -13,10 +13,9 @@ from collections import deque
 from dataclasses import dataclass
 from datetime import datetime
 
-from pypicache.cache.index import utcnow
 from pypicache.db import Database
 from pypicache.follower.follower import STATE_ID
-from pypicache.models import FollowerState
+from pypicache.models import FollowerState, utcnow
 from pypicache.ops.metrics import Metrics
 
 log = logging.getLogger(__name__)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
@@ -11,7 +10,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
 from pypicache.db import Database
-from pypicache.models import File, FollowerState
+from pypicache.models import File, FollowerState, utcnow
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
@@ -146,10 +145,6 @@ class DatabaseCollector(Collector):
                 "Seconds since the follower's last successful round.",
                 (utcnow() - state.last_success_at).total_seconds(),
             )
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:

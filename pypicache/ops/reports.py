@@ -16,11 +16,10 @@ from typing import Generic, TypeVar
 from packaging.version import InvalidVersion, Version
 from sqlalchemy import case, func, select, update
 
-from pypicache.cache.index import utcnow
 from pypicache.cache.projectlist import ProjectList
 from pypicache.db import Database
 from pypicache.errors import ProjectNotFound
-from pypicache.models import Alarm, AuditEntry, File, Project, ProjectMember, User
+from pypicache.models import Alarm, AuditEntry, File, Project, ProjectMember, User, utcnow
 
 PAGE_SIZE = 50
 # What the follower did to the cache: the dashboard's "recent invalidations".

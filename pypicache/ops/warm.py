@@ -23,9 +23,8 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from pypicache.cache.index import utcnow
 from pypicache.db import Database
-from pypicache.models import File, Project
+from pypicache.models import File, Project, utcnow
 from pypicache.ops.progress import Progress
 from pypicache.settings import Settings
 

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from pypicache.auth.accounts import Identity
-from pypicache.cache.index import IndexService, utcnow
+from pypicache.cache.index import IndexService
 from pypicache.cache.keyedlocks import KeyedLocks
 from pypicache.db import Database
 from pypicache.errors import (
@@ -23,7 +23,16 @@ from pypicache.errors import (
     UploadRejected,
     UpstreamUnavailable,
 )
-from pypicache.models import Alarm, AuditEntry, DeletedFilename, File, Project, ProjectMember, User
+from pypicache.models import (
+    Alarm,
+    AuditEntry,
+    DeletedFilename,
+    File,
+    Project,
+    ProjectMember,
+    User,
+    utcnow,
+)
 from pypicache.private.distfiles import ValidUpload
 from pypicache.settings import Settings
 from pypicache.storage.local import BlobStore

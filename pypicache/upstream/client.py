@@ -26,7 +26,7 @@ from pypicache.errors import ProjectNotFound, UpstreamTimeout, UpstreamUnavailab
 from pypicache.upstream.entries import (
     InvalidPage,
     NotModified,
-    ProjectList,
+    UpstreamNames,
     UpstreamPage,
     all_versions,
     checked_file,
@@ -259,11 +259,11 @@ class UpstreamClient:
 
     # -- the project list ------------------------------------------------------------------
 
-    def project_list(self, etag: str | None = None) -> ProjectList | NotModified:
+    def project_list(self, etag: str | None = None) -> UpstreamNames | NotModified:
         """The upstream's ``/simple/`` list, parsed while it streams (PyPI's is huge)."""
         if self.is_local:
             names = (p.name for p in _subdirs(local_path(self.base_url)))
-            return ProjectList(valid_names(names, self.metrics), None, None)
+            return UpstreamNames(valid_names(names, self.metrics), None, None)
         headers = {"Accept": "text/html"}
         if etag:
             headers["If-None-Match"] = etag
@@ -276,7 +276,7 @@ class UpstreamClient:
             response.close()
             raise UpstreamUnavailable(f"upstream answered {response.status_code} for its list")
         names = valid_names(_anchor_texts(response), self.metrics)
-        return ProjectList(names, response.headers.get("ETag"), serial)
+        return UpstreamNames(names, response.headers.get("ETag"), serial)
 
     def project_serials(self, etag: str | None = None) -> ProjectSerials | NotModified:
         """The PEP 691 JSON project list's ``_last-serial`` per project, streamed.

@@ -69,7 +69,7 @@ class NotModified:
 
 
 @dataclass
-class ProjectList:
+class UpstreamNames:
     """The upstream's project list, streamed: names are read lazily from ``names``."""
 
     names: Iterator[str]

@@ -14,8 +14,7 @@ import requests
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 from sqlalchemy import insert, select
 
-from pypicache.cache.index import utcnow
-from pypicache.models import Alarm, ApiToken, AuditEntry, Project
+from pypicache.models import Alarm, ApiToken, AuditEntry, Project, utcnow
 from tests.conftest import IndexFactory, RunningIndex
 from tests.functional.test_follower import caught_up, follow_settings
 from tests.functional.test_private import PASSWORD, Db
