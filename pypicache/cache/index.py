@@ -11,15 +11,22 @@ from typing import BinaryIO
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, selectinload
 
 from pypicache.cache.claims import FillClaims, database_guard
 from pypicache.cache.files import FileCache
 from pypicache.cache.fill import FillRegistry
 from pypicache.cache.keyedlocks import KeyedLocks
 from pypicache.cache.pagecache import PageCache
+from pypicache.cache.pagestore import (
+    age_of,
+    alarm_invalid_page,
+    apply_page,
+    load_project,
+    older,
+    snapshot,
+)
 from pypicache.cache.projectlist import ProjectList, ProjectListFiles
-from pypicache.cache.rendering import FileRecord, PageData, RenderedPage, render
+from pypicache.cache.rendering import RenderedPage
 from pypicache.db import Database
 from pypicache.errors import ProjectNotFound, UpstreamUnavailable
 from pypicache.models import Alarm, AuditEntry, File, Project, utcnow
@@ -34,8 +41,6 @@ log = logging.getLogger(__name__)
 PRIVATE_REFRESH = 2.0
 # The claim on fetching a project's page ("project/filename" claims are files').
 PAGE_CLAIM = "page:"
-# The alarm raised when the upstream answers with something that is not the project's page.
-INVALID_PAGE_ALARM = "upstream-invalid-page"
 
 
 class Refresh(Enum):
@@ -157,7 +162,7 @@ class IndexService:
         """
         with self._locks.hold(name):
             with self._database.unit_of_work() as db:
-                project = self._project(db, name)
+                project = load_project(db, name)
                 if project is None:
                     raise ProjectNotFound(name)
                 rows = [f for f in project.files if f.origin == "upstream" and f.cached_at]
@@ -211,14 +216,14 @@ class IndexService:
     ) -> CachedPage | tuple[str | None, RenderedPage | None]:
         """The stored page when it may be served as it is; else what a fetch starts from."""
         with self._database.unit_of_work() as db:
-            project = self._project(db, name)
+            project = load_project(db, name)
             if project is not None:
                 if project.private and not project.merge_upstream:
                     # Shadowing: the upstream is never asked about a private name.  Re-read
                     # often: an upload or a yank in another process must show quickly.
                     ttl = min(self.settings.page_ttl, PRIVATE_REFRESH)
                     return self._remember(project, ttl)
-                age = self._age(project)
+                age = age_of(project)
                 if self.upstream is None or (age < self.settings.page_ttl and not force):
                     return self._remember(project, self.settings.page_ttl - age)
             elif self.upstream is None:
@@ -226,7 +231,7 @@ class IndexService:
             if self._missing.get(name, 0) > time.monotonic():
                 raise ProjectNotFound(name)
             etag = project.upstream_etag if project is not None and not force else None
-            fallback = self._snapshot(project) if project is not None else None
+            fallback = snapshot(project) if project is not None else None
         return etag, fallback
 
     def _claim_page(self, name: str, deadline: float) -> bool:
@@ -297,22 +302,9 @@ class IndexService:
             )
         except InvalidPage as exc:
             with self._database.unit_of_work() as db:
-                if self._project(db, name) is not None:
-                    self._alarm_invalid(db, name, str(exc))
+                if load_project(db, name) is not None:
+                    alarm_invalid_page(db, name, str(exc))
             raise
-
-    def _alarm_invalid(self, db: Session, name: str, reason: str) -> None:
-        """One open alarm per project while its upstream sends invalid pages, not one a request."""
-        open_alarm = db.scalar(
-            select(Alarm.id).where(
-                Alarm.kind == INVALID_PAGE_ALARM,
-                Alarm.project == name,
-                Alarm.acknowledged_at.is_(None),
-            )
-        )
-        if open_alarm is None:
-            log.error("upstream sent an invalid page for %s: %s", name, reason)
-            db.add(Alarm(at=utcnow(), kind=INVALID_PAGE_ALARM, project=name, detail=reason))
 
     def _store(self, name: str, result: UpstreamPage | NotModified) -> CachedPage:
         """Record what the upstream answered; drop blobs nothing refers to any more."""
@@ -328,7 +320,7 @@ class IndexService:
         unreferenced: set[str] = set()
         problem: str | None = None
         with self._database.unit_of_work() as db:
-            project = self._project(db, name)
+            project = load_project(db, name)
             if isinstance(result, NotModified):
                 if project is None:  # vanished meanwhile; ask again next time
                     raise ProjectNotFound(name)
@@ -336,7 +328,7 @@ class IndexService:
                 if result.serial is not None and result.serial > (project.last_serial or 0):
                     project.last_serial = result.serial
                 return self._remember(project, self.settings.page_ttl)
-            if project is not None and _older(result.serial, project.last_serial):
+            if project is not None and older(result.serial, project.last_serial):
                 log.warning(
                     "upstream sent %s at serial %s, older than our %s; keeping ours",
                     name,
@@ -348,12 +340,12 @@ class IndexService:
                 stored = [f.filename for f in project.files if f.origin == "upstream"]
                 problem = page_problem(name, result, stored, project.last_serial)
             if problem is not None:
-                self._alarm_invalid(db, name, problem)  # committed; the page stays as it is
+                alarm_invalid_page(db, name, problem)  # committed; the page stays as it is
             else:
                 if project is None:
                     project = Project(name=name, display_name=name, files=[], versions=[])
                     db.add(project)
-                unreferenced = self._apply(db, project, result)
+                unreferenced = apply_page(db, project, result)
                 db.flush()
                 entry = self._remember(project, self.settings.page_ttl)
         if problem is not None:
@@ -372,7 +364,7 @@ class IndexService:
         assert self.upstream is not None
         with self._locks.hold(name):
             with self._database.unit_of_work() as db:
-                project = self._project(db, name)
+                project = load_project(db, name)
                 if project is None or project.private:
                     return Refresh.NOT_CACHED  # private projects never follow the upstream
                 if (project.last_serial or -1) >= required:
@@ -411,100 +403,6 @@ class IndexService:
             )
             return {name: serial for name, serial in rows}
 
-    def _project(self, db: Session, name: str) -> Project | None:
-        return db.scalar(
-            select(Project).where(Project.name == name).options(selectinload(Project.files))
-        )
-
-    def _age(self, project: Project) -> float:
-        if project.checked_at is None:
-            return float("inf")
-        return (utcnow() - project.checked_at).total_seconds()
-
-    def _apply(self, db: Session, project: Project, page: UpstreamPage) -> set[str]:
-        """Make the stored page say what the upstream page says.
-
-        Returns the sha256 of blobs the page no longer uses; they are deleted
-        once this transaction committed and no other file refers to them.
-        """
-        now = utcnow()
-        dropped: set[str] = set()
-        existing = {f.filename: f for f in project.files if f.origin == "upstream"}
-        private = {f.filename: f for f in project.files if f.origin == "private"}
-        for uf in page.files:
-            if uf.filename in private:
-                continue  # a private file of that name wins over the upstream's
-            row = existing.pop(uf.filename, None)
-            if row is None:
-                row = File(filename=uf.filename)
-                project.files.append(row)
-            elif uf.sha256 and row.sha256 and uf.sha256 != row.sha256:
-                # Hashes rule: the old bytes are never served again for this name.
-                # PyPI forbids reusing a filename, so this is also an alarm.
-                detail = f"upstream hash changed from {row.sha256} to {uf.sha256}"
-                log.error("invalidated %s/%s: %s", project.name, uf.filename, detail)
-                db.add(
-                    AuditEntry(
-                        at=now,
-                        action="invalidate",
-                        project=project.name,
-                        filename=uf.filename,
-                        old_sha256=row.sha256,
-                        new_sha256=uf.sha256,
-                        serial=page.serial,
-                        detail=detail,
-                    )
-                )
-                db.add(
-                    Alarm(
-                        at=now,
-                        kind="upstream-mutation",
-                        project=project.name,
-                        filename=uf.filename,
-                        detail=detail,
-                    )
-                )
-                if row.cached_at is not None:
-                    dropped.add(row.sha256)
-                row.cached_at = None
-            row.version = uf.version
-            row.sha256 = uf.sha256 or row.sha256
-            row.size = uf.size if uf.size is not None else row.size
-            row.requires_python = uf.requires_python
-            row.yanked = uf.yanked
-            row.yanked_reason = uf.yanked_reason
-            row.upload_time = uf.upload_time
-            row.has_metadata = uf.has_metadata
-            row.metadata_sha256 = uf.metadata_sha256 or (
-                row.metadata_sha256 if uf.has_metadata else None
-            )
-            row.upstream_url = uf.url
-        for gone in existing.values():
-            log.info("%s/%s was removed upstream", project.name, gone.filename)
-            db.add(
-                AuditEntry(
-                    at=now,
-                    action="remove-file",
-                    project=project.name,
-                    filename=gone.filename,
-                    old_sha256=gone.sha256,
-                    serial=page.serial,
-                    detail="no longer listed upstream",
-                )
-            )
-            if gone.cached_at is not None and gone.sha256:
-                dropped.add(gone.sha256)
-            project.files.remove(gone)
-        project.versions = sorted(
-            set(page.versions) | {f.version for f in private.values() if f.version}
-        )
-        project.last_serial = page.serial
-        project.upstream_etag = page.etag
-        project.status = page.status
-        project.status_reason = page.status_reason
-        project.checked_at = now
-        return dropped
-
     def drop_blobs(self, candidates: set[str]) -> None:
         if not candidates:
             return
@@ -514,20 +412,8 @@ class IndexService:
             self.store.delete(sha256)
             log.info("deleted blob %s: no cached file uses it any more", sha256)
 
-    def _snapshot(self, project: Project) -> RenderedPage:
-        return render(
-            PageData(
-                name=project.name,
-                display_name=project.display_name,
-                serial=project.last_serial,
-                versions=list(project.versions or ()),
-                files=[_record(project.name, f) for f in project.files],
-                private=project.private,
-            )
-        )
-
     def _remember(self, project: Project, ttl: float) -> CachedPage:
-        return self._keep(self._snapshot(project), ttl, stale=False)
+        return self._keep(snapshot(project), ttl, stale=False)
 
     def _keep(self, page: RenderedPage, ttl: float, *, stale: bool) -> CachedPage:
         entry = CachedPage(page, time.monotonic() + max(ttl, 0), stale)
@@ -550,7 +436,7 @@ class IndexService:
         self._pages.pop(name)
         blobs: set[str] = set()
         with self._database.unit_of_work() as db:
-            project = self._project(db, name)
+            project = load_project(db, name)
             if project is None:
                 return
             if project.private:
@@ -591,24 +477,3 @@ class IndexService:
                 return files, (files.json_path if json else files.html_path).open("rb")
             except FileNotFoundError:
                 continue  # re-rendered between the two lines; take the new one
-
-
-def _older(serial: int | None, stored: int | None) -> bool:
-    return serial is not None and stored is not None and serial < stored
-
-
-def _record(project: str, f: File) -> FileRecord:
-    return FileRecord(
-        project=project,
-        filename=f.filename,
-        version=f.version,
-        sha256=f.sha256,
-        size=f.size,
-        requires_python=f.requires_python,
-        yanked=f.yanked,
-        yanked_reason=f.yanked_reason,
-        upload_time=f.upload_time,
-        has_metadata=f.has_metadata,
-        metadata_sha256=f.metadata_sha256,
-        upstream_url=f.upstream_url,
-    )
