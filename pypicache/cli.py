@@ -3,25 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import getpass
 import logging
 import signal
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from packaging.utils import canonicalize_name
-from pyramid.paster import get_appsettings, setup_logging
 
 from pypicache import db
-from pypicache.auth.accounts import Accounts
-from pypicache.cache.claims import FillClaims
-from pypicache.cache.index import IndexService
-from pypicache.cache.keyedlocks import KeyedLocks
 from pypicache.cache.retention import Eviction, Retention
 from pypicache.errors import PypicacheError, SettingsError
 from pypicache.ops.bundle_export import plan_export, write_bundle
@@ -29,7 +26,7 @@ from pypicache.ops.bundle_import import Bundle, ImportReport, import_bundle
 from pypicache.ops.progress import Progress, format_bytes
 from pypicache.ops.verify import Finding, Kind, Verifier
 from pypicache.ops.warm import Target, WarmReport, pip_timeout, warm
-from pypicache.private.packages import PrivatePackages
+from pypicache.services import Services, build_services
 from pypicache.settings import Settings
 from pypicache.storage.local import BlobStore, make_store
 
@@ -178,6 +175,10 @@ def _config_options(command: argparse.ArgumentParser) -> None:
 
 def _settings(args: argparse.Namespace, **overrides: str | None) -> Settings:
     if args.config:
+        # Pyramid only to read an ini file: ``pypicache --help`` and flags need none of it.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
+            from pyramid.paster import get_appsettings, setup_logging
         setup_logging(args.config)
         ini = get_appsettings(args.config, name="main")
     else:
@@ -193,7 +194,7 @@ def _exit_on_signal(signum: int, frame: object) -> None:
 def _serve(args: argparse.Namespace) -> int:
     from waitress.server import create_server
 
-    from pypicache import make_app  # the web stack only for the one command that serves
+    from pypicache.app import make_wsgi_app  # the web stack only for the one command that serves
 
     if not args.config:
         logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
@@ -231,7 +232,7 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"pypicache: cannot listen on {args.host}:{args.port}: {reason}", file=sys.stderr)
         return 2
     try:
-        late.app = app = make_app(settings)
+        late.app = app = make_wsgi_app(settings)
     except BaseException:
         server.close()
         raise
@@ -281,27 +282,26 @@ def _data_dir_problem(settings: Settings) -> str | None:
 # -- users, tokens and projects: straight to the database -------------------------------------
 
 
-def _tools(args: argparse.Namespace) -> tuple[Accounts, PrivatePackages, db.Database]:
-    """The account and private-package services on the configured database."""
+def _tools(args: argparse.Namespace) -> Services:
+    """The services on the configured database and store, none of their threads started.
+
+    Without an upstream: these commands change what is stored and never ask the upstream.
+    """
     settings = _settings(args)
     settings.prepare_data_dir()
     if settings.migrate_on_start:
         db.upgrade(settings.database_url)
-    database = db.Database.from_url(settings.database_url)
-    store, locks = make_store(settings), KeyedLocks()
-    index = IndexService(settings, database, store, None, locks, FillClaims(database))
-    private = PrivatePackages(settings, database, index, store, locks, None)
-    return Accounts(database), private, database
+    return build_services(dataclasses.replace(settings, upstream_url=None))
 
 
 @contextmanager
-def _services(args: argparse.Namespace) -> Iterator[tuple[Accounts, PrivatePackages]]:
-    """``_tools`` for one command: the database connections are closed afterwards."""
-    accounts, private, database = _tools(args)
+def _services(args: argparse.Namespace) -> Iterator[Services]:
+    """``_tools`` for one command: closed afterwards."""
+    services = _tools(args)
     try:
-        yield accounts, private
+        yield services
     finally:
-        database.dispose()
+        services.close()
 
 
 def _password(args: argparse.Namespace) -> str:
@@ -314,35 +314,40 @@ def _password(args: argparse.Namespace) -> str:
 
 
 def _user_add(args: argparse.Namespace) -> int:
-    with _services(args) as (accounts, _):
+    with _services(args) as services:
+        accounts = services.accounts
         accounts.add_user(args.name, _password(args), admin=args.admin)
     print(f"user {args.name} added ({'admin' if args.admin else 'uploader'})")
     return 0
 
 
 def _user_passwd(args: argparse.Namespace) -> int:
-    with _services(args) as (accounts, _):
+    with _services(args) as services:
+        accounts = services.accounts
         accounts.set_password(args.name, _password(args))
     print(f"password of {args.name} changed")
     return 0
 
 
 def _user_role(args: argparse.Namespace) -> int:
-    with _services(args) as (accounts, _):
+    with _services(args) as services:
+        accounts = services.accounts
         accounts.set_admin(args.name, args.role == "admin")
     print(f"{args.name} is now {args.role}")
     return 0
 
 
 def _user_list(args: argparse.Namespace) -> int:
-    with _services(args) as (accounts, _):
+    with _services(args) as services:
+        accounts = services.accounts
         for name, is_admin, created in accounts.users():
             print(f"{name}\t{'admin' if is_admin else 'uploader'}\t{created:%Y-%m-%d %H:%M}")
     return 0
 
 
 def _token_create(args: argparse.Namespace) -> int:
-    with _services(args) as (accounts, _):
+    with _services(args) as services:
+        accounts = services.accounts
         token = accounts.create_token(args.name, args.description)
     print(token)
     print(f"(a new token for {args.name}; it is not shown again)", file=sys.stderr)
@@ -350,7 +355,8 @@ def _token_create(args: argparse.Namespace) -> int:
 
 
 def _token_list(args: argparse.Namespace) -> int:
-    with _services(args) as (accounts, _):
+    with _services(args) as services:
+        accounts = services.accounts
         for t in accounts.tokens(args.name):
             state = f"revoked {t.revoked_at:%Y-%m-%d}" if t.revoked_at else "active"
             used = f"{t.last_used_at:%Y-%m-%d %H:%M}" if t.last_used_at else "never used"
@@ -359,28 +365,32 @@ def _token_list(args: argparse.Namespace) -> int:
 
 
 def _token_revoke(args: argparse.Namespace) -> int:
-    with _services(args) as (accounts, _):
+    with _services(args) as services:
+        accounts = services.accounts
         accounts.revoke_token(args.id)
     print(f"token {args.id} revoked")
     return 0
 
 
 def _project_merge(args: argparse.Namespace) -> int:
-    with _services(args) as (_, private):
+    with _services(args) as services:
+        private = services.private
         private.set_merge_upstream(args.project, args.state == "on", actor=ADMIN_ACTOR)
     print(f"{args.project}: upstream files {'merged' if args.state == 'on' else 'hidden'}")
     return 0
 
 
 def _project_grant(args: argparse.Namespace) -> int:
-    with _services(args) as (_, private):
+    with _services(args) as services:
+        private = services.private
         private.grant(args.project, args.user, actor=ADMIN_ACTOR)
     print(f"{args.user} may upload to {args.project}")
     return 0
 
 
 def _project_yank(args: argparse.Namespace) -> int:
-    with _services(args) as (_, private):
+    with _services(args) as services:
+        private = services.private
         files = private.set_yanked(
             args.project,
             args.target,
@@ -394,7 +404,8 @@ def _project_yank(args: argparse.Namespace) -> int:
 
 
 def _project_delete(args: argparse.Namespace) -> int:
-    with _services(args) as (_, private):
+    with _services(args) as services:
+        private = services.private
         if args.filename:
             private.delete_file(args.project, args.filename, actor=ADMIN_ACTOR)
         else:
@@ -553,9 +564,9 @@ def _import_summary(r: ImportReport) -> str:
 
 
 def _gc(args: argparse.Namespace) -> int:
-    _, private, database = _tools(args)
-    limit = private.settings.cache_max_bytes
-    retention = Retention(database, private.store, limit)
+    services = _tools(args)
+    limit = services.settings.cache_max_bytes
+    retention = Retention(services.database, services.store, limit)
     verb = "would evict" if args.dry_run else "evicted"
 
     def report(eviction: Eviction) -> None:
@@ -575,7 +586,7 @@ def _gc(args: argparse.Namespace) -> int:
         )
         result = retention.collect(dry_run=args.dry_run, report=report)
     finally:
-        database.dispose()
+        services.close()
     for skipped in result.in_use:
         print(f"kept {', '.join(skipped.files)}: being served")
     state, done = ("would be", "to evict") if args.dry_run else ("now", "evicted")
@@ -634,15 +645,15 @@ def _finding_line(finding: Finding) -> str:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    _, private, database = _tools(args)
-    settings = private.settings
-    verifier = Verifier(database, private.store, settings.data_dir / "quarantine")
+    services = _tools(args)
+    settings = services.settings
+    verifier = Verifier(services.database, services.store, settings.data_dir / "quarantine")
     progress = _VerifyProgress()
     try:
         result = verifier.run(repair=args.repair, reporter=progress)
     finally:
         progress.close()
-        database.dispose()
+        services.close()
     remaining = result.remaining
     print(
         f"verified {result.blobs} blobs ({format_bytes(result.bytes)}): "

@@ -1,10 +1,10 @@
-"""Builds the domain objects from the settings and offers them to requests."""
+"""The domain objects of one process, built once from the settings; no web framework here."""
 
 from __future__ import annotations
 
-from pyramid.config import Configurator
-from pyramid.request import Request
+from dataclasses import dataclass
 
+from pypicache.auth.accounts import Accounts
 from pypicache.cache.claims import FillClaims
 from pypicache.cache.files import FileCache
 from pypicache.cache.index import IndexService
@@ -18,16 +18,60 @@ from pypicache.ops.metrics import Metrics
 from pypicache.ops.reports import Reports
 from pypicache.private.packages import PrivatePackages
 from pypicache.settings import Settings
-from pypicache.storage.local import make_store
+from pypicache.storage.local import BlobStore, make_store
 from pypicache.upstream.client import UpstreamClient
 
 
-def includeme(config: Configurator) -> None:
-    settings: Settings = config.registry["pypicache.settings"]
+@dataclass(frozen=True)
+class Services:
+    """Everything a request, a background thread or a command works with.
+
+    It owns the background threads: ``start`` starts them, ``close`` stops them and every
+    download, and lets go of the database.
+    """
+
+    settings: Settings
+    database: Database
+    metrics: Metrics
+    store: BlobStore
+    upstream: UpstreamClient | None
+    index: IndexService
+    private: PrivatePackages
+    accounts: Accounts
+    reports: Reports
+    history: History
+    follower: Follower | None
+    evictor: Evictor | None
+
+    @property
+    def files(self) -> FileCache:
+        return self.index.files
+
+    def start(self) -> None:
+        # The changelog follower: one thread, led by one process of the deployment.
+        if self.follower is not None:
+            self.follower.start()
+        # Retention: evicts the least recently used cached files over cache_max_bytes.
+        if self.evictor is not None:
+            self.evictor.start()
+        # Samples for the dashboard's charts.
+        self.history.start()
+
+    def close(self) -> None:
+        if self.follower is not None:
+            self.follower.stop()
+        if self.evictor is not None:
+            self.evictor.stop()
+        self.history.stop()
+        self.index.close()
+        self.database.dispose()
+
+
+def build_services(settings: Settings) -> Services:
+    """The object graph; nothing runs until ``Services.start``."""
+    database = Database.from_url(settings.database_url)
     metrics = Metrics()
-    database = config.registry["database"]
     metrics.watch_database(database)
-    config.registry["metrics"] = metrics
     upstream = (
         UpstreamClient(
             settings.upstream_url,
@@ -46,7 +90,7 @@ def includeme(config: Configurator) -> None:
     # One lock per project name and one set of claims, shared by pages, fills and uploads.
     locks = KeyedLocks()
     claims = FillClaims(database)
-    service = IndexService(
+    index = IndexService(
         settings,
         database,
         store,
@@ -55,8 +99,7 @@ def includeme(config: Configurator) -> None:
         claims,
         record_use=usage.touch if usage else None,
     )
-    config.registry["index_service"] = service
-    config.registry["evictor"] = (
+    evictor = (
         Evictor(
             Retention(database, store, settings.cache_max_bytes),
             usage,
@@ -66,44 +109,29 @@ def includeme(config: Configurator) -> None:
         if usage
         else None
     )
-    private = PrivatePackages(settings, database, service, store, locks, upstream)
-    config.registry["follower"] = _follower(settings, config, service, upstream)
-    # What the admin page shows: queries, and the samples its charts draw.
-    reports = Reports(database, service.project_list)
-    config.registry["history"] = History(database, metrics, settings.chart_interval)
-
-    def request_database(request: Request) -> Database:
-        return database
-
-    def index(request: Request) -> IndexService:
-        return service
-
-    def files(request: Request) -> FileCache:
-        return service.files
-
-    def app_settings(request: Request) -> Settings:
-        return settings
-
-    def private_packages(request: Request) -> PrivatePackages:
-        return private
-
-    def request_metrics(request: Request) -> Metrics:
-        return metrics
-
-    def request_reports(request: Request) -> Reports:
-        return reports
-
-    config.add_request_method(request_database, "database", reify=True)
-    config.add_request_method(index, reify=True)
-    config.add_request_method(files, reify=True)
-    config.add_request_method(request_reports, "reports", reify=True)
-    config.add_request_method(request_metrics, "metrics", reify=True)
-    config.add_request_method(private_packages, "private", reify=True)
-    config.add_request_method(app_settings, reify=True)
+    return Services(
+        settings=settings,
+        database=database,
+        metrics=metrics,
+        store=store,
+        upstream=upstream,
+        index=index,
+        private=PrivatePackages(settings, database, index, store, locks, upstream),
+        accounts=Accounts(database),
+        # What the admin page shows: queries, and the samples its charts draw.
+        reports=Reports(database, index.project_list),
+        history=History(database, metrics, settings.chart_interval),
+        follower=_follower(settings, database, metrics, index, upstream),
+        evictor=evictor,
+    )
 
 
 def _follower(
-    settings: Settings, config: Configurator, service: IndexService, upstream: UpstreamClient | None
+    settings: Settings,
+    database: Database,
+    metrics: Metrics,
+    index: IndexService,
+    upstream: UpstreamClient | None,
 ) -> Follower | None:
     """A changelog follower where the upstream can tell what changed (http(s) upstreams)."""
     if upstream is None or upstream.is_local or settings.follow_method == "off":
@@ -113,9 +141,9 @@ def _follower(
             settings.changelog_url,
             connect_timeout=settings.upstream_connect_timeout,
             read_timeout=settings.upstream_timeout,
-            metrics=config.registry["metrics"],
+            metrics=metrics,
         )
         if settings.changelog_url
         else None
     )
-    return Follower(settings, config.registry["database"], service, upstream, changelog)
+    return Follower(settings, database, index, upstream, changelog)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pypicache import make_app
+from pypicache.app import make_wsgi_app
 from pypicache.settings import Settings
 from pypicache.web.wsgi import PypicacheApp
 from tests.support.databases import (
@@ -156,7 +156,7 @@ def make_index(tmp_path: Path, fresh_database_url: Callable[[], str]) -> Iterato
             **overrides,
         }
         settings = Settings.from_mapping(ini, environ={})
-        app = make_app(settings)
+        app = make_wsgi_app(settings)
         running = RunningIndex(app, WaitressThread(app).start(), settings)
         started.append(running)
         return running

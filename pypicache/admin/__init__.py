@@ -66,7 +66,7 @@ def page_globals(event: BeforeRender) -> None:
     event["me"] = me
     event.setdefault("section", "")  # which sidebar entry is highlighted
     event["open_alarm_count"] = (
-        request.reports.open_alarm_count() if me is not None and me.is_admin else 0
+        request.services.reports.open_alarm_count() if me is not None and me.is_admin else 0
     )
     event["flashes"] = [
         (kind, message) for kind in ("ok", "error") for message in request.session.pop_flash(kind)

@@ -28,7 +28,7 @@ def add_user(request: Request) -> Response:
     name = request.POST.get("name", "").strip()
     admin = request.POST.get("role") == "admin"
     try:
-        request.accounts.add_user(
+        request.services.accounts.add_user(
             name, request.POST.get("password", ""), admin=admin, actor=request.identity.name
         )
     except AccountError as exc:
@@ -47,7 +47,7 @@ def set_role(request: Request) -> Response:
         request.session.flash("You cannot take away your own admin role.", "error")
         return see_other(request, "admin_users")
     try:
-        request.accounts.set_admin(name, admin, actor=request.identity.name)
+        request.services.accounts.set_admin(name, admin, actor=request.identity.name)
     except AccountError as exc:
         request.session.flash(f"Not changed: {exc}", "error")
     else:
@@ -59,7 +59,7 @@ def set_role(request: Request) -> Response:
 def reset_password(request: Request) -> Response:
     name = request.matchdict["user"]
     try:
-        request.accounts.set_password(
+        request.services.accounts.set_password(
             name, request.POST.get("password", ""), actor=request.identity.name
         )
     except AccountError as exc:
@@ -80,7 +80,9 @@ def create_token(request: Request) -> Response | dict[str, Any]:
     user = request.POST.get("user", "")
     description = request.POST.get("description", "").strip() or None
     try:
-        token = request.accounts.create_token(user, description, actor=request.identity.name)
+        token = request.services.accounts.create_token(
+            user, description, actor=request.identity.name
+        )
     except AccountError as exc:
         request.session.flash(f"No token created: {exc}", "error")
         return see_other(request, "admin_users")
@@ -91,7 +93,7 @@ def create_token(request: Request) -> Response | dict[str, Any]:
 def revoke_token(request: Request) -> Response:
     token_id = request.matchdict["token_id"]
     try:
-        request.accounts.revoke_token(
+        request.services.accounts.revoke_token(
             int(token_id) if token_id.isdigit() else -1, actor=request.identity.name
         )
     except AccountError as exc:
@@ -102,7 +104,7 @@ def revoke_token(request: Request) -> Response:
 
 
 def _page(request: Request, **extra: Any) -> dict[str, Any]:
-    accounts = request.accounts
+    accounts = request.services.accounts
     return {
         "section": "users",
         "users": accounts.users(),

@@ -27,7 +27,7 @@ def login_form(request: Request) -> Response | dict[str, Any]:
 def login(request: Request) -> Response | dict[str, Any]:
     username = request.POST.get("username", "").strip()
     try:
-        accepted = request.accounts.login(
+        accepted = request.services.accounts.login(
             username, request.POST.get("password", ""), address=request.remote_addr
         )
     except RateLimited as exc:

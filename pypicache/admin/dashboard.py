@@ -22,31 +22,30 @@ INDIGO, AMBER, TEAL = "#4f46e5", "#f59e0b", "#0d9488"
     renderer="admin/dashboard.jinja2",
 )
 def dashboard(request: Request) -> dict[str, Any]:
-    registry = request.registry
-    follower = follower_status(request.database, registry["follower"])
-    totals = request.metrics.cache_totals()
+    follower = follower_status(request.services.database, request.services.follower)
+    totals = request.services.metrics.cache_totals()
     lookups = sum(totals.values())
-    alarms = request.reports.open_alarms(limit=5)
+    alarms = request.services.reports.open_alarms(limit=5)
     return {
         "section": "dashboard",
-        "upstream": request.app_settings.upstream_url,
+        "upstream": request.services.settings.upstream_url,
         "follower": follower,
-        "cache": request.reports.cache_counts(),
+        "cache": request.services.reports.cache_counts(),
         "hits": totals.get("hit", 0.0) + totals.get("stale", 0.0),
         "misses": totals.get("miss", 0.0),
         "hit_ratio": (totals.get("hit", 0.0) + totals.get("stale", 0.0)) / lookups
         if lookups
         else None,
-        "upstream_bytes": request.metrics.upstream_bytes_total(),
+        "upstream_bytes": request.services.metrics.upstream_bytes_total(),
         "charts": _charts(request, following=follower["following"]),
         "alarms": alarms,
-        "invalidations": request.reports.recent_invalidations(),
+        "invalidations": request.services.reports.recent_invalidations(),
     }
 
 
 def _charts(request: Request, *, following: bool) -> list[tuple[str, Markup]]:
     """Titles and SVG charts of the recent samples: this process's traffic, the lag."""
-    samples = request.registry["history"].samples()
+    samples = request.services.history.samples()
     times = [s.at for s in samples]
     charts = []
     if following:

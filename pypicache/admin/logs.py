@@ -21,8 +21,8 @@ from pypicache.web.security import ADMIN
 def alarms(request: Request) -> dict[str, Any]:
     return {
         "section": "alarms",
-        "alarms": request.reports.open_alarms(),
-        "acknowledged": request.reports.acknowledged_alarms(page_number(request)),
+        "alarms": request.services.reports.open_alarms(),
+        "acknowledged": request.services.reports.acknowledged_alarms(page_number(request)),
     }
 
 
@@ -30,7 +30,7 @@ def alarms(request: Request) -> dict[str, Any]:
 def acknowledge(request: Request) -> Response:
     """Acknowledges the alarms the admin saw (the form lists them), not ones raised since."""
     ids = [int(v) for v in request.POST.getall("alarm") if v.isdigit()]
-    count = request.reports.acknowledge(ids, actor=request.identity.name)
+    count = request.services.reports.acknowledge(ids, actor=request.identity.name)
     request.session.flash(f"{count} alarm{'s' if count != 1 else ''} acknowledged.", "ok")
     return back_to(request, request.route_path("admin_alarms"))
 
@@ -44,8 +44,8 @@ def acknowledge(request: Request) -> Response:
 def shadowed(request: Request) -> dict[str, Any]:
     return {
         "section": "shadowed",
-        "names": request.reports.shadowed(),
-        "has_upstream": request.index.follows_upstream,
+        "names": request.services.reports.shadowed(),
+        "has_upstream": request.services.index.follows_upstream,
     }
 
 
@@ -62,8 +62,8 @@ def audit(request: Request) -> dict[str, Any]:
         "section": "audit",
         "action": action,
         "project": project,
-        "actions": request.reports.audit_actions(),
-        "entries": request.reports.audit(
+        "actions": request.services.reports.audit_actions(),
+        "entries": request.services.reports.audit(
             page=page_number(request), action=action or None, project=project or None
         ),
     }

@@ -33,7 +33,9 @@ def search(request: Request) -> dict[str, Any]:
         "query": query,
         "kind": kind,
         "kinds": KINDS,
-        "results": request.reports.search_projects(query, kind=kind, page=page_number(request)),
+        "results": request.services.reports.search_projects(
+            query, kind=kind, page=page_number(request)
+        ),
     }
 
 
@@ -44,11 +46,11 @@ def search(request: Request) -> dict[str, Any]:
     renderer="admin/project.jinja2",
 )
 def project(request: Request) -> dict[str, Any]:
-    detail = request.reports.project(request.matchdict["project"])
+    detail = request.services.reports.project(request.matchdict["project"])
     return {
         "section": "projects",
         "project": detail,
-        "follows_upstream": request.index.follows_upstream
+        "follows_upstream": request.services.index.follows_upstream
         and (not detail.private or detail.merge_upstream),
     }
 
@@ -58,7 +60,7 @@ def refresh(request: Request) -> Response:
     name = request.matchdict["project"]
     flash = request.session.flash
     try:
-        result = request.index.refresh_now(name, actor=_me(request))
+        result = request.services.index.refresh_now(name, actor=_me(request))
     except ProjectNotFound:
         flash(f"The upstream no longer has {name}: it is gone from the cache too.", "error")
         return see_other(request, "admin_projects")
@@ -77,7 +79,7 @@ def refresh(request: Request) -> Response:
 @view_config(route_name="admin_project_purge", request_method="POST", permission=ADMIN)
 def purge(request: Request) -> Response:
     name = request.matchdict["project"]
-    count = request.index.purge(name, actor=_me(request))
+    count = request.services.index.purge(name, actor=_me(request))
     request.session.flash(f"Purged {count} cached file{'s' if count != 1 else ''} of {name}.", "ok")
     return see_other(request, "admin_project", project=name)
 
@@ -86,7 +88,9 @@ def purge(request: Request) -> Response:
 def merge(request: Request) -> Response:
     name = request.matchdict["project"]
     on = request.POST.get("merge") == "on"
-    if _change(request, lambda: request.private.set_merge_upstream(name, on, actor=_me(request))):
+    if _change(
+        request, lambda: request.services.private.set_merge_upstream(name, on, actor=_me(request))
+    ):
         request.session.flash(
             f"{name}: upstream files are {'merged into' if on else 'kept out of'} its page.", "ok"
         )
@@ -101,7 +105,7 @@ def yank(request: Request) -> Response:
     reason = request.POST.get("reason", "").strip() or None
     if _change(
         request,
-        lambda: request.private.set_yanked(
+        lambda: request.services.private.set_yanked(
             name, filename, yanked=yanked, reason=reason, actor=_me(request)
         ),
     ):
@@ -113,7 +117,9 @@ def yank(request: Request) -> Response:
 def delete(request: Request) -> Response:
     name = request.matchdict["project"]
     filename = request.POST.get("filename", "")
-    if _change(request, lambda: request.private.delete_file(name, filename, actor=_me(request))):
+    if _change(
+        request, lambda: request.services.private.delete_file(name, filename, actor=_me(request))
+    ):
         request.session.flash(f"{filename} is deleted; its name can never be used again.", "ok")
     return see_other(request, "admin_project", project=name)
 
@@ -125,7 +131,7 @@ def delete(request: Request) -> Response:
     renderer="admin/upload.jinja2",
 )
 def upload_form(request: Request) -> dict[str, Any]:
-    return {"section": "upload", "max_size": request.app_settings.max_upload_size}
+    return {"section": "upload", "max_size": request.services.settings.max_upload_size}
 
 
 @view_config(route_name="admin_upload", request_method="POST", permission=ADMIN)
@@ -138,16 +144,18 @@ def upload(request: Request) -> Response:
             return see_other(request, "admin_upload")
         try:
             valid = validate_file(
-                content.filename or "", content.file, max_size=request.app_settings.max_upload_size
+                content.filename or "",
+                content.file,
+                max_size=request.services.settings.max_upload_size,
             )
-            result = request.private.upload(valid, content.file, request.identity)
+            result = request.services.private.upload(valid, content.file, request.identity)
         except UploadRejected as exc:
-            request.metrics.uploads.labels("rejected").inc()
+            request.services.metrics.uploads.labels("rejected").inc()
             request.session.flash(f"Upload refused: {exc.message}", "error")
             return see_other(request, "admin_upload")
     finally:
         close_file_parts(request)
-    request.metrics.uploads.labels("duplicate" if result.duplicate else "stored").inc()
+    request.services.metrics.uploads.labels("duplicate" if result.duplicate else "stored").inc()
     request.session.flash(
         f"{result.filename} was already there, with the same bytes."
         if result.duplicate

@@ -62,9 +62,9 @@ def local_index(settings: Settings) -> Iterator[str]:
     The URL carries the one-time password: hand it to the client through its environment,
     never on a command line (other users can read those).
     """
-    from pypicache import make_app  # the web stack only for the commands that serve
+    from pypicache.app import make_wsgi_app  # the web stack only for the commands that serve
 
-    app = make_app(dataclasses.replace(settings, follow_method="off", read_auth=False))
+    app = make_wsgi_app(dataclasses.replace(settings, follow_method="off", read_auth=False))
     password = secrets.token_urlsafe(24)
     try:
         server = create_server(

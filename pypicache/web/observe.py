@@ -28,7 +28,7 @@ BATCH_INTERVAL = 0.2
 def note_cache(request: Any, kind: str, result: str) -> None:
     """Count a cache lookup and let the access log line say how it went."""
     request.environ[CACHE_KEY] = result
-    request.metrics.cache.labels(kind, result).inc()
+    request.services.metrics.cache.labels(kind, result).inc()
 
 
 def route_of(path: str, method: str) -> str:

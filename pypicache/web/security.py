@@ -22,6 +22,7 @@ from pypicache.db import Database
 from pypicache.errors import RateLimited
 from pypicache.models import AppSecret
 from pypicache.settings import Settings
+from pypicache.web import configured_services
 
 READ = "read"
 UPLOAD = "upload"
@@ -178,20 +179,12 @@ def session_factory(secret: str) -> Callable[[Request], ISession]:
 
 
 def includeme(config: Configurator) -> None:
-    settings = config.registry["pypicache.settings"]
-    accounts = Accounts(config.registry["database"])
+    services = configured_services(config)
     prepare_decoy()
-    policy = BasicAuthSecurityPolicy(accounts, settings.read_auth)
-    config.registry["accounts"] = accounts
-    config.registry["security_policy"] = policy
+    policy = BasicAuthSecurityPolicy(services.accounts, services.settings.read_auth)
     config.set_security_policy(policy)
-    secret = session_secret(settings, config.registry["database"])
+    secret = session_secret(services.settings, services.database)
     config.set_session_factory(session_factory(secret))
     # Every unsafe request needs the session's CSRF token; the upload API opts out (it
     # speaks basic auth and never sees the session cookie).
     config.set_default_csrf_options(require_csrf=True)
-
-    def request_accounts(request: Request) -> Accounts:
-        return accounts
-
-    config.add_request_method(request_accounts, "accounts", reify=True)

@@ -5,12 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from pypicache.cache.index import IndexService
-from pypicache.cache.retention import Evictor
-from pypicache.db import Database
-from pypicache.follower.follower import Follower
-from pypicache.ops.history import History
-from pypicache.ops.metrics import Metrics
+from pypicache.services import Services
 from pypicache.web.negotiation import select_media_type
 from pypicache.web.observe import CACHE_KEY, Observer
 from pypicache.web.security import BasicAuthSecurityPolicy
@@ -30,30 +25,14 @@ class PypicacheApp:
     way through the same ``page_response``.
     """
 
-    def __init__(
-        self,
-        app: WSGIApp,
-        service: IndexService,
-        follower: Follower | None,
-        policy: BasicAuthSecurityPolicy,
-        database: Database,
-        client_max_age: int,
-        metrics: Metrics,
-        *,
-        evictor: Evictor | None,
-        history: History,
-    ) -> None:
+    def __init__(self, app: WSGIApp, services: Services, policy: BasicAuthSecurityPolicy) -> None:
         self.app = app
-        self.service = service
-        self.follower = follower
-        self.evictor = evictor
-        self.history = history
+        self.services = services
         self.policy = policy
-        self.database = database
-        self.client_max_age = client_max_age
-        self.metrics = metrics
-        self._observe = Observer(metrics)
-        self._page_hit = metrics.cache_counter("page", "hit")
+        self._index = services.index
+        self._client_max_age = services.settings.client_max_age
+        self._observe = Observer(services.metrics)
+        self._page_hit = services.metrics.cache_counter("page", "hit")
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         return self._observe(environ, start_response, self._serve)
@@ -63,11 +42,11 @@ class PypicacheApp:
         method = environ["REQUEST_METHOD"]
         if path.startswith(_PREFIX) and path.endswith("/") and method in ("GET", "HEAD"):
             # Only normalized names are cache keys, so anything else falls through.
-            entry = self.service.cached_page(path[len(_PREFIX) : -1])
+            entry = self._index.cached_page(path[len(_PREFIX) : -1])
             media_type = select_media_type(environ.get("HTTP_ACCEPT"))
             if entry is not None and media_type is not None and self.policy.may_read(environ):
                 status, headers, body = page_response(
-                    entry, media_type, environ.get("HTTP_IF_NONE_MATCH"), self.client_max_age
+                    entry, media_type, environ.get("HTTP_IF_NONE_MATCH"), self._client_max_age
                 )
                 environ[CACHE_KEY] = "hit"
                 self._page_hit()
@@ -77,11 +56,5 @@ class PypicacheApp:
 
     def close(self) -> None:
         """Stop the background threads and downloads, release connections; serve no more."""
-        if self.follower is not None:
-            self.follower.stop()
-        if self.evictor is not None:
-            self.evictor.stop()
-        self.history.stop()
-        self.service.close()
+        self.services.close()
         self._observe.stop()
-        self.database.dispose()

@@ -380,14 +380,14 @@ def test_pages_and_downloads_cost_the_same_queries_however_many_files(
         assert http.get(url, headers=headers, timeout=30).status_code == 200
         return len(statements)
 
-    event.listen(index.app.database.engine, "before_cursor_execute", record)
+    event.listen(index.app.services.database.engine, "before_cursor_execute", record)
     try:
         pages = [cost(f"{index.simple_url}{name}/", Accept=UV_ACCEPT) for name in wheels]
         cold = [cost(file_url(index, name, dists[0].filename)) for name, dists in wheels.items()]
         warm = [cost(file_url(index, name, dists[0].filename)) for name, dists in wheels.items()]
         fresh = cost(f"{index.simple_url}many/", Accept=UV_ACCEPT)
     finally:
-        event.remove(index.app.database.engine, "before_cursor_execute", record)
+        event.remove(index.app.services.database.engine, "before_cursor_execute", record)
     assert pages[0] == pages[1] > 0, "a query per file"
     assert cold[0] == cold[1] > 0
     assert warm == [0, 0], "a cached file is served without the database"

@@ -135,7 +135,7 @@ def test_path_like_and_malformed_hashes_leave_the_entry_out_and_name_no_file(
     assert result.returncode == 0, result.stderr
 
     # Retention evicts the one cached file and touches nothing outside the store.
-    evictor = index.app.evictor
+    evictor = index.app.services.evictor
     assert evictor is not None
     evicted = evictor.run_once().evicted
     assert [e.sha256 for e in evicted] == [good.sha256]

@@ -197,8 +197,8 @@ def test_a_read_only_database_answers_a_page_miss_503_at_once(
     def read_only(connection, _record) -> None:
         connection.execute("PRAGMA query_only=ON")
 
-    event.listen(index.app.database.engine, "connect", read_only)
-    index.app.database.engine.dispose()
+    event.listen(index.app.services.database.engine, "connect", read_only)
+    index.app.services.database.engine.dispose()
     _assert_page_miss_fails_fast(index, caplog)
 
 
@@ -212,8 +212,8 @@ def test_a_locked_database_answers_a_page_miss_503_within_the_busy_timeout(
     def short_busy_timeout(connection, _record) -> None:
         connection.execute("PRAGMA busy_timeout=300")
 
-    event.listen(index.app.database.engine, "connect", short_busy_timeout)
-    index.app.database.engine.dispose()
+    event.listen(index.app.services.database.engine, "connect", short_busy_timeout)
+    index.app.services.database.engine.dispose()
     holder = sqlite3.connect(path, isolation_level=None)
     try:
         holder.execute("BEGIN EXCLUSIVE")

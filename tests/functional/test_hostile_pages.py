@@ -281,8 +281,8 @@ def test_a_changelog_refetch_that_gets_an_emptied_page_keeps_the_project(
 
     hostile.json_page("followed", [], meta={"_last-serial": 8})
     with pytest.raises(UpstreamUnavailable, match="lists no files"):
-        index.app.service.refresh_for_serial("followed", 8, removal=False, cache_buster=None)
-    index.app.service.forget("followed")
+        index.app.services.index.refresh_for_serial("followed", 8, removal=False, cache_buster=None)
+    index.app.services.index.forget("followed")
     response = get_page(index, "followed")
     assert listed(response) == [wheel.filename]
     assert response.headers["X-PyPI-Last-Serial"] == "7"

@@ -170,7 +170,7 @@ def test_a_blob_being_served_is_not_evicted(
     db = open_db(index)
     download(index, held)
     download(index, other)
-    evictor = index.app.evictor
+    evictor = index.app.services.evictor
     assert evictor is not None
     store = evictor.retention.store
 
@@ -256,7 +256,7 @@ def test_a_file_downloaded_again_while_it_is_evicted_stays_cached(
     dist = wheel("refilled")
     upstream.publish(dist)
     download(index, dist)
-    store = RefilledWhileEvicted(index.app.service.store, lambda: download(index, dist))
+    store = RefilledWhileEvicted(index.app.services.store, lambda: download(index, dist))
     retention = Retention(db.database, store, limit=1)  # type: ignore[arg-type]
     assert [e.sha256 for e in retention.collect().evicted] == [dist.sha256]
     assert upstream_downloads(upstream, dist) == 2

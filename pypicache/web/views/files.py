@@ -22,7 +22,7 @@ IMMUTABLE = "max-age=365000000, immutable, public"
 
 @view_config(route_name="file", request_method=("GET", "HEAD"), permission=READ)
 def download(request: Request) -> Response:
-    answer = request.files.open(
+    answer = request.services.files.open(
         normalize_project(request.matchdict["project"]),
         request.matchdict["filename"],
         head=request.method == "HEAD",

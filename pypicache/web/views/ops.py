@@ -17,7 +17,7 @@ from pypicache.web.security import READ
 def health(request: Request) -> Response:
     """200 while the app can serve: it answers and its database does."""
     try:
-        with request.database.unit_of_work() as db:
+        with request.services.database.unit_of_work() as db:
             db.execute(text("SELECT 1"))
     except SQLAlchemyError as exc:
         return Response(
@@ -29,9 +29,8 @@ def health(request: Request) -> Response:
 @view_config(route_name="status", request_method=("GET", "HEAD"), renderer="json", permission=READ)
 def status(request: Request) -> dict[str, object]:
     """Upstream serial, watermark, lag, follower health and cache counts, as JSON."""
-    registry = request.registry
-    report = follower_status(request.database, registry["follower"])
-    report["upstream"] = request.app_settings.upstream_url
+    report = follower_status(request.services.database, request.services.follower)
+    report["upstream"] = request.services.settings.upstream_url
     request.response.cache_control = "no-store"
     return report
 
@@ -39,7 +38,7 @@ def status(request: Request) -> dict[str, object]:
 @view_config(route_name="metrics", request_method=("GET", "HEAD"))
 def metrics(request: Request) -> Response:
     """Prometheus text format; open like /health, it names no project."""
-    body = generate_latest(request.metrics.registry)
+    body = generate_latest(request.services.metrics.registry)
     response = Response(body=body, cache_control="no-store")
     response.headers["Content-Type"] = CONTENT_TYPE_LATEST
     return response

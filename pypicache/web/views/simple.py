@@ -69,10 +69,13 @@ def project_page(request: Request) -> Response:
     media_type = select_media_type(request.headers.get("Accept"))
     if media_type is None:
         return HTTPNotAcceptable(body=NOT_ACCEPTABLE, content_type="text/plain", charset="utf-8")
-    entry, result = request.index.lookup_page(name)
+    entry, result = request.services.index.lookup_page(name)
     note_cache(request, "page", result)
     status, headers, body = page_response(
-        entry, media_type, request.headers.get("If-None-Match"), request.app_settings.client_max_age
+        entry,
+        media_type,
+        request.headers.get("If-None-Match"),
+        request.services.settings.client_max_age,
     )
     return Response(status=status, headerlist=headers, body=body)
 
@@ -82,13 +85,13 @@ def project_list(request: Request) -> Response:
     media_type = select_media_type(request.headers.get("Accept"))
     if media_type is None:
         return HTTPNotAcceptable(body=NOT_ACCEPTABLE, content_type="text/plain", charset="utf-8")
-    files, handle = request.index.open_project_list(media_type == JSON_TYPE)
+    files, handle = request.services.index.open_project_list(media_type == JSON_TYPE)
     etag = files.json_etag if media_type == JSON_TYPE else files.html_etag
     headers = [
         ("Content-Type", CONTENT_TYPES[media_type]),
         ("ETag", etag),
         ("Vary", "Accept"),
-        ("Cache-Control", f"max-age={request.app_settings.client_max_age}, public"),
+        ("Cache-Control", f"max-age={request.services.settings.client_max_age}, public"),
         *SIMPLE_SECURITY_HEADERS,
     ]
     if files.serial is not None:

@@ -85,13 +85,13 @@ def _upload(request: Request) -> Response:
             fields,
             content.filename or "",
             content.file,
-            max_size=request.app_settings.max_upload_size,
+            max_size=request.services.settings.max_upload_size,
         )
-        result = request.private.upload(valid, content.file, request.identity)
+        result = request.services.private.upload(valid, content.file, request.identity)
     except UploadRejected as exc:
-        request.metrics.uploads.labels("rejected").inc()
+        request.services.metrics.uploads.labels("rejected").inc()
         return answer(exc.status, exc.message)
-    request.metrics.uploads.labels("duplicate" if result.duplicate else "stored").inc()
+    request.services.metrics.uploads.labels("duplicate" if result.duplicate else "stored").inc()
     if result.duplicate:
         return answer(200, f"OK: {result.filename} was already uploaded with the same bytes.")
     return answer(200, "OK")
