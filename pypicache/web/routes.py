@@ -1,4 +1,4 @@
-"""Every URL the index answers."""
+"""The index's URLs: simple API, files, uploads, operations (the admin page adds its own)."""
 
 from pyramid.config import Configurator
 
@@ -16,25 +16,3 @@ def includeme(config: Configurator) -> None:
     config.add_route("upload", "/legacy/")
     config.add_route("upload_legacy_no_slash", "/legacy")
     config.add_route("upload_root", "/", request_method="POST")
-    # The admin web page (login required); every change is a POST to a URL of its own.
-    config.add_route("admin", "/admin/")
-    config.add_route("admin_login", "/admin/login")
-    config.add_route("admin_logout", "/admin/logout")
-    config.add_route("admin_projects", "/admin/projects/")
-    config.add_route("admin_project", "/admin/projects/{project}/")
-    config.add_route("admin_project_refresh", "/admin/projects/{project}/refresh")
-    config.add_route("admin_project_purge", "/admin/projects/{project}/purge")
-    config.add_route("admin_project_merge", "/admin/projects/{project}/merge")
-    config.add_route("admin_file_yank", "/admin/projects/{project}/yank")
-    config.add_route("admin_file_delete", "/admin/projects/{project}/delete")
-    config.add_route("admin_upload", "/admin/upload")
-    config.add_route("admin_users", "/admin/users/")
-    config.add_route("admin_user_role", "/admin/users/{user}/role")
-    config.add_route("admin_user_password", "/admin/users/{user}/password")
-    config.add_route("admin_tokens", "/admin/tokens/")
-    config.add_route("admin_token_revoke", "/admin/tokens/{token_id}/revoke")
-    config.add_route("admin_alarms", "/admin/alarms/")
-    config.add_route("admin_alarms_ack", "/admin/alarms/acknowledge")
-    config.add_route("admin_shadowed", "/admin/shadowed/")
-    config.add_route("admin_audit", "/admin/audit/")
-    config.add_static_view("admin/static", "pypicache.admin:static", cache_max_age=3600)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -117,3 +118,16 @@ def test_the_package_itself_is_only_metadata() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert result.stdout.strip() == "['pypicache']"
+
+
+def test_readme_architecture_names_every_module() -> None:
+    readme = (PACKAGE.parent / "README.rst").read_text()
+    section = readme.split("\nArchitecture\n------------\n", 1)[1].split(
+        "\nRunning the tests\n", 1
+    )[0]
+    unnamed = [
+        str(path.relative_to(PACKAGE))
+        for path in MODULES
+        if path.stem != "__init__" and not re.search(rf"\b{path.stem}\b", section)
+    ]
+    assert not unnamed, f"README.rst's Architecture section leaves out {unnamed}"
