@@ -39,7 +39,7 @@ class Setting:
 
     @property
     def field(self) -> str:
-        """The name of its value before :meth:`Settings.from_mapping` derives the fields."""
+        """The key of its parsed value in :meth:`Settings.from_mapping` (NAME of pypicache.NAME)."""
         return "database_url" if self.key == DATABASE_KEY else self.key.removeprefix(PREFIX)
 
 
@@ -52,6 +52,8 @@ def env_name(key: str) -> str:
 
 @dataclass(frozen=True)
 class Settings:
+    """The typed values of SETTINGS (their help says what each means), plus derived ones."""
+
     upstream_url: str | None
     changelog_url: str | None
     data_dir: Path
