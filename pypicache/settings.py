@@ -6,9 +6,10 @@ import importlib.util
 import ipaddress
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from pypi_simple import PYPI_SIMPLE_ENDPOINT
@@ -24,41 +25,22 @@ DATABASE_KEY = "sqlalchemy.url"
 DATABASE_ENV = "PYPICACHE_DATABASE_URL"
 BOTO3_MISSING = "pypicache.storage: s3:// storage needs boto3: pip install 'pypicache[s3]'"
 
-# Every setting we read, with its default as the ini would spell it.  The
-# environment variable of ``pypicache.NAME`` is ``PYPICACHE_NAME``.
-DEFAULTS: dict[str, str] = {
-    "pypicache.upstream_url": PYPI_SIMPLE_ENDPOINT,
-    "pypicache.changelog_url": "",
-    "pypicache.data_dir": "pypicache-data",
-    "pypicache.follow_interval": "60",
-    "pypicache.follow_method": "auto",
-    "pypicache.replay_serials": "1000",
-    "pypicache.changelog_min_interval": "1",
-    "pypicache.page_ttl": "300",
-    "pypicache.negative_ttl": "60",
-    "pypicache.error_retry_interval": "10",
-    "pypicache.index_ttl": "3600",
-    "pypicache.client_max_age": "60",
-    "pypicache.upstream_connect_timeout": "10",
-    "pypicache.upstream_timeout": "30",
-    "pypicache.upstream_retries": "2",
-    "pypicache.upstream_allowed_networks": "",  # CIDRs file URLs may reach besides public
-    "pypicache.migrate_on_start": "true",
-    "pypicache.read_auth": "false",
-    "pypicache.log_format": "text",
-    "pypicache.allow_overwrite": "false",
-    "pypicache.max_upload_size": str(100 * 1024 * 1024),
-    "pypicache.max_page_bytes": str(128 * 1024 * 1024),
-    "pypicache.page_cache_bytes": str(64 * 1024 * 1024),
-    "pypicache.cache_max_bytes": "0",
-    "pypicache.gc_interval": "300",
-    "pypicache.session_secret": "",
-    "pypicache.chart_interval": "60",
-    "pypicache.storage": "",  # empty: files under data_dir/blobs; s3://bucket/prefix
-    "pypicache.s3_endpoint_url": "",  # empty: AWS itself
-    "pypicache.s3_region": "",
-    "pypicache.storage_redirect": "false",
-}
+Parse = Callable[[str, str], Any]
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting: its ini name, its default as the ini spells it, its parser and its help."""
+
+    key: str
+    default: str
+    parse: Parse  # (key, raw value) -> the typed value; raises SettingsError
+    help: str
+
+    @property
+    def field(self) -> str:
+        """The key of its parsed value in :meth:`Settings.from_mapping` (NAME of pypicache.NAME)."""
+        return "database_url" if self.key == DATABASE_KEY else self.key.removeprefix(PREFIX)
 
 
 def env_name(key: str) -> str:
@@ -70,6 +52,8 @@ def env_name(key: str) -> str:
 
 @dataclass(frozen=True)
 class Settings:
+    """The typed values of SETTINGS (their help says what each means), plus derived ones."""
+
     upstream_url: str | None
     changelog_url: str | None
     data_dir: Path
@@ -86,25 +70,23 @@ class Settings:
     upstream_connect_timeout: float
     upstream_timeout: float
     upstream_retries: int
-    # Networks (besides public addresses and the upstream's origin) file URLs may reach.
     upstream_allowed_networks: tuple[IPNetwork, ...]
     migrate_on_start: bool
     read_auth: bool
     log_format: str
     allow_overwrite: bool
     max_upload_size: int
-    max_page_bytes: int  # an upstream page larger than this, decompressed, is refused
-    page_cache_bytes: int  # the rendered pages a process keeps in memory, at most
-    cache_max_bytes: int  # 0: unlimited
+    max_page_bytes: int
+    page_cache_bytes: int
+    cache_max_bytes: int
     gc_interval: float
-    # Signs the admin page's session cookie; empty: generated once, kept in the data dir.
     session_secret: str = field(repr=False)
-    chart_interval: float  # seconds between the samples the dashboard charts
-    s3_bucket: str | None  # None: the local blob store under data_dir/blobs
-    s3_prefix: str  # keys are <prefix>/ab/cd/<sha256> ("" : no prefix)
-    s3_endpoint_url: str | None  # None: AWS's own endpoint for the region
+    chart_interval: float
+    s3_bucket: str | None  # from pypicache.storage; None: the local blob store
+    s3_prefix: str  # from pypicache.storage; keys are <prefix>/ab/cd/<sha256>
+    s3_endpoint_url: str | None
     s3_region: str | None
-    storage_redirect: bool  # send clients to presigned object URLs instead of streaming
+    storage_redirect: bool
 
     @classmethod
     def from_mapping(
@@ -117,7 +99,7 @@ class Settings:
         environ = os.environ if environ is None else environ
         raw: dict[str, str] = dict(DEFAULTS)
         raw.update({k: str(v) for k, v in ini.items() if k.startswith(PREFIX) or k == DATABASE_KEY})
-        for key in [*DEFAULTS, DATABASE_KEY]:
+        for key in DEFAULTS:
             value = environ.get(env_name(key))
             if value is not None:
                 raw[key] = value
@@ -127,58 +109,21 @@ class Settings:
         unknown = sorted(k for k in raw if k.startswith(PREFIX) and k not in DEFAULTS)
         if unknown:
             raise SettingsError(f"{unknown[0]}: unknown setting")
-
-        upstream = _upstream_url(raw["pypicache.upstream_url"])
-        data_dir = Path(raw["pypicache.data_dir"].strip() or "pypicache-data").expanduser()
-        database_url = raw.get(DATABASE_KEY, "").strip() or (
-            f"sqlite:///{(data_dir / 'pypicache.sqlite').absolute()}"
+        values = {s.field: s.parse(s.key, raw[s.key]) for s in SETTINGS}
+        # What one setting's value means can depend on another's:
+        values["changelog_url"] = _derived_changelog_url(
+            values["changelog_url"], values["upstream_url"]
         )
-        try:
-            make_url(database_url)
-        except ArgumentError:
-            raise SettingsError(f"{DATABASE_KEY}: not a database URL: {database_url!r}") from None
-        bucket, prefix = _storage(raw["pypicache.storage"])
-        redirect = _bool(raw, "pypicache.storage_redirect")
-        if redirect and bucket is None:
+        values["database_url"] = values["database_url"] or (
+            f"sqlite:///{(values['data_dir'] / 'pypicache.sqlite').absolute()}"
+        )
+        values["s3_bucket"], values["s3_prefix"] = values.pop("storage")
+        if values["storage_redirect"] and values["s3_bucket"] is None:
             raise SettingsError(
                 "pypicache.storage_redirect: needs object storage (pypicache.storage = "
                 "s3://bucket/prefix); files in the local store are served by pypicache itself"
             )
-        return cls(
-            upstream_url=upstream,
-            changelog_url=_changelog_url(raw["pypicache.changelog_url"], upstream),
-            data_dir=data_dir,
-            database_url=database_url,
-            follow_interval=_seconds(raw, "pypicache.follow_interval"),
-            follow_method=_choice(raw, "pypicache.follow_method", FOLLOW_METHODS),
-            replay_serials=_count(raw, "pypicache.replay_serials"),
-            changelog_min_interval=_seconds(raw, "pypicache.changelog_min_interval", minimum=0),
-            page_ttl=_seconds(raw, "pypicache.page_ttl", minimum=0),
-            negative_ttl=_seconds(raw, "pypicache.negative_ttl", minimum=0),
-            error_retry_interval=_seconds(raw, "pypicache.error_retry_interval", minimum=0),
-            index_ttl=_seconds(raw, "pypicache.index_ttl", minimum=0),
-            client_max_age=int(_seconds(raw, "pypicache.client_max_age", minimum=0)),
-            upstream_connect_timeout=_seconds(raw, "pypicache.upstream_connect_timeout"),
-            upstream_timeout=_seconds(raw, "pypicache.upstream_timeout"),
-            upstream_retries=_count(raw, "pypicache.upstream_retries"),
-            upstream_allowed_networks=_networks(raw, "pypicache.upstream_allowed_networks"),
-            migrate_on_start=_bool(raw, "pypicache.migrate_on_start"),
-            read_auth=_bool(raw, "pypicache.read_auth"),
-            log_format=_choice(raw, "pypicache.log_format", ("text", "json")),
-            allow_overwrite=_bool(raw, "pypicache.allow_overwrite"),
-            max_upload_size=_count(raw, "pypicache.max_upload_size"),
-            max_page_bytes=_count(raw, "pypicache.max_page_bytes"),
-            page_cache_bytes=_count(raw, "pypicache.page_cache_bytes"),
-            cache_max_bytes=_count(raw, "pypicache.cache_max_bytes"),
-            gc_interval=_seconds(raw, "pypicache.gc_interval"),
-            session_secret=raw["pypicache.session_secret"].strip(),
-            chart_interval=_seconds(raw, "pypicache.chart_interval"),
-            s3_bucket=bucket,
-            s3_prefix=prefix,
-            s3_endpoint_url=_endpoint_url(raw["pypicache.s3_endpoint_url"]),
-            s3_region=_region(raw["pypicache.s3_region"]),
-            storage_redirect=redirect,
-        )
+        return cls(**values)
 
     @property
     def follow_lease(self) -> float:
@@ -211,7 +156,7 @@ class Settings:
             path.mkdir(parents=True, exist_ok=True)
 
 
-def _upstream_url(value: str) -> str | None:
+def _upstream_url(key: str, value: str) -> str | None:
     value = value.strip()
     if value.lower() == "none":
         return None
@@ -235,7 +180,7 @@ _BUCKET_RESERVED_ENDS = ("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3")
 _REGION = re.compile(r"[a-z0-9][a-z0-9-]*[a-z0-9]")
 
 
-def _storage(value: str) -> tuple[str | None, str]:
+def _storage(key: str, value: str) -> tuple[str | None, str]:
     """(bucket, prefix) of ``s3://bucket/prefix``; (None, "") for the local store."""
     value = value.strip()
     if not value:
@@ -280,7 +225,7 @@ def _bucket_problem(bucket: str) -> str | None:
     return None
 
 
-def _endpoint_url(value: str) -> str | None:
+def _endpoint_url(key: str, value: str) -> str | None:
     value = value.strip()
     if not value:
         return None
@@ -295,7 +240,7 @@ def _endpoint_url(value: str) -> str | None:
     return value.rstrip("/")
 
 
-def _region(value: str) -> str | None:
+def _region(key: str, value: str) -> str | None:
     value = value.strip()
     if not value:
         return None
@@ -304,7 +249,8 @@ def _region(value: str) -> str | None:
     return value
 
 
-def _changelog_url(value: str, upstream: str | None) -> str | None:
+def _changelog_url(key: str, value: str) -> str | None:
+    """The URL given, None for 'none', "" for "derive it from the upstream"."""
     value = value.strip()
     if value.lower() == "none":
         return None
@@ -314,6 +260,11 @@ def _changelog_url(value: str, upstream: str | None) -> str | None:
             raise SettingsError(
                 f"pypicache.changelog_url: expected an http(s):// URL or 'none', got {value!r}"
             )
+    return value
+
+
+def _derived_changelog_url(value: str | None, upstream: str | None) -> str | None:
+    if value != "":
         return value
     if upstream is None or urlsplit(upstream).scheme == "file":
         return None
@@ -322,44 +273,251 @@ def _changelog_url(value: str, upstream: str | None) -> str | None:
     return urlunsplit((parts.scheme, parts.netloc, "/pypi", "", ""))
 
 
-def _seconds(raw: Mapping[str, str], key: str, minimum: float = 0.001) -> float:
-    try:
-        value = float(raw[key])
-    except ValueError:
-        raise SettingsError(f"{key}: expected a number of seconds, got {raw[key]!r}") from None
-    if not value >= minimum or value == float("inf"):
-        raise SettingsError(f"{key}: must be a number >= {minimum:g}, got {raw[key]!r}")
-    return value
+def _seconds(minimum: float = 0.001) -> Parse:
+    def parse(key: str, raw: str) -> float:
+        try:
+            value = float(raw)
+        except ValueError:
+            raise SettingsError(f"{key}: expected a number of seconds, got {raw!r}") from None
+        if not value >= minimum or value == float("inf"):
+            raise SettingsError(f"{key}: must be a number >= {minimum:g}, got {raw!r}")
+        return value
+
+    return parse
 
 
-def _count(raw: Mapping[str, str], key: str) -> int:
+def _whole_seconds(key: str, raw: str) -> int:
+    return int(_seconds(minimum=0)(key, raw))
+
+
+def _count(key: str, raw: str) -> int:
     try:
-        value = int(raw[key])
+        value = int(raw)
     except ValueError:
-        raise SettingsError(f"{key}: expected a whole number, got {raw[key]!r}") from None
+        raise SettingsError(f"{key}: expected a whole number, got {raw!r}") from None
     if value < 0:
-        raise SettingsError(f"{key}: must not be negative, got {raw[key]!r}")
+        raise SettingsError(f"{key}: must not be negative, got {raw!r}")
     return value
 
 
-def _networks(raw: Mapping[str, str], key: str) -> tuple[IPNetwork, ...]:
+def _networks(key: str, raw: str) -> tuple[IPNetwork, ...]:
     try:
-        return parse_networks(raw[key])
+        return parse_networks(raw)
     except ValueError as exc:
         raise SettingsError(f"{key}: {exc}") from None
 
 
-def _choice(raw: Mapping[str, str], key: str, choices: tuple[str, ...]) -> str:
-    value = raw[key].strip().lower()
-    if value not in choices:
-        raise SettingsError(f"{key}: expected one of {', '.join(choices)}, got {raw[key]!r}")
-    return value
+def _choice(*choices: str) -> Parse:
+    def parse(key: str, raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in choices:
+            raise SettingsError(f"{key}: expected one of {', '.join(choices)}, got {raw!r}")
+        return value
+
+    return parse
 
 
-def _bool(raw: Mapping[str, str], key: str) -> bool:
-    value = raw[key].strip().lower()
+def _bool(key: str, raw: str) -> bool:
+    value = raw.strip().lower()
     if value in ("true", "yes", "on", "1"):
         return True
     if value in ("false", "no", "off", "0"):
         return False
-    raise SettingsError(f"{key}: expected true or false, got {raw[key]!r}")
+    raise SettingsError(f"{key}: expected true or false, got {raw!r}")
+
+
+def _data_dir(key: str, raw: str) -> Path:
+    return Path(raw.strip() or "pypicache-data").expanduser()
+
+
+def _database_url(key: str, raw: str) -> str:
+    """The URL given, or "" for SQLite in the data dir (derived once that is known)."""
+    value = raw.strip()
+    if value:
+        try:
+            make_url(value)
+        except ArgumentError:
+            raise SettingsError(f"{key}: not a database URL: {value!r}") from None
+    return value
+
+
+def _secret(key: str, raw: str) -> str:
+    return raw.strip()
+
+
+_MIB = 1024 * 1024
+
+# Every setting we read, the one place each is declared.  The environment
+# variable of ``pypicache.NAME`` is ``PYPICACHE_NAME`` (see env_name).
+SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "pypicache.upstream_url",
+        PYPI_SIMPLE_ENDPOINT,
+        _upstream_url,
+        "The upstream simple index: http(s)://, file:// (a local PEP 503 tree) or none.",
+    ),
+    Setting(
+        "pypicache.changelog_url",
+        "",
+        _changelog_url,
+        "The upstream's XML-RPC changelog; empty: /pypi on the upstream's host; none: none.",
+    ),
+    Setting(
+        "pypicache.data_dir",
+        "pypicache-data",
+        _data_dir,
+        "Blobs, temporary downloads and the rendered project list.",
+    ),
+    Setting(
+        DATABASE_KEY,
+        "",
+        _database_url,
+        "The database URL; empty: SQLite at <data_dir>/pypicache.sqlite.",
+    ),
+    Setting("pypicache.follow_interval", "60", _seconds(), "Seconds between changelog polls."),
+    Setting(
+        "pypicache.follow_method",
+        "auto",
+        _choice(*FOLLOW_METHODS),
+        "How the follower learns of upstream changes: " + ", ".join(FOLLOW_METHODS) + ".",
+    ),
+    Setting(
+        "pypicache.replay_serials",
+        "1000",
+        _count,
+        "Serials before its watermark the follower reads again after a restart.",
+    ),
+    Setting(
+        "pypicache.changelog_min_interval",
+        "1",
+        _seconds(minimum=0),
+        "Seconds between two XML-RPC calls.",
+    ),
+    Setting(
+        "pypicache.page_ttl",
+        "300",
+        _seconds(minimum=0),
+        "Seconds a cached project page is served before it is revalidated.",
+    ),
+    Setting(
+        "pypicache.negative_ttl",
+        "60",
+        _seconds(minimum=0),
+        "Seconds an upstream 'no such project' is remembered.",
+    ),
+    Setting(
+        "pypicache.error_retry_interval",
+        "10",
+        _seconds(minimum=0),
+        "Seconds to serve a stale page before asking a failing upstream again.",
+    ),
+    Setting(
+        "pypicache.index_ttl",
+        "3600",
+        _seconds(minimum=0),
+        "Seconds between refreshes of the upstream's project list.",
+    ),
+    Setting(
+        "pypicache.client_max_age",
+        "60",
+        _whole_seconds,
+        "Cache-Control max-age sent with project pages, seconds.",
+    ),
+    Setting(
+        "pypicache.upstream_connect_timeout",
+        "10",
+        _seconds(),
+        "Connect timeout for upstream requests, seconds.",
+    ),
+    Setting(
+        "pypicache.upstream_timeout",
+        "30",
+        _seconds(),
+        "Read timeout for upstream requests, seconds.",
+    ),
+    Setting(
+        "pypicache.upstream_retries",
+        "2",
+        _count,
+        "Retries of failed upstream requests, with backoff.",
+    ),
+    Setting(
+        "pypicache.upstream_allowed_networks",
+        "",
+        _networks,
+        "CIDRs file URLs may reach besides public addresses and the upstream's origin.",
+    ),
+    Setting(
+        "pypicache.migrate_on_start",
+        "true",
+        _bool,
+        "Create or upgrade the database schema when the app starts.",
+    ),
+    Setting("pypicache.read_auth", "false", _bool, "Require credentials for reads."),
+    Setting("pypicache.log_format", "text", _choice("text", "json"), "Log lines as text or json."),
+    Setting(
+        "pypicache.allow_overwrite",
+        "false",
+        _bool,
+        "Let an upload replace a private file of the same name.",
+    ),
+    Setting(
+        "pypicache.max_upload_size",
+        str(100 * _MIB),
+        _count,
+        "Largest file accepted by an upload, bytes.",
+    ),
+    Setting(
+        "pypicache.max_page_bytes",
+        str(128 * _MIB),
+        _count,
+        "Largest upstream project page accepted, bytes after decompression.",
+    ),
+    Setting(
+        "pypicache.page_cache_bytes",
+        str(64 * _MIB),
+        _count,
+        "Bytes of rendered project pages each process keeps in memory.",
+    ),
+    Setting(
+        "pypicache.cache_max_bytes",
+        "0",
+        _count,
+        "Bytes the cached upstream files may take before eviction; 0: unlimited.",
+    ),
+    Setting("pypicache.gc_interval", "300", _seconds(), "Seconds between two retention rounds."),
+    Setting(
+        "pypicache.session_secret",
+        "",
+        _secret,
+        "Signs the admin session cookie; empty: generated once, kept in the data dir.",
+    ),
+    Setting(
+        "pypicache.chart_interval",
+        "60",
+        _seconds(),
+        "Seconds between the samples the dashboard charts.",
+    ),
+    Setting(
+        "pypicache.storage",
+        "",
+        _storage,
+        "Where blobs live: empty for <data_dir>/blobs, or s3://bucket/prefix.",
+    ),
+    Setting(
+        "pypicache.s3_endpoint_url",
+        "",
+        _endpoint_url,
+        "Another S3 server's URL; empty: AWS itself.",
+    ),
+    Setting("pypicache.s3_region", "", _region, "The bucket's region; empty: boto3's own."),
+    Setting(
+        "pypicache.storage_redirect",
+        "false",
+        _bool,
+        "Send downloads to presigned object URLs instead of streaming them.",
+    ),
+)
+
+# Every setting's default as the ini would spell it.
+DEFAULTS: dict[str, str] = {s.key: s.default for s in SETTINGS}
