@@ -12,6 +12,7 @@ import pytest
 from pypicache import make_app
 from pypicache.settings import Settings
 from pypicache.web.wsgi import PypicacheApp
+from tests.support.browser import browser, page  # noqa: F401 (fixtures)
 from tests.support.databases import (
     DATABASE_ENV,
     POSTGRESQL_URL_ENV,
