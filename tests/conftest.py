@@ -27,6 +27,7 @@ from tests.support.databases import (
 from tests.support.fakeupstream import FakeUpstream
 from tests.support.seaweedfs import s3_storage, seaweedfs  # noqa: F401 (fixtures)
 from tests.support.servers import WaitressThread
+from tests.support.webapp import make_testapp, testapp  # noqa: F401 (fixtures)
 
 _LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
