@@ -30,6 +30,7 @@ CHROMIUM_ARGS = [
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    """One headless Chromium per module; skipped (failed on CI) when it is not installed."""
     if not Path(CHROMIUM).exists():
         message = f"no Chromium at {CHROMIUM} (apt-get install chromium, or PYPICACHE_CHROMIUM)"
         if os.environ.get("CI"):
@@ -43,6 +44,7 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture
 def page(browser: Browser) -> Iterator[Page]:
+    """A fresh browser context per test: no cookies carried between tests."""
     context = browser.new_context(viewport={"width": 1440, "height": 900})
     context.set_default_timeout(15_000)
     yield context.new_page()
@@ -50,6 +52,7 @@ def page(browser: Browser) -> Iterator[Page]:
 
 
 def log_in(page: Page, index: RunningIndex, user: str = "root", password: str = PASSWORD) -> None:
+    """Log in through the admin page's form, as a person would."""
     page.goto(index.url + "/admin/")
     page.fill("#username", user)
     page.fill("#password", password)

@@ -11,6 +11,7 @@ METADATA_SHA = "b" * 64
 
 
 def sample() -> Manifest:
+    """A manifest with every field set, so a field lost on the way shows."""
     wheel = BundleFile(
         filename="demo_pkg-1.0-py3-none-any.whl",
         version="1.0",

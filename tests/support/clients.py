@@ -106,6 +106,7 @@ def uv_pip_install(
 
 
 def installed(python: Path) -> dict[str, str]:
+    """What a venv's interpreter has installed, name to version, read from its dist-infos."""
     site = next((python.parent.parent / "lib").glob("python*/site-packages"))
     found = {}
     for dist_info in site.glob("*.dist-info"):

@@ -10,6 +10,7 @@ from tests.support.waiting import wait_until
 
 
 def follow_settings(upstream: FakeUpstream, **overrides: str) -> dict[str, str]:
+    """Settings that make an index follow the fake upstream's changelog quickly."""
     return {
         "pypicache.changelog_url": upstream.xmlrpc_url,
         "pypicache.follow_method": "auto",
@@ -22,8 +23,10 @@ def follow_settings(upstream: FakeUpstream, **overrides: str) -> dict[str, str]:
 
 
 def status(index: RunningIndex) -> dict:
+    """The index's /api/status report."""
     return requests.get(index.url + "/api/status", timeout=10).json()
 
 
 def caught_up(index: RunningIndex, upstream: FakeUpstream, timeout: float = 15) -> bool:
+    """Wait until the index's watermark reaches the upstream's last serial."""
     return wait_until(lambda: status(index)["watermark"] == upstream.serial, timeout)

@@ -44,14 +44,17 @@ def admin_cli(index: RunningIndex, *args: str) -> subprocess.CompletedProcess[st
 
 
 def upload_url(index: RunningIndex) -> str:
+    """Where twine uploads to on this index."""
     return index.url + "/legacy/"
 
 
 def blobs(index: RunningIndex) -> set[str]:
+    """The names of the blobs in the index's store, to see what an action kept or removed."""
     return {p.name for p in index.settings.blob_dir.rglob("*") if p.is_file()}
 
 
 def page(index: RunningIndex, name: str, auth=None) -> requests.Response:  # type: ignore[no-untyped-def]
+    """A project's JSON page on the index, anonymous or with (user, password)."""
     return requests.get(
         f"{index.simple_url}{name}/", headers={"Accept": JSON}, auth=auth, timeout=10
     )

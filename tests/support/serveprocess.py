@@ -119,6 +119,7 @@ class ServeProcess:
 
 
 def answers(url: str) -> bool:
+    """Whether the URL answers 200 now; a server still starting up is just not yet."""
     try:
         return requests.get(url, timeout=1).status_code == 200
     except requests.RequestException:
@@ -127,6 +128,7 @@ def answers(url: str) -> bool:
 
 @contextmanager
 def running(args: list[str], cwd: Path, env: dict[str, str], port: int) -> Iterator[None]:
+    """Run a server command until the block ends; fail with its log if /health never answers."""
     log = (cwd / "server.log").open("w")
     process = subprocess.Popen(args, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
