@@ -12,6 +12,7 @@ import pytest
 from pypicache.app import make_wsgi_app
 from pypicache.settings import Settings
 from pypicache.web.wsgi import PypicacheApp
+from tests.support.browser import browser, page  # noqa: F401 (fixtures)
 from tests.support.databases import (
     DATABASE_ENV,
     POSTGRESQL_URL_ENV,
@@ -26,6 +27,7 @@ from tests.support.databases import (
 from tests.support.fakeupstream import FakeUpstream
 from tests.support.seaweedfs import s3_storage, seaweedfs  # noqa: F401 (fixtures)
 from tests.support.servers import WaitressThread
+from tests.support.webapp import make_testapp, testapp  # noqa: F401 (fixtures)
 
 _LOOPBACK = ("127.0.0.1", "::1", "localhost")
 

@@ -11,56 +11,25 @@ from pathlib import Path
 
 import pytest
 import requests
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 from sqlalchemy import insert, select
 
 from pypicache.models import Alarm, ApiToken, AuditEntry, Project, utcnow
 from tests.conftest import IndexFactory, RunningIndex
-from tests.functional.test_follower import caught_up, follow_settings
-from tests.functional.test_private import PASSWORD, Db
+from tests.support.browser import log_in
 from tests.support.clients import make_venv, pip_install
 from tests.support.dists import make_wheel
 from tests.support.fakeupstream import FakeUpstream
+from tests.support.following import caught_up, follow_settings
+from tests.support.privatedb import PASSWORD, Db
 from tests.support.uploads import form_fields, post_upload
 from tests.support.waiting import wait_until
 
 JSON = "application/vnd.pypi.simple.v1+json"
-CHROMIUM = os.environ.get("PYPICACHE_CHROMIUM", "/usr/bin/chromium")
-# Headless, and nothing that talks to anything but the index under test.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
 # Screenshots go here, for a person to look at after the run.
 OUTPUT = Path(
     os.environ.get("PYPICACHE_TEST_OUTPUT", Path(__file__).resolve().parents[2] / "test-output")
 )
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not Path(CHROMIUM).exists():
-        message = f"no Chromium at {CHROMIUM} (apt-get install chromium, or PYPICACHE_CHROMIUM)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1440, "height": 900})
-    context.set_default_timeout(15_000)
-    yield context.new_page()
-    context.close()
 
 
 @pytest.fixture
@@ -71,13 +40,6 @@ def site(make_index: IndexFactory, upstream: FakeUpstream) -> Iterator[tuple[Run
     db.accounts.add_user("alice", PASSWORD)
     yield index, db
     db.engine.dispose()
-
-
-def log_in(page: Page, index: RunningIndex, user: str = "root", password: str = PASSWORD) -> None:
-    page.goto(index.url + "/admin/")
-    page.fill("#username", user)
-    page.fill("#password", password)
-    page.get_by_role("button", name="Log in").click()
 
 
 def nav(page: Page, section: str) -> None:

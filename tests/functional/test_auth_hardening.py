@@ -14,10 +14,10 @@ import requests
 
 from pypicache.auth.ratelimit import FAILURES_PER_ADDRESS, FAILURES_PER_USER, WINDOW_SECONDS
 from tests.conftest import IndexFactory, RunningIndex
-from tests.functional.test_private import JSON, Db, upload_url
 from tests.support.cli import run_pypicache
 from tests.support.dists import make_wheel
 from tests.support.fakeupstream import FakeUpstream
+from tests.support.privatedb import JSON, Db, upload_url
 from tests.support.uploads import form_fields, post_upload
 from tests.support.waiting import wait_until
 

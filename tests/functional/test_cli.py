@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import requests
@@ -18,43 +16,14 @@ from pypicache.db import get_engine
 from pypicache.models import Project
 from tests.support.dists import make_wheel
 from tests.support.fakeupstream import FakeUpstream
-from tests.support.waiting import wait_until
+from tests.support.serveprocess import free_port, running
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def answers(url: str) -> bool:
-    try:
-        return requests.get(url, timeout=1).status_code == 200
-    except requests.RequestException:
-        return False
-
-
 def env_without_pypicache_settings() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("PYPICACHE_")}
-
-
-@contextmanager
-def running(args: list[str], cwd: Path, env: dict[str, str], port: int) -> Iterator[None]:
-    log = (cwd / "server.log").open("w")
-    process = subprocess.Popen(args, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        if not wait_until(lambda: answers(f"http://127.0.0.1:{port}/health"), timeout=30):
-            process.terminate()
-            process.wait(10)
-            raise AssertionError((cwd / "server.log").read_text())
-        yield
-    finally:
-        process.terminate()
-        process.wait(15)
-        log.close()
 
 
 def test_pypicache_serve_with_flags(tmp_path: Path, upstream: FakeUpstream):

@@ -19,39 +19,20 @@ from pypicache.auth.accounts import Accounts
 from pypicache.db import Database, get_engine
 from pypicache.models import Alarm, AuditEntry
 from tests.conftest import IndexFactory, RunningIndex
-from tests.functional.test_cli import answers, free_port
 from tests.support.clients import clean_client_env
 from tests.support.dists import make_wheel
 from tests.support.fakeupstream import RATE_LIMIT_FAULT, FakeUpstream
+from tests.support.following import caught_up, follow_settings, status
+from tests.support.serveprocess import answers, free_port
 from tests.support.uploads import form_fields, post_upload
 from tests.support.waiting import wait_until
 
 JSON = "application/vnd.pypi.simple.v1+json"
 
 
-def follow_settings(upstream: FakeUpstream, **overrides: str) -> dict[str, str]:
-    return {
-        "pypicache.changelog_url": upstream.xmlrpc_url,
-        "pypicache.follow_method": "auto",
-        "pypicache.follow_interval": "0.2",
-        "pypicache.changelog_min_interval": "0",
-        # Pages stay fresh for an hour: whatever changes them here is the follower.
-        "pypicache.page_ttl": "3600",
-        **overrides,
-    }
-
-
 @pytest.fixture
 def following(make_index: IndexFactory, upstream: FakeUpstream) -> RunningIndex:
     return make_index(upstream.simple_url, **follow_settings(upstream))
-
-
-def status(index: RunningIndex) -> dict:
-    return requests.get(index.url + "/api/status", timeout=10).json()
-
-
-def caught_up(index: RunningIndex, upstream: FakeUpstream, timeout: float = 15) -> bool:
-    return wait_until(lambda: status(index)["watermark"] == upstream.serial, timeout)
 
 
 def page(index: RunningIndex, name: str) -> requests.Response:

@@ -15,11 +15,11 @@ from sqlalchemy import func, select
 
 from pypicache.models import Alarm, AuditEntry, File
 from tests.conftest import IndexFactory, RunningIndex
-from tests.functional.test_private import Db, admin_cli, blobs, installed, page, upload_url
-from tests.support.clients import make_venv, pip_install
+from tests.support.clients import installed, make_venv, pip_install
 from tests.support.dists import make_wheel
 from tests.support.fakeupstream import FakeUpstream
 from tests.support.hostile import Answer, HostileUpstream
+from tests.support.privatedb import Db, admin_cli, blobs, page, upload_url
 from tests.support.uploads import form_fields, post_upload, twine_upload
 
 PASSWORD = "correct horse battery"

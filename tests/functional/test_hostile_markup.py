@@ -16,9 +16,9 @@ import requests
 from playwright.sync_api import Page, expect
 
 from tests.conftest import IndexFactory, RunningIndex
-from tests.functional.test_admin import browser, log_in, page  # noqa: F401 - fixtures
-from tests.functional.test_private import PASSWORD, Db
+from tests.support.browser import log_in
 from tests.support.hostile import Answer, HostileUpstream
+from tests.support.privatedb import PASSWORD, Db
 
 SCRIPT = '"><script>window.pwned=1</script>'
 IMAGE = '\'><img src=x onerror="window.pwned=2;alert(2)">'
@@ -187,7 +187,7 @@ def watch(tab: Page) -> list[str]:
 
 def test_the_admin_project_page_shows_the_markup_as_text_and_runs_none_of_it(
     site: RunningIndex,
-    page: Page,  # noqa: F811
+    page: Page,
 ) -> None:
     dialogs = watch(page)
     requests.get(site.simple_url + "evil/", timeout=10).raise_for_status()  # cache it
@@ -214,7 +214,7 @@ def test_the_admin_project_page_shows_the_markup_as_text_and_runs_none_of_it(
 
 def test_the_project_page_in_a_browser_runs_nothing(
     site: RunningIndex,
-    page: Page,  # noqa: F811
+    page: Page,
 ) -> None:
     dialogs = watch(page)
     response = page.goto(site.simple_url + "evil/")

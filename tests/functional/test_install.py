@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import RunningIndex
-from tests.support.clients import make_venv, pip_install, uv_pip_install
+from tests.support.clients import installed, make_venv, pip_install, uv_pip_install
 from tests.support.dists import make_wheel
 from tests.support.fakeupstream import FakeUpstream
 from tests.support.trees import EXPECTED, publish_app_tree
@@ -17,15 +17,6 @@ from tests.support.trees import EXPECTED, publish_app_tree
 @pytest.fixture
 def tree(upstream: FakeUpstream) -> FakeUpstream:
     return publish_app_tree(upstream)
-
-
-def installed(python: Path) -> dict[str, str]:
-    site = next((python.parent.parent / "lib").glob("python*/site-packages"))
-    found = {}
-    for dist_info in site.glob("*.dist-info"):
-        name, version = dist_info.name.removesuffix(".dist-info").rsplit("-", 1)
-        found[name] = version
-    return found
 
 
 def upstream_fetches(upstream: FakeUpstream) -> Counter[str]:

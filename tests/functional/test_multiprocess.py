@@ -21,8 +21,7 @@ from sqlalchemy import create_engine, select
 from pypicache import db
 from pypicache.auth.accounts import Accounts
 from pypicache.models import FillClaim
-from tests.functional.test_install import installed
-from tests.support.clients import make_venv, pip_install, uv_pip_install
+from tests.support.clients import installed, make_venv, pip_install, uv_pip_install
 from tests.support.databases import configured_kind
 from tests.support.dists import Dist, make_large_wheel, make_wheel
 from tests.support.fakeupstream import FakeUpstream

@@ -12,10 +12,10 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import IndexFactory, RunningIndex
-from tests.functional.test_cli import free_port, running
 from tests.support.clients import make_venv, pip_install
 from tests.support.dists import make_wheel
 from tests.support.fakeupstream import FakeUpstream
+from tests.support.serveprocess import free_port, running
 from tests.support.waiting import wait_until
 
 

@@ -11,31 +11,20 @@ import pytest
 import requests
 from sqlalchemy import func, select
 
-from pypicache.auth.accounts import Accounts
-from pypicache.db import Database, get_engine
 from pypicache.models import Alarm, AuditEntry, File
-from tests.conftest import IndexFactory, RunningIndex
-from tests.support.clients import clean_client_env, make_venv, pip_install, uv_pip_install
+from tests.conftest import IndexFactory
+from tests.support.clients import (
+    clean_client_env,
+    installed,
+    make_venv,
+    pip_install,
+    uv_pip_install,
+)
 from tests.support.dists import make_sdist, make_wheel
 from tests.support.fakeupstream import FakeUpstream
+from tests.support.privatedb import PASSWORD, Db, admin_cli, blobs, page, upload_url
 from tests.support.uploads import form_fields, post_upload, twine_upload
 from tests.support.waiting import wait_until
-
-JSON = "application/vnd.pypi.simple.v1+json"
-PASSWORD = "correct horse battery"
-
-
-class Db:
-    """The index's own database, for the accounts and for checking what was stored."""
-
-    def __init__(self, index: RunningIndex) -> None:
-        self.engine = get_engine(index.settings.database_url)
-        self.database = Database(self.engine)
-        self.accounts = Accounts(self.database)
-
-    def query(self, statement):  # type: ignore[no-untyped-def]
-        with self.database.unit_of_work() as db:
-            return list(db.execute(statement))
 
 
 @pytest.fixture
@@ -47,37 +36,6 @@ def site(make_index: IndexFactory, upstream: FakeUpstream):
     db.accounts.add_user("root", PASSWORD, admin=True)
     yield index, db
     db.engine.dispose()
-
-
-def admin_cli(index: RunningIndex, *args: str) -> subprocess.CompletedProcess[str]:
-    """``pypicache project ...`` against the running index's database, as an admin would."""
-    env = {**clean_client_env(), "PYPICACHE_DATABASE_URL": index.settings.database_url}
-    return subprocess.run(
-        [str(Path(sys.executable).parent / "pypicache"), "project", *args,
-         "--data-dir", str(index.settings.data_dir)],
-        capture_output=True, text=True, env=env, timeout=60,
-    )  # fmt: skip
-
-
-def upload_url(index: RunningIndex) -> str:
-    return index.url + "/legacy/"
-
-
-def installed(python: Path) -> dict[str, str]:
-    site_packages = next((python.parent.parent / "lib").glob("python*/site-packages"))
-    return dict(
-        d.name.removesuffix(".dist-info").rsplit("-", 1) for d in site_packages.glob("*.dist-info")
-    )
-
-
-def blobs(index: RunningIndex) -> set[str]:
-    return {p.name for p in index.settings.blob_dir.rglob("*") if p.is_file()}
-
-
-def page(index: RunningIndex, name: str, auth=None) -> requests.Response:  # type: ignore[no-untyped-def]
-    return requests.get(
-        f"{index.simple_url}{name}/", headers={"Accept": JSON}, auth=auth, timeout=10
-    )
 
 
 def test_twine_uploads_with_a_token_and_a_password_and_pip_and_uv_install(site, upstream, tmp_path):

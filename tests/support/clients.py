@@ -103,3 +103,13 @@ def uv_pip_install(
         env=clean_client_env(),
         timeout=300,
     )
+
+
+def installed(python: Path) -> dict[str, str]:
+    """What a venv's interpreter has installed, name to version, read from its dist-infos."""
+    site = next((python.parent.parent / "lib").glob("python*/site-packages"))
+    found = {}
+    for dist_info in site.glob("*.dist-info"):
+        name, version = dist_info.name.removesuffix(".dist-info").rsplit("-", 1)
+        found[name] = version
+    return found

@@ -7,7 +7,8 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -115,3 +116,28 @@ class ServeProcess:
         except OSError:
             return ""
         return "\n".join(text.splitlines()[-lines:])
+
+
+def answers(url: str) -> bool:
+    """Whether the URL answers 200 now; a server still starting up is just not yet."""
+    try:
+        return requests.get(url, timeout=1).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+@contextmanager
+def running(args: list[str], cwd: Path, env: dict[str, str], port: int) -> Iterator[None]:
+    """Run a server command until the block ends; fail with its log if /health never answers."""
+    log = (cwd / "server.log").open("w")
+    process = subprocess.Popen(args, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        if not wait_until(lambda: answers(f"http://127.0.0.1:{port}/health"), timeout=30):
+            process.terminate()
+            process.wait(10)
+            raise AssertionError((cwd / "server.log").read_text())
+        yield
+    finally:
+        process.terminate()
+        process.wait(15)
+        log.close()

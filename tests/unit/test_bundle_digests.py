@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from pypicache.errors import BundleError
 from pypicache.ops.bundle import Manifest
-from tests.unit.test_bundle_manifest import sample
+from tests.support.bundles import sample
 
 HEX = re.compile(r"[0-9a-f]{64}")
 
