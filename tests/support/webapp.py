@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import webtest
 
-from pypicache import make_app
+from pypicache.app import make_wsgi_app
 from pypicache.settings import Settings
 from tests.support.fakeupstream import FakeUpstream
 
@@ -39,7 +39,7 @@ def make_testapp(
             "pypicache.follow_method": "off",
             **overrides,
         }
-        app = make_app(Settings.from_mapping(ini, environ={}))
+        app = make_wsgi_app(Settings.from_mapping(ini, environ={}))
         built.append(app)
         return webtest.TestApp(app)
 
