@@ -5,10 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pypicache.auth.accounts import Accounts
+from pypicache.cache.blobs import Blobs
 from pypicache.cache.claims import FillClaims
 from pypicache.cache.files import FileCache
+from pypicache.cache.fill import FillRegistry
 from pypicache.cache.index import IndexService
 from pypicache.cache.keyedlocks import KeyedLocks
+from pypicache.cache.ledger import FileLedger
+from pypicache.cache.projectlist import DatabaseProjects, ProjectList
 from pypicache.cache.retention import Evictor, Retention, UsageLog
 from pypicache.db import Database
 from pypicache.follower.changelog import XmlRpcChangelog
@@ -35,17 +39,17 @@ class Services:
     metrics: Metrics
     store: BlobStore
     upstream: UpstreamClient | None
+    claims: FillClaims
     index: IndexService
+    fills: FillRegistry
+    files: FileCache
+    project_list: ProjectList
     private: PrivatePackages
     accounts: Accounts
     reports: Reports
     history: History
     follower: Follower | None
     evictor: Evictor | None
-
-    @property
-    def files(self) -> FileCache:
-        return self.index.files
 
     def start(self) -> None:
         # The changelog follower: one thread, led by one process of the deployment.
@@ -63,7 +67,11 @@ class Services:
         if self.evictor is not None:
             self.evictor.stop()
         self.history.stop()
-        self.index.close()
+        self.index.stop()
+        self.fills.stop()
+        self.claims.stop()
+        if self.upstream is not None:
+            self.upstream.close()
         self.database.dispose()
 
 
@@ -90,14 +98,14 @@ def build_services(settings: Settings) -> Services:
     # One lock per project name and one set of claims, shared by pages, fills and uploads.
     locks = KeyedLocks()
     claims = FillClaims(database)
-    index = IndexService(
-        settings,
-        database,
-        store,
-        upstream,
-        locks,
-        claims,
-        record_use=usage.touch if usage else None,
+    blobs = Blobs(database, store)
+    index = IndexService(settings, database, upstream, locks, claims, blobs)
+    # Cache fills: one download per missing blob, recorded in the files' rows.
+    fills = FillRegistry(
+        upstream, store, FileLedger(database, index), claims, settings.upstream_wait
+    )
+    project_list = ProjectList(
+        settings.index_dir, upstream, DatabaseProjects(database), ttl=settings.index_ttl
     )
     evictor = (
         Evictor(
@@ -115,11 +123,15 @@ def build_services(settings: Settings) -> Services:
         metrics=metrics,
         store=store,
         upstream=upstream,
+        claims=claims,
         index=index,
-        private=PrivatePackages(settings, database, index, store, locks, upstream),
+        fills=fills,
+        files=FileCache(index, store, fills, record_use=usage.touch if usage else None),
+        project_list=project_list,
+        private=PrivatePackages(settings, database, index, blobs, store, locks, upstream),
         accounts=Accounts(database),
         # What the admin page shows: queries, and the samples its charts draw.
-        reports=Reports(database, index.project_list),
+        reports=Reports(database, project_list),
         history=History(database, metrics, settings.chart_interval),
         follower=_follower(settings, database, metrics, index, upstream),
         evictor=evictor,

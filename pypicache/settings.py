@@ -131,6 +131,14 @@ class Settings:
         return 3 * self.follow_interval + 5
 
     @property
+    def upstream_wait(self) -> float:
+        """Seconds a request waits on the upstream (or on another process asking it): every
+        attempt's timeouts, and some slack."""
+        return (
+            self.upstream_connect_timeout + self.upstream_timeout * (self.upstream_retries + 1) + 5
+        )
+
+    @property
     def storage_url(self) -> str | None:
         """The object store location as configured (None: the local store)."""
         if self.s3_bucket is None:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from pypicache.cache.claims import WAIT_POLL, FillClaims, database_guard
 from pypicache.errors import (
@@ -28,6 +29,39 @@ log = logging.getLogger(__name__)
 CLAIM_WAIT_LIMIT = 3600.0
 
 
+@dataclass(frozen=True)
+class Download:
+    """One blob to bring into the store: a file or its core metadata, where from, what it is."""
+
+    project: str
+    filename: str
+    metadata: bool  # the file's PEP 658 metadata rather than the file
+    url: str
+    sha256: str | None  # what the page advertises; the bytes must hash to it
+    size: int | None
+
+    @property
+    def key(self) -> str:
+        """One fill per key in a process, one claim per key in the deployment."""
+        return f"{self.project}/{self.filename}" + (".metadata" if self.metadata else "")
+
+
+class Source(Protocol):
+    """Where the bytes come from (the upstream)."""
+
+    def open(self, url: str) -> UpstreamStream: ...
+
+
+class Ledger(Protocol):
+    """Where a fill records what it stored, and learns what another process stored."""
+
+    def recorded(self, download: Download) -> str | None:
+        """The sha256 recorded as stored for the download's file (or metadata), if any."""
+
+    def stored(self, download: Download, sha256: str, size: int) -> None:
+        """The blob is in the store: record it, so pages and other processes know."""
+
+
 class Fill:
     """Downloads one file into the blob store on its own thread.
 
@@ -38,31 +72,29 @@ class Fill:
     sha256, so a wrong file never reaches a client looking complete.
 
     Across processes sharing a store, a claim in the database makes one of
-    them download; the others wait until ``find_stored`` sees the blob and
-    serve it from the store.
+    them download; the others wait until the blob is in the store (named by
+    the advertised hash, or by the one the ledger recorded) and serve it from there.
     """
 
     def __init__(
         self,
-        key: str,
-        open_upstream: Callable[[], UpstreamStream],
+        download: Download,
+        *,
+        source: Source,
         store: BlobStore,
-        expected_sha256: str | None,
-        expected_size: int | None,
-        on_commit: Callable[[str, int], None],
+        ledger: Ledger,
+        claims: FillClaims,
         stop: threading.Event,
         read_timeout: float,
-        claims: FillClaims,
-        find_stored: Callable[[], tuple[str, int] | None],
     ) -> None:
-        self.key = key
-        self._claims = claims
-        self._find_stored = find_stored
-        self._open_upstream = open_upstream
+        self.key = download.key
+        self.download = download
+        self._source = source
         self._store = store
-        self._expected_sha256 = expected_sha256
-        self._expected_size = expected_size
-        self._on_commit = on_commit
+        self._ledger = ledger
+        self._claims = claims
+        self._expected_sha256 = download.sha256
+        self._expected_size = download.size
         self._stop = stop
         self._read_timeout = read_timeout
         self._cond = threading.Condition()
@@ -82,8 +114,8 @@ class Fill:
             if not claimed:
                 return
             try:
-                with self._open_upstream() as stream:
-                    self._download(stream)
+                with self._source.open(self.download.url) as stream:
+                    self._receive(stream)
             finally:
                 self._claims.release(self.key)
         except PypicacheError as exc:
@@ -123,10 +155,17 @@ class Fill:
                     f"{self.key}: another process has been downloading it for too long"
                 )
 
+    def _find_stored(self) -> tuple[str, int] | None:
+        """The blob's sha256 and size when it is in the store already."""
+        # Without an advertised hash, the row another process filled names the blob.
+        digest = self._expected_sha256 or self._ledger.recorded(self.download)
+        size = self._store.size(digest) if digest is not None else None
+        return None if digest is None or size is None else (digest, size)
+
     def _adopt(self, sha256: str, size: int) -> None:
         """Finish with the blob another process stored."""
         try:
-            self._on_commit(sha256, size)
+            self._ledger.stored(self.download, sha256, size)
         except Exception:
             log.exception("recording the cached file %s failed", self.key)
         with self._cond:
@@ -134,7 +173,7 @@ class Fill:
             self._cond.notify_all()
         log.info("%s was stored by another process (sha256 %s)", self.key, sha256)
 
-    def _download(self, stream: UpstreamStream) -> None:
+    def _receive(self, stream: UpstreamStream) -> None:
         size = self._expected_size if self._expected_size is not None else stream.size
         if None not in (self._expected_size, stream.size) and self._expected_size != stream.size:
             raise HashMismatch(
@@ -164,7 +203,7 @@ class Fill:
             writer.abort()
             raise
         try:
-            self._on_commit(sha256, writer.size)
+            self._ledger.stored(self.download, sha256, writer.size)
         except Exception:
             # The blob is stored and correct; only the bookkeeping failed.
             log.exception("recording the cached file %s failed", self.key)
@@ -263,31 +302,57 @@ class Fill:
 
 
 class FillRegistry:
-    """At most one fill per key in this process; stoppable as a whole."""
+    """At most one fill per key in this process; stoppable as a whole.
 
-    def __init__(self) -> None:
+    Without a source (an index that follows no upstream) nothing can be filled.
+    """
+
+    def __init__(
+        self,
+        source: Source | None,
+        store: BlobStore,
+        ledger: Ledger,
+        claims: FillClaims,
+        read_timeout: float,
+    ) -> None:
+        self._source = source
+        self._store = store
+        self._ledger = ledger
+        self._claims = claims
+        self._read_timeout = read_timeout
         self._lock = threading.Lock()
         self._fills: dict[str, Fill] = {}
         self._threads: set[threading.Thread] = set()
-        self.stop_event = threading.Event()
+        self._stop = threading.Event()
 
-    def get_or_start(
-        self, key: str, is_stored: Callable[[], bool], make: Callable[[], Fill]
-    ) -> Fill | None:
-        """The running fill for ``key``, a new one, or None when the blob is already stored.
+    def get_or_start(self, download: Download) -> Fill | None:
+        """The running fill for the download, a new one, or None when the blob is stored.
 
-        ``is_stored`` is asked under the registry lock, and a fill leaves the
+        The store is asked under the registry lock, and a fill leaves the
         registry only after it committed, so a request can never miss both.
         """
+        key = download.key
         with self._lock:
             fill = self._fills.get(key)
             if fill is not None:
                 return fill
-            if is_stored():
+            if download.sha256 is not None and self._store.exists(download.sha256):
                 return None
-            if self.stop_event.is_set():
+            if self._source is None:
+                raise UpstreamUnavailable(
+                    f"{key} is not cached and there is no upstream to fetch it"
+                )
+            if self._stop.is_set():
                 raise FillStopped("server stopping")
-            fill = make()
+            fill = Fill(
+                download,
+                source=self._source,
+                store=self._store,
+                ledger=self._ledger,
+                claims=self._claims,
+                stop=self._stop,
+                read_timeout=self._read_timeout,
+            )
             thread = threading.Thread(
                 target=self._run, args=(fill,), name=f"fill:{key}"[:60], daemon=True
             )
@@ -305,7 +370,8 @@ class FillRegistry:
                 self._threads.discard(threading.current_thread())
 
     def stop(self, timeout: float = 10.0) -> None:
-        self.stop_event.set()
+        """Stop every download (each aborts, nothing partial stays) and wait for them."""
+        self._stop.set()
         with self._lock:
             threads = list(self._threads)
         for thread in threads:

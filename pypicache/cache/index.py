@@ -1,20 +1,19 @@
-"""The index service: what a project page holds, when to ask the upstream, and cache fills."""
+"""The index service: what a project page holds, and when to ask the upstream for it."""
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
-from typing import BinaryIO
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from pypicache.cache.blobs import Blobs
 from pypicache.cache.claims import FillClaims, database_guard
-from pypicache.cache.files import FileCache
-from pypicache.cache.fill import FillRegistry
 from pypicache.cache.keyedlocks import KeyedLocks
 from pypicache.cache.pagecache import PageCache
 from pypicache.cache.pagestore import (
@@ -25,13 +24,11 @@ from pypicache.cache.pagestore import (
     older,
     snapshot,
 )
-from pypicache.cache.projectlist import ProjectList, ProjectListFiles
 from pypicache.cache.rendering import RenderedPage
 from pypicache.db import Database
 from pypicache.errors import ProjectNotFound, UpstreamUnavailable
-from pypicache.models import Alarm, AuditEntry, File, Project, utcnow
+from pypicache.models import Alarm, AuditEntry, Project, utcnow
 from pypicache.settings import Settings
-from pypicache.storage.local import BlobStore
 from pypicache.upstream.client import UpstreamClient
 from pypicache.upstream.entries import InvalidPage, NotModified, UpstreamPage, page_problem
 
@@ -62,59 +59,41 @@ class CachedPage:
 
 
 class IndexService:
+    """The page cache: project pages from memory, the database, or the upstream, in that order.
+
+    Shared by every process through the database: one of them fetches a page the
+    others miss at the same moment (a page claim), and all serve what it stored.
+    """
+
     def __init__(
         self,
         settings: Settings,
         database: Database,
-        store: BlobStore,
         upstream: UpstreamClient | None,
         locks: KeyedLocks,
         claims: FillClaims,
-        record_use: Callable[[str], None] | None = None,
+        blobs: Blobs,
     ) -> None:
-        self.settings = settings
-        self.store = store
-        self.upstream = upstream
+        self._settings = settings
         self._database = database
+        self._upstream = upstream
+        self._locks = locks
+        self._claims = claims
+        self._blobs = blobs
         # Bounded in bytes: an evicted page is read from the database again.
         self._pages: PageCache[CachedPage] = PageCache(settings.page_cache_bytes)
         self._missing: dict[str, float] = {}  # upstream said 404: name -> until (monotonic)
-        self._locks = locks
-        self.fills = FillRegistry()
-        self._claims = claims
-        self._wait_timeout = (
-            settings.upstream_connect_timeout
-            + settings.upstream_timeout * (settings.upstream_retries + 1)
-            + 5
-        )
-        self.files = FileCache(
-            database,
-            store,
-            upstream,
-            self,
-            self.fills,
-            self._claims,
-            self._wait_timeout,
-            record_use,
-        )
-        self.project_list = ProjectList(
-            settings.index_dir,
-            upstream,
-            local_fingerprint=self._local_fingerprint,
-            local_names=self._local_projects,
-            ttl=settings.index_ttl,
-        )
+        self._wait_timeout = settings.upstream_wait
+        self._stop = threading.Event()
 
     @property
     def follows_upstream(self) -> bool:
         """Whether pages are fetched from an upstream at all (the admin pages say so)."""
-        return self.upstream is not None
+        return self._upstream is not None
 
-    def close(self) -> None:
-        self.fills.stop()
-        self._claims.stop()
-        if self.upstream is not None:
-            self.upstream.close()
+    def stop(self) -> None:
+        """Stop waiting for other processes' page fetches (the server is stopping)."""
+        self._stop.set()
 
     # -- project pages ---------------------------------------------------------------------
 
@@ -175,18 +154,8 @@ class IndexService:
                         at=utcnow(), action="purge", project=name, actor=actor, detail=detail
                     )
                 )
-            with self._database.unit_of_work() as db:
-                # A blob another project's cached file or a private file uses stays.
-                still_used = set(
-                    db.scalars(
-                        select(File.sha256).where(
-                            File.sha256.in_(candidates),
-                            or_(File.cached_at.is_not(None), File.origin == "private"),
-                        )
-                    )
-                )
-            for sha256 in candidates - still_used:
-                self.store.delete(sha256)
+            # A blob another project's cached file or a private file uses stays.
+            self._blobs.drop_uncached(candidates)
         log.info("%s purged %d cached files of %s", actor, len(rows), name)
         return len(rows)
 
@@ -221,12 +190,12 @@ class IndexService:
                 if project.private and not project.merge_upstream:
                     # Shadowing: the upstream is never asked about a private name.  Re-read
                     # often: an upload or a yank in another process must show quickly.
-                    ttl = min(self.settings.page_ttl, PRIVATE_REFRESH)
+                    ttl = min(self._settings.page_ttl, PRIVATE_REFRESH)
                     return self._remember(project, ttl)
                 age = age_of(project)
-                if self.upstream is None or (age < self.settings.page_ttl and not force):
-                    return self._remember(project, self.settings.page_ttl - age)
-            elif self.upstream is None:
+                if self._upstream is None or (age < self._settings.page_ttl and not force):
+                    return self._remember(project, self._settings.page_ttl - age)
+            elif self._upstream is None:
                 raise ProjectNotFound(name)
             if self._missing.get(name, 0) > time.monotonic():
                 raise ProjectNotFound(name)
@@ -254,7 +223,7 @@ class IndexService:
             if not waited:
                 log.info("another process is fetching the page of %s; waiting for it", name)
                 waited = True
-            if not self._claims.wait_while_held(key, deadline, self.fills.stop_event):
+            if not self._claims.wait_while_held(key, deadline, self._stop):
                 return True
             if self._checked_recently(name):
                 return False
@@ -264,7 +233,9 @@ class IndexService:
     def _checked_recently(self, name: str) -> bool:
         with database_guard(f"reading the page of {name}"), self._database.unit_of_work() as db:
             checked = db.scalar(select(Project.checked_at).where(Project.name == name))
-        return checked is not None and (utcnow() - checked).total_seconds() < self.settings.page_ttl
+        return (
+            checked is not None and (utcnow() - checked).total_seconds() < self._settings.page_ttl
+        )
 
     def _fetch(
         self, name: str, etag: str | None, fallback: RenderedPage | None
@@ -289,16 +260,16 @@ class IndexService:
             log.warning("upstream failed for uncached %s: %s", name, exc)
             raise exc
         log.warning("upstream failed, serving stale %s: %s", name, exc)
-        return self._keep(fallback, self.settings.error_retry_interval, stale=True)
+        return self._keep(fallback, self._settings.error_retry_interval, stale=True)
 
     def _fetch_page(
         self, name: str, etag: str | None, cache_buster: str | None = None
     ) -> UpstreamPage | NotModified:
         """The upstream's answer; an invalid page of a stored project raises an alarm."""
-        assert self.upstream is not None
+        assert self._upstream is not None
         try:
-            return self.upstream.fetch_project(
-                name, etag, cache_buster, max_bytes=self.settings.max_page_bytes
+            return self._upstream.fetch_project(
+                name, etag, cache_buster, max_bytes=self._settings.max_page_bytes
             )
         except InvalidPage as exc:
             with self._database.unit_of_work() as db:
@@ -327,7 +298,7 @@ class IndexService:
                 project.checked_at = utcnow()
                 if result.serial is not None and result.serial > (project.last_serial or 0):
                     project.last_serial = result.serial
-                return self._remember(project, self.settings.page_ttl)
+                return self._remember(project, self._settings.page_ttl)
             if project is not None and older(result.serial, project.last_serial):
                 log.warning(
                     "upstream sent %s at serial %s, older than our %s; keeping ours",
@@ -335,7 +306,7 @@ class IndexService:
                     result.serial,
                     project.last_serial,
                 )
-                return self._remember(project, self.settings.error_retry_interval)
+                return self._remember(project, self._settings.error_retry_interval)
             if project is not None:
                 stored = [f.filename for f in project.files if f.origin == "upstream"]
                 problem = page_problem(name, result, stored, project.last_serial)
@@ -347,10 +318,10 @@ class IndexService:
                     db.add(project)
                 unreferenced = apply_page(db, project, result)
                 db.flush()
-                entry = self._remember(project, self.settings.page_ttl)
+                entry = self._remember(project, self._settings.page_ttl)
         if problem is not None:
             raise InvalidPage(f"invalid upstream page for {name}: {problem}")
-        self.drop_blobs(unreferenced)
+        self._blobs.drop_unreferenced(unreferenced)
         return entry
 
     def refresh_for_serial(
@@ -361,7 +332,7 @@ class IndexService:
         The answer counts only if it says it reflects ``required`` or later: a CDN
         can serve the old page for a while after the changelog moved on.
         """
-        assert self.upstream is not None
+        assert self._upstream is not None
         with self._locks.hold(name):
             with self._database.unit_of_work() as db:
                 project = load_project(db, name)
@@ -403,15 +374,6 @@ class IndexService:
             )
             return {name: serial for name, serial in rows}
 
-    def drop_blobs(self, candidates: set[str]) -> None:
-        if not candidates:
-            return
-        with self._database.unit_of_work() as db:
-            used = set(db.scalars(select(File.sha256).where(File.sha256.in_(candidates))))
-        for sha256 in candidates - used:
-            self.store.delete(sha256)
-            log.info("deleted blob %s: no cached file uses it any more", sha256)
-
     def _remember(self, project: Project, ttl: float) -> CachedPage:
         return self._keep(snapshot(project), ttl, stale=False)
 
@@ -432,7 +394,7 @@ class IndexService:
 
     def _forget_project(self, name: str, serial: int | None = None) -> None:
         """The upstream says the project does not exist (any more)."""
-        self._missing[name] = time.monotonic() + self.settings.negative_ttl
+        self._missing[name] = time.monotonic() + self._settings.negative_ttl
         self._pages.pop(name)
         blobs: set[str] = set()
         with self._database.unit_of_work() as db:
@@ -456,24 +418,4 @@ class IndexService:
             )
             db.add(Alarm(at=now, kind="upstream-deleted", project=name, detail=detail))
             db.delete(project)
-        self.drop_blobs(blobs)
-
-    def _local_fingerprint(self) -> tuple[int, int | None]:
-        """Changes whenever a project is added or removed; cheap enough for every request."""
-        with self._database.unit_of_work() as db:
-            count, last = db.execute(select(func.count(Project.id), func.max(Project.id))).one()
-            return count, last
-
-    def _local_projects(self) -> Iterator[tuple[str, str]]:
-        with self._database.unit_of_work() as db:
-            rows = db.execute(select(Project.name, Project.display_name).order_by(Project.name))
-            yield from rows
-
-    def open_project_list(self, json: bool) -> tuple[ProjectListFiles, BinaryIO]:
-        """The rendered /simple/ list and an open handle on the rendering asked for."""
-        while True:
-            files = self.project_list.current()
-            try:
-                return files, (files.json_path if json else files.html_path).open("rb")
-            except FileNotFoundError:
-                continue  # re-rendered between the two lines; take the new one
+        self._blobs.drop_unreferenced(blobs)

@@ -7,8 +7,9 @@ import logging
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from pypicache.cache.rendering import FileRecord, PageData, RenderedPage, render
-from pypicache.models import Alarm, AuditEntry, File, Project, utcnow
+from pypicache.cache.rendering import PageData, RenderedPage, render
+from pypicache.filefacts import facts_of, new_row, write_facts
+from pypicache.models import Alarm, AuditEntry, Project, utcnow
 from pypicache.upstream.entries import UpstreamPage
 
 log = logging.getLogger(__name__)
@@ -59,9 +60,9 @@ def apply_page(db: Session, project: Project, page: UpstreamPage) -> set[str]:
             continue  # a private file of that name wins over the upstream's
         row = existing.pop(uf.filename, None)
         if row is None:
-            row = File(filename=uf.filename)
-            project.files.append(row)
-        elif uf.sha256 and row.sha256 and uf.sha256 != row.sha256:
+            project.files.append(new_row(uf))
+            continue
+        if uf.sha256 and row.sha256 and uf.sha256 != row.sha256:
             # Hashes rule: the old bytes are never served again for this name.
             # PyPI forbids reusing a filename, so this is also an alarm.
             detail = f"upstream hash changed from {row.sha256} to {uf.sha256}"
@@ -90,18 +91,7 @@ def apply_page(db: Session, project: Project, page: UpstreamPage) -> set[str]:
             if row.cached_at is not None:
                 dropped.add(row.sha256)
             row.cached_at = None
-        row.version = uf.version
-        row.sha256 = uf.sha256 or row.sha256
-        row.size = uf.size if uf.size is not None else row.size
-        row.requires_python = uf.requires_python
-        row.yanked = uf.yanked
-        row.yanked_reason = uf.yanked_reason
-        row.upload_time = uf.upload_time
-        row.has_metadata = uf.has_metadata
-        row.metadata_sha256 = uf.metadata_sha256 or (
-            row.metadata_sha256 if uf.has_metadata else None
-        )
-        row.upstream_url = uf.url
+        write_facts(row, uf.keeping_known(facts_of(row)))
     for gone in existing.values():
         log.info("%s/%s was removed upstream", project.name, gone.filename)
         db.add(
@@ -136,7 +126,7 @@ def snapshot(project: Project) -> RenderedPage:
             display_name=project.display_name,
             serial=project.last_serial,
             versions=list(project.versions or ()),
-            files=[file_record(project.name, f) for f in project.files],
+            files=[facts_of(f) for f in project.files],
             private=project.private,
         )
     )
@@ -144,20 +134,3 @@ def snapshot(project: Project) -> RenderedPage:
 
 def older(serial: int | None, stored: int | None) -> bool:
     return serial is not None and stored is not None and serial < stored
-
-
-def file_record(project: str, f: File) -> FileRecord:
-    return FileRecord(
-        project=project,
-        filename=f.filename,
-        version=f.version,
-        sha256=f.sha256,
-        size=f.size,
-        requires_python=f.requires_python,
-        yanked=f.yanked,
-        yanked_reason=f.yanked_reason,
-        upload_time=f.upload_time,
-        has_metadata=f.has_metadata,
-        metadata_sha256=f.metadata_sha256,
-        upstream_url=f.upstream_url,
-    )

@@ -14,14 +14,18 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Protocol
+
+from sqlalchemy import func, select
 
 from pypicache.cache.rendering import API_VERSION
+from pypicache.db import Database
 from pypicache.errors import InvalidName, UpstreamUnavailable
+from pypicache.models import Project
 from pypicache.names import normalize_project
 from pypicache.upstream.client import UpstreamClient
 from pypicache.upstream.entries import NotModified
@@ -42,19 +46,44 @@ class ProjectListFiles:
     serial: int | None
 
 
+class LocalProjects(Protocol):
+    """The projects this index holds, cached or private."""
+
+    def fingerprint(self) -> object:
+        """Changes whenever a project is added or removed; cheap enough for every request."""
+
+    def names(self) -> Iterable[tuple[str, str]]:
+        """(normalized name, display name) of each project."""
+
+
+class DatabaseProjects:
+    """The projects the database holds."""
+
+    def __init__(self, database: Database) -> None:
+        self._database = database
+
+    def fingerprint(self) -> tuple[int, int | None]:
+        with self._database.unit_of_work() as db:
+            count, last = db.execute(select(func.count(Project.id), func.max(Project.id))).one()
+            return count, last
+
+    def names(self) -> Iterator[tuple[str, str]]:
+        with self._database.unit_of_work() as db:
+            rows = db.execute(select(Project.name, Project.display_name).order_by(Project.name))
+            yield from rows
+
+
 class ProjectList:
     def __init__(
         self,
         directory: Path,
         upstream: UpstreamClient | None,
-        local_fingerprint: Callable[[], Any],
-        local_names: Callable[[], Iterable[tuple[str, str]]],
+        local: LocalProjects,
         ttl: float,
     ) -> None:
         self._dir = directory
         self._upstream = upstream
-        self._local_fingerprint = local_fingerprint
-        self._local_names = local_names
+        self._local = local
         self._ttl = ttl
         self._lock = threading.Lock()
         self._next_upstream_check = 0.0
@@ -65,11 +94,20 @@ class ProjectList:
         """The rendered list, rebuilt when our projects or the upstream's list changed."""
         with self._lock:
             upstream_meta = self._refresh_upstream()
-            source = (self._local_fingerprint(), upstream_meta.get("etag"))
+            source = (self._local.fingerprint(), upstream_meta.get("etag"))
             if self._current is None or source != self._rendered_from:
                 self._current = self._render(upstream_meta.get("serial"))
                 self._rendered_from = source
             return self._current
+
+    def open(self, as_json: bool) -> tuple[ProjectListFiles, BinaryIO]:
+        """The rendered list and an open handle on the rendering asked for."""
+        while True:
+            files = self.current()
+            try:
+                return files, (files.json_path if as_json else files.html_path).open("rb")
+            except FileNotFoundError:
+                continue  # re-rendered between the two lines; take the new one
 
     # -- the upstream's list ---------------------------------------------------------------
 
@@ -137,7 +175,7 @@ class ProjectList:
         The upstream's names were checked when ``_name_lines`` wrote them; the
         database's are checked here.
         """
-        local = dict(_valid(self._local_names()))
+        local = dict(_valid(self._local.names()))
         for name, display in self._upstream_names():
             local.pop(name, None)
             yield name, display

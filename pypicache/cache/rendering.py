@@ -13,6 +13,8 @@ from urllib.parse import quote
 
 from packaging.version import InvalidVersion, Version
 
+from pypicache.filefacts import FileFacts
+
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 HTML_TYPE = "application/vnd.pypi.simple.v1+html"
 TEXT_HTML = "text/html"
@@ -25,31 +27,13 @@ CONTENT_TYPES = {
 API_VERSION = "1.1"
 
 
-@dataclass(frozen=True)
-class FileRecord:
-    """What a page says about one file, detached from the database session."""
+def file_href(project: str, filename: str) -> str:
+    """Relative to /simple/<project>/, so pages are the same bytes behind any proxy.
 
-    project: str
-    filename: str
-    version: str | None
-    sha256: str | None
-    size: int | None
-    requires_python: str | None
-    yanked: bool
-    yanked_reason: str | None
-    upload_time: datetime | None
-    has_metadata: bool
-    metadata_sha256: str | None
-    upstream_url: str | None
-
-    @property
-    def href(self) -> str:
-        """Relative to /simple/<project>/, so pages are the same bytes behind any proxy.
-
-        Each name is one percent-encoded path segment: a ``/``, ``?`` or ``#`` in a
-        filename cannot point the link anywhere but at that file.
-        """
-        return f"../../packages/{quote(self.project, safe='')}/{quote(self.filename, safe='')}"
+    Each name is one percent-encoded path segment: a ``/``, ``?`` or ``#`` in a
+    filename cannot point the link anywhere but at that file.
+    """
+    return f"../../packages/{quote(project, safe='')}/{quote(filename, safe='')}"
 
 
 @dataclass(frozen=True)
@@ -58,7 +42,7 @@ class PageData:
     display_name: str
     serial: int | None
     versions: Sequence[str]
-    files: Sequence[FileRecord]
+    files: Sequence[FileFacts]
     private: bool = False
 
 
@@ -76,7 +60,7 @@ class RenderedPage:
     serial: int | None
     html: Representation
     json: Representation
-    files: dict[str, FileRecord] = field(repr=False)
+    files: dict[str, FileFacts] = field(repr=False)
     private: bool = False  # mutable: clients must revalidate every time
 
     def representation(self, media_type: str) -> Representation:
@@ -89,7 +73,7 @@ def etag_of(body: bytes) -> str:
 
 def render(page: PageData) -> RenderedPage:
     files = sorted(page.files, key=lambda f: f.filename)
-    html = render_html(page.display_name, page.serial, files)
+    html = render_html(page.name, page.display_name, page.serial, files)
     body = render_json(page.name, page.serial, page.versions, files)
     return RenderedPage(
         name=page.name,
@@ -101,7 +85,9 @@ def render(page: PageData) -> RenderedPage:
     )
 
 
-def render_html(display_name: str, serial: int | None, files: Sequence[FileRecord]) -> bytes:
+def render_html(
+    project: str, display_name: str, serial: int | None, files: Sequence[FileFacts]
+) -> bytes:
     """PEP 503 HTML in which every value is escaped: upstream text never becomes markup.
 
     The upstream's digests are validated where they enter, but they are escaped
@@ -120,7 +106,7 @@ def render_html(display_name: str, serial: int | None, files: Sequence[FileRecor
     ]
     for f in files:
         fragment = f"#sha256={f.sha256}" if f.sha256 else ""
-        attrs = [f'href="{_attr(f.href + fragment)}"']
+        attrs = [f'href="{_attr(file_href(project, f.filename) + fragment)}"']
         if f.requires_python:
             attrs.append(f'data-requires-python="{_attr(f.requires_python)}"')
         if f.yanked:
@@ -142,9 +128,9 @@ def _attr(value: str) -> str:
 
 
 def render_json(
-    name: str, serial: int | None, versions: Sequence[str], files: Sequence[FileRecord]
+    name: str, serial: int | None, versions: Sequence[str], files: Sequence[FileFacts]
 ) -> bytes:
-    entries = [_json_file(f) for f in files]
+    entries = [_json_file(name, f) for f in files]
     meta: dict[str, Any] = {
         # `size` is mandatory from 1.1 on; a page with an unknown size claims only 1.0.
         "api-version": API_VERSION if all(f.size is not None for f in files) else "1.0"
@@ -155,10 +141,10 @@ def render_json(
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def _json_file(f: FileRecord) -> dict[str, Any]:
+def _json_file(project: str, f: FileFacts) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "filename": f.filename,
-        "url": f.href,
+        "url": file_href(project, f.filename),
         "hashes": {"sha256": f.sha256} if f.sha256 else {},
     }
     if f.requires_python:

@@ -20,6 +20,7 @@ from packaging.utils import canonicalize_name
 
 from pypicache.digests import is_sha256
 from pypicache.errors import BundleError
+from pypicache.filefacts import FileFacts
 
 FORMAT = "pypicache-bundle"
 FORMAT_VERSION = 1
@@ -34,23 +35,17 @@ ORIGINS = ("upstream", "private")
 # -- the manifest ----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class BundleFile:
-    """One file as its page lists it; ``metadata_sha256`` is set exactly when has_metadata."""
+@dataclass(frozen=True, slots=True)
+class BundleFile(FileFacts):
+    """A file's facts as a bundle carries them: its bytes always with it, so hash and size known.
 
-    filename: str
-    version: str | None
+    ``metadata_sha256`` and ``metadata_size`` are set exactly when has_metadata.
+    """
+
     sha256: str
     size: int  # the blob's size
-    requires_python: str | None
-    yanked: bool
-    yanked_reason: str | None
-    upload_time: datetime | None  # naive UTC
-    has_metadata: bool
-    metadata_sha256: str | None
     metadata_size: int | None
     origin: str
-    upstream_url: str | None
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import tempfile
 import zipfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC
 from pathlib import Path
 from typing import IO
@@ -20,6 +20,7 @@ from sqlalchemy.orm import selectinload
 
 from pypicache.db import Database
 from pypicache.errors import BundleError
+from pypicache.filefacts import facts_of
 from pypicache.models import File, Project, utcnow
 from pypicache.ops.bundle import BLOB_PREFIX, CHUNK, MANIFEST, BundleFile, BundleProject, Manifest
 from pypicache.ops.progress import Progress
@@ -114,20 +115,17 @@ def _export_file(
         sources[metadata[0]] = metadata[1]
     elif row.has_metadata:
         skipped.append(f"{where}: core metadata not cached; exported without it")
-    return BundleFile(
-        filename=row.filename,
-        version=row.version,
-        sha256=row.sha256,
+    facts = replace(
+        facts_of(row),
         size=size,
-        requires_python=row.requires_python,
-        yanked=row.yanked,
-        yanked_reason=row.yanked_reason,
-        upload_time=row.upload_time,
         has_metadata=metadata is not None,
         metadata_sha256=metadata[0] if metadata is not None else None,
+    )
+    return facts_of(
+        facts,
+        BundleFile,
         metadata_size=metadata[1].size if metadata is not None else None,
         origin=row.origin,
-        upstream_url=row.upstream_url,
     )
 
 

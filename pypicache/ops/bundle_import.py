@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from pypicache.db import Database
 from pypicache.errors import BundleError, HashMismatch
+from pypicache.filefacts import new_row
 from pypicache.models import AuditEntry, DeletedFilename, File, Project, utcnow
 from pypicache.ops.bundle import (
     BLOB_PREFIX,
@@ -258,7 +259,7 @@ def _apply_project(
                     f"{bp.name}/{bf.filename}: a private filename deleted here is never reused"
                 )
                 continue
-            project.files.append(_new_row(bf, now))
+            project.files.append(new_row(bf, origin=bf.origin, cached_at=now))
             db.add(
                 AuditEntry(
                     at=now,
@@ -302,24 +303,6 @@ def _apply_project(
         report.projects_updated += 1
     else:
         report.projects_unchanged += 1
-
-
-def _new_row(bf: BundleFile, now: datetime) -> File:
-    return File(
-        filename=bf.filename,
-        version=bf.version,
-        sha256=bf.sha256,
-        size=bf.size,
-        requires_python=bf.requires_python,
-        yanked=bf.yanked,
-        yanked_reason=bf.yanked_reason,
-        upload_time=bf.upload_time,
-        has_metadata=bf.has_metadata,
-        metadata_sha256=bf.metadata_sha256,
-        upstream_url=bf.upstream_url,
-        origin=bf.origin,
-        cached_at=now,
-    )
 
 
 def _update_row(row: File, bf: BundleFile, now: datetime, newer: bool) -> bool:

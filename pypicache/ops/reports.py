@@ -19,6 +19,7 @@ from sqlalchemy import case, func, select, update
 from pypicache.cache.projectlist import ProjectList
 from pypicache.db import Database
 from pypicache.errors import ProjectNotFound
+from pypicache.filefacts import FileFacts, facts_of
 from pypicache.models import Alarm, AuditEntry, File, Project, ProjectMember, User, utcnow
 
 PAGE_SIZE = 50
@@ -69,17 +70,12 @@ class ProjectRow:
     cached_files: int = 0
 
 
-@dataclass(frozen=True)
-class FileRow:
-    filename: str
-    version: str | None
+@dataclass(frozen=True, slots=True)
+class FileRow(FileFacts):
+    """A file's facts as the admin's project page lists them, with where it came from."""
+
     origin: str
-    size: int | None
-    sha256: str | None
     cached_at: datetime | None
-    yanked: bool
-    yanked_reason: str | None
-    upload_time: datetime | None
 
 
 @dataclass(frozen=True)
@@ -232,17 +228,7 @@ class Reports:
                 raise ProjectNotFound(name)
             files = sorted(
                 (
-                    FileRow(
-                        f.filename,
-                        f.version,
-                        f.origin,
-                        f.size,
-                        f.sha256,
-                        f.cached_at,
-                        f.yanked,
-                        f.yanked_reason,
-                        f.upload_time,
-                    )
+                    facts_of(f, FileRow, origin=f.origin, cached_at=f.cached_at)
                     for f in project.files
                 ),
                 key=lambda f: (_version_key(f.version), f.filename),

@@ -12,6 +12,7 @@ import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import BinaryIO, NamedTuple
 
 from packaging.metadata import RawMetadata, parse_email
@@ -26,6 +27,7 @@ from packaging.utils import (
 from packaging.version import InvalidVersion, Version
 
 from pypicache.errors import InvalidName, UploadRejected
+from pypicache.filefacts import FileFacts
 from pypicache.models import FILENAME_LENGTH, NAME_LENGTH, VERSION_LENGTH
 from pypicache.names import normalize_project
 from pypicache.private.archives import Member, metadata_member, same_version
@@ -93,6 +95,22 @@ class ValidUpload:
     metadata: bytes | None  # wheel: exact METADATA bytes (served as PEP 658 .metadata)
     metadata_sha256: str | None
     summary: str | None
+
+    def facts(self, uploaded_at: datetime) -> FileFacts:
+        """What the project page says of the file once it is stored."""
+        return FileFacts(
+            filename=self.filename,
+            version=self.version,
+            sha256=self.sha256,
+            size=self.size,
+            requires_python=self.requires_python,
+            yanked=False,
+            yanked_reason=None,
+            upload_time=uploaded_at,
+            has_metadata=self.metadata is not None,
+            metadata_sha256=self.metadata_sha256,
+            upstream_url=None,
+        )
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from pypicache.auth.accounts import Identity
+from pypicache.cache.blobs import Blobs
 from pypicache.cache.index import IndexService
 from pypicache.cache.keyedlocks import KeyedLocks
 from pypicache.db import Database
@@ -23,6 +24,7 @@ from pypicache.errors import (
     UploadRejected,
     UpstreamUnavailable,
 )
+from pypicache.filefacts import new_row
 from pypicache.models import (
     Alarm,
     AuditEntry,
@@ -52,14 +54,16 @@ class PrivatePackages:
         self,
         settings: Settings,
         database: Database,
-        index: IndexService,
+        pages: IndexService,
+        blobs: Blobs,
         store: BlobStore,
         locks: KeyedLocks,
         upstream: UpstreamClient | None,
     ) -> None:
-        self.settings = settings
-        self.index = index
-        self.store = store
+        self._settings = settings
+        self._pages = pages
+        self._blobs = blobs
+        self._store = store
         self._locks = locks
         self._upstream = upstream
         self._database = database
@@ -87,9 +91,9 @@ class PrivatePackages:
                 with self._database.unit_of_work() as db:
                     self._record_upload(db, upload, who, upstream_has=upstream_has)
             except Exception:
-                self.index.drop_blobs(stored)  # nothing may refer to them: no trace left
+                self._blobs.drop_unreferenced(stored)  # nothing may refer to them: no trace left
                 raise
-            self.index.forget(upload.project)
+            self._pages.forget(upload.project)
         log.info("%s uploaded %s", who.name, upload.filename)
         return Uploaded(upload.filename, duplicate=False)
 
@@ -166,7 +170,7 @@ class PrivatePackages:
         if existing is not None:
             if existing.sha256 == upload.sha256:
                 return True
-            if not self.settings.allow_overwrite:
+            if not self._settings.allow_overwrite:
                 raise FileExists(
                     f"File already exists ('{upload.filename}', with sha256 hash "
                     f"'{existing.sha256}'). Use a new version number.",
@@ -204,14 +208,16 @@ class PrivatePackages:
                 stored.add(self._store_blob([upload.metadata], upload.metadata_sha256))
         except BaseException:
             try:
-                self.index.drop_blobs(stored)  # nothing refers to them yet, unless stored before
+                self._blobs.drop_unreferenced(
+                    stored
+                )  # nothing refers to them yet, unless stored before
             except Exception:
                 log.exception("could not drop the blobs of the failed upload %s", upload.filename)
             raise
         return stored
 
     def _store_blob(self, chunks: Iterable[bytes], sha256: str | None) -> str:
-        writer = self.store.writer()
+        writer = self._store.writer()
         try:
             for chunk in chunks:
                 writer.write(chunk)
@@ -239,21 +245,7 @@ class PrivatePackages:
             db.add(ProjectMember(project_id=project.id, user_id=who.user_id))
         for old in [f for f in project.files if f.filename == upload.filename]:
             project.files.remove(old)  # an allowed overwrite
-        project.files.append(
-            File(
-                filename=upload.filename,
-                version=upload.version,
-                sha256=upload.sha256,
-                size=upload.size,
-                requires_python=upload.requires_python,
-                yanked=False,
-                upload_time=now,
-                has_metadata=upload.metadata is not None,
-                metadata_sha256=upload.metadata_sha256,
-                origin="private",
-                cached_at=now,
-            )
-        )
+        project.files.append(new_row(upload.facts(now), origin="private", cached_at=now))
         project.versions = sorted(set(project.versions or ()) | {upload.version})
         db.add(
             AuditEntry(
@@ -337,7 +329,7 @@ class PrivatePackages:
                     )
                 )
             changed = [f.filename for f in files]
-        self.index.forget(name)
+        self._pages.forget(name)
         return changed
 
     def delete_file(self, project: str, filename: str, *, actor: str) -> None:
@@ -349,8 +341,8 @@ class PrivatePackages:
                 raise FileNotFound(f"{name} has no private file {filename!r}")
             blobs = self._delete_files(db, row, found, actor)
             row.versions = sorted({f.version for f in row.files if f.version})
-        self.index.forget(name)
-        self.index.drop_blobs(blobs)
+        self._pages.forget(name)
+        self._blobs.drop_unreferenced(blobs)
 
     def delete_project(self, project: str, *, actor: str) -> None:
         name = canonicalize_name(project)
@@ -361,8 +353,8 @@ class PrivatePackages:
             )
             db.add(AuditEntry(at=utcnow(), action="delete-project", project=name, actor=actor))
             db.delete(row)
-        self.index.forget(name)
-        self.index.drop_blobs(blobs)
+        self._pages.forget(name)
+        self._blobs.drop_unreferenced(blobs)
 
     def _delete_files(
         self, db: Session, project: Project, files: list[File], actor: str
@@ -405,7 +397,7 @@ class PrivatePackages:
                     actor=actor,
                 )
             )
-        self.index.forget(name)
+        self._pages.forget(name)
 
     def grant(self, project: str, user: str, *, actor: str) -> None:
         name = canonicalize_name(project)

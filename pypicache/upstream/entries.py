@@ -8,7 +8,7 @@ import threading
 import unicodedata
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC
 from email.message import Message
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,6 +26,7 @@ from pypi_simple import DistributionPackage, ProjectPage
 
 from pypicache.digests import is_sha256
 from pypicache.errors import InvalidName, UpstreamUnavailable
+from pypicache.filefacts import FileFacts
 from pypicache.models import FILENAME_LENGTH, NAME_LENGTH, VERSION_LENGTH
 from pypicache.names import normalize_project
 
@@ -36,24 +37,9 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class UpstreamFile:
-    filename: str
-    url: str
-    version: str | None
-    sha256: str | None
-    size: int | None
-    requires_python: str | None
-    yanked: bool
-    yanked_reason: str | None
-    upload_time: datetime | None  # naive UTC
-    has_metadata: bool
-    metadata_sha256: str | None
-
-
-@dataclass(frozen=True)
 class UpstreamPage:
     name: str
-    files: tuple[UpstreamFile, ...]
+    files: tuple[FileFacts, ...]
     versions: tuple[str, ...]
     serial: int | None
     etag: str | None
@@ -281,7 +267,7 @@ def checked_file(
     size: int | None = None,
     sha256: str | None = None,
     metrics: Metrics | None = None,
-) -> UpstreamFile | None:
+) -> FileFacts | None:
     """The page entry as we keep it, or None (logged, counted) when it is not valid.
 
     A digest names a blob, so one from outside is taken only as 64 lower-case
@@ -303,9 +289,8 @@ def checked_file(
     if upload_time is not None:
         upload_time = upload_time.astimezone(UTC).replace(tzinfo=None)
     url = pkg.url.split("#", 1)[0]
-    return UpstreamFile(
+    return FileFacts(
         filename=pkg.filename,
-        url=url,
         version=_version(pkg.version),
         sha256=sha256,
         size=_size(size if size is not None else pkg.size),
@@ -315,6 +300,7 @@ def checked_file(
         upload_time=upload_time,
         has_metadata=bool(pkg.has_metadata),
         metadata_sha256=metadata_sha256,
+        upstream_url=url,
     )
 
 
@@ -347,7 +333,7 @@ def _size(value: object) -> int | None:
     return value
 
 
-def all_versions(files: tuple[UpstreamFile, ...], listed: list[str] | None) -> tuple[str, ...]:
+def all_versions(files: tuple[FileFacts, ...], listed: list[str] | None) -> tuple[str, ...]:
     versions = {v for v in map(_version, listed or ()) if v is not None}
     versions.update(f.version for f in files if f.version)
     return tuple(versions)

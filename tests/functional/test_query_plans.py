@@ -16,9 +16,11 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, event, text
 
+from pypicache.cache.blobs import Blobs
 from pypicache.cache.claims import FillClaims
 from pypicache.cache.index import IndexService
 from pypicache.cache.keyedlocks import KeyedLocks
+from pypicache.cache.projectlist import DatabaseProjects, ProjectList
 from pypicache.cache.retention import Retention
 from pypicache.db import Database, get_engine
 from pypicache.ops.reports import Reports
@@ -69,13 +71,13 @@ def service(engine: Engine, postgresql_url: str, tmp_path: Path) -> Iterator[Ind
     service = IndexService(
         settings,
         database,
-        LocalBlobStore(settings.blob_dir, settings.tmp_dir),
         upstream=None,
         locks=KeyedLocks(),
         claims=FillClaims(database),
+        blobs=Blobs(database, LocalBlobStore(settings.blob_dir, settings.tmp_dir)),
     )
     yield service
-    service.close()
+    service.stop()
 
 
 @contextmanager
@@ -129,9 +131,10 @@ def test_the_followers_reconciliation_looks_names_up_by_index(
 
 
 def test_the_admin_search_for_part_of_a_name_uses_the_trigram_index(
-    engine: Engine, service: IndexService
+    engine: Engine, service: IndexService, tmp_path: Path
 ):
-    reports = Reports(Database(engine), service.project_list)
+    database = Database(engine)
+    reports = Reports(database, ProjectList(tmp_path, None, DatabaseProjects(database), ttl=60))
     with statements(engine, "projects") as captured:
         found = reports.search_projects("ject-1234")
     assert [row.name for row in found.items][:2] == ["project-1234", "project-12340"]

@@ -11,10 +11,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from packaging.utils import canonicalize_name
 
+from pypicache.filefacts import FileFacts
 from pypicache.upstream.client import CHUNK, decoded
 from pypicache.upstream.entries import (
     InvalidPage,
-    UpstreamFile,
     UpstreamPage,
     page_problem,
     parse_page,
@@ -24,10 +24,9 @@ NAME = "demo-pkg"
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 
 
-def upstream_file(filename: str) -> UpstreamFile:
-    return UpstreamFile(
+def upstream_file(filename: str) -> FileFacts:
+    return FileFacts(
         filename=filename,
-        url=f"https://files.example/{filename}",
         version=None,
         sha256=None,
         size=None,
@@ -37,6 +36,7 @@ def upstream_file(filename: str) -> UpstreamFile:
         upload_time=None,
         has_metadata=False,
         metadata_sha256=None,
+        upstream_url=f"https://files.example/{filename}",
     )
 
 

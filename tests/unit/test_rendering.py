@@ -8,12 +8,12 @@ from urllib.parse import quote, unquote, urlsplit
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pypicache.cache.rendering import FileRecord, PageData, render
+from pypicache.cache.rendering import PageData, render
+from pypicache.filefacts import FileFacts
 
 
-def record(filename: str, **changes) -> FileRecord:
+def record(filename: str, **changes) -> FileFacts:
     values = {
-        "project": "pkg",
         "filename": filename,
         "version": "1.0",
         "sha256": "a" * 64,
@@ -27,7 +27,7 @@ def record(filename: str, **changes) -> FileRecord:
         "upstream_url": None,
     }
     values.update(changes)
-    return FileRecord(**values)
+    return FileFacts(**values)
 
 
 def test_rendering_is_deterministic_whatever_the_order_of_files():
@@ -116,10 +116,10 @@ class Parsed(HTMLParser):
         return [attrs for tag, attrs in self.tags if tag == "a"]
 
 
-def expected_attributes(f: FileRecord) -> dict[str, str | None]:
+def expected_attributes(f: FileFacts) -> dict[str, str | None]:
     """What a client must read from the anchor of ``f``: exactly the values we hold."""
     attrs: dict[str, str | None] = {
-        "href": f"../../packages/{quote(f.project, safe='')}/{quote(f.filename, safe='')}"
+        "href": f"../../packages/{quote('pkg', safe='')}/{quote(f.filename, safe='')}"
         + (f"#sha256={f.sha256}" if f.sha256 else "")
     }
     if f.requires_python:
@@ -141,7 +141,7 @@ HOSTILE_TEXT = st.one_of(
 
 
 @st.composite
-def hostile_records(draw: st.DrawFn) -> FileRecord:
+def hostile_records(draw: st.DrawFn) -> FileFacts:
     return record(
         draw(HOSTILE_TEXT),
         sha256=draw(st.none() | HOSTILE_TEXT),

@@ -8,7 +8,7 @@ from pyramid.request import Request
 from pyramid.response import Response
 from pyramid.view import view_config
 
-from pypicache.cache.rendering import FileRecord
+from pypicache.filefacts import FileFacts
 from pypicache.names import normalize_project
 from pypicache.storage.local import BlobReader
 from pypicache.web.httputil import Unsatisfiable, etag_matches, parse_range
@@ -29,19 +29,19 @@ def download(request: Request) -> Response:
         ranged=bool(request.headers.get("Range")),
         note=lambda kind, result: note_cache(request, kind, result),
     )
-    record = answer.record
+    facts = answer.facts
     if answer.location is not None:
-        return _redirect(request, answer.location, record)
+        return _redirect(request, answer.location, facts)
     if answer.handle is not None:
-        return blob_response(request, answer.handle, answer.sha256, record)
-    headers = _file_headers(answer.sha256, record)
+        return blob_response(request, answer.handle, answer.sha256, facts)
+    headers = _file_headers(answer.sha256, facts)
     return Response(headerlist=headers, app_iter=answer.chunks, content_length=answer.size)
 
 
-def _redirect(request: Request, location: str, record: FileRecord) -> Response:
+def _redirect(request: Request, location: str, facts: FileFacts) -> Response:
     """Send the client to the object store (storage_redirect): a presigned, short-lived URL."""
-    headers = _file_headers(record.sha256, record)
-    etag = f'"sha256:{record.sha256}"'
+    headers = _file_headers(facts.sha256, facts)
+    etag = f'"sha256:{facts.sha256}"'
     if etag_matches(request.headers.get("If-None-Match"), etag):
         return Response(status=304, headerlist=headers)
     # The URL expires soon: nobody may cache the redirect, only the file it leads to.
@@ -52,10 +52,10 @@ def _redirect(request: Request, location: str, record: FileRecord) -> Response:
 
 
 def blob_response(
-    request: Request, handle: BlobReader, sha256: str | None, record: FileRecord
+    request: Request, handle: BlobReader, sha256: str | None, facts: FileFacts
 ) -> Response:
     size = handle.size
-    headers = _file_headers(sha256, record)
+    headers = _file_headers(sha256, facts)
     etag = f'"sha256:{sha256}"' if sha256 else None
     if etag and etag_matches(request.headers.get("If-None-Match"), etag):
         handle.close()
@@ -100,7 +100,7 @@ def _limited(handle: BlobReader, length: int) -> Iterator[bytes]:
         handle.close()
 
 
-def _file_headers(sha256: str | None, record: FileRecord) -> list[tuple[str, str]]:
+def _file_headers(sha256: str | None, facts: FileFacts) -> list[tuple[str, str]]:
     # An explicit type and no Content-Encoding: a .tar.gz must not look gzip-encoded.
     headers = [
         ("Content-Type", "application/octet-stream"),
@@ -109,6 +109,6 @@ def _file_headers(sha256: str | None, record: FileRecord) -> list[tuple[str, str
     ]
     if sha256:
         headers.append(("ETag", f'"sha256:{sha256}"'))
-    if record.upload_time is not None:
-        headers.append(("Last-Modified", record.upload_time.strftime("%a, %d %b %Y %H:%M:%S GMT")))
+    if facts.upload_time is not None:
+        headers.append(("Last-Modified", facts.upload_time.strftime("%a, %d %b %Y %H:%M:%S GMT")))
     return headers

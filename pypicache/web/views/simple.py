@@ -85,7 +85,7 @@ def project_list(request: Request) -> Response:
     media_type = select_media_type(request.headers.get("Accept"))
     if media_type is None:
         return HTTPNotAcceptable(body=NOT_ACCEPTABLE, content_type="text/plain", charset="utf-8")
-    files, handle = request.services.index.open_project_list(media_type == JSON_TYPE)
+    files, handle = request.services.project_list.open(media_type == JSON_TYPE)
     etag = files.json_etag if media_type == JSON_TYPE else files.html_etag
     headers = [
         ("Content-Type", CONTENT_TYPES[media_type]),

@@ -1,0 +1,71 @@
+"""A distribution file's facts: the one type every part passes around, and its one mapper.
+
+The upstream's page, a database row, a rendered page, a bundle and the admin's
+reports all speak of the same eleven facts about a file.  They are declared here
+once and copied field by field nowhere else, so a new fact is one line here, one
+column in ``models.File`` and a migration.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from datetime import datetime
+from operator import attrgetter
+from typing import Any, TypeVar
+
+from pypicache.models import File
+
+
+@dataclass(frozen=True, slots=True)
+class FileFacts:
+    """What an index says about one file, detached from any database session."""
+
+    filename: str
+    version: str | None
+    sha256: str | None
+    size: int | None
+    requires_python: str | None
+    yanked: bool
+    yanked_reason: str | None
+    upload_time: datetime | None  # naive UTC
+    has_metadata: bool
+    metadata_sha256: str | None
+    upstream_url: str | None  # where the bytes come from; None for files uploaded here
+
+    def keeping_known(self, previous: FileFacts) -> FileFacts:
+        """These facts, with the hash and size ``previous`` knew where these leave them out.
+
+        An upstream page without hashes or sizes does not make us forget the ones
+        learned from the bytes; a page that stops offering metadata drops its hash.
+        """
+        return replace(
+            self,
+            sha256=self.sha256 or previous.sha256,
+            size=self.size if self.size is not None else previous.size,
+            metadata_sha256=self.metadata_sha256
+            or (previous.metadata_sha256 if self.has_metadata else None),
+        )
+
+
+FACT_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(FileFacts))
+_read = attrgetter(*FACT_FIELDS)
+
+Facts = TypeVar("Facts", bound=FileFacts)
+
+
+def facts_of(source: File | FileFacts, kind: type[Facts] = FileFacts, **more: Any) -> Facts:
+    """The facts of a row (or of other facts), as ``kind`` with the fields only it has."""
+    return kind(*_read(source), **more)
+
+
+def write_facts(row: File, facts: FileFacts) -> None:
+    """Make the row say what ``facts`` say; the row's own bookkeeping stays as it is."""
+    for name, value in zip(FACT_FIELDS, _read(facts), strict=True):
+        setattr(row, name, value)
+
+
+def new_row(facts: FileFacts, **bookkeeping: Any) -> File:
+    """A row for a file the project did not list yet (``origin``, ``cached_at``: the row's own)."""
+    row = File(**bookkeeping)
+    write_facts(row, facts)
+    return row
