@@ -498,7 +498,7 @@ SETTINGS: tuple[Setting, ...] = (
         "pypicache.session_secret",
         "",
         _secret,
-        "Signs the admin session cookie; empty: generated once, kept in the data dir.",
+        "Signs the admin session cookie; empty: generated once, kept in the database.",
     ),
     Setting(
         "pypicache.chart_interval",

@@ -1,0 +1,161 @@
+"""The ``pypicache`` command: serve the index, manage users, tokens and private projects."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from pypicache.cli.accounts import (
+    project_delete,
+    project_grant,
+    project_merge,
+    project_yank,
+    token_create,
+    token_list,
+    token_revoke,
+    user_add,
+    user_list,
+    user_passwd,
+    user_role,
+)
+from pypicache.cli.cache import REQUIREMENTS, export_cache, import_cache, target_options, warm_cache
+from pypicache.cli.common import config_options
+from pypicache.cli.maintenance import gc_command, verify_command
+from pypicache.cli.serve import serve_command
+from pypicache.errors import PypicacheError, SettingsError
+
+DEFAULT_PORT = 6543
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except SettingsError as exc:
+        print(f"pypicache: bad setting {exc}", file=sys.stderr)
+        return 2
+    except PypicacheError as exc:
+        print(f"pypicache: {exc}", file=sys.stderr)
+        return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pypicache", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the index (built-in defaults without --config)")
+    config_options(serve)
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve.add_argument("--port", type=int, default=DEFAULT_PORT, help="port to listen on")
+    serve.add_argument(
+        "--threads", type=int, default=16, help="request threads (each download holds one)"
+    )
+    serve.add_argument("--upstream", metavar="URL", help="upstream simple index URL, or 'none'")
+    serve.add_argument("--changelog", metavar="URL", help="upstream changelog URL, or 'none'")
+    serve.add_argument("--follow-interval", metavar="SECONDS", help="changelog poll interval")
+    serve.set_defaults(run=serve_command)
+
+    user = commands.add_parser("user", help="manage users").add_subparsers(
+        dest="action", required=True
+    )
+    add = user.add_parser("add", help="create a user (asks for a password)")
+    add.add_argument("name")
+    add.add_argument("--admin", action="store_true", help="may manage everything")
+    add.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    add.set_defaults(run=user_add)
+    passwd = user.add_parser("passwd", help="set a user's password")
+    passwd.add_argument("name")
+    passwd.add_argument("--password-stdin", action="store_true")
+    passwd.set_defaults(run=user_passwd)
+    role = user.add_parser("role", help="make a user admin or uploader")
+    role.add_argument("name")
+    role.add_argument("role", choices=["admin", "uploader"])
+    role.set_defaults(run=user_role)
+    user.add_parser("list", help="list users").set_defaults(run=user_list)
+
+    token = commands.add_parser("token", help="manage API tokens").add_subparsers(
+        dest="action", required=True
+    )
+    create = token.add_parser("create", help="create a token for a user; it is shown once")
+    create.add_argument("name")
+    create.add_argument("--description")
+    create.set_defaults(run=token_create)
+    listing = token.add_parser("list", help="list tokens (never the tokens themselves)")
+    listing.add_argument("name", nargs="?")
+    listing.set_defaults(run=token_list)
+    revoke = token.add_parser("revoke", help="revoke a token by its id")
+    revoke.add_argument("id", type=int)
+    revoke.set_defaults(run=token_revoke)
+
+    project = commands.add_parser("project", help="manage private projects").add_subparsers(
+        dest="action", required=True
+    )
+    merge = project.add_parser("merge-upstream", help="list upstream files too, or stop")
+    merge.add_argument("project")
+    merge.add_argument("state", choices=["on", "off"])
+    merge.set_defaults(run=project_merge)
+    grant = project.add_parser("grant", help="let a user upload to a private project")
+    grant.add_argument("project")
+    grant.add_argument("user")
+    grant.set_defaults(run=project_grant)
+    for name, help_text in (("yank", "yank a file or a version"), ("unyank", "undo a yank")):
+        yank = project.add_parser(name, help=help_text)
+        yank.add_argument("project")
+        yank.add_argument("target", metavar="FILENAME|VERSION")
+        if name == "yank":
+            yank.add_argument("--reason")
+        yank.set_defaults(run=project_yank, yanked=name == "yank")
+    remove = project.add_parser("delete", help="delete a private file, or the whole project")
+    remove.add_argument("project")
+    remove.add_argument("filename", nargs="?")
+    remove.set_defaults(run=project_delete)
+
+    warm = commands.add_parser(
+        "warm", help="fetch everything a requirements file resolves to (by pip) into the cache"
+    )
+    warm.add_argument(
+        *REQUIREMENTS, dest="requirements", metavar="FILE", required=True, help="pip's format"
+    )
+    target_options(warm)
+    warm.set_defaults(run=warm_cache)
+    export = commands.add_parser("export", help="write cached projects to a bundle (a tar file)")
+    chosen = export.add_mutually_exclusive_group(required=True)
+    chosen.add_argument(
+        *REQUIREMENTS,
+        dest="requirements",
+        metavar="FILE",
+        help="warm this requirements file, then export exactly the files pip chose",
+    )
+    chosen.add_argument(
+        "--project", action="append", metavar="NAME", help="every cached file of NAME (repeatable)"
+    )
+    target_options(export)
+    export.add_argument("out", metavar="OUT.tar")
+    export.set_defaults(run=export_cache)
+    load = commands.add_parser("import", help="add the projects and files of a bundle")
+    load.add_argument("bundle", metavar="BUNDLE.tar")
+    load.set_defaults(run=import_cache)
+    for command in (warm, export, load):
+        config_options(command)
+
+    gc = commands.add_parser(
+        "gc", help="evict the least recently used cached files over pypicache.cache_max_bytes"
+    )
+    config_options(gc)
+    gc.add_argument("--dry-run", action="store_true", help="show what would be evicted, only")
+    gc.set_defaults(run=gc_command)
+    verify = commands.add_parser("verify", help="rehash every stored blob against the database")
+    config_options(verify)
+    verify.add_argument(
+        "--repair",
+        action="store_true",
+        help="remove corrupt and orphaned blobs and stale temp files; refetch on demand",
+    )
+    verify.set_defaults(run=verify_command)
+
+    for sub in (user, token, project):
+        for command in sub.choices.values():
+            config_options(command)
+    return parser

@@ -1,0 +1,7 @@
+"""``python -m pypicache.cli``."""
+
+import sys
+
+from pypicache.cli import main
+
+sys.exit(main())

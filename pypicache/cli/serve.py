@@ -1,0 +1,106 @@
+"""``pypicache serve``: the index on waitress, the port bound before the app is built."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import tempfile
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from pypicache.cli.common import LOG_FORMAT, load_settings
+from pypicache.settings import Settings
+
+
+def _exit_on_signal(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    from waitress.server import create_server
+
+    from pypicache.app import make_wsgi_app  # the web stack only for the one command that serves
+
+    if not args.config:
+        logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    settings = load_settings(
+        args,
+        **{
+            "pypicache.upstream_url": args.upstream,
+            "pypicache.changelog_url": args.changelog,
+            "pypicache.follow_interval": args.follow_interval,
+        },
+    )
+    # What an operator gets wrong at start-up is one line and status 2, as a bad setting
+    # is, and before anything starts: the data dir, then the port.
+    problem = _data_dir_problem(settings)
+    if problem:
+        print(f"pypicache: {problem}", file=sys.stderr)
+        return 2
+    late = _LateApp()
+    try:
+        server = create_server(
+            late,
+            host=args.host,
+            port=args.port,
+            threads=args.threads,
+            ident="pypicache",
+            channel_timeout=300,
+            # uv keeps dozens of idle pooled connections per client; waitress's default of
+            # 100 open connections stalls a fleet of CI installs (see the benchmark).
+            connection_limit=2000,
+            # Uploads up to the limit, plus room for the form around the file.
+            max_request_body_size=settings.max_upload_size + 1024 * 1024,
+        )
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        print(f"pypicache: cannot listen on {args.host}:{args.port}: {reason}", file=sys.stderr)
+        return 2
+    try:
+        late.app = app = make_wsgi_app(settings)
+    except BaseException:
+        server.close()
+        raise
+    upstream = settings.upstream_url or "none"
+    print(
+        f"pypicache serving http://{args.host}:{args.port}/simple/ "
+        f"(upstream {upstream}, data in {settings.data_dir})",
+        flush=True,
+    )
+    # systemd and container runtimes stop with SIGTERM: shut down as on Ctrl-C, so the
+    # follower hands over its lease and queued log lines are written.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
+    try:
+        server.print_listen("Serving on http://{}:{}")
+        server.run()
+    finally:
+        server.close()
+        app.close()
+    return 0
+
+
+class _LateApp:
+    """The WSGI app, set once it is built: the port is bound first, so a port in use
+    stops ``serve`` before migrations run or threads start."""
+
+    app: Callable[..., Iterable[bytes]] | None = None
+
+    def __call__(self, environ: dict[str, object], start_response: Callable[..., object]) -> Any:
+        assert self.app is not None  # waitress serves only after the app is set
+        return self.app(environ, start_response)
+
+
+def _data_dir_problem(settings: Settings) -> str | None:
+    """Why the data dir cannot be used (None: it can): made, and written to, here."""
+    try:
+        settings.prepare_data_dir()
+        local_blobs = () if settings.s3_bucket else (settings.blob_dir,)
+        for directory in (settings.data_dir, settings.tmp_dir, settings.index_dir, *local_blobs):
+            with tempfile.TemporaryFile(dir=directory):
+                pass
+    except OSError as exc:
+        where = exc.filename or settings.data_dir
+        return f"data dir {settings.data_dir} cannot be written: {where}: {exc.strerror or exc}"
+    return None
