@@ -17,11 +17,12 @@ from sqlalchemy import select
 
 from pypicache.errors import ProjectNotFound
 from pypicache.follower.follower import Follower
-from pypicache.models import Alarm, AuditEntry, DirtyProject, File, FollowerState, utcnow
+from pypicache.models import Alarm, AuditEntry, DirtyProject, File, FollowerState
 from pypicache.services import Services, build_services
 from pypicache.settings import Settings
 from tests.support.dists import Dist, make_wheel
 from tests.support.fakeupstream import FakeUpstream
+from tests.support.waiting import wait_until
 
 STATE_ID = 1  # the follower's one bookkeeping row
 
@@ -124,18 +125,16 @@ def file_row(services: Services, filename: str) -> File:
         return db.scalars(select(File).where(File.filename == filename)).one()
 
 
-def cache_file(services: Services, dist: Dist) -> None:
-    """Leave what a finished download leaves: the blob in the store, the row marked cached.
-
-    Set up directly rather than downloaded: the download path (cache.fill) is not
-    what these tests are about.
-    """
-    writer = services.store.writer()
-    writer.write(dist.content)
-    writer.commit(dist.sha256)
-    with services.database.unit_of_work() as db:
-        row = db.scalars(select(File).where(File.filename == dist.filename)).one()
-        row.cached_at = row.last_used_at = utcnow()
+def cache_file(services: Services, project: str, dist: Dist) -> None:
+    """Download the file the way a request does, so the blob is stored and its row cached."""
+    answer = services.files.open(
+        project, dist.filename, head=False, ranged=False, note=lambda _kind, _result: None
+    )
+    data = answer.handle.read() if answer.handle is not None else b"".join(answer.chunks or ())
+    if answer.handle is not None:
+        answer.handle.close()
+    assert data == dist.content
+    assert wait_until(lambda: file_row(services, dist.filename).cached_at is not None)
 
 
 def records(services: Services, model: type[Alarm] | type[AuditEntry]) -> list[Any]:
@@ -256,7 +255,7 @@ def test_a_project_removed_upstream_is_dropped_with_its_cached_files(
     wheel = make_wheel("vanishing", "1.0")
     upstream.publish(wheel)
     served(services, "vanishing")
-    cache_file(services, wheel)
+    cache_file(services, "vanishing", wheel)
     bootstrap(services, upstream)
     upstream.delete_project("vanishing")
 
@@ -277,7 +276,7 @@ def test_a_changed_hash_invalidates_the_cached_file(
     wheel = make_wheel("swapped", "1.0")
     upstream.publish(wheel)
     served(services, "swapped")
-    cache_file(services, wheel)
+    cache_file(services, "swapped", wheel)
     bootstrap(services, upstream)
     new = make_wheel("swapped", "1.0", extra_files={"new.txt": b"new"})
     upstream.replace_bytes(wheel.filename, new.content)
