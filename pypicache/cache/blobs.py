@@ -22,29 +22,25 @@ class Blobs:
         self._store = store
 
     def drop_unreferenced(self, candidates: Iterable[str]) -> None:
-        """Delete those of ``candidates`` that no file lists any more."""
-        wanted = set(candidates)
-        if not wanted:
-            return
-        with self._database.unit_of_work() as db:
-            used = set(db.scalars(select(File.sha256).where(File.sha256.in_(wanted))))
-        for sha256 in wanted - used:
-            self._store.delete(sha256)
-            log.info("deleted blob %s: no cached file uses it any more", sha256)
+        """Delete those of ``candidates`` that no file lists any more, as its bytes or metadata."""
+        self._drop(candidates, only_stored=False)
 
     def drop_uncached(self, candidates: Iterable[str]) -> None:
         """Delete those of ``candidates`` no cached or private file uses (a purge's rule)."""
+        self._drop(candidates, only_stored=True)
+
+    def _drop(self, candidates: Iterable[str], *, only_stored: bool) -> None:
         wanted = set(candidates)
         if not wanted:
             return
+        # Wheels of one release for several platforms share one METADATA blob.
+        uses = (File.sha256, File.metadata_sha256)
+        stored = or_(File.cached_at.is_not(None), File.origin == "private")
+        used: set[str] = set()
         with self._database.unit_of_work() as db:
-            used = set(
-                db.scalars(
-                    select(File.sha256).where(
-                        File.sha256.in_(wanted),
-                        or_(File.cached_at.is_not(None), File.origin == "private"),
-                    )
-                )
-            )
+            for column in uses:
+                query = select(column).where(column.in_(wanted))
+                used.update(db.scalars(query.where(stored) if only_stored else query))
         for sha256 in wanted - used:
             self._store.delete(sha256)
+            log.info("deleted blob %s: no file uses it any more", sha256)

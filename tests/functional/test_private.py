@@ -239,6 +239,27 @@ def test_existing_files_identical_reuploads_and_deleted_filenames(site):
     assert "delete" in actions
 
 
+def test_deleting_a_wheel_keeps_the_core_metadata_its_sibling_shares(site):
+    """Wheels of one release for two platforms carry the same METADATA: one blob for both."""
+    index, _db = site
+    linux = make_wheel("twin-lib", "1.0", tag="cp311-cp311-manylinux_2_17_x86_64")
+    windows = make_wheel("twin-lib", "1.0", tag="cp311-cp311-win_amd64")
+    assert linux.metadata_sha256 == windows.metadata_sha256
+    url, auth = upload_url(index), ("alice", PASSWORD)
+    for wheel in (linux, windows):
+        response = post_upload(url, auth, form_fields(wheel), wheel.filename, wheel.content)
+        assert response.status_code == 200, response.reason
+
+    assert admin_cli(index, "delete", "twin-lib", linux.filename).returncode == 0
+    assert wait_until(lambda: len(page(index, "twin-lib").json()["files"]) == 1)
+    assert linux.sha256 not in blobs(index)
+    metadata = requests.get(
+        f"{index.url}/packages/twin-lib/{windows.filename}.metadata", timeout=10
+    )
+    assert metadata.status_code == 200
+    assert metadata.content == windows.metadata
+
+
 def test_read_auth_requires_credentials_for_every_read(make_index, upstream, tmp_path):
     index = make_index(upstream.simple_url, **{"pypicache.read_auth": "true"})
     db = Db(index)
