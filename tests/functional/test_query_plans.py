@@ -57,7 +57,7 @@ def engine(postgresql_url: str) -> Iterator[Engine]:
 
 
 @pytest.fixture
-def service(engine: Engine, postgresql_url: str, tmp_path: Path) -> Iterator[IndexService]:
+def settings(postgresql_url: str, tmp_path: Path) -> Settings:
     settings = Settings.from_mapping(
         {
             "pypicache.upstream_url": "none",
@@ -67,6 +67,16 @@ def service(engine: Engine, postgresql_url: str, tmp_path: Path) -> Iterator[Ind
         environ={},
     )
     settings.prepare_data_dir()
+    return settings
+
+
+@pytest.fixture
+def store(settings: Settings) -> LocalBlobStore:
+    return LocalBlobStore(settings.blob_dir, settings.tmp_dir)
+
+
+@pytest.fixture
+def service(engine: Engine, settings: Settings, store: LocalBlobStore) -> Iterator[IndexService]:
     database = Database(engine)
     service = IndexService(
         settings,
@@ -74,7 +84,7 @@ def service(engine: Engine, postgresql_url: str, tmp_path: Path) -> Iterator[Ind
         upstream=None,
         locks=KeyedLocks(),
         claims=FillClaims(database),
-        blobs=Blobs(database, LocalBlobStore(settings.blob_dir, settings.tmp_dir)),
+        blobs=Blobs(database, store),
     )
     yield service
     service.stop()
@@ -143,9 +153,9 @@ def test_the_admin_search_for_part_of_a_name_uses_the_trigram_index(
 
 
 def test_an_eviction_looks_up_who_else_uses_the_metadata_by_index(
-    engine: Engine, service: IndexService
+    engine: Engine, store: LocalBlobStore
 ):
-    writer = service.store.writer()
+    writer = store.writer()
     writer.write(b"the cached bytes")
     sha256 = writer.commit(None)
     with engine.begin() as connection:
@@ -156,10 +166,10 @@ def test_an_eviction_looks_up_who_else_uses_the_metadata_by_index(
             ),
             {"sha256": sha256},
         )
-    retention = Retention(Database(engine), service.store, limit=1)
+    retention = Retention(Database(engine), store, limit=1)
     with statements(engine, "files") as captured:
         evicted = retention.collect().evicted
     assert [e.sha256 for e in evicted] == [sha256]
-    assert not service.store.exists(sha256)
+    assert not store.exists(sha256)
     by_metadata = [(s, p) for s, p in captured if "files.metadata_sha256 IN" in s]
     assert_uses(engine, by_metadata, "ix_files_metadata_sha256")
