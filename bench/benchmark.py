@@ -3,8 +3,9 @@
 Servers, each on its own 127.0.0.1 port:
 
 * the fake upstream (tests/support/fakeupstream.py, via bench/upstream_server.py) with the
-  real wheels of a popular dependency tree, 200,000 file-less projects and one 200 MB file
-  that alone is throttled to 100 MB/s;
+  real wheels of a popular dependency tree, 200,000 file-less projects, four projects of
+  PyPI's biggest shapes (300 to 11,000 files, bench/pypishape.py) and one 200 MB file that
+  alone is throttled to 100 MB/s; every answer waits one round trip (``--rtt-ms``);
 * pypicache (``pypicache serve``, 16 threads, fresh data dir) in front of it, and a fresh
   one with an empty data dir for every cold install;
 * nginx serving a static copy of pypicache's warm pages and files;
@@ -39,9 +40,11 @@ from urllib.parse import quote, urlsplit
 
 import requests
 
+from bench.bigpages import measure_big_pages
 from bench.installs import Installer, Tool
 from bench.loadgen import WrkResult, run_wrk, wrk_path
 from bench.procs import CpuAccount, Server, Servers, free_port
+from bench.pypishape import SIZES
 from bench.report import INSTALL_SOURCES, evaluate, render_table
 from bench.static_index import (
     HTML_ACCEPT,
@@ -211,10 +214,13 @@ def start_upstream(
     bulk: int = BULK_PROJECTS,
     large_bytes: int = LARGE_BYTES,
     throttle: int | None = THROTTLE,
+    shapes: Sequence[int] = (),
+    rtt_ms: float = 0.0,
 ) -> Upstream:
     """The fake upstream with ``wheels``, ``bulk`` file-less projects and a large file.
 
-    ``large_bytes=0`` leaves the large file out, ``throttle=None`` the throttling.
+    ``large_bytes=0`` leaves the large file out, ``throttle=None`` the throttling;
+    ``shapes`` are the file counts of PyPI-shaped projects, ``rtt_ms`` each answer's delay.
     """
     port = free_port()
     command = [
@@ -232,6 +238,10 @@ def start_upstream(
     ]
     if throttle is not None:
         command += ["--throttle", str(throttle)]
+    if shapes:
+        command += ["--shapes", ",".join(map(str, shapes))]
+    if rtt_ms:
+        command += ["--rtt-ms", str(rtt_ms)]
     server = servers.start(
         "upstream",
         command,
@@ -636,11 +646,15 @@ def timed_download(url: str, headers: dict[str, str] | None = None) -> dict[str,
 
 @contextlib.contextmanager
 def fresh_pypicache(
-    servers: Servers, upstream: Upstream, work: Path, name: str
+    servers: Servers,
+    upstream: Upstream,
+    work: Path,
+    name: str,
+    env: Mapping[str, str] | None = None,
 ) -> Iterator[Server]:
     """A pypicache with an empty data dir, stopped and removed afterwards."""
     data_dir = work / f"data-{name}"
-    server = start_pypicache(servers, name, upstream, data_dir)
+    server = start_pypicache(servers, name, upstream, data_dir, env=env)
     try:
         yield server
     finally:
@@ -791,9 +805,16 @@ def base_parser(prog: str, description: str, quick_help: str) -> argparse.Argume
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    return base_parser(
+    parser = base_parser(
         "python bench/run.py", __doc__.split("\n\n")[0], "1 repeat, shorter load runs"
-    ).parse_args(argv)
+    )
+    parser.add_argument(
+        "--rtt-ms",
+        type=float,
+        default=20.0,
+        help="round trip the fake upstream adds to every answer (default 20)",
+    )
+    return parser.parse_args(argv)
 
 
 def table_with_targets(results: dict[str, Any]) -> str:
@@ -1004,9 +1025,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     log(f"results and logs under {out}; install venvs under {venvs}")
     try:
         with Servers(work / "logs") as servers:
-            log("starting the fake upstream (wheels, 200,000 projects, 200 MB file)")
-            upstream = start_upstream(servers, wheels)
+            log(
+                "starting the fake upstream (wheels, 200,000 projects, PyPI-shaped projects,"
+                f" 200 MB file, {args.rtt_ms:g} ms round trip)"
+            )
+            upstream = start_upstream(servers, wheels, shapes=SIZES, rtt_ms=args.rtt_ms)
             projects = sorted({f["project"] for f in upstream.info["files"]})
+            results["meta"]["rtt_ms"] = args.rtt_ms
             log(f"  {upstream.simple_url}: {len(projects)} projects")
             main_server = start_pypicache(servers, "pypicache", upstream, work / "data-main")
             phases: dict[str, Any] = {"started": rss_of(main_server)}
@@ -1078,6 +1103,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                 upstream, main_server, servers, work, cold_repeats, load_s
             )
             phases["after /simple/"] = rss_of(main_server)
+
+            mark("h) cold and refreshed pages of PyPI-sized projects")
+            revalidating = server_env(repo_on_path=False, PYPICACHE_PAGE_TTL="0")
+            results["big_pages"] = measure_big_pages(
+                upstream.url,
+                upstream.info["shapes"],
+                lambda name: fresh_pypicache(servers, upstream, work, name, revalidating),
+                timed_download,
+                cold_repeats,
+                log,
+            )
+            for project in upstream.info["shapes"]:
+                timed_download(f"{main_server.url}/simple/{project}/", {"Accept": UV_ACCEPT})
+            phases["after the PyPI-sized pages"] = rss_of(main_server)
 
             mark("f) pypicache memory")
             rss.update(

@@ -138,6 +138,8 @@ def evaluate(results: dict[str, Any]) -> list[Target]:
             Target("pypicache peak RSS (VmHWM)", f"{peak:.1f} MB", "< 100 MB", peak < 100)
         )
 
+    targets.extend(_big_page_targets(results.get("big_pages")))
+
     listing = results.get("project_list")
     if listing:
         for fmt in ("html", "json"):
@@ -153,6 +155,35 @@ def evaluate(results: dict[str, Any]) -> list[Target]:
                     )
                 )
     return targets
+
+
+# The cold-page target: the upstream's own time, times this, plus this many ms.
+COLD_PAGE_FACTOR, COLD_PAGE_MS = 1.5, 30.0
+REFRESH_MS = 100.0  # what a refresh of a big page may add to the upstream's time
+TARGET_PROJECT = "shape-11000"
+
+
+def _big_page_targets(big: dict[str, Any] | None) -> list[Target]:
+    cell = (big or {}).get("medians", {}).get(TARGET_PROJECT)
+    if cell is None:
+        return [Target(f"cold page {TARGET_PROJECT}", "not measured", "", None)]
+    limit = COLD_PAGE_FACTOR * cell["direct_ms"] + COLD_PAGE_MS
+    refresh_limit = cell["direct_changed_ms"] + REFRESH_MS
+    return [
+        Target(
+            f"cold page {TARGET_PROJECT} vs direct",
+            f"{cell['cold_ms']:.0f} ms vs {cell['direct_ms']:.0f} ms"
+            f" = {cell['cold_ms'] / cell['direct_ms']:.1f}x",
+            f"<= {COLD_PAGE_FACTOR}x + {COLD_PAGE_MS:.0f} ms = {limit:.0f} ms",
+            cell["cold_ms"] <= limit,
+        ),
+        Target(
+            f"refresh of {TARGET_PROJECT}, one file added",
+            f"{cell['refresh_ms']:.0f} ms vs {cell['direct_changed_ms']:.0f} ms direct",
+            f"<= direct + {REFRESH_MS:.0f} ms = {refresh_limit:.0f} ms",
+            cell["refresh_ms"] <= refresh_limit,
+        ),
+    ]
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -352,6 +383,26 @@ def render_table(results: dict[str, Any], targets: Sequence[Target]) -> str:
                     f"   pypicache warm {fmt.upper():4}: p50 {warm['p50_ms']:.1f} ms,"
                     f" p99 {warm['p99_ms']:.1f} ms ({warm['requests']} requests, wrk c1)"
                 )
+        out.append("")
+
+    big = results.get("big_pages")
+    if big:
+        out.append(
+            f"h) JSON pages of PyPI-sized projects, upstream round trip"
+            f" {meta.get('rtt_ms', 0):g} ms; median of {big['repeats']}, each on a fresh"
+            " pypicache revalidating every request; ms"
+        )
+        out.append(
+            f"   {'project':14}{'files':>7}{'MB':>6}{'direct':>8}{'cold':>8}{'ratio':>7}"
+            f"{'warm':>7}{'direct':>8}{'refresh':>9}  (refresh: after the upstream added a file)"
+        )
+        for project, cell in big["medians"].items():
+            out.append(
+                f"   {project:14}{big['files'][project]:>7,}{cell['bytes'] / 1e6:>6.1f}"
+                f"{cell['direct_ms']:>8.0f}{cell['cold_ms']:>8.0f}"
+                f"{cell['cold_ms'] / cell['direct_ms']:>6.1f}x{cell['warm_ms']:>7.0f}"
+                f"{cell['direct_changed_ms']:>8.0f}{cell['refresh_ms']:>9.0f}"
+            )
         out.append("")
 
     out.append("targets")

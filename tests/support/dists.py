@@ -76,6 +76,7 @@ def _metadata(
     version: str,
     requires_dist: Iterable[str],
     requires_python: str | None,
+    description: str = "",
 ) -> bytes:
     lines = [
         "Metadata-Version: 2.1",
@@ -86,7 +87,9 @@ def _metadata(
     if requires_python:
         lines.append(f"Requires-Python: {requires_python}")
     lines.extend(f"Requires-Dist: {req}" for req in requires_dist)
-    return ("\n".join(lines) + "\n\n").encode()
+    if description:
+        lines.append("Description-Content-Type: text/markdown")
+    return ("\n".join(lines) + "\n\n" + description).encode()
 
 
 def _record_hash(data: bytes) -> str:
@@ -112,11 +115,12 @@ def _build_wheel(
     build_tag: str | int | None,
     compress: bool,
     tag: str = "py3-none-any",
+    description: str = "",
 ) -> Dist:
     escaped = escape_name(name)
     version = normalize_version(version)
     distinfo = f"{escaped}-{version}.dist-info"
-    metadata = _metadata(name, version, requires_dist, requires_python)
+    metadata = _metadata(name, version, requires_dist, requires_python, description)
     wheel_lines = [
         "Wheel-Version: 1.0",
         "Generator: pypicache-tests",
@@ -162,11 +166,12 @@ def make_wheel(
     extra_files: dict[str, bytes] | None = None,
     build_tag: str | int | None = None,
     tag: str = "py3-none-any",
+    description: str = "",
 ) -> Dist:
     """A wheel that pip and uv can really install: pure Python, unless ``tag`` says otherwise.
 
     Another ``tag`` (``cp39-cp39-manylinux_2_17_x86_64``) makes a wheel only that target
-    selects; its contents stay pure Python.
+    selects; its contents stay pure Python.  ``description`` is METADATA's body (a README).
     """
     return _build_wheel(
         name,
@@ -177,6 +182,7 @@ def make_wheel(
         build_tag=build_tag,
         compress=True,
         tag=tag,
+        description=description,
     )
 
 
@@ -222,13 +228,14 @@ def make_sdist(
     requires_dist: Iterable[str] = (),
     requires_python: str | None = None,
     extra_files: dict[str, bytes] | None = None,
+    description: str = "",
 ) -> Dist:
     """A minimal setuptools sdist (`.tar.gz`), for upload tests; not meant to be built."""
     escaped = escape_name(name)
     version = normalize_version(version)
     root = f"{escaped}-{version}"
     requires = list(requires_dist)
-    pkg_info = _metadata(name, version, requires, requires_python)
+    pkg_info = _metadata(name, version, requires, requires_python, description)
     pyproject = [
         "[build-system]",
         'requires = ["setuptools>=61"]',
