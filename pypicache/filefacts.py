@@ -58,9 +58,14 @@ def facts_of(source: File | FileFacts, kind: type[Facts] = FileFacts, **more: An
     return kind(*_read(source), **more)
 
 
+def fact_values(facts: FileFacts) -> dict[str, Any]:
+    """The facts as column values, for statements that write many rows at once."""
+    return dict(zip(FACT_FIELDS, _read(facts), strict=True))
+
+
 def write_facts(row: File, facts: FileFacts) -> None:
     """Make the row say what ``facts`` say; the row's own bookkeeping stays as it is."""
-    for name, value in zip(FACT_FIELDS, _read(facts), strict=True):
+    for name, value in fact_values(facts).items():
         setattr(row, name, value)
 
 

@@ -11,6 +11,7 @@ from enum import Enum
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from pypicache.cache.blobs import Blobs
 from pypicache.cache.claims import FillClaims, database_guard
@@ -20,9 +21,12 @@ from pypicache.cache.pagestore import (
     age_of,
     alarm_invalid_page,
     apply_page,
+    load_page_row,
     load_project,
     older,
     snapshot,
+    stored_files,
+    stored_page,
 )
 from pypicache.cache.rendering import RenderedPage
 from pypicache.db import Database
@@ -175,33 +179,29 @@ class IndexService:
             if force or time.monotonic() > deadline or self._claim_page(name, deadline):
                 break
         try:
-            return self._fetch(name, *stored)
+            return self._fetch(name, stored)
         finally:
             if not force:
                 self._claims.release(PAGE_CLAIM + name)
 
-    def _from_database(
-        self, name: str, force: bool
-    ) -> CachedPage | tuple[str | None, RenderedPage | None]:
-        """The stored page when it may be served as it is; else what a fetch starts from."""
+    def _from_database(self, name: str, force: bool) -> CachedPage | str | None:
+        """The stored page when it may be served as it is; else the ETag a fetch sends."""
         with self._database.unit_of_work() as db:
-            project = load_project(db, name)
+            project = load_page_row(db, name)
             if project is not None:
                 if project.private and not project.merge_upstream:
                     # Shadowing: the upstream is never asked about a private name.  Re-read
                     # often: an upload or a yank in another process must show quickly.
                     ttl = min(self._settings.page_ttl, PRIVATE_REFRESH)
-                    return self._remember(project, ttl)
+                    return self._remember(db, project, ttl)
                 age = age_of(project)
                 if self._upstream is None or (age < self._settings.page_ttl and not force):
-                    return self._remember(project, self._settings.page_ttl - age)
+                    return self._remember(db, project, self._settings.page_ttl - age)
             elif self._upstream is None:
                 raise ProjectNotFound(name)
             if self._missing.get(name, 0) > time.monotonic():
                 raise ProjectNotFound(name)
-            etag = project.upstream_etag if project is not None and not force else None
-            fallback = snapshot(project) if project is not None else None
-        return etag, fallback
+            return project.upstream_etag if project is not None and not force else None
 
     def _claim_page(self, name: str, deadline: float) -> bool:
         """Claim fetching the page; False when another process fetched it meanwhile.
@@ -237,25 +237,31 @@ class IndexService:
             checked is not None and (utcnow() - checked).total_seconds() < self._settings.page_ttl
         )
 
-    def _fetch(
-        self, name: str, etag: str | None, fallback: RenderedPage | None
-    ) -> tuple[CachedPage, str]:
+    def _fetch(self, name: str, etag: str | None) -> tuple[CachedPage, str]:
         try:
             result = self._fetch_page(name, etag)
         except ProjectNotFound:
             self._forget_project(name)
             raise
         except UpstreamUnavailable as exc:
-            return self._stale(name, fallback, exc), "stale"
+            return self._stale(name, exc), "stale"
         try:
             return self._store(name, result), "miss"
         except InvalidPage as exc:  # a 200 that would have emptied the stored page
-            return self._stale(name, fallback, exc), "stale"
+            return self._stale(name, exc), "stale"
 
-    def _stale(
-        self, name: str, fallback: RenderedPage | None, exc: UpstreamUnavailable
-    ) -> CachedPage:
+    def _fallback(self, name: str) -> RenderedPage | None:
+        """The page to serve stale: this process's copy, else the database's."""
+        entry = self._pages.get(name)
+        if entry is not None:
+            return entry.page
+        with database_guard(f"reading the page of {name}"), self._database.unit_of_work() as db:
+            project = load_page_row(db, name)
+            return stored_page(db, project) if project is not None else None
+
+    def _stale(self, name: str, exc: UpstreamUnavailable) -> CachedPage:
         """The stored page, served stale because the upstream failed (or re-raise)."""
+        fallback = self._fallback(name)
         if fallback is None:
             log.warning("upstream failed for uncached %s: %s", name, exc)
             raise exc
@@ -273,7 +279,7 @@ class IndexService:
             )
         except InvalidPage as exc:
             with self._database.unit_of_work() as db:
-                if load_project(db, name) is not None:
+                if load_page_row(db, name) is not None:
                     alarm_invalid_page(db, name, str(exc))
             raise
 
@@ -291,14 +297,14 @@ class IndexService:
         unreferenced: set[str] = set()
         problem: str | None = None
         with self._database.unit_of_work() as db:
-            project = load_project(db, name)
+            project = load_page_row(db, name)
             if isinstance(result, NotModified):
                 if project is None:  # vanished meanwhile; ask again next time
                     raise ProjectNotFound(name)
                 project.checked_at = utcnow()
                 if result.serial is not None and result.serial > (project.last_serial or 0):
                     project.last_serial = result.serial
-                return self._remember(project, self._settings.page_ttl)
+                return self._remember(db, project, self._settings.page_ttl)
             if project is not None and older(result.serial, project.last_serial):
                 log.warning(
                     "upstream sent %s at serial %s, older than our %s; keeping ours",
@@ -306,19 +312,20 @@ class IndexService:
                     result.serial,
                     project.last_serial,
                 )
-                return self._remember(project, self._settings.error_retry_interval)
+                return self._remember(db, project, self._settings.error_retry_interval)
+            stored = stored_files(db, project.id) if project is not None else []
             if project is not None:
-                stored = [f.filename for f in project.files if f.origin == "upstream"]
-                problem = page_problem(name, result, stored, project.last_serial)
+                upstream = [s.facts.filename for s in stored if s.origin == "upstream"]
+                problem = page_problem(name, result, upstream, project.last_serial)
             if problem is not None:
                 alarm_invalid_page(db, name, problem)  # committed; the page stays as it is
             else:
                 if project is None:
-                    project = Project(name=name, display_name=name, files=[], versions=[])
+                    project = Project(name=name, display_name=name, versions=[])
                     db.add(project)
-                unreferenced = apply_page(db, project, result)
-                db.flush()
-                entry = self._remember(project, self._settings.page_ttl)
+                    db.flush()  # its id, for the files' rows
+                listed, unreferenced = apply_page(db, project, stored, result)
+                entry = self._keep(snapshot(project, listed), self._settings.page_ttl, stale=False)
         if problem is not None:
             raise InvalidPage(f"invalid upstream page for {name}: {problem}")
         self._blobs.drop_unreferenced(unreferenced)
@@ -335,7 +342,7 @@ class IndexService:
         assert self._upstream is not None
         with self._locks.hold(name):
             with self._database.unit_of_work() as db:
-                project = load_project(db, name)
+                project = load_page_row(db, name)
                 if project is None or project.private:
                     return Refresh.NOT_CACHED  # private projects never follow the upstream
                 if (project.last_serial or -1) >= required:
@@ -374,8 +381,8 @@ class IndexService:
             )
             return {name: serial for name, serial in rows}
 
-    def _remember(self, project: Project, ttl: float) -> CachedPage:
-        return self._keep(snapshot(project), ttl, stale=False)
+    def _remember(self, db: Session, project: Project, ttl: float) -> CachedPage:
+        return self._keep(stored_page(db, project), ttl, stale=False)
 
     def _keep(self, page: RenderedPage, ttl: float, *, stale: bool) -> CachedPage:
         entry = CachedPage(page, time.monotonic() + max(ttl, 0), stale)

@@ -15,8 +15,8 @@ class _Entry(Protocol):
 
 
 def entry_size(entry: _Entry) -> int:
-    """What an entry costs: its two renderings (the file records are about as big again)."""
-    return 2 * (len(entry.page.html.body) + len(entry.page.json.body))
+    """What an entry costs: its page's files and renderings."""
+    return entry.page.size
 
 
 E = TypeVar("E", bound=_Entry)

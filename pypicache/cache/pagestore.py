@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.orm import Session, raiseload, selectinload
 
 from pypicache.cache.rendering import PageData, RenderedPage, render
-from pypicache.filefacts import facts_of, new_row, write_facts
-from pypicache.models import Alarm, AuditEntry, Project, utcnow
+from pypicache.filefacts import FACT_FIELDS, FileFacts, fact_values
+from pypicache.models import Alarm, AuditEntry, File, Project, utcnow
 from pypicache.upstream.entries import UpstreamPage
 
 log = logging.getLogger(__name__)
@@ -34,9 +37,39 @@ def alarm_invalid_page(db: Session, name: str, reason: str) -> None:
 
 
 def load_project(db: Session, name: str) -> Project | None:
+    """The project with its files as ORM rows, for changes made one row at a time."""
     return db.scalar(
         select(Project).where(Project.name == name).options(selectinload(Project.files))
     )
+
+
+def load_page_row(db: Session, name: str) -> Project | None:
+    """The project's own row; its files are read with ``stored_files``, never lazily."""
+    return db.scalar(select(Project).where(Project.name == name).options(raiseload(Project.files)))
+
+
+@dataclass(frozen=True, slots=True)
+class StoredFile:
+    """A file row as the page store reads it: its facts and the row's bookkeeping."""
+
+    id: int
+    origin: str
+    cached_at: datetime | None
+    facts: FileFacts
+
+
+_STORED_COLUMNS = (
+    File.id,
+    File.origin,
+    File.cached_at,
+    *(File.__table__.c[n] for n in FACT_FIELDS),
+)
+
+
+def stored_files(db: Session, project_id: int) -> list[StoredFile]:
+    """Every file of a project, read as plain rows: a page of 11,000 files is one query."""
+    rows = db.execute(select(*_STORED_COLUMNS).where(File.project_id == project_id))
+    return [StoredFile(r[0], r[1], r[2], FileFacts(*r[3:])) for r in rows]
 
 
 def age_of(project: Project) -> float:
@@ -45,69 +78,65 @@ def age_of(project: Project) -> float:
     return (utcnow() - project.checked_at).total_seconds()
 
 
-def apply_page(db: Session, project: Project, page: UpstreamPage) -> set[str]:
-    """Make the stored page say what the upstream page says.
+@dataclass
+class _Changes:
+    """What applying a page does to the files table, gathered first and written at once."""
 
-    Returns the sha256 of blobs the page no longer uses; they are deleted
-    once this transaction committed and no other file refers to them.
+    inserts: list[dict[str, object]] = field(default_factory=list)
+    updates: list[dict[str, object]] = field(default_factory=list)
+    deletes: list[int] = field(default_factory=list)
+    audits: list[dict[str, object]] = field(default_factory=list)
+    alarms: list[dict[str, object]] = field(default_factory=list)
+    dropped: set[str] = field(default_factory=set)
+
+
+def apply_page(
+    db: Session, project: Project, stored: Sequence[StoredFile], page: UpstreamPage
+) -> tuple[list[FileFacts], set[str]]:
+    """Make the stored page say what the upstream page says, writing only what changed.
+
+    Returns the files the page now lists, and the sha256 of blobs the page no
+    longer uses; they are deleted once this transaction committed and no other
+    file refers to them.  A big page where one file changed writes one row.
     """
     now = utcnow()
-    dropped: set[str] = set()
-    existing = {f.filename: f for f in project.files if f.origin == "upstream"}
-    private = {f.filename: f for f in project.files if f.origin == "private"}
+    changes = _Changes()
+    existing = {s.facts.filename: s for s in stored if s.origin == "upstream"}
+    private = {s.facts.filename: s.facts for s in stored if s.origin == "private"}
+    listed = list(private.values())
     for uf in page.files:
         if uf.filename in private:
             continue  # a private file of that name wins over the upstream's
         row = existing.pop(uf.filename, None)
         if row is None:
-            project.files.append(new_row(uf))
+            changes.inserts.append({**fact_values(uf), "origin": "upstream"})
+            listed.append(uf)
             continue
-        if uf.sha256 and row.sha256 and uf.sha256 != row.sha256:
-            # Hashes rule: the old bytes are never served again for this name.
-            # PyPI forbids reusing a filename, so this is also an alarm.
-            detail = f"upstream hash changed from {row.sha256} to {uf.sha256}"
-            log.error("invalidated %s/%s: %s", project.name, uf.filename, detail)
-            db.add(
-                AuditEntry(
-                    at=now,
-                    action="invalidate",
-                    project=project.name,
-                    filename=uf.filename,
-                    old_sha256=row.sha256,
-                    new_sha256=uf.sha256,
-                    serial=page.serial,
-                    detail=detail,
-                )
-            )
-            db.add(
-                Alarm(
-                    at=now,
-                    kind="upstream-mutation",
-                    project=project.name,
-                    filename=uf.filename,
-                    detail=detail,
-                )
-            )
-            if row.cached_at is not None:
-                dropped.add(row.sha256)
-            row.cached_at = None
-        write_facts(row, uf.keeping_known(facts_of(row)))
+        facts = uf.keeping_known(row.facts)
+        cached_at = row.cached_at
+        if uf.sha256 and row.facts.sha256 and uf.sha256 != row.facts.sha256:
+            _hash_changed(changes, project.name, row, uf.sha256, page.serial, now)
+            cached_at = None
+        if facts != row.facts or cached_at != row.cached_at:
+            changes.updates.append({**fact_values(facts), "id": row.id, "cached_at": cached_at})
+        listed.append(facts)
     for gone in existing.values():
-        log.info("%s/%s was removed upstream", project.name, gone.filename)
-        db.add(
-            AuditEntry(
-                at=now,
-                action="remove-file",
-                project=project.name,
-                filename=gone.filename,
-                old_sha256=gone.sha256,
+        log.info("%s/%s was removed upstream", project.name, gone.facts.filename)
+        changes.audits.append(
+            _audit(
+                now,
+                "remove-file",
+                project.name,
+                gone.facts.filename,
+                old_sha256=gone.facts.sha256,
                 serial=page.serial,
                 detail="no longer listed upstream",
             )
         )
-        if gone.cached_at is not None and gone.sha256:
-            dropped.add(gone.sha256)
-        project.files.remove(gone)
+        if gone.cached_at is not None and gone.facts.sha256:
+            changes.dropped.add(gone.facts.sha256)
+        changes.deletes.append(gone.id)
+    _write(db, project.id, changes)
     project.versions = sorted(
         set(page.versions) | {f.version for f in private.values() if f.version}
     )
@@ -116,20 +145,109 @@ def apply_page(db: Session, project: Project, page: UpstreamPage) -> set[str]:
     project.status = page.status
     project.status_reason = page.status_reason
     project.checked_at = now
-    return dropped
+    return listed, changes.dropped
 
 
-def snapshot(project: Project) -> RenderedPage:
+def _hash_changed(
+    changes: _Changes,
+    project: str,
+    row: StoredFile,
+    new_sha256: str,
+    serial: int | None,
+    now: datetime,
+) -> None:
+    """Hashes rule: the old bytes are never served again for this name.
+
+    PyPI forbids reusing a filename, so this is also an alarm.
+    """
+    filename, old_sha256 = row.facts.filename, row.facts.sha256
+    detail = f"upstream hash changed from {old_sha256} to {new_sha256}"
+    log.error("invalidated %s/%s: %s", project, filename, detail)
+    changes.audits.append(
+        _audit(
+            now,
+            "invalidate",
+            project,
+            filename,
+            old_sha256=old_sha256,
+            new_sha256=new_sha256,
+            serial=serial,
+            detail=detail,
+        )
+    )
+    changes.alarms.append(
+        {
+            "at": now,
+            "kind": "upstream-mutation",
+            "project": project,
+            "filename": filename,
+            "detail": detail,
+        }
+    )
+    if row.cached_at is not None and old_sha256:
+        changes.dropped.add(old_sha256)
+
+
+def _audit(
+    at: datetime,
+    action: str,
+    project: str,
+    filename: str,
+    *,
+    old_sha256: str | None,
+    serial: int | None,
+    detail: str,
+    new_sha256: str | None = None,
+) -> dict[str, object]:
+    """An audit row; every row has every key, as one statement of many rows needs."""
+    return {
+        "at": at,
+        "action": action,
+        "project": project,
+        "filename": filename,
+        "old_sha256": old_sha256,
+        "new_sha256": new_sha256,
+        "serial": serial,
+        "detail": detail,
+    }
+
+
+# Ids per DELETE: well below every database's limit on bound parameters.
+_DELETE_BATCH = 500
+
+
+def _write(db: Session, project_id: int, changes: _Changes) -> None:
+    """The gathered changes as a few statements of many rows each."""
+    if changes.inserts:
+        rows = [{**values, "project_id": project_id} for values in changes.inserts]
+        db.execute(insert(File.__table__), rows)  # the table's: no ORM work per row
+    if changes.updates:
+        db.execute(update(File), changes.updates)
+    for start in range(0, len(changes.deletes), _DELETE_BATCH):
+        batch = changes.deletes[start : start + _DELETE_BATCH]
+        db.execute(delete(File).where(File.id.in_(batch)))
+    if changes.audits:
+        db.execute(insert(AuditEntry.__table__), changes.audits)
+    if changes.alarms:
+        db.execute(insert(Alarm.__table__), changes.alarms)
+
+
+def snapshot(project: Project, files: Iterable[FileFacts]) -> RenderedPage:
     return render(
         PageData(
             name=project.name,
             display_name=project.display_name,
             serial=project.last_serial,
             versions=list(project.versions or ()),
-            files=[facts_of(f) for f in project.files],
+            files=list(files),
             private=project.private,
         )
     )
+
+
+def stored_page(db: Session, project: Project) -> RenderedPage:
+    """The page as the database holds it."""
+    return snapshot(project, (s.facts for s in stored_files(db, project.id)))
 
 
 def older(serial: int | None, stored: int | None) -> bool:

@@ -7,6 +7,7 @@ renderings are streamed from that file to disk and served from there.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import logging
@@ -22,7 +23,7 @@ from typing import Any, BinaryIO, Protocol
 
 from sqlalchemy import func, select
 
-from pypicache.cache.rendering import API_VERSION
+from pypicache.cache.rendering import API_VERSION, GZIP_LEVEL
 from pypicache.db import Database
 from pypicache.errors import InvalidName, UpstreamUnavailable
 from pypicache.models import Project
@@ -39,11 +40,24 @@ RETRY_AFTER_ERROR = 60.0
 
 @dataclass(frozen=True)
 class ProjectListFiles:
+    """The two renderings on disk, each beside its gzip-encoded copy (``path + ".gz"``)."""
+
     html_path: Path
     html_etag: str
     json_path: Path
     json_etag: str
     serial: int | None
+
+    def rendering(self, as_json: bool, gzipped: bool) -> tuple[Path, str]:
+        """The file and ETag of one rendering; the encoded copy has an ETag of its own."""
+        path, etag = (
+            (self.json_path, self.json_etag) if as_json else (self.html_path, self.html_etag)
+        )
+        return (gzipped_path(path), etag[:-1] + '-gzip"') if gzipped else (path, etag)
+
+
+def gzipped_path(path: Path) -> Path:
+    return path.with_name(path.name + ".gz")
 
 
 class LocalProjects(Protocol):
@@ -100,12 +114,13 @@ class ProjectList:
                 self._rendered_from = source
             return self._current
 
-    def open(self, as_json: bool) -> tuple[ProjectListFiles, BinaryIO]:
-        """The rendered list and an open handle on the rendering asked for."""
+    def open(self, as_json: bool, gzipped: bool = False) -> tuple[str, int | None, BinaryIO]:
+        """The ETag, the serial and an open handle of the rendering asked for."""
         while True:
             files = self.current()
+            path, etag = files.rendering(as_json, gzipped)
             try:
-                return files, (files.json_path if as_json else files.html_path).open("rb")
+                return etag, files.serial, path.open("rb")
             except FileNotFoundError:
                 continue  # re-rendered between the two lines; take the new one
 
@@ -157,8 +172,9 @@ class ProjectList:
     def _render(self, serial: int | None) -> ProjectListFiles:
         html_path, html_etag = self._render_one(".html", _html_lines(self._merged()))
         json_path, json_etag = self._render_one(".json", _json_lines(self._merged(), serial))
+        current = {html_path, json_path, gzipped_path(html_path), gzipped_path(json_path)}
         for old in self._dir.glob("projects-*"):
-            if old not in (html_path, json_path):
+            if old not in current:
                 old.unlink(missing_ok=True)  # open handles keep reading the old bytes
         return ProjectListFiles(html_path, html_etag, json_path, json_etag, serial)
 
@@ -166,6 +182,8 @@ class ProjectList:
         temp, digest, _ = _write_temp(self._dir, lines)
         etag = digest[:40]
         final = self._dir / f"projects-{etag}{suffix}"
+        encoded = _gzip_temp(self._dir, temp)
+        os.replace(encoded, gzipped_path(final))
         os.replace(temp, final)
         return final, f'"{etag}"'
 
@@ -222,6 +240,22 @@ def _json_lines(projects: Iterable[tuple[str, str]], serial: int | None) -> Iter
         yield separator + json.dumps({"name": display}, ensure_ascii=False)
         separator = ","
     yield "]}"
+
+
+def _gzip_temp(directory: Path, source: Path) -> Path:
+    """A gzip-encoded copy of ``source`` in a new temp file (deterministic: no time in it)."""
+    fd, name = tempfile.mkstemp(dir=directory, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as raw, source.open("rb") as handle:
+            with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=GZIP_LEVEL, mtime=0) as out:
+                while chunk := handle.read(1 << 20):
+                    out.write(chunk)
+            raw.flush()
+            os.fsync(raw.fileno())
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
+    return Path(name)
 
 
 def _write_temp(directory: Path, lines: Iterable[str]) -> tuple[Path, str, int]:

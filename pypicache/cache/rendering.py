@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from datetime import datetime
 from html import escape
 from typing import Any
@@ -46,25 +47,96 @@ class PageData:
     private: bool = False
 
 
-@dataclass(frozen=True)
+# Bodies below this go out as they are: compressing saves less than a packet.
+GZIP_MIN_BYTES = 1400
+# nginx's default level: most of the saving for a fraction of the time of level 6.
+GZIP_LEVEL = 1
+
+
 class Representation:
-    body: bytes
-    etag: str
+    """One rendering of a page, and its gzip-encoded form once a client asks for it."""
+
+    __slots__ = ("_gzipped", "body", "etag")
+
+    def __init__(self, body: bytes, etag: str) -> None:
+        self.body = body
+        self.etag = etag
+        self._gzipped: Representation | None = None
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Representation):
+            return NotImplemented
+        return (self.body, self.etag) == (other.body, other.etag)
+
+    def __hash__(self) -> int:
+        return hash(self.etag)
+
+    def gzipped(self) -> Representation:
+        """The same bytes gzip-encoded, under their own ETag (RFC 9110: strong ETags differ)."""
+        found = self._gzipped
+        if found is None:
+            body = gzip_bytes(self.body)
+            found = self._gzipped = Representation(body, self.etag[:-1] + '-gzip"')
+        return found
 
 
-@dataclass(frozen=True)
+def gzip_bytes(body: bytes) -> bytes:
+    """Deterministic gzip (no time in the header), so the bytes are one ETag's."""
+    return gzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0)
+
+
+# What a file costs a page in memory: its facts, and its entries in both renderings.
+BYTES_PER_FILE = 2_000
+
+
 class RenderedPage:
-    """A project page ready to send: both renderings, their validators, the serial."""
+    """A project page ready to send: its files, and each rendering once it is asked for.
 
-    name: str
-    serial: int | None
-    html: Representation
-    json: Representation
-    files: dict[str, FileFacts] = field(repr=False)
-    private: bool = False  # mutable: clients must revalidate every time
+    Clients of one page mostly want one rendering (pip and uv take JSON), so the
+    other is never made for them: rendering is a page's biggest cost after the fetch.
+    Renderings are deterministic, so two threads rendering at once make the same bytes.
+    """
+
+    __slots__ = ("_data", "_renderings", "files", "name", "private", "serial")
+
+    def __init__(self, data: PageData) -> None:
+        ordered = sorted(data.files, key=lambda f: f.filename)
+        self.name = data.name
+        self.serial = data.serial
+        self.files: dict[str, FileFacts] = {f.filename: f for f in ordered}
+        self.private = data.private  # mutable: clients must revalidate every time
+        self._data = replace(data, files=ordered)
+        self._renderings: dict[str, Representation] = {}
+
+    def __repr__(self) -> str:
+        return f"RenderedPage({self.name!r}, serial={self.serial}, {len(self.files)} files)"
+
+    @property
+    def html(self) -> Representation:
+        return self._rendering("html")
+
+    @property
+    def json(self) -> Representation:
+        return self._rendering("json")
+
+    @property
+    def size(self) -> int:
+        """What the page costs in memory, both renderings made or not (an estimate)."""
+        return BYTES_PER_FILE * (len(self.files) + 1) + 100 * len(self._data.versions)
 
     def representation(self, media_type: str) -> Representation:
         return self.json if media_type == JSON_TYPE else self.html
+
+    def _rendering(self, kind: str) -> Representation:
+        found = self._renderings.get(kind)
+        if found is None:
+            data = self._data
+            if kind == "json":
+                body = render_json(data.name, data.serial, data.versions, data.files)
+            else:
+                body = render_html(data.name, data.display_name, data.serial, data.files)
+            found = self._renderings.setdefault(kind, Representation(body, etag_of(body)))
+        return found
 
 
 def etag_of(body: bytes) -> str:
@@ -72,17 +144,7 @@ def etag_of(body: bytes) -> str:
 
 
 def render(page: PageData) -> RenderedPage:
-    files = sorted(page.files, key=lambda f: f.filename)
-    html = render_html(page.name, page.display_name, page.serial, files)
-    body = render_json(page.name, page.serial, page.versions, files)
-    return RenderedPage(
-        name=page.name,
-        serial=page.serial,
-        html=Representation(html, etag_of(html)),
-        json=Representation(body, etag_of(body)),
-        files={f.filename: f for f in files},
-        private=page.private,
-    )
+    return RenderedPage(page)
 
 
 def render_html(

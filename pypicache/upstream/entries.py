@@ -203,7 +203,9 @@ def filename_problem(filename: object, project: str) -> str | None:
         return "a file name too long"
     if "/" in filename or "\\" in filename or ".." in filename:
         return "a file name that is a path"
-    if any(unicodedata.category(c).startswith("C") for c in filename):
+    if not (filename.isascii() and filename.isprintable()) and any(
+        unicodedata.category(c).startswith("C") for c in filename
+    ):
         return "a file name with control characters"
     project = canonicalize_name(project)
     if filename.endswith(".whl"):
@@ -313,6 +315,8 @@ def upstream_text(value: object, limit: int = TEXT_LIMIT) -> str | None:
     database encoding takes) nor control characters, and bounded (None when empty)."""
     if not isinstance(value, str) or not value:
         return None
+    if len(value) <= limit and value.isascii() and value.isprintable():
+        return value  # the common case: nothing to replace
     cleaned = "".join(
         "\ufffd" if unicodedata.category(c) in ("Cs", "Cc") and c not in "\t" else c
         for c in value[:limit]

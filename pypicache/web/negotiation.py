@@ -74,3 +74,30 @@ def _quality(offer: str, ranges: list[tuple[str, float]]) -> float:
         if specificity > best_specificity:
             best_specificity, q = specificity, quality
     return q
+
+
+@lru_cache(maxsize=512)
+def accepts_gzip(accept_encoding: str | None) -> bool:
+    """Whether an Accept-Encoding header takes gzip (RFC 9110 section 12.5.3).
+
+    ``gzip`` (or its old alias ``x-gzip``) with a q above 0, or ``*`` above 0 when
+    gzip is not named: ``gzip;q=0`` refuses it whatever ``*`` says.  No header means
+    the identity coding, like curl without ``--compressed``.
+    """
+    named: float | None = None
+    anything: float | None = None
+    for item in (accept_encoding or "").split(","):
+        coding, *params = (part.strip() for part in item.split(";"))
+        coding = coding.lower()
+        q = 1.0
+        for param in params:
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "q":
+                q = _qvalue(value.strip())
+        if coding in ("gzip", "x-gzip"):
+            named = q if named is None else max(named, q)
+        elif coding == "*":
+            anything = q
+    if named is not None:
+        return named > 0
+    return anything is not None and anything > 0

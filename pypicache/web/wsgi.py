@@ -46,7 +46,11 @@ class PypicacheApp:
             media_type = select_media_type(environ.get("HTTP_ACCEPT"))
             if entry is not None and media_type is not None and self.policy.may_read(environ):
                 status, headers, body = page_response(
-                    entry, media_type, environ.get("HTTP_IF_NONE_MATCH"), self._client_max_age
+                    entry,
+                    media_type,
+                    environ.get("HTTP_IF_NONE_MATCH"),
+                    self._client_max_age,
+                    environ.get("HTTP_ACCEPT_ENCODING"),
                 )
                 environ[CACHE_KEY] = "hit"
                 self._page_hit()

@@ -24,7 +24,7 @@ def test_project_page_speaks_the_format_asked_for(testapp, demo, accept, expecte
     response = testapp.get("/simple/demo-pkg/", headers={"Accept": accept})
     assert response.status == "200 OK"
     assert response.content_type == expected
-    assert response.headers["Vary"] == "Accept"
+    assert response.headers["Vary"] == "Accept, Accept-Encoding"
     assert "demo_pkg-1.0-py3-none-any.whl" in response.text
 
 

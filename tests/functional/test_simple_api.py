@@ -130,7 +130,7 @@ def test_content_negotiation(index, demo, http, accept, expected):
     content_type = response.headers["Content-Type"]
     assert content_type.split(";")[0] == expected
     assert content_type == content_type.lower()
-    assert response.headers["Vary"] == "Accept"
+    assert response.headers["Vary"] == "Accept, Accept-Encoding"
 
 
 @pytest.mark.parametrize("accept", [f"{JSON};q=0", "application/json", "*/*;q=0", "image/png"])
@@ -356,7 +356,7 @@ def test_project_list_merges_the_upstream_list_and_cached_projects(index, demo, 
 
     etag = html.headers["ETag"]
     assert get(http, index.simple_url, "text/html", **{"If-None-Match": etag}).status_code == 304
-    assert html.headers["Vary"] == "Accept"
+    assert html.headers["Vary"] == "Accept, Accept-Encoding"
     # Every listed name resolves.
     for href in hrefs[:3]:
         assert get(http, index.simple_url + href).status_code == 200

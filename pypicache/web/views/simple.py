@@ -10,10 +10,10 @@ from pyramid.response import Response
 from pyramid.view import view_config
 
 from pypicache.cache.index import CachedPage
-from pypicache.cache.rendering import CONTENT_TYPES, JSON_TYPE
+from pypicache.cache.rendering import CONTENT_TYPES, GZIP_MIN_BYTES, JSON_TYPE
 from pypicache.names import normalize_project
 from pypicache.web.httputil import etag_matches
-from pypicache.web.negotiation import select_media_type
+from pypicache.web.negotiation import accepts_gzip, select_media_type
 from pypicache.web.observe import note_cache
 from pypicache.web.security import READ
 
@@ -32,18 +32,31 @@ NOT_ACCEPTABLE = (
 
 
 def page_response(
-    entry: CachedPage, media_type: str, if_none_match: str | None, max_age: int
+    entry: CachedPage,
+    media_type: str,
+    if_none_match: str | None,
+    max_age: int,
+    accept_encoding: str | None = None,
 ) -> tuple[str, list[tuple[str, str]], bytes]:
-    """Status, headers and body for a project page; the hot path in wsgi.py uses it too."""
+    """Status, headers and body for a project page; the hot path in wsgi.py uses it too.
+
+    Big pages go gzip-encoded to clients that take it (pip and uv do): the page of
+    a project with thousands of files is megabytes as it is, a tenth of that encoded.
+    """
     page = entry.page
     representation = page.representation(media_type)
+    encoded = len(representation.body) >= GZIP_MIN_BYTES and accepts_gzip(accept_encoding)
+    if encoded:
+        representation = representation.gzipped()
     headers = [
         ("Content-Type", CONTENT_TYPES[media_type]),
         ("ETag", representation.etag),
-        ("Vary", "Accept"),
+        ("Vary", "Accept, Accept-Encoding"),
         ("Cache-Control", _cache_control(entry, max_age)),
         *SIMPLE_SECURITY_HEADERS,
     ]
+    if encoded:
+        headers.append(("Content-Encoding", "gzip"))
     if page.serial is not None:
         headers.append(("X-PyPI-Last-Serial", str(page.serial)))
     if etag_matches(if_none_match, representation.etag):
@@ -76,6 +89,7 @@ def project_page(request: Request) -> Response:
         media_type,
         request.headers.get("If-None-Match"),
         request.services.settings.client_max_age,
+        request.headers.get("Accept-Encoding"),
     )
     return Response(status=status, headerlist=headers, body=body)
 
@@ -85,17 +99,19 @@ def project_list(request: Request) -> Response:
     media_type = select_media_type(request.headers.get("Accept"))
     if media_type is None:
         return HTTPNotAcceptable(body=NOT_ACCEPTABLE, content_type="text/plain", charset="utf-8")
-    files, handle = request.services.project_list.open(media_type == JSON_TYPE)
-    etag = files.json_etag if media_type == JSON_TYPE else files.html_etag
+    encoded = accepts_gzip(request.headers.get("Accept-Encoding"))
+    etag, serial, handle = request.services.project_list.open(media_type == JSON_TYPE, encoded)
     headers = [
         ("Content-Type", CONTENT_TYPES[media_type]),
         ("ETag", etag),
-        ("Vary", "Accept"),
+        ("Vary", "Accept, Accept-Encoding"),
         ("Cache-Control", f"max-age={request.services.settings.client_max_age}, public"),
         *SIMPLE_SECURITY_HEADERS,
     ]
-    if files.serial is not None:
-        headers.append(("X-PyPI-Last-Serial", str(files.serial)))
+    if encoded:
+        headers.append(("Content-Encoding", "gzip"))
+    if serial is not None:
+        headers.append(("X-PyPI-Last-Serial", str(serial)))
     if etag_matches(request.headers.get("If-None-Match"), etag):
         handle.close()
         return Response(status=304, headerlist=headers)
