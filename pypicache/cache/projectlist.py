@@ -120,9 +120,22 @@ class ProjectList:
             files = self.current()
             path, etag = files.rendering(as_json, gzipped)
             try:
+                if gzipped and not path.exists():
+                    self._encode(files.rendering(as_json, False)[0])
                 return etag, files.serial, path.open("rb")
             except FileNotFoundError:
-                continue  # re-rendered between the two lines; take the new one
+                continue  # re-rendered meanwhile; take the new one
+
+    def _encode(self, plain: Path) -> None:
+        """Write the gzip-encoded copy of a rendering, once, when a client first wants it.
+
+        Not when rendering: encoding both renderings of a 200,000-name list would add
+        a quarter of a second to the first request of every client, encoding or not.
+        """
+        with self._lock:
+            target = gzipped_path(plain)
+            if not target.exists():
+                os.replace(_gzip_temp(self._dir, plain), target)
 
     # -- the upstream's list ---------------------------------------------------------------
 
@@ -182,8 +195,6 @@ class ProjectList:
         temp, digest, _ = _write_temp(self._dir, lines)
         etag = digest[:40]
         final = self._dir / f"projects-{etag}{suffix}"
-        encoded = _gzip_temp(self._dir, temp)
-        os.replace(encoded, gzipped_path(final))
         os.replace(temp, final)
         return final, f'"{etag}"'
 

@@ -73,11 +73,12 @@ def listed(data: dict) -> dict[str, tuple[str | None, object]]:
 def upstream_listing(upstream: FakeUpstream) -> dict[str, tuple[str | None, object]]:
     project = upstream.project(PROJECT)
     assert project is not None
-    return {
-        record.filename: (record.sha256, (release.yanked_reason or True) if release.yanked else None)
-        for release in project.releases.values()
-        for record in release.files.values()
-    }
+    listing: dict[str, tuple[str | None, object]] = {}
+    for release in project.releases.values():
+        yanked = (release.yanked_reason or True) if release.yanked else None
+        for record in release.files.values():
+            listing[record.filename] = (record.sha256, yanked)
+    return listing
 
 
 def download(http: requests.Session, index: RunningIndex, filename: str) -> bytes:
