@@ -32,13 +32,13 @@ from pypicache.upstream.entries import (
     checked_file,
     checked_page,
     local_path,
-    parse_page,
     parse_serial,
     reject,
     valid_names,
     valid_project_name,
 )
 from pypicache.upstream.guardedhttp import GuardedAdapter
+from pypicache.upstream.pages import parse_page
 from pypicache.upstream.urlpolicy import IPNetwork, URLPolicy, URLRefused, redirect_target
 
 if TYPE_CHECKING:
@@ -204,13 +204,18 @@ class UpstreamClient:
                 raise UpstreamUnavailable(f"upstream answered {response.status_code} for {url}")
             try:
                 body = self._page_body(response, max_bytes)
-                page = parse_page(name, body, response.headers.get("Content-Type"), response.url)
+                return parse_page(
+                    name,
+                    body,
+                    response.headers.get("Content-Type"),
+                    response.url,
+                    serial=serial,
+                    etag=response.headers.get("ETag"),
+                    metrics=self.metrics,
+                )
             except InvalidPage as exc:
                 self._error("page", "invalid")
                 raise InvalidPage(f"{url}: {exc}") from exc
-            return checked_page(
-                name, page, serial, response.headers.get("ETag"), metrics=self.metrics
-            )
 
     def _page_body(self, response: requests.Response, max_bytes: int) -> bytes:
         """The decompressed body, refused once it grows past ``max_bytes``."""

@@ -13,12 +13,8 @@ from packaging.utils import canonicalize_name
 
 from pypicache.filefacts import FileFacts
 from pypicache.upstream.client import CHUNK, decoded
-from pypicache.upstream.entries import (
-    InvalidPage,
-    UpstreamPage,
-    page_problem,
-    parse_page,
-)
+from pypicache.upstream.entries import InvalidPage, UpstreamPage, page_problem
+from pypicache.upstream.pages import parse_page
 
 NAME = "demo-pkg"
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
@@ -150,7 +146,7 @@ def test_any_body_parses_into_the_projects_page_or_is_an_invalid_page(body, cont
         parsed = parse_page(NAME, body, content_type, "https://up.example/simple/demo-pkg/")
     except InvalidPage:
         return
-    assert parsed.project is not None
+    assert parsed.name == NAME
 
 
 @given(st.text(min_size=1, max_size=30) | st.sampled_from(["Demo_Pkg", "demo.pkg", "DEMO-pkg"]))
@@ -161,7 +157,7 @@ def test_a_json_page_naming_another_project_is_refused(other):
     except InvalidPage:
         assert canonicalize_name(other) != NAME
         return
-    assert canonicalize_name(parsed.project) == NAME
+    assert canonicalize_name(other) == parsed.name == NAME
 
 
 def test_html_without_links_or_the_simple_api_meta_is_not_a_page():
@@ -172,10 +168,10 @@ def test_html_without_links_or_the_simple_api_meta_is_not_a_page():
 
 def test_an_empty_simple_api_page_is_a_page():
     empty = b'<html><head><meta name="pypi:repository-version" content="1.1"></head></html>'
-    assert parse_page(NAME, empty, "text/html", "https://up.example/").packages == []
+    assert parse_page(NAME, empty, "text/html", "https://up.example/").files == ()
 
 
 def test_an_old_style_page_with_links_and_no_meta_is_a_page():
     html = b'<html><body><a href="demo_pkg-1.0-py3-none-any.whl">demo_pkg-1.0-py3-none-any.whl</a>'
     parsed = parse_page(NAME, html, "text/html", "https://up.example/simple/demo-pkg/")
-    assert [p.filename for p in parsed.packages] == ["demo_pkg-1.0-py3-none-any.whl"]
+    assert [f.filename for f in parsed.files] == ["demo_pkg-1.0-py3-none-any.whl"]

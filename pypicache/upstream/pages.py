@@ -1,0 +1,240 @@
+"""An upstream's project page into checked file facts: PEP 691 JSON read here, HTML
+through pypi_simple.
+
+PyPI's biggest projects list 11,000 files.  Read through generic models (pydantic,
+a URL join and a full wheel-name parse per file) a page cost about 50 µs a file,
+many times the upstream's own answer time; read here, each value is checked once,
+as it becomes a fact, and values that repeat (versions, tags) are checked once a page.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+from email.message import Message
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urljoin
+
+from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
+from pypi_simple import ProjectPage, UnparsableFilenameError, parse_filename
+
+from pypicache.digests import is_sha256
+from pypicache.filefacts import FileFacts
+from pypicache.upstream.entries import (
+    InvalidPage,
+    UpstreamPage,
+    all_versions,
+    checked_page,
+    filename_problem,
+    parse_serial,
+    reject,
+    storable_size,
+    storable_version,
+    upstream_text,
+)
+
+if TYPE_CHECKING:
+    from pypicache.ops.metrics import Metrics
+
+# PEP 792's statuses; any other value makes the page unusable, as an unknown API would.
+STATUSES = frozenset({"active", "archived", "quarantined", "deprecated"})
+# The simple API's major version we understand (PEP 629: a newer major is refused).
+API_MAJOR = 1
+# An absolute http(s) URL that ``urljoin`` would give back unchanged: no query, fragment,
+# whitespace or backslash, which its parser would rewrite.
+_PLAIN_ABSOLUTE = re.compile(r"https?://[^/?#\s\\]+(?:/[^?#\s\\]*)?", re.ASCII)
+# The characters pypi_simple lets a version read from a file name have.
+_VERSION_TEXT = re.compile(r"[A-Za-z0-9_.!+-]+")
+
+
+def parse_page(
+    name: str,
+    body: bytes,
+    content_type: str | None,
+    url: str,
+    *,
+    serial: int | None = None,
+    etag: str | None = None,
+    metrics: Metrics | None = None,
+) -> UpstreamPage:
+    """The project's page in ``body`` (read by us, bounded), every entry checked.
+
+    JSON goes straight into file facts (``read_json_page``); HTML through pypi_simple's parser.
+    """
+    header = Message()
+    header["Content-Type"] = content_type or "text/html"
+    media_type = header.get_content_type()
+    charset = header.get_param("charset")
+    if media_type == "application/vnd.pypi.simple.v1+json":
+        try:
+            data = json.loads(body)
+        except (ValueError, RecursionError) as exc:
+            raise InvalidPage(f"unparsable page: {exc}") from exc
+        return read_json_page(name, data, url, serial=serial, etag=etag, metrics=metrics)
+    if media_type not in ("application/vnd.pypi.simple.v1+html", "text/html"):
+        raise InvalidPage(f"not a project page: Content-Type {media_type!r}")
+    try:
+        page = ProjectPage.from_html(
+            project=name,
+            html=body,
+            base_url=url,
+            from_encoding=charset if isinstance(charset, str) else None,
+        )
+    except Exception as exc:
+        raise InvalidPage(f"unparsable page: {exc}") from exc
+    if not page.packages and page.repository_version is None:
+        # Neither a link nor the simple API's meta tag: a portal's or an error's HTML.
+        raise InvalidPage("HTML without links or pypi:repository-version: not a page")
+    return checked_page(name, page, serial, etag, metrics=metrics)
+
+
+def read_json_page(
+    name: str,
+    data: object,
+    base_url: str,
+    *,
+    serial: int | None = None,
+    etag: str | None = None,
+    metrics: Metrics | None = None,
+) -> UpstreamPage:
+    """The page ``data`` (decoded JSON) says ``name`` has; InvalidPage when it is no such page.
+
+    A page of the wrong shape (no ``meta``, ``name`` or ``files``, an entry that is no
+    object or lacks ``filename``, ``url`` or ``hashes``, an API version we do not
+    speak, an unknown project status) is refused whole, as a broken or foreign page;
+    an entry that is well-formed but unsafe (a path for a name, another project's
+    file, a digest that is not one) is left out, counted and logged.
+    """
+    page = _object(data, "the page")
+    meta = _object(page.get("meta"), "meta")
+    _check_api_version(meta.get("api-version"))
+    project = page.get("name")
+    if not isinstance(project, str) or canonicalize_name(project) != name:
+        raise InvalidPage(f"the page is for project {project!r:.100}, not {name!r}")
+    entries = page.get("files")
+    if not isinstance(entries, list):
+        raise InvalidPage("the page's files are not a list")
+    listed = page.get("versions")
+    if listed is not None and not (
+        isinstance(listed, list) and all(isinstance(v, str) for v in listed)
+    ):
+        raise InvalidPage("the page's versions are not a list of strings")
+    status, reason = _status(page.get("project-status"))
+    if serial is None:
+        serial = _serial(meta.get("_last-serial"))
+    found = (_file(entry, name, base_url, metrics) for entry in entries)
+    files = tuple(f for f in found if f is not None)
+    return UpstreamPage(
+        name, files, all_versions(files, listed), serial, etag, status, upstream_text(reason)
+    )
+
+
+def _object(value: object, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise InvalidPage(f"{what} is not a JSON object")
+    return value
+
+
+def _check_api_version(value: object) -> None:
+    if not isinstance(value, str):
+        raise InvalidPage("the page has no meta.api-version")
+    try:
+        major = Version(value).major
+    except InvalidVersion as exc:
+        raise InvalidPage(f"meta.api-version {value!r:.50} is not a version") from exc
+    if major != API_MAJOR:
+        raise InvalidPage(f"simple API version {value!r:.50} is not one we speak")
+
+
+def _status(value: object) -> tuple[str | None, object]:
+    if value is None:
+        return None, None
+    status = _object(value, "project-status")
+    state = status.get("status")
+    if state is not None and state not in STATUSES:
+        raise InvalidPage(f"unknown project status {state!r:.50}")
+    return state, status.get("reason")
+
+
+def _serial(value: object) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if value >= 0 else None
+    return parse_serial(value) if isinstance(value, str) else None
+
+
+def _file(entry: object, project: str, base_url: str, metrics: Metrics | None) -> FileFacts | None:
+    entry = _object(entry, "a file entry")
+    filename = entry.get("filename")
+    url = entry.get("url")
+    hashes = entry.get("hashes")
+    if not (isinstance(filename, str) and isinstance(url, str) and isinstance(hashes, dict)):
+        raise InvalidPage(f"a file entry without filename, url and hashes: {entry!r:.200}")
+    problem = filename_problem(filename, project)
+    if problem is not None:
+        reject("filename", project, filename, problem, metrics)
+        return None
+    sha256 = hashes.get("sha256")
+    # PEP 714: the old key only where the new one is missing.
+    metadata = (
+        entry["core-metadata"] if "core-metadata" in entry else entry.get("data-dist-info-metadata")
+    )
+    metadata_sha256 = metadata.get("sha256") if isinstance(metadata, dict) else None
+    for digest, what in ((sha256, "sha256"), (metadata_sha256, "core-metadata sha256")):
+        if digest is not None and not is_sha256(digest):
+            why = f"its {what} {digest!r:.100} is not 64 lower-case hex characters"
+            reject("digest", project, filename, why, metrics)
+            return None
+    yanked = entry.get("yanked", False)
+    return FileFacts(
+        filename=filename,
+        version=storable_version(dist_version(filename, project)),
+        sha256=sha256,
+        size=storable_size(entry.get("size")),
+        requires_python=upstream_text(entry.get("requires-python")),
+        yanked=isinstance(yanked, str) or yanked is True,
+        yanked_reason=upstream_text(yanked),
+        upload_time=upload_time(entry.get("upload-time")),
+        has_metadata=metadata is True or isinstance(metadata, dict),
+        metadata_sha256=metadata_sha256,
+        upstream_url=absolute_url(base_url, url).split("#", 1)[0],
+    )
+
+
+def dist_version(filename: str, project: str) -> str | None:
+    """The version a distribution's file name gives, spelled as in the name.
+
+    ``filename`` is one ``filename_problem`` accepted, so a wheel's name has its
+    version in the second field; other names are read with the project as the hint.
+    """
+    if filename.endswith(".whl"):
+        version: str | None = filename.split("-", 2)[1]
+    else:
+        try:
+            version = parse_filename(filename, project)[1]
+        except UnparsableFilenameError:
+            version = None
+    return version if version is not None and _VERSION_TEXT.fullmatch(version) else None
+
+
+def upload_time(value: object) -> datetime | None:
+    """An ISO 8601 upload time as naive UTC (a time without a zone is taken as UTC)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(UTC).replace(tzinfo=None)
+    return parsed
+
+
+def absolute_url(base_url: str, url: str) -> str:
+    """``urljoin(base_url, url)``, without its cost for the absolute URLs big indexes give."""
+    if _PLAIN_ABSOLUTE.fullmatch(url):
+        return url
+    return urljoin(base_url, url)

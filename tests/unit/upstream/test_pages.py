@@ -1,0 +1,215 @@
+"""The JSON page reader: what pypi_simple's models read from a well-formed page, for any
+page either checked facts or InvalidPage, and the wheel-name check packaging's rules give."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import urljoin
+
+from hypothesis import example, given
+from hypothesis import strategies as st
+from packaging.utils import InvalidWheelFilename, parse_wheel_filename
+from pypi_simple import ProjectPage
+
+from pypicache.digests import is_sha256
+from pypicache.upstream.entries import (
+    TEXT_LIMIT,
+    InvalidPage,
+    checked_page,
+    filename_problem,
+    wheel_project,
+)
+from pypicache.upstream.pages import STATUSES, absolute_url, read_json_page
+
+NAME = "demo-pkg"
+BASE = "https://up.example/simple/demo-pkg/"
+
+# -- wheel names -------------------------------------------------------------------------------
+
+wheel_names = st.sampled_from(["demo_pkg", "Demo.Pkg", "demo__pkg", "_", "x", "ñame", ""])
+wheel_versions = st.sampled_from(["1.0", "1!2.0+local.7", "v1.0rc1", "1..0", "x", "", " 1.0"])
+build_tags = st.sampled_from(["", "-1", "-12abc", "-a1", "-1\n", "-"])
+tag_parts = st.sampled_from(["py3", "cp311", "py2.py3", "none", "any", "", "3x", "a..b", "a.b"])
+wheel_filenames = st.builds(
+    lambda name, version, build, tags: f"{name}-{version}{build}-{'-'.join(tags)}.whl",
+    wheel_names,
+    wheel_versions,
+    build_tags,
+    st.lists(tag_parts, min_size=1, max_size=4),
+)
+
+
+def packaging_project(filename: str) -> str | None:
+    try:
+        return parse_wheel_filename(filename)[0]
+    except InvalidWheelFilename:
+        return None
+
+
+@given(wheel_filenames | st.text(alphabet="ab-_.1\n.whl", max_size=30).map(lambda t: t + ".whl"))
+@example("demo_pkg-1.0-py3-none-any.whl")
+@example("demo_pkg-1.0-1-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl")
+def test_a_wheel_name_is_valid_exactly_when_packaging_says(filename: str):
+    assert wheel_project(filename) == packaging_project(filename)
+
+
+def test_a_compressed_tag_set_is_checked_without_expanding_it():
+    parts = ".".join(f"t{i}" for i in range(40))
+    filename = f"demo_pkg-1.0-{parts}-{parts}-{parts}.whl"  # 64,000 tags, were it expanded
+    assert filename_problem(filename, NAME) is None
+
+
+# -- URLs --------------------------------------------------------------------------------------
+
+
+@given(
+    st.sampled_from(["", "http://", "https://", "HTTPS://", "https:", "//"])
+    .flatmap(lambda p: st.text(alphabet="ab/.:?#%; \\\t\n", max_size=25).map(lambda t: p + t))
+)
+@example("https://files.example/packages/ab/cd/demo_pkg-1.0-py3-none-any.whl")
+@example("https://files.example/x/../y")
+def test_a_url_is_joined_as_urljoin_joins_it(url: str):
+    assert absolute_url(BASE, url) == urljoin(BASE, url)
+
+
+# -- well-formed pages: what pypi_simple reads -------------------------------------------------
+
+hexdigests = st.text(alphabet="0123456789abcdef", min_size=64, max_size=64)
+sdist_names = st.builds(
+    lambda name, version, suffix: f"{name}-{version}{suffix}",
+    st.sampled_from(["demo-pkg", "Demo_Pkg", "demo.pkg", "other"]),
+    st.sampled_from(["1.0", "2.0.dev1", "1.0-1", "x~1"]),
+    st.sampled_from([".tar.gz", ".zip", ".egg", ".tar.bz2", ".exe"]),
+)
+filenames = wheel_filenames | sdist_names | st.text(max_size=20)
+urls = st.sampled_from(
+    [
+        "https://files.example/packages/ab/demo_pkg-1.0-py3-none-any.whl",
+        "../../packages/demo-pkg-1.0.tar.gz#sha256=00",
+        "/files/x.whl",
+        "https://files.example/a/../b?q=1",
+    ]
+)
+upload_times = st.datetimes().map(lambda t: t.isoformat(timespec="microseconds") + "Z")
+optional = st.none()
+
+
+@st.composite
+def file_entries(draw: st.DrawFn) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "filename": draw(filenames),
+        "url": draw(urls),
+        "hashes": draw(st.dictionaries(st.sampled_from(["sha256", "md5"]), hexdigests | st.text())),
+    }
+    maybe = {
+        "requires-python": optional | st.text(max_size=12),
+        "core-metadata": optional | st.booleans() | st.fixed_dictionaries({"sha256": hexdigests}),
+        "yanked": st.booleans() | st.text(max_size=12),
+        "size": optional | st.integers(min_value=0, max_value=2**60),
+        "upload-time": optional | upload_times,
+    }
+    for key, values in maybe.items():
+        if draw(st.booleans()):
+            entry[key] = draw(values)
+    return entry
+
+
+statuses = st.none() | st.fixed_dictionaries(
+    {"status": st.sampled_from(sorted(STATUSES)), "reason": optional | st.text(max_size=20)}
+)
+
+
+@st.composite
+def pages(draw: st.DrawFn) -> dict[str, Any]:
+    page: dict[str, Any] = {
+        "meta": {"api-version": draw(st.sampled_from(["1.0", "1.1", "1.4"]))},
+        "name": draw(st.sampled_from([NAME, "Demo_Pkg", "demo.pkg"])),
+        "files": draw(st.lists(file_entries(), max_size=6)),
+    }
+    if draw(st.booleans()):
+        page["meta"]["_last-serial"] = draw(st.integers(min_value=0, max_value=10**12))
+    if draw(st.booleans()):
+        page["versions"] = draw(st.lists(st.text(max_size=8), max_size=4))
+    status = draw(statuses)
+    if status is not None:
+        page["project-status"] = status
+    return page
+
+
+@given(pages())
+def test_a_well_formed_page_reads_as_pypi_simple_reads_it(page: dict[str, Any]):
+    ours = read_json_page(NAME, page, BASE)
+    theirs = checked_page(NAME, ProjectPage.from_json_data(page, BASE), None, None)
+    assert ours.files == theirs.files
+    assert sorted(ours.versions) == sorted(theirs.versions)
+    assert (ours.serial, ours.status, ours.status_reason) == (
+        theirs.serial,
+        theirs.status,
+        theirs.status_reason,
+    )
+
+
+def test_the_old_metadata_key_counts_where_the_new_one_is_missing():
+    digest = "a" * 64
+    entry = {"filename": "demo_pkg-1.0-py3-none-any.whl", "url": "x.whl", "hashes": {}}
+    old = {**entry, "data-dist-info-metadata": {"sha256": digest}}
+    both = {**old, "core-metadata": False}
+    page = {"meta": {"api-version": "1.1"}, "name": NAME}
+    (read,) = read_json_page(NAME, {**page, "files": [old]}, BASE).files
+    assert (read.has_metadata, read.metadata_sha256) == (True, digest)
+    (read,) = read_json_page(NAME, {**page, "files": [both]}, BASE).files
+    assert (read.has_metadata, read.metadata_sha256) == (False, None)
+
+
+# -- any page: checked facts or InvalidPage ----------------------------------------------------
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=10),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner),
+    max_leaves=10,
+)
+
+
+@st.composite
+def damaged_pages(draw: st.DrawFn) -> object:
+    """A well-formed page with one value, anywhere in it, replaced by any JSON value."""
+    page = draw(pages())
+    paths: list[tuple[Any, Any]] = []
+
+    def walk(node: Any) -> None:
+        items = node.items() if isinstance(node, dict) else enumerate(node)
+        for key, value in items:
+            paths.append((node, key))
+            if isinstance(value, dict | list):
+                walk(value)
+
+    walk(page)
+    if paths and draw(st.booleans()):
+        node, key = draw(st.sampled_from(paths))
+        node[key] = draw(json_values)
+    elif draw(st.booleans()):
+        return draw(json_values)
+    return page
+
+
+@given(damaged_pages())
+@example({"meta": {"api-version": "2.0"}, "name": NAME, "files": []})
+@example({"meta": {"api-version": "1.0"}, "name": NAME, "files": [None]})
+def test_any_json_is_a_page_of_checked_facts_or_an_invalid_page(data: object):
+    data = json.loads(json.dumps(data))  # only what a JSON body can hold
+    try:
+        page = read_json_page(NAME, data, BASE)
+    except InvalidPage:
+        return
+    assert page.name == NAME
+    for f in page.files:
+        assert filename_problem(f.filename, NAME) is None
+        assert f.sha256 is None or is_sha256(f.sha256)
+        assert f.metadata_sha256 is None or is_sha256(f.metadata_sha256)
+        assert f.size is None or (type(f.size) is int and f.size >= 0)
+        for text in (f.requires_python, f.yanked_reason, f.version):
+            assert text is None or (isinstance(text, str) and len(text) <= TEXT_LIMIT)
+        assert isinstance(f.upstream_url, str) and "#" not in f.upstream_url
+    assert page.serial is None or (type(page.serial) is int and page.serial >= 0)
+    assert page.status is None or page.status in STATUSES
