@@ -13,7 +13,7 @@ from pypicache.cache.index import IndexService
 from pypicache.cache.keyedlocks import KeyedLocks
 from pypicache.cache.ledger import FileLedger
 from pypicache.cache.projectlist import DatabaseProjects, ProjectList
-from pypicache.cache.retention import Evictor, Retention, UsageLog
+from pypicache.cache.retention import CountingLedger, Evictor, Retention, UsageLog
 from pypicache.db import Database
 from pypicache.follower.changelog import XmlRpcChangelog
 from pypicache.follower.follower import Follower
@@ -100,13 +100,6 @@ def build_services(settings: Settings) -> Services:
     claims = FillClaims(database)
     blobs = Blobs(database, store)
     index = IndexService(settings, database, upstream, locks, claims, blobs)
-    # Cache fills: one download per missing blob, recorded in the files' rows.
-    fills = FillRegistry(
-        upstream, store, FileLedger(database, index), claims, settings.upstream_wait
-    )
-    project_list = ProjectList(
-        settings.index_dir, upstream, DatabaseProjects(database), ttl=settings.index_ttl
-    )
     evictor = (
         Evictor(
             Retention(database, store, settings.cache_max_bytes),
@@ -116,6 +109,19 @@ def build_services(settings: Settings) -> Services:
         )
         if usage
         else None
+    )
+    # Cache fills: one download per missing blob, recorded in the files' rows; with a
+    # limit, each fill's size goes to the evictor too, which wakes when it crosses it.
+    ledger = FileLedger(database, index)
+    fills = FillRegistry(
+        upstream,
+        store,
+        CountingLedger(ledger, evictor) if evictor else ledger,
+        claims,
+        settings.upstream_wait,
+    )
+    project_list = ProjectList(
+        settings.index_dir, upstream, DatabaseProjects(database), ttl=settings.index_ttl
     )
     return Services(
         settings=settings,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -17,6 +18,7 @@ from enum import Enum
 from sqlalchemy import Subquery, and_, bindparam, func, or_, select, update
 
 from pypicache.cache.claims import FillClaims
+from pypicache.cache.fill import Download, Ledger
 from pypicache.db import Database
 from pypicache.models import File, Project, utcnow
 from pypicache.storage.local import BlobStore
@@ -27,6 +29,10 @@ log = logging.getLogger(__name__)
 ROUND_CLAIM = ":retention-round"
 
 BATCH = 200  # candidates read per query, in least recently used order
+
+# Least seconds from the start of one round to the start of a round a fill woke: a burst
+# of fills over the limit costs a round a second, never a loop.
+WAKE_GAP = 1.0
 
 
 class UsageLog:
@@ -119,9 +125,40 @@ class Retention:
         self._database = database
         self.store = store
         self.limit = limit
+        # The running count: bytes measured by the last size(), moved by fills and evictions
+        # since, so a fill learns whether it crossed the limit without a query.
+        self._count_lock = threading.Lock()
+        self._noted = 0  # bytes of every fill ever noted, to tell which a measurement saw
+        self._estimate: int | None = None
+
+    @property
+    def estimate(self) -> int | None:
+        """The cached bytes as this process counts them; None until first measured."""
+        with self._count_lock:
+            return self._estimate
+
+    def note_stored(self, size: int) -> bool:
+        """A fill of this process cached ``size`` bytes: True if that may cross the limit.
+
+        Fills of other processes are seen only by the next measurement; a count
+        too high costs one needless round, which measures and corrects it.
+        """
+        with self._count_lock:
+            self._noted += size
+            if self._estimate is None:
+                return bool(self.limit)  # not measured yet: a round will
+            self._estimate += size
+        return self.over_limit()
+
+    def over_limit(self) -> bool:
+        """Whether the cache is over the limit as this process counts it."""
+        estimate = self.estimate
+        return bool(self.limit) and estimate is not None and estimate > self.limit
 
     def size(self) -> CacheSize:
         """The bytes and blobs of cached upstream files (what the limit applies to)."""
+        with self._count_lock:
+            noted_before = self._noted
         groups = self._groups()
         with self._database.unit_of_work() as db:
             total, count = db.execute(
@@ -129,7 +166,12 @@ class Retention:
             ).one()
             unknown = list(db.scalars(select(groups.c.sha256).where(groups.c.size.is_(None))))
         # Pages without sizes (HTML-only upstreams): ask the store.
-        return CacheSize(int(total) + sum(self.store.size(s) or 0 for s in unknown), count)
+        size = CacheSize(int(total) + sum(self.store.size(s) or 0 for s in unknown), count)
+        with self._count_lock:
+            # A fill noted while we asked may be in the total already: counted twice is
+            # safe (a round too many), missed is not.
+            self._estimate = size.bytes + self._noted - noted_before
+        return size
 
     def collect(
         self,
@@ -155,6 +197,9 @@ class Retention:
             if outcome is _Outcome.CHANGED:
                 continue
             if not dry_run:
+                with self._count_lock:
+                    if self._estimate is not None:
+                        self._estimate -= candidate.size
                 log.info(
                     "evicted %s (%d bytes, last used %s): cached files take %d bytes, "
                     "over the limit of %d",
@@ -271,16 +316,28 @@ class Retention:
 
 
 class Evictor:
-    """Runs retention in the background: a round every ``interval`` seconds, stoppable."""
+    """Runs retention in the background: a round every ``interval`` seconds, stoppable.
+
+    A fill of this process that takes the cache over the limit wakes it at once
+    (``note_stored``), so the disk need not wait for the interval; wake-ups while
+    a round runs make one more round, at most one per ``wake_gap`` seconds.
+    """
 
     def __init__(
-        self, retention: Retention, usage: UsageLog, interval: float, claims: FillClaims
+        self,
+        retention: Retention,
+        usage: UsageLog,
+        interval: float,
+        claims: FillClaims,
+        wake_gap: float = WAKE_GAP,
     ) -> None:
         self.retention = retention
         self.usage = usage
         self.interval = interval
+        self.wake_gap = wake_gap
         self._claims = claims
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._round = threading.Lock()
         self._thread: threading.Thread | None = None
 
@@ -290,6 +347,7 @@ class Evictor:
 
     def stop(self, timeout: float = 30.0) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
         try:
@@ -312,8 +370,15 @@ class Evictor:
             )
         return result
 
+    def note_stored(self, size: int) -> None:
+        """A fill of this process cached ``size`` bytes; cheap: no query, at most a wake-up."""
+        if self.retention.note_stored(size):
+            self._wake.set()
+
     def run_forever(self) -> None:
         while not self._stop.is_set():
+            self._wake.clear()  # a fill from here on makes the next round, not this one
+            started = time.monotonic()
             try:
                 # One round at a time in the whole deployment: processes evicting at once
                 # would each free the excess, together far more than it.
@@ -324,6 +389,29 @@ class Evictor:
                         self._claims.release(ROUND_CLAIM)
                 else:
                     self.usage.flush()  # the round elsewhere must know what this host served
+                    if self.retention.estimate is None:
+                        self.retention.size()  # so this process's fills know the limit
+                    if self.retention.over_limit():
+                        # The round elsewhere may have measured before our fills: ours
+                        # comes soon after it, not an interval later.
+                        self._wake.set()
             except Exception:  # retention must outlive any bug; serving goes on
                 log.exception("retention round failed; next in %.0fs", self.interval)
-            self._stop.wait(self.interval)
+            if self._wake.wait(self.interval):
+                self._stop.wait(max(0.0, started + self.wake_gap - time.monotonic()))
+
+
+class CountingLedger:
+    """The fills' ledger, telling the evictor the size of each file a fill cached."""
+
+    def __init__(self, ledger: Ledger, evictor: Evictor) -> None:
+        self._ledger = ledger
+        self._evictor = evictor
+
+    def recorded(self, download: Download) -> str | None:
+        return self._ledger.recorded(download)
+
+    def stored(self, download: Download, sha256: str, size: int) -> None:
+        self._ledger.stored(download, sha256, size)
+        if not download.metadata:  # core metadata is neither counted nor evicted
+            self._evictor.note_stored(size)

@@ -6,6 +6,7 @@ import hashlib
 import random
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -163,15 +164,20 @@ def test_a_blob_being_served_is_not_evicted(
     other = wheel("other")
     upstream.publish(held)
     upstream.publish(other)
+    # Room for both, so no fill wakes the evictor; the test lowers the limit itself below.
     index = make_index(
         upstream.simple_url,
-        **{"pypicache.cache_max_bytes": "1", "pypicache.gc_interval": "3600"},
+        **{
+            "pypicache.cache_max_bytes": str(held.size + other.size),
+            "pypicache.gc_interval": "3600",
+        },
     )
     db = open_db(index)
     download(index, held)
     download(index, other)
     evictor = index.app.services.evictor
     assert evictor is not None
+    evictor.retention.limit = 1
     store = evictor.retention.store
 
     with socket.socket() as client:
@@ -263,3 +269,80 @@ def test_a_file_downloaded_again_while_it_is_evicted_stays_cached(
     # The refetched blob is in the store, so its row says cached: retention counts it.
     assert dist.sha256 in blobs(index.settings)
     assert db.cached(dist.filename)
+
+
+def test_a_download_over_the_limit_has_the_cache_back_within_it_in_seconds_not_an_interval(
+    make_index: IndexFactory, upstream: FakeUpstream, open_db
+):
+    dists = [wheel(f"prompt-{n}") for n in "abcd"]
+    for dist in dists:
+        upstream.publish(dist)
+    # Room for any two of them, not for three.
+    limit = max(a.size + b.size for a in dists for b in dists if a is not b)
+    index = make_index(
+        upstream.simple_url,
+        **{"pypicache.cache_max_bytes": str(limit), "pypicache.gc_interval": "300"},
+    )
+    db = open_db(index)
+    evictor = index.app.services.evictor
+    assert evictor is not None
+    measure = Retention(db.database, index.app.services.store, limit)
+    # The round at start has measured the empty cache: what follows is the fills' doing.
+    assert wait_until(lambda: evictor.retention.estimate is not None)
+    first, second, third, fourth = dists
+    download(index, first)
+    download(index, second)
+    assert measure.size().bytes <= limit
+
+    download(index, third)  # over the limit: the oldest goes within seconds
+    assert wait_until(lambda: not db.cached(first.filename), timeout=5)
+    assert measure.size().bytes <= limit
+    assert first.sha256 not in blobs(index.settings)
+    assert all(db.cached(d.filename) for d in (second, third))
+
+    download(index, fourth)  # and again, long before the interval ends
+    assert wait_until(lambda: not db.cached(second.filename), timeout=5)
+    assert measure.size().bytes <= limit
+    assert blobs(index.settings) >= {third.sha256, fourth.sha256}
+    assert second.sha256 not in blobs(index.settings)
+
+    begun = time.monotonic()
+    index.stop()
+    assert time.monotonic() - begun < 5
+    assert not [t for t in threading.enumerate() if t.name == "evictor"]
+
+
+def test_a_crossing_while_another_process_runs_the_round_is_evicted_right_after_it(
+    make_index: IndexFactory, upstream: FakeUpstream, open_db
+):
+    kept, crossing = wheel("after-a"), wheel("after-b")
+    upstream.publish(kept)
+    upstream.publish(crossing)
+    index = make_index(
+        upstream.simple_url,
+        **{"pypicache.cache_max_bytes": str(crossing.size), "pypicache.gc_interval": "300"},
+    )
+    db = open_db(index)
+    evictor = index.app.services.evictor
+    assert evictor is not None
+    assert wait_until(lambda: evictor.retention.estimate is not None)
+    elsewhere = FillClaims(db.database)
+    assert wait_until(lambda: elsewhere.try_claim(ROUND_CLAIM))
+    try:
+        download(index, kept)
+        download(index, crossing)  # over the limit: this process's evictor wakes
+        download(index, crossing)  # from the store: a use its woken round hands over
+
+        def handed_over() -> bool:
+            cached_at, used_at = db.row(crossing.filename)
+            return cached_at is not None and used_at is not None and used_at > cached_at
+
+        # So it tried, found the round taken, and left the eviction to it.
+        assert wait_until(handed_over)
+        assert db.cached(kept.filename)
+    finally:
+        elsewhere.release(ROUND_CLAIM)
+        elsewhere.stop()
+    assert wait_until(lambda: not db.cached(kept.filename), timeout=5)
+    assert db.cached(crossing.filename)
+    assert kept.sha256 not in blobs(index.settings)
