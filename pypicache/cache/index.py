@@ -385,6 +385,11 @@ class IndexService:
         return self._keep(stored_page(db, project), ttl, stale=False)
 
     def _keep(self, page: RenderedPage, ttl: float, *, stale: bool) -> CachedPage:
+        kept = self._pages.get(page.name)
+        if kept is not None and kept.page.same_as(page):
+            # Revalidated unchanged: the renderings made already serve on (a big page's
+            # rendering costs more than reading it).
+            page = kept.page
         entry = CachedPage(page, time.monotonic() + max(ttl, 0), stale)
         self._pages.put(page.name, entry)
         self._missing.pop(page.name, None)

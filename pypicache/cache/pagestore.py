@@ -68,8 +68,9 @@ _STORED_COLUMNS = (
 
 def stored_files(db: Session, project_id: int) -> list[StoredFile]:
     """Every file of a project, read as plain rows: a page of 11,000 files is one query."""
-    rows = db.execute(select(*_STORED_COLUMNS).where(File.project_id == project_id))
-    return [StoredFile(r[0], r[1], r[2], FileFacts(*r[3:])) for r in rows]
+    # The session's connection, not the session: Core rows, without the ORM's result work.
+    rows = db.connection().execute(select(*_STORED_COLUMNS).where(File.project_id == project_id))
+    return [StoredFile(i, origin, at, FileFacts(*facts)) for i, origin, at, *facts in rows]
 
 
 def age_of(project: Project) -> float:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -34,7 +35,7 @@ def file_href(project: str, filename: str) -> str:
     Each name is one percent-encoded path segment: a ``/``, ``?`` or ``#`` in a
     filename cannot point the link anywhere but at that file.
     """
-    return f"../../packages/{quote(project, safe='')}/{quote(filename, safe='')}"
+    return _href_prefix(project) + quote(filename, safe="")
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,10 @@ class RenderedPage:
         """What the page costs in memory, both renderings made or not (an estimate)."""
         return BYTES_PER_FILE * (len(self.files) + 1) + 100 * len(self._data.versions)
 
+    def same_as(self, other: RenderedPage) -> bool:
+        """Whether both show the same page (and so render the same bytes)."""
+        return self._data == other._data
+
     def representation(self, media_type: str) -> Representation:
         return self.json if media_type == JSON_TYPE else self.html
 
@@ -192,36 +197,47 @@ def _attr(value: str) -> str:
 def render_json(
     name: str, serial: int | None, versions: Sequence[str], files: Sequence[FileFacts]
 ) -> bytes:
-    entries = [_json_file(name, f) for f in files]
-    meta: dict[str, Any] = {
-        # `size` is mandatory from 1.1 on; a page with an unknown size claims only 1.0.
-        "api-version": API_VERSION if all(f.size is not None for f in files) else "1.0"
-    }
+    """PEP 691 JSON, keys in sorted order: every object is built in that order, which is
+    what ``sort_keys`` would give, without sorting each of a big page's 11,000 entries."""
+    prefix = _href_prefix(name)
+    entries = [_json_file(prefix, f) for f in files]
+    meta: dict[str, Any] = {}
     if serial is not None:
         meta["_last-serial"] = serial
-    data = {"meta": meta, "name": name, "versions": sort_versions(versions), "files": entries}
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    # `size` is mandatory from 1.1 on; a page with an unknown size claims only 1.0.
+    meta["api-version"] = API_VERSION if all(f.size is not None for f in files) else "1.0"
+    data = {"files": entries, "meta": meta, "name": name, "versions": sort_versions(versions)}
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def _json_file(project: str, f: FileFacts) -> dict[str, Any]:
-    entry: dict[str, Any] = {
-        "filename": f.filename,
-        "url": file_href(project, f.filename),
-        "hashes": {"sha256": f.sha256} if f.sha256 else {},
-    }
+def _href_prefix(project: str) -> str:
+    return f"../../packages/{quote(project, safe='')}/"
+
+
+# File names that percent-encoding leaves as they are (``quote``'s always-safe characters).
+_UNQUOTED = re.compile(r"[A-Za-z0-9_.~-]*")
+
+
+def _json_file(href_prefix: str, f: FileFacts) -> dict[str, Any]:
+    entry: dict[str, Any] = {}
+    if f.has_metadata:
+        value: Any = {"sha256": f.metadata_sha256} if f.metadata_sha256 else True
+        entry["core-metadata"] = value
+        entry["data-dist-info-metadata"] = value
+    entry["filename"] = f.filename
+    entry["hashes"] = {"sha256": f.sha256} if f.sha256 else {}
     if f.requires_python:
         entry["requires-python"] = f.requires_python
     if f.size is not None:
         entry["size"] = f.size
     if f.upload_time is not None:
         entry["upload-time"] = format_upload_time(f.upload_time)
+    filename = f.filename
+    quoted = filename if _UNQUOTED.fullmatch(filename) else quote(filename, safe="")
+    entry["url"] = href_prefix + quoted
     if f.yanked:
         # Never "" (pip: not yanked, uv: yanked) and never null (uv rejects the page).
         entry["yanked"] = f.yanked_reason or True
-    if f.has_metadata:
-        value: Any = {"sha256": f.metadata_sha256} if f.metadata_sha256 else True
-        entry["core-metadata"] = value
-        entry["data-dist-info-metadata"] = value
     return entry
 
 

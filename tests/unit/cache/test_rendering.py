@@ -237,3 +237,37 @@ def test_ordinary_pages_are_the_same_bytes_as_before():
             "pkg-1.0.tar.gz</a><br />\n  </body>\n</html>\n<!--SERIAL 7-->\n"
         ).encode()
     )
+
+
+def expected_entry(f: FileFacts) -> dict[str, object]:
+    """What a client must read from the JSON entry of ``f``: exactly the values we hold."""
+    entry: dict[str, object] = {
+        "filename": f.filename,
+        "url": f"../../packages/{quote('pkg', safe='')}/{quote(f.filename, safe='')}",
+        "hashes": {"sha256": f.sha256} if f.sha256 else {},
+    }
+    if f.requires_python:
+        entry["requires-python"] = f.requires_python
+    if f.size is not None:
+        entry["size"] = f.size
+    if f.upload_time is not None:
+        entry["upload-time"] = f.upload_time.isoformat() + "Z"
+    if f.yanked:
+        entry["yanked"] = f.yanked_reason or True
+    if f.has_metadata:
+        value = {"sha256": f.metadata_sha256} if f.metadata_sha256 else True
+        entry["core-metadata"] = entry["data-dist-info-metadata"] = value
+    return entry
+
+
+@given(files=st.lists(hostile_records(), max_size=4, unique_by=lambda f: f.filename))
+@settings(max_examples=300)
+def test_every_value_round_trips_through_json_with_keys_sorted(files):
+    body = render(PageData("pkg", "Pkg", 7, [], files)).json.body
+    data = json.loads(body)
+    ordered = sorted(files, key=lambda f: f.filename)
+    assert data["files"] == [expected_entry(f) for f in ordered]
+    # The bytes are those of a canonical dump: one page, one ETag, whoever renders it.
+    assert (
+        body == json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    )
