@@ -67,7 +67,7 @@ class Metrics:
         )
         self.upstream_invalid_entries = Counter(
             "pypicache_upstream_invalid_entries",
-            "Upstream entries left out as invalid, by reason (digest, filename, name).",
+            "Upstream entries left out as invalid, by reason (digest, filename, duplicate, name).",
             ["reason"],
             registry=registry,
         )

@@ -6,7 +6,7 @@ import logging
 import re
 import threading
 import unicodedata
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC
 from functools import lru_cache
@@ -248,6 +248,25 @@ def _valid_tags(text: str) -> bool:
     return all(interpreter.isidentifier() for interpreter in components[0])
 
 
+def distinct_files(
+    entries: Iterable[FileFacts | None], project: str, metrics: Metrics | None
+) -> tuple[FileFacts, ...]:
+    """The valid entries, each file name once: the first listed; later ones are left out.
+
+    A page lists a file name once; one listing it twice would otherwise say two things
+    about one file (and the files table holds one row per name).
+    """
+    files: dict[str, FileFacts] = {}
+    for entry in entries:
+        if entry is None:
+            continue
+        if entry.filename in files:
+            reject("duplicate", project, entry.filename, "a file name listed twice", metrics)
+            continue
+        files[entry.filename] = entry
+    return tuple(files.values())
+
+
 def checked_page(
     name: str,
     page: ProjectPage,
@@ -267,7 +286,7 @@ def checked_page(
         )
         for pkg in page.packages
     )
-    files = tuple(f for f in entries if f is not None)
+    files = distinct_files(entries, name, metrics)
     status = page.status.value if page.status is not None else None
     return UpstreamPage(
         name,

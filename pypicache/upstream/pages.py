@@ -27,6 +27,7 @@ from pypicache.upstream.entries import (
     UpstreamPage,
     all_versions,
     checked_page,
+    distinct_files,
     filename_problem,
     parse_serial,
     reject,
@@ -125,7 +126,7 @@ def read_json_page(
     if serial is None:
         serial = _serial(meta.get("_last-serial"))
     found = (_file(entry, name, base_url, metrics) for entry in entries)
-    files = tuple(f for f in found if f is not None)
+    files = distinct_files(found, name, metrics)
     return UpstreamPage(
         name, files, all_versions(files, listed), serial, etag, status, upstream_text(reason)
     )

@@ -133,9 +133,7 @@ def raw_get(url: str, **headers: str) -> requests.Response:
 
 
 @pytest.mark.parametrize("path", [f"{PROJECT}/", ""])
-def test_big_pages_and_the_project_list_go_gzip_encoded_to_clients_that_take_it(
-    index, big, path
-):
+def test_big_pages_and_the_project_list_go_gzip_encoded_to_clients_that_take_it(index, big, path):
     big.add_bulk_projects(20_000)  # a project list of some size
     url = index.simple_url + path
     plain = raw_get(url, Accept=JSON)

@@ -288,3 +288,17 @@ def test_a_changelog_refetch_that_gets_an_emptied_page_keeps_the_project(
     assert response.headers["X-PyPI-Last-Serial"] == "7"
     assert blob_path(index.settings, wheel.sha256).is_file()
     assert [kind for kind, _, _ in alarms(index)] == ["upstream-invalid-page"]
+
+
+def test_a_file_listed_twice_is_kept_once_as_first_listed(
+    make_index: IndexFactory, hostile: HostileUpstream
+):
+    index = make_index(hostile.simple_url)
+    wheel = make_wheel("twice", "1.0")
+    entry = serve_file(hostile, wheel)
+    impostor = {**entry, "hashes": {"sha256": "0" * 64}, "url": hostile.url + "/files/other"}
+    hostile.json_page("twice", [entry, impostor], meta={"_last-serial": 3})
+    response = get_page(index, "twice")
+    assert listed(response) == [wheel.filename]
+    assert response.json()["files"][0]["hashes"] == {"sha256": wheel.sha256}
+    assert download(index, wheel) == wheel.content

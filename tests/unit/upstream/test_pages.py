@@ -64,8 +64,9 @@ def test_a_compressed_tag_set_is_checked_without_expanding_it():
 
 
 @given(
-    st.sampled_from(["", "http://", "https://", "HTTPS://", "https:", "//"])
-    .flatmap(lambda p: st.text(alphabet="ab/.:?#%; \\\t\n", max_size=25).map(lambda t: p + t))
+    st.sampled_from(["", "http://", "https://", "HTTPS://", "https:", "//"]).flatmap(
+        lambda p: st.text(alphabet="ab/.:?#%; \\\t\n", max_size=25).map(lambda t: p + t)
+    )
 )
 @example("https://files.example/packages/ab/cd/demo_pkg-1.0-py3-none-any.whl")
 @example("https://files.example/x/../y")
@@ -210,6 +211,7 @@ def test_any_json_is_a_page_of_checked_facts_or_an_invalid_page(data: object):
         assert f.size is None or (type(f.size) is int and f.size >= 0)
         for text in (f.requires_python, f.yanked_reason, f.version):
             assert text is None or (isinstance(text, str) and len(text) <= TEXT_LIMIT)
-        assert isinstance(f.upstream_url, str) and "#" not in f.upstream_url
+        assert isinstance(f.upstream_url, str)
+        assert "#" not in f.upstream_url
     assert page.serial is None or (type(page.serial) is int and page.serial >= 0)
     assert page.status is None or page.status in STATUSES
