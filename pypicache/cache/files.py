@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -10,6 +10,7 @@ from pypicache.cache.fill import Download, Fill, FillRegistry
 from pypicache.errors import FileNotFound, UpstreamUnavailable
 from pypicache.filefacts import FileFacts
 from pypicache.storage.local import BlobReader, BlobStore
+from pypicache.upstream.client import UpstreamStream
 
 if TYPE_CHECKING:
     from pypicache.cache.index import CachedPage
@@ -21,7 +22,21 @@ class Pages(Protocol):
     def project_page(self, name: str) -> CachedPage: ...
 
 
+class Span(Protocol):
+    """A single byte range of a file, ``start`` to ``end`` inclusive (the web's ByteRange)."""
+
+    @property
+    def start(self) -> int: ...
+
+    @property
+    def end(self) -> int: ...
+
+
 METADATA_SUFFIX = ".metadata"
+# The largest range of a file not cached yet that is asked of the upstream apart from its
+# fill. Reading a wheel's metadata takes kilobytes; a bigger range (a resumed download)
+# would be a second download of most of the file beside the fill, so it waits for the fill.
+UPSTREAM_RANGE_LIMIT = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -30,15 +45,17 @@ class FileAnswer:
 
     Exactly one of ``handle`` (a stored blob), ``chunks`` (a fill's bytes, ``size``
     of them) or ``location`` (the object store's URL) is set, or none for a HEAD
-    answered from the page alone.  ``sha256`` names the bytes (the ETag).
+    answered from the page alone.  ``sha256`` names the bytes (the ETag).  With
+    ``span``, the chunks are only that range of the file (``facts.size`` bytes in all).
     """
 
     facts: FileFacts
     sha256: str | None
     handle: BlobReader | None = None
-    chunks: Iterator[bytes] | None = None
+    chunks: Iterable[bytes] | None = None
     size: int | None = None
     location: str | None = None
+    span: Span | None = None
 
 
 class FileCache:
@@ -83,13 +100,16 @@ class FileCache:
         head: bool,
         ranged: bool,
         note: Callable[[str, str], None],
+        wanted_range: Callable[[FileFacts], Span | None] | None = None,
     ) -> FileAnswer:
         """Serve ``filename`` (or its ``.metadata``): from the store, or filled from upstream.
 
         ``note(kind, "hit" | "miss")`` is told as soon as the store has been looked at,
         so a download that then fails still counts as the miss it was.  A HEAD of a
         file the page gives a size for answers without fetching (uv probes range
-        support that way); a range needs the whole file stored first.
+        support that way).  A range (``ranged``) is served from the store once the
+        whole file is there, except the one ``wanted_range`` names for a file not
+        cached yet: that comes straight from the upstream while the fill runs.
         """
         if filename.endswith(METADATA_SUFFIX):
             facts = self._locate(project, filename.removesuffix(METADATA_SUFFIX))
@@ -115,11 +135,35 @@ class FileCache:
         note("file", "miss" if fill is not None else "hit")
         if fill is None:  # stored by another request a moment ago
             return self._stored(facts, facts.sha256)
+        if ranged and wanted_range is not None:
+            answer = self._upstream_range(facts, fill, wanted_range(facts))
+            if answer is not None:
+                return answer
         size = fill.wait_started()
         if size is None or ranged:
             # Without a size there is no Content-Length to promise; a range needs the whole file.
             return self._stored(facts, fill.wait_finished())
         return FileAnswer(facts, facts.sha256, chunks=fill.chunks(), size=size)
+
+    def _upstream_range(self, facts: FileFacts, fill: Fill, span: Span | None) -> FileAnswer | None:
+        """The span from the upstream while the fill runs; None: wait for the fill instead.
+
+        uv reads a wheel's last bytes before it decides to download it: waiting for the
+        whole file would make that first read as slow as the download.  The upstream's
+        answer is checked to be exactly this range of a file of the page's size; the
+        fill goes on regardless and is what the cache keeps, once its hash matched.
+        """
+        if span is None or fill.done or facts.size is None:
+            return None
+        if not 0 <= span.start <= span.end < facts.size:
+            return None
+        if span.end - span.start + 1 > UPSTREAM_RANGE_LIMIT:
+            return None
+        stream = self._fills.open_range(fill.download, span.start, span.end)
+        if stream is None:
+            return None
+        length = span.end - span.start + 1
+        return FileAnswer(facts, facts.sha256, chunks=_Body(stream), size=length, span=span)
 
     def _stored(self, facts: FileFacts, sha256: str | None) -> FileAnswer:
         handle = self._open_stored(sha256)
@@ -149,6 +193,23 @@ class FileCache:
         if stored is None:
             raise FileNotFound(f"metadata of {facts.filename} vanished from the store")
         return stored
+
+
+class _Body:
+    """An upstream stream as a response body: closing it closes the upstream's answer.
+
+    The server closes the body it was given even when it never read it (a client gone
+    before the first byte), which a generator's ``finally`` would not see.
+    """
+
+    def __init__(self, stream: UpstreamStream) -> None:
+        self._stream = stream
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self._stream.iter_chunks()
+
+    def close(self) -> None:
+        self._stream.close()
 
 
 def _url(facts: FileFacts) -> str:

@@ -51,6 +51,9 @@ class Source(Protocol):
 
     def open(self, url: str) -> UpstreamStream: ...
 
+    def open_range(self, url: str, start: int, end: int, size: int) -> UpstreamStream | None:
+        """Exactly bytes ``start``-``end`` of a file of ``size``, or None when not offered."""
+
 
 class Ledger(Protocol):
     """Where a fill records what it stored, and learns what another process stored."""
@@ -360,6 +363,23 @@ class FillRegistry:
             self._threads.add(thread)
             thread.start()
             return fill
+
+    def open_range(self, download: Download, start: int, end: int) -> UpstreamStream | None:
+        """Bytes ``start``-``end`` (inclusive) of the download's file, straight from the upstream.
+
+        For a client that wants only part of a file whose fill is under way: the fill
+        stays the one full download, this only answers that client sooner.  None when the
+        upstream will not give exactly that range (no range support, a wrong answer, a
+        failure): the client then waits for the fill, as it did before ranges were asked
+        for, and the fill reports any real upstream failure.
+        """
+        if self._source is None or download.size is None or self._stop.is_set():
+            return None
+        try:
+            return self._source.open_range(download.url, start, end, download.size)
+        except PypicacheError as exc:
+            log.info("range of %s not fetched, waiting for the whole file: %s", download.key, exc)
+            return None
 
     def _run(self, fill: Fill) -> None:
         try:

@@ -355,6 +355,108 @@ class UpstreamClient:
         self._error(kind, "redirects")
         raise UpstreamUnavailable(f"more than {MAX_REDIRECTS} redirects, the last to {url}")
 
+    def open_range(self, url: str, start: int, end: int, size: int) -> UpstreamStream | None:
+        """Start downloading bytes ``start`` to ``end`` (inclusive) of ``url``, a file of ``size``.
+
+        For a client that wants part of a file not cached yet (uv reads a wheel's last
+        bytes first), while the whole file is fetched apart. The URL policy, redirects
+        and timeouts are those of ``open``. None unless the upstream answers 206 with
+        exactly that range of a file of that size: the caller then waits for the whole
+        file. The stream yields at most the range's length and raises if it ends short.
+        """
+        length = end - start + 1
+        for _hop in range(MAX_REDIRECTS + 1):
+            try:
+                path = self.policy.check_url(url)
+            except URLRefused as exc:
+                self._error("range", "refused")
+                log.warning("%s", exc)
+                raise
+            if path is not None:
+                return self._local_range(path, start, length, size)
+            # Always first-last: a CDN may not take a suffix range (PyPI's does not).
+            headers = {"Accept-Encoding": "identity", "Range": f"bytes={start}-{end}"}
+            response = self._get(
+                url, kind="range", headers=headers, stream=True, allow_redirects=False
+            )
+            if response.is_redirect:
+                target = self.session.get_redirect_target(response) or ""
+                response.close()
+                try:
+                    url = redirect_target(response.url, target)
+                except URLRefused as exc:
+                    self._error("range", "refused")
+                    log.warning("%s", exc)
+                    raise
+                continue
+            if not self._is_exact_range(response, start, end, size):
+                if response.status_code == 206:  # a 200 only means no range support
+                    self._error("range", "invalid")
+                    log.warning(
+                        "upstream answered bytes %d-%d/%d of %s with Content-Range %r",
+                        start,
+                        end,
+                        size,
+                        url,
+                        response.headers.get("Content-Range"),
+                    )
+                response.close()
+                return None
+            chunks = self._bounded(self._file_chunks(response, "range"), length, url)
+            return UpstreamStream(length, chunks, response.close)
+        self._error("range", "redirects")
+        raise UpstreamUnavailable(f"more than {MAX_REDIRECTS} redirects, the last to {url}")
+
+    # Digits bounded in number, so int() never meets a huge one.
+    _CONTENT_RANGE = re.compile(r"bytes ([0-9]{1,19})-([0-9]{1,19})/([0-9]{1,19})", re.ASCII)
+    _LENGTH = re.compile(r"[0-9]{1,19}", re.ASCII)
+
+    @classmethod
+    def _is_exact_range(cls, response: requests.Response, start: int, end: int, size: int) -> bool:
+        """Whether the answer is exactly bytes ``start``-``end`` of a ``size``-byte file, as is.
+
+        Every header the range's bytes are trusted by is checked: the status, a single
+        Content-Range naming this range of a file of the size the page gives, a single
+        Content-Length of the range's length, and no transfer or content coding.
+        """
+        headers = response.headers
+        content_range = cls._CONTENT_RANGE.fullmatch(headers.get("Content-Range", "").strip())
+        length = cls._LENGTH.fullmatch(headers.get("Content-Length", "").strip())
+        return (
+            response.status_code == 206
+            and content_range is not None
+            and tuple(int(group) for group in content_range.groups()) == (start, end, size)
+            and length is not None
+            and int(length.group()) == end - start + 1
+            and "Transfer-Encoding" not in headers
+            and headers.get("Content-Encoding", "identity").strip().lower() == "identity"
+        )
+
+    @staticmethod
+    def _bounded(chunks: Iterator[bytes], length: int, url: str) -> Iterator[bytes]:
+        """At most ``length`` bytes of ``chunks``; raises when they end before that."""
+        remaining = length
+        for chunk in chunks:
+            data = chunk[:remaining]
+            remaining -= len(data)
+            if data:
+                yield data
+            if not remaining:
+                return
+        raise UpstreamUnavailable(f"range of {url} broke off {remaining} bytes short")
+
+    def _local_range(self, path: Path, start: int, length: int, size: int) -> UpstreamStream | None:
+        """The range from a ``file://`` upstream's file, when the file has the expected size."""
+        try:
+            if path.stat().st_size != size:
+                return None
+            handle: BinaryIO = path.open("rb")
+        except OSError as exc:
+            raise UpstreamUnavailable(f"cannot read {path}: {exc}") from exc
+        handle.seek(start)
+        chunks = self._bounded(iter(partial(handle.read, CHUNK), b""), length, path.as_uri())
+        return UpstreamStream(length, chunks, handle.close)
+
     def _get(
         self,
         url: str,

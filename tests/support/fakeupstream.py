@@ -345,6 +345,8 @@ class FakeUpstream:
         self.omit_serial = False
         self.throttle_bytes_per_second: float | None = None
         self.allow_filename_reuse = False
+        # Answer every file request whole (200), as an origin without range support does.
+        self.ignore_ranges = False
         # Page ETags of 300+ characters, as some proxies and object stores send.
         self.long_etags = False
         self._failures: list[_Failure] = []
@@ -788,7 +790,7 @@ class FakeUpstream:
             self._wrong.clear()
             self._truncate.clear()
             self._stale.clear()
-        self.down = self.html_only = self.omit_serial = False
+        self.down = self.html_only = self.omit_serial = self.ignore_ranges = False
         self.throttle_bytes_per_second = None
         self.xmlrpc_fault = None
 
@@ -992,7 +994,9 @@ class FakeUpstream:
             return _Response(304, response_headers)
         body: bytes | memoryview = content
         status = 200
-        byte_range = _parse_range(headers.get("Range"), len(content))
+        byte_range = (
+            None if self.ignore_ranges else _parse_range(headers.get("Range"), len(content))
+        )
         if_range = headers.get("If-Range")
         if byte_range is not None and (if_range is None or if_range == blob.etag):
             if byte_range == "unsatisfiable":

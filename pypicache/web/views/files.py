@@ -11,13 +11,15 @@ from pyramid.view import view_config
 from pypicache.filefacts import FileFacts
 from pypicache.names import normalize_project
 from pypicache.storage.local import BlobReader
-from pypicache.web.httputil import Unsatisfiable, etag_matches, parse_range
+from pypicache.web.httputil import ByteRange, Unsatisfiable, etag_matches, parse_range
 from pypicache.web.observe import note_cache
 from pypicache.web.security import READ
 
 CHUNK = 256 * 1024
 # Safe only because a filename never gets different bytes here (hashes rule).
 IMMUTABLE = "max-age=365000000, immutable, public"
+# A range passed on from the upstream before the whole file was verified.
+UNVERIFIED = "no-store"
 
 
 @view_config(route_name="file", request_method=("GET", "HEAD"), permission=READ)
@@ -28,6 +30,7 @@ def download(request: Request) -> Response:
         head=request.method == "HEAD",
         ranged=bool(request.headers.get("Range")),
         note=lambda kind, result: note_cache(request, kind, result),
+        wanted_range=lambda facts: _wanted_range(request, facts),
     )
     facts = answer.facts
     if answer.location is not None:
@@ -35,7 +38,46 @@ def download(request: Request) -> Response:
     if answer.handle is not None:
         return blob_response(request, answer.handle, answer.sha256, facts)
     headers = _file_headers(answer.sha256, facts)
-    return Response(headerlist=headers, app_iter=answer.chunks, content_length=answer.size)
+    status = 200
+    if answer.span is not None:
+        # The upstream's bytes, not yet checked against the hash: no ETag that vouches for
+        # them, and no cache may keep them (the whole file, once verified, is immutable).
+        status = 206
+        span = answer.span
+        headers = [
+            (name, UNVERIFIED if name == "Cache-Control" else value)
+            for name, value in headers
+            if name != "ETag"
+        ]
+        headers.append(("Content-Range", f"bytes {span.start}-{span.end}/{facts.size}"))
+    return Response(
+        status=status, headerlist=headers, app_iter=answer.chunks, content_length=answer.size
+    )
+
+
+def _wanted_range(request: Request, facts: FileFacts) -> ByteRange | None:
+    """The one range of a file not cached yet that the cache may answer from the upstream.
+
+    None for every other case (If-None-Match matching, If-Range naming other bytes, a
+    416, a header to ignore): the store answers those once the file is in it.
+    """
+    if facts.size is None:
+        return None
+    etag = _etag(facts.sha256)
+    if etag and etag_matches(request.headers.get("If-None-Match"), etag):
+        return None
+    try:
+        return _requested_range(request, etag, facts.size)
+    except Unsatisfiable:
+        return None
+
+
+def _requested_range(request: Request, etag: str | None, size: int) -> ByteRange | None:
+    """The single range to send of a file of ``size`` bytes, or None for the whole file."""
+    wanted = request.headers.get("Range")
+    if wanted and request.headers.get("If-Range") not in (None, etag):
+        return None  # the client holds other bytes: send the whole file
+    return parse_range(wanted, size)
 
 
 def _redirect(request: Request, location: str, facts: FileFacts) -> Response:
@@ -56,15 +98,12 @@ def blob_response(
 ) -> Response:
     size = handle.size
     headers = _file_headers(sha256, facts)
-    etag = f'"sha256:{sha256}"' if sha256 else None
+    etag = _etag(sha256)
     if etag and etag_matches(request.headers.get("If-None-Match"), etag):
         handle.close()
         return Response(status=304, headerlist=headers)
-    wanted = request.headers.get("Range")
-    if wanted and request.headers.get("If-Range") not in (None, etag):
-        wanted = None  # the client holds other bytes: send the whole file
     try:
-        byte_range = parse_range(wanted, size)
+        byte_range = _requested_range(request, etag, size)
     except Unsatisfiable:
         handle.close()
         headers.append(("Content-Range", f"bytes */{size}"))
@@ -100,6 +139,10 @@ def _limited(handle: BlobReader, length: int) -> Iterator[bytes]:
         handle.close()
 
 
+def _etag(sha256: str | None) -> str | None:
+    return f'"sha256:{sha256}"' if sha256 else None
+
+
 def _file_headers(sha256: str | None, facts: FileFacts) -> list[tuple[str, str]]:
     # An explicit type and no Content-Encoding: a .tar.gz must not look gzip-encoded.
     headers = [
@@ -107,8 +150,9 @@ def _file_headers(sha256: str | None, facts: FileFacts) -> list[tuple[str, str]]
         ("Accept-Ranges", "bytes"),
         ("Cache-Control", IMMUTABLE),
     ]
-    if sha256:
-        headers.append(("ETag", f'"sha256:{sha256}"'))
+    etag = _etag(sha256)
+    if etag:
+        headers.append(("ETag", etag))
     if facts.upload_time is not None:
         headers.append(("Last-Modified", facts.upload_time.strftime("%a, %d %b %Y %H:%M:%S GMT")))
     return headers
