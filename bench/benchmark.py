@@ -9,7 +9,9 @@ Servers, each on its own 127.0.0.1 port:
 * pypicache (``pypicache serve``, 16 threads, fresh data dir) in front of it, and a fresh
   one with an empty data dir for every cold install;
 * nginx serving a static copy of pypicache's warm pages and files;
-* a bare waitress app answering the same page bytes from a dict.
+* a bare waitress app answering the same page bytes from a dict;
+* bench/follower_bench.py, last, with a fake upstream and pypicache processes of its own
+  (the changelog follower's backlog and publish-to-listed latency).
 """
 
 from __future__ import annotations
@@ -757,6 +759,35 @@ def measure_project_list(
     return results
 
 
+def measure_follower(work: Path, quick: bool, rtt_ms: float) -> dict[str, Any]:
+    """bench/follower_bench.py in a process of its own (its fake upstream runs in it).
+
+    Full run: the 100,000-entry backlog and 20 latency trials (about two minutes);
+    quick: a 10,000-entry backlog and 5 trials.
+    """
+    out = work / "follower"
+    command = [sys.executable, str(BENCH / "follower_bench.py"), "--rtt-ms", str(rtt_ms)]
+    command += ["--out", str(out), *(["--quick"] if quick else [])]
+    with (work / "logs" / "follower_bench.log").open("w") as output:
+        subprocess.run(
+            command,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            env=server_env(repo_on_path=False),  # it puts the repo on its path itself
+            cwd=ROOT,
+            timeout=900,
+            check=True,
+        )
+    results = json.loads((out / "follower.json").read_text())
+    backlog, latency = results["backlog"], results["latency"]
+    log(
+        f"  backlog of {backlog['entries']:,} entries: {backlog['seconds_to_catch_up']:.1f} s,"
+        f" {backlog['upstream_page_requests']} page requests;"
+        f" latency p50 {latency['p50_seconds']:.2f} s"
+    )
+    return results
+
+
 # -- the run ---------------------------------------------------------------------------------
 
 
@@ -1125,6 +1156,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 pypicache_cold_peak_kb=max(installs.cold_peaks, default=None),
             )
             upstream.close()
+
+            mark("i) changelog follower: backlog and publish-to-listed latency")
+            results["follower"] = measure_follower(work, args.quick, args.rtt_ms)
     finally:
         other_cpu[current[0]] = cpu.phase()
         results["meta"]["duration_s"] = time.monotonic() - started

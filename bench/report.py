@@ -139,6 +139,7 @@ def evaluate(results: dict[str, Any]) -> list[Target]:
         )
 
     targets.extend(_big_page_targets(results.get("big_pages")))
+    targets.extend(_follower_targets(results.get("follower")))
 
     listing = results.get("project_list")
     if listing:
@@ -182,6 +183,48 @@ def _big_page_targets(big: dict[str, Any] | None) -> list[Target]:
             f"{cell['refresh_ms']:.0f} ms vs {cell['direct_changed_ms']:.0f} ms direct",
             f"<= direct + {REFRESH_MS:.0f} ms = {refresh_limit:.0f} ms",
             cell["refresh_ms"] <= refresh_limit,
+        ),
+    ]
+
+
+# The issue's numbers: a restart behind 100,000 changelog entries catches up within this.
+BACKLOG_ENTRIES, BACKLOG_SECONDS, LATENCY_P50_SECONDS = 100_000, 30.0, 2.0
+
+
+def _follower_targets(follower: dict[str, Any] | None) -> list[Target]:
+    """The backlog's time (judged only at full size), its upstream requests, the latency."""
+    if not follower:
+        return [Target("follower backlog", "not measured", "", None)]
+    backlog, latency = follower["backlog"], follower["latency"]
+    full = backlog["entries"] >= BACKLOG_ENTRIES
+    exact = (
+        backlog["upstream_page_requests"] == backlog["projects_changed"]
+        and not backlog["pages_not_changed"]
+        and not backlog["pages_repeated"]
+        and backlog["other_requests"] == 0
+        and backlog["projects_served_wrong"] == 0
+    )
+    return [
+        Target(
+            f"follower catch-up, {backlog['entries']:,} entries behind",
+            f"{backlog['seconds_to_catch_up']:.1f} s",
+            f"<= {BACKLOG_SECONDS:.0f} s for {BACKLOG_ENTRIES:,} entries"
+            + ("" if full else " (quick run: not judged)"),
+            backlog["seconds_to_catch_up"] <= BACKLOG_SECONDS if full else None,
+        ),
+        Target(
+            "follower backlog: upstream page requests",
+            f"{backlog['upstream_page_requests']} for {backlog['projects_changed']} changed"
+            f" of {backlog['cached_projects']} cached projects,"
+            f" {backlog['other_requests']} other",
+            "one per changed cached project, nothing else",
+            exact,
+        ),
+        Target(
+            "follower publish-to-listed latency p50",
+            f"{latency['p50_seconds']:.2f} s (p95 {latency['p95_seconds']:.2f} s)",
+            f"< {LATENCY_P50_SECONDS:.0f} s",
+            latency["p50_seconds"] < LATENCY_P50_SECONDS,
         ),
     ]
 
@@ -403,6 +446,33 @@ def render_table(results: dict[str, Any], targets: Sequence[Target]) -> str:
                 f"{cell['cold_ms'] / cell['direct_ms']:>6.1f}x{cell['warm_ms']:>7.0f}"
                 f"{cell['direct_changed_ms']:>8.0f}{cell['refresh_ms']:>9.0f}"
             )
+        out.append("")
+
+    follower = results.get("follower")
+    if follower:
+        backlog, latency = follower["backlog"], follower["latency"]
+        out.append(
+            f"i) changelog follower, upstream round trip {follower['meta']['rtt_ms']:g} ms:"
+            f" a restart {backlog['entries']:,} entries behind"
+            f" ({backlog['share_touching_cached'] * 100:g}% of them on cached projects)"
+        )
+        out.append(
+            f"   caught up {backlog['seconds_to_catch_up']:.1f} s after launch (answering"
+            f" after {backlog['startup_seconds']:.1f} s); changelog read, first refetch after"
+            f" {backlog['first_refetch_after_seconds']:.1f} s; refetches"
+            f" {backlog['refetch_seconds']:.1f} s"
+        )
+        methods = ", ".join(f"{m} x{n}" for m, n in backlog["xmlrpc_methods"].items())
+        out.append(
+            f"   upstream: {backlog['upstream_page_requests']} page requests for"
+            f" {backlog['projects_changed']} changed of {backlog['cached_projects']} cached"
+            f" projects, {backlog['other_requests']} other; XML-RPC {methods}"
+        )
+        out.append(
+            f"   publish to listed (follow_interval 1 s, {latency['trials']} trials):"
+            f" p50 {latency['p50_seconds']:.2f} s, p95 {latency['p95_seconds']:.2f} s,"
+            f" min {latency['min_seconds']:.2f} s, max {latency['max_seconds']:.2f} s"
+        )
         out.append("")
 
     out.append("targets")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 import xmlrpc.client
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -41,6 +42,7 @@ class XmlRpcChangelog:
         self.metrics = metrics
         self.timeout = (connect_timeout, read_timeout)
         self.session = requests.Session()
+        self.exchanged_at = 0.0  # time.monotonic() when the last call's answer was in (or failed)
 
     def close(self) -> None:
         self.session.close()
@@ -94,6 +96,8 @@ class XmlRpcChangelog:
             )
         except requests.RequestException as exc:
             raise ChangelogUnavailable(f"{method}: {exc}") from exc
+        finally:
+            self.exchanged_at = time.monotonic()  # what follows is ours, not the upstream's
         with response:
             if response.status_code != 200:
                 raise ChangelogUnavailable(f"{method}: HTTP {response.status_code}")

@@ -17,6 +17,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -39,6 +40,8 @@ STATE_ID = 1
 FULL_PAGE_HINT = 1000
 STALE_ATTEMPTS = 3  # per project and round, like bandersnatch: then the next round
 MAX_BACKOFF = 300.0
+# Dirty projects refetched at once: a backlog's refetches cost round trips, not CPU.
+REFETCH_WORKERS = 4
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,7 @@ class Follower:
         self._failures = 0
         self._last_call = 0.0
         self._lease_renewed = 0.0
+        self._page_size = 0  # the longest changelog answer seen: the upstream's page size
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -175,7 +179,8 @@ class Follower:
         """Read the changelog past ``read_serial``: usually one call per round.
 
         Only when a call returns a page that looks cut off (PyPI returns at most
-        50,000 rows) does it ask for the upstream's serial and page on to it.
+        50,000 rows) does it ask for the upstream's serial and page on to it.  A page
+        shorter than one seen before is the end, not a cut: no call to ask.
         """
         assert self.changelog is not None
         target = read_serial
@@ -186,7 +191,9 @@ class Follower:
                 for entry in entries:  # oldest first: the last action per name wins
                     changes[entry.name] = Change(entry.serial, entry.action == "remove project")
                 read_serial = entries[-1].serial
-                if len(entries) >= FULL_PAGE_HINT and target <= read_serial:
+                cut_off = len(entries) >= max(FULL_PAGE_HINT, self._page_size)
+                self._page_size = max(self._page_size, len(entries))
+                if cut_off and target <= read_serial:
                     target = self._call(self.changelog.last_serial)
                 self._save_progress(
                     "xmlrpc", read_serial, changes, upstream_serial=max(target, read_serial)
@@ -229,14 +236,19 @@ class Follower:
         return result.serial, changes, result.etag
 
     def _call(self, method: Callable[..., Any], *args: Any) -> Any:
-        """One XML-RPC call, spaced as PyPI asks of its clients."""
+        """One XML-RPC call, spaced as PyPI asks of its clients.
+
+        The space runs from the end of the last exchange: reading a 50,000-row answer
+        takes a second that the upstream never sees, so it need not be waited again.
+        """
+        assert self.changelog is not None
         wait = self._last_call + self.settings.changelog_min_interval - time.monotonic()
         if wait > 0:
             self._stop.wait(wait)
         try:
             return method(*args)
         finally:
-            self._last_call = time.monotonic()
+            self._last_call = max(self.changelog.exchanged_at, self._last_call)
 
     def _save_progress(
         self,
@@ -276,18 +288,35 @@ class Follower:
     # -- refetching ------------------------------------------------------------------------
 
     def _refresh_dirty(self) -> None:
+        """Refetch every dirty project, REFETCH_WORKERS at a time, oldest serial first.
+
+        Each project leaves the dirty table only once its own refetch succeeded, and
+        the watermark is computed after all of them: the order they finish in is free.
+        """
         with self._database.unit_of_work() as db:
             dirty = [
                 (d.name, d.required_serial, d.removed)
                 for d in db.scalars(select(DirtyProject).order_by(DirtyProject.required_serial))
             ]
-        for name, required, removed in dirty:
-            if self._stop.is_set():
-                return
-            self._refresh(name, required, removed)
-            self._renew_lease_if_due()
+        if not dirty:
+            return
+        pool = ThreadPoolExecutor(
+            max_workers=min(REFETCH_WORKERS, len(dirty)), thread_name_prefix="follower-refetch"
+        )
+        try:
+            pending: set[Future[None]] = {pool.submit(self._refresh, *row) for row in dirty}
+            while pending:
+                # Wake now and then even if every refetch is slow: the lease must not lapse.
+                done, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
+                for future in done:
+                    future.result()  # a bug ends the round, as it would without the pool
+                self._renew_lease_if_due()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def _refresh(self, name: str, required: int, removed: bool) -> None:
+        if self._stop.is_set():
+            return
         error = None
         for attempt in range(STALE_ATTEMPTS):
             # A stale CDN answer is retried with backoff and a cache-busting parameter.

@@ -7,8 +7,12 @@ the fake upstream and a real database, so every assertion is about one known rou
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import json
+import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -187,6 +191,101 @@ def test_changes_to_projects_nobody_cached_cost_no_page_request(
     assert services.index.cached_serials([*unwanted, "unwanted-gone"]) == {}
     assert dirty(services) == {}
     assert follower_state(services).watermark == upstream.serial
+
+
+def test_dirty_projects_are_refetched_side_by_side_and_the_watermark_waits_for_the_slowest(
+    services: Services, upstream: FakeUpstream
+) -> None:
+    names = ["slow", "quick0", "quick1", "quick2"]
+    for name in names:
+        upstream.publish(make_wheel(name, "1.0"))
+        served(services, name)
+    start = bootstrap(services, upstream)
+    for name in names:  # "slow" has the oldest serial: its refetch is the first one started
+        upstream.publish(make_wheel(name, "2.0"))
+    required = upstream.project("slow").last_serial
+    upstream.clear_log()
+    upstream.stall("/simple/slow/")
+
+    with ThreadPoolExecutor(1) as pool:
+        round_done = pool.submit(run_round, services)
+        try:
+            assert upstream.wait_stalled()
+            # While the first refetch hangs, the others are fetched, stored and done.
+            assert wait_until(lambda: list(dirty(services)) == ["slow"])
+            assert served(services, "quick2")["versions"] == ["1.0", "2.0"]
+            state = follower_state(services)
+            assert start <= state.watermark < required, "no promise before the work is done"
+        finally:
+            upstream.release()
+        round_done.result(timeout=10)
+
+    assert served(services, "slow")["versions"] == ["1.0", "2.0"]
+    assert dirty(services) == {}
+    assert follower_state(services).watermark == upstream.serial
+    assert sorted(r.path for r in upstream.find(path_prefix="/simple/")) == sorted(
+        f"/simple/{name}/" for name in names
+    ), "each changed project once"
+
+
+def test_a_backlog_is_read_page_by_page_and_a_short_last_page_ends_it(
+    services: Services, upstream: FakeUpstream
+) -> None:
+    upstream.publish(make_wheel("watched", "1.0"))
+    served(services, "watched")
+    bootstrap(services, upstream)
+    upstream.changelog_page_size = 2000
+    upstream.add_bulk_projects(2500)  # 5,000 entries, then two more: pages of 2,000, 2,000, 1,002
+    upstream.publish(make_wheel("watched", "2.0"))
+    upstream.clear_log()
+
+    run_round(services)
+
+    # Only the first full page makes it ask where the upstream is; the short one is the end.
+    assert [r.rpc_method for r in upstream.find(method="POST")] == [
+        "changelog_since_serial",
+        "changelog_last_serial",
+        "changelog_since_serial",
+        "changelog_since_serial",
+    ]
+    assert served(services, "watched")["versions"] == ["1.0", "2.0"]
+    state = follower_state(services)
+    assert state.watermark == state.read_serial == state.upstream_serial == upstream.serial
+
+
+def test_changelog_calls_stay_spaced_even_when_reading_an_answer_takes_a_while(
+    settings: Settings, upstream: FakeUpstream
+) -> None:
+    interval = 0.3
+    deployment = Processes(dataclasses.replace(settings, changelog_min_interval=interval))
+    try:
+        services = deployment.start()
+        changelog = follower_of(services).changelog
+        assert changelog is not None
+        since = changelog.since
+
+        def slow_reader(serial: int) -> list[Any]:
+            entries = since(serial)
+            time.sleep(interval / 2)  # parsing a long answer, after the exchange is over
+            return entries
+
+        changelog.since = slow_reader  # type: ignore[method-assign]
+        upstream.publish(make_wheel("paged", "1.0"))
+        served(services, "paged")
+        bootstrap(services, upstream)
+        upstream.changelog_page_size = 1000
+        upstream.add_bulk_projects(1250)  # 2,500 entries: pages of 1,000, 1,000 and 500
+        upstream.clear_log()
+
+        assert follower_of(services).run_once()
+
+        calls = upstream.find(method="POST")
+        assert len(calls) == 4
+        gaps = [later.time - earlier.time for earlier, later in itertools.pairwise(calls)]
+        assert min(gaps) >= interval, "the upstream sees its calls spaced"
+        assert follower_state(services).watermark == upstream.serial
+    finally:
+        deployment.stop_all()
 
 
 def test_a_stale_page_keeps_the_project_dirty_and_the_watermark_below_its_serial(
