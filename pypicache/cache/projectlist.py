@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import tempfile
 import threading
 import time
@@ -147,11 +148,13 @@ class ProjectList:
         try:
             result = self._upstream.project_list(meta.get("etag"))
             if not isinstance(result, NotModified):
-                temp, _, count = _write_temp(self._dir, _name_lines(result.names))
-                os.replace(temp, self._dir / UPSTREAM_NAMES)
+                names = _TempFile(self._dir)
+                count = names.write_all(f"{name}\t{display}\n" for name, display in result.names)
+                os.replace(names.close(), self._dir / UPSTREAM_NAMES)
                 meta = {"etag": result.etag or f"fetched-{time.time()}", "serial": result.serial}
-                temp, _, _ = _write_temp(self._dir, [json.dumps(meta)])
-                os.replace(temp, meta_path)
+                meta_file = _TempFile(self._dir)
+                meta_file.write_all([json.dumps(meta)])
+                os.replace(meta_file.close(), meta_path)
                 log.info("upstream project list refreshed: %d names", count)
             self._next_upstream_check = time.monotonic() + self._ttl
         except UpstreamUnavailable as exc:
@@ -183,25 +186,41 @@ class ProjectList:
     # -- rendering -------------------------------------------------------------------------
 
     def _render(self, serial: int | None) -> ProjectListFiles:
-        html_path, html_etag = self._render_one(".html", _html_lines(self._merged()))
-        json_path, json_etag = self._render_one(".json", _json_lines(self._merged(), serial))
+        """Both renderings in one pass over the merged names (hundreds of thousands)."""
+        html, json_file = _TempFile(self._dir), _TempFile(self._dir)
+        try:
+            html.write(_HTML_HEAD)
+            json_file.write(_json_head(serial))
+            separator = ""
+            for name, display in self._merged():
+                html.write(_html_line(name, display))
+                json_file.write(separator + _json_item(display))
+                separator = ","
+            html.write(_HTML_TAIL)
+            json_file.write("]}")
+        except BaseException:
+            html.discard()
+            json_file.discard()
+            raise
+        html_path, html_etag = self._place(html, ".html")
+        json_path, json_etag = self._place(json_file, ".json")
         current = {html_path, json_path, gzipped_path(html_path), gzipped_path(json_path)}
         for old in self._dir.glob("projects-*"):
             if old not in current:
                 old.unlink(missing_ok=True)  # open handles keep reading the old bytes
         return ProjectListFiles(html_path, html_etag, json_path, json_etag, serial)
 
-    def _render_one(self, suffix: str, lines: Iterable[str]) -> tuple[Path, str]:
-        temp, digest, _ = _write_temp(self._dir, lines)
-        etag = digest[:40]
+    def _place(self, rendering: _TempFile, suffix: str) -> tuple[Path, str]:
+        """Move a finished rendering into place under its digest; its path and ETag."""
+        etag = rendering.digest.hexdigest()[:40]
         final = self._dir / f"projects-{etag}{suffix}"
-        os.replace(temp, final)
+        os.replace(rendering.close(), final)
         return final, f'"{etag}"'
 
     def _merged(self) -> Iterator[tuple[str, str]]:
         """(normalized name, display name) of every valid project name, ours after theirs.
 
-        The upstream's names were checked when ``_name_lines`` wrote them; the
+        The upstream's names were checked before they were written to its file; the
         database's are checked here.
         """
         local = dict(_valid(self._local.names()))
@@ -224,33 +243,35 @@ def _valid(projects: Iterable[tuple[str, str]]) -> Iterator[tuple[str, str]]:
             continue
 
 
-def _name_lines(names: Iterable[str]) -> Iterator[str]:
-    """The upstream's names as ``normalized<TAB>display`` lines; no project name, no line."""
-    for name, display in _valid(("", text) for text in names if isinstance(text, str)):
-        yield f"{name}\t{display}\n"
+# What a valid project name is made of: nothing that HTML or JSON would need escaped.
+_PLAIN = re.compile(r"[A-Za-z0-9._-]*")
+_HTML_HEAD = (
+    "<!DOCTYPE html>\n<html>\n  <head>\n"
+    f'    <meta name="pypi:repository-version" content="{API_VERSION}">\n'
+    "    <title>Simple index</title>\n  </head>\n  <body>\n"
+)
+_HTML_TAIL = "  </body>\n</html>\n"
 
 
-def _html_lines(projects: Iterable[tuple[str, str]]) -> Iterator[str]:
-    yield (
-        "<!DOCTYPE html>\n<html>\n  <head>\n"
-        f'    <meta name="pypi:repository-version" content="{API_VERSION}">\n'
-        "    <title>Simple index</title>\n  </head>\n  <body>\n"
-    )
-    for name, display in projects:
-        yield f'    <a href="{escape(name, quote=True)}/">{escape(display, quote=True)}</a>\n'
-    yield "  </body>\n</html>\n"
+def _html_line(name: str, display: str) -> str:
+    """One link; escaped, although a valid name (all the list holds) never needs it."""
+    if not (_PLAIN.fullmatch(name) and _PLAIN.fullmatch(display)):
+        name, display = escape(name, quote=True), escape(display, quote=True)
+    return f'    <a href="{name}/">{display}</a>\n'
 
 
-def _json_lines(projects: Iterable[tuple[str, str]], serial: int | None) -> Iterator[str]:
+def _json_head(serial: int | None) -> str:
     meta: dict[str, Any] = {"api-version": API_VERSION}
     if serial is not None:
         meta["_last-serial"] = serial
-    yield '{"meta":' + json.dumps(meta, sort_keys=True, separators=(",", ":")) + ',"projects":['
-    separator = ""
-    for _name, display in projects:
-        yield separator + json.dumps({"name": display}, ensure_ascii=False)
-        separator = ","
-    yield "]}"
+    return '{"meta":' + json.dumps(meta, sort_keys=True, separators=(",", ":")) + ',"projects":['
+
+
+def _json_item(display: str) -> str:
+    """``json.dumps({"name": display}, ensure_ascii=False)``, without its cost for plain names."""
+    if _PLAIN.fullmatch(display):
+        return f'{{"name": "{display}"}}'
+    return json.dumps({"name": display}, ensure_ascii=False)
 
 
 def _gzip_temp(directory: Path, source: Path) -> Path:
@@ -269,29 +290,56 @@ def _gzip_temp(directory: Path, source: Path) -> Path:
     return Path(name)
 
 
-def _write_temp(directory: Path, lines: Iterable[str]) -> tuple[Path, str, int]:
-    """Write ``lines`` to a new temp file in ``directory``; return it, its sha256, the count.
+class _TempFile:
+    """A new temp file in ``directory``, written in big batches, hashed as it is written.
 
-    Callers rename the file into place, so readers never see a partial list.
+    Callers rename it into place once closed, so readers never see a partial list.
     """
-    fd, name = tempfile.mkstemp(dir=directory, prefix=".tmp-")
-    digest = hashlib.sha256()
-    count = 0
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            buffer: list[bytes] = []
+
+    BATCH = 4096  # lines joined into one write
+
+    def __init__(self, directory: Path) -> None:
+        fd, name = tempfile.mkstemp(dir=directory, prefix=".tmp-")
+        self.path = Path(name)
+        self.digest = hashlib.sha256()
+        self._handle = os.fdopen(fd, "wb")
+        self._pending: list[str] = []
+
+    def write(self, text: str) -> None:
+        self._pending.append(text)
+        if len(self._pending) >= self.BATCH:
+            self._flush()
+
+    def write_all(self, lines: Iterable[str]) -> int:
+        """Write every line; how many there were."""
+        count = 0
+        try:
             for line in lines:
-                data = line.encode("utf-8")
-                digest.update(data)
-                buffer.append(data)
+                self.write(line)
                 count += 1
-                if len(buffer) >= 4096:
-                    handle.write(b"".join(buffer))
-                    buffer.clear()
-            handle.write(b"".join(buffer))
-            handle.flush()
-            os.fsync(handle.fileno())
-    except BaseException:
-        Path(name).unlink(missing_ok=True)
-        raise
-    return Path(name), digest.hexdigest(), count
+        except BaseException:
+            self.discard()
+            raise
+        return count
+
+    def close(self) -> Path:
+        """Flush, sync and close; the path to rename into place."""
+        try:
+            self._flush()
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
+            self._handle.close()
+        except BaseException:
+            self.discard()
+            raise
+        return self.path
+
+    def discard(self) -> None:
+        self._handle.close()
+        self.path.unlink(missing_ok=True)
+
+    def _flush(self) -> None:
+        data = "".join(self._pending).encode("utf-8")
+        self._pending.clear()
+        self.digest.update(data)
+        self._handle.write(data)

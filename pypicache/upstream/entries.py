@@ -55,9 +55,10 @@ class NotModified:
 
 @dataclass
 class UpstreamNames:
-    """The upstream's project list, streamed: names are read lazily from ``names``."""
+    """The upstream's project list, streamed: valid names, as (normalized, as listed) pairs,
+    are read lazily from ``names``."""
 
-    names: Iterator[str]
+    names: Iterator[tuple[str, str]]
     etag: str | None
     serial: int | None
 
@@ -109,13 +110,17 @@ def _is_dist_of(name: str, filename: str) -> bool:
         return False
 
 
-def valid_names(names: Iterator[str], metrics: Metrics | None) -> Iterator[str]:
-    """The names of a project list that are project names at all; the others left out."""
+def valid_names(names: Iterator[str], metrics: Metrics | None) -> Iterator[tuple[str, str]]:
+    """(normalized, as listed) for the names of a project list that are project names at
+    all; the others left out, counted and logged."""
     for name in names:
-        if valid_project_name(name):
-            yield name
-        else:
-            reject("name", "/simple/", name, "not a valid project name", metrics)
+        if isinstance(name, str) and len(name) <= NAME_LENGTH:
+            try:
+                yield normalize_project(name), name
+                continue
+            except InvalidName:
+                pass
+        reject("name", "/simple/", name, "not a valid project name", metrics)
 
 
 def valid_project_name(name: object) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import tempfile
 from html.parser import HTMLParser
@@ -10,7 +11,8 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pypicache.cache.projectlist import ProjectList, _name_lines
+from pypicache.cache.projectlist import UPSTREAM_NAMES, ProjectList
+from pypicache.upstream.entries import valid_names
 
 VALID = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])\Z", re.IGNORECASE)
 NAMES = st.one_of(
@@ -50,9 +52,8 @@ class Links(HTMLParser):
 
 @given(st.lists(NAMES))
 def test_only_project_names_reach_the_stored_upstream_list(names):
-    lines = list(_name_lines(names))
-    expected = [f"{normalized(n)}\t{n}\n" for n in names if VALID.match(n)]
-    assert lines == expected
+    pairs = list(valid_names(iter(names), None))
+    assert pairs == [(normalized(n), n) for n in names if VALID.match(n) and len(n) <= 255]
 
 
 class Held:
@@ -83,3 +84,25 @@ def test_the_rendered_list_links_each_valid_name_to_its_normalized_form(names):
     parsed = Links(html)
     assert set(parsed.tags) <= {"html", "head", "meta", "title", "body", "a"}
     assert sorted(parsed.links) == sorted((f"{key}/", value) for key, value in local.items())
+
+
+@given(st.lists(NAMES, max_size=8))
+@settings(max_examples=100)
+def test_the_json_list_names_each_valid_name_once(names):
+    local = {normalized(n): n for n in names if VALID.match(n)}
+    with tempfile.TemporaryDirectory() as directory:
+        projects = ProjectList(Path(directory), None, Held(names), ttl=60)
+        data = json.loads(projects.current().json_path.read_bytes())
+    assert sorted(p["name"] for p in data["projects"]) == sorted(local.values())
+
+
+def test_a_tampered_upstream_list_file_still_renders_as_text(tmp_path: Path):
+    """The names file is ours, but the renderings escape what it holds all the same."""
+    (tmp_path / UPSTREAM_NAMES).write_text('x"><script>1</script>\t<b>"&\n', encoding="utf-8")
+    rendered = ProjectList(tmp_path, None, Held([]), ttl=60).current()
+    html = rendered.html_path.read_text(encoding="utf-8")
+    assert "<script>" not in html
+    assert "<b>" not in html
+    assert Links(html).links == [('x"><script>1</script>/', '<b>"&')]
+    data = json.loads(rendered.json_path.read_bytes())
+    assert data["projects"] == [{"name": '<b>"&'}]
