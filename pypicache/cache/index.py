@@ -6,6 +6,8 @@ import logging
 import threading
 import time
 from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from enum import Enum
 
@@ -21,17 +23,19 @@ from pypicache.cache.pagestore import (
     age_of,
     alarm_invalid_page,
     apply_page,
+    first_page,
     load_page_row,
-    load_project,
     older,
+    remove_project,
     snapshot,
     stored_files,
     stored_page,
+    uncache_files,
 )
 from pypicache.cache.rendering import RenderedPage
 from pypicache.db import Database
-from pypicache.errors import ProjectNotFound, UpstreamUnavailable
-from pypicache.models import Alarm, AuditEntry, Project, utcnow
+from pypicache.errors import DatabaseUnavailable, ProjectNotFound, UpstreamUnavailable
+from pypicache.models import AuditEntry, Project, utcnow
 from pypicache.settings import Settings
 from pypicache.upstream.client import UpstreamClient
 from pypicache.upstream.entries import InvalidPage, NotModified, UpstreamPage, page_problem
@@ -42,6 +46,11 @@ log = logging.getLogger(__name__)
 PRIVATE_REFRESH = 2.0
 # The claim on fetching a project's page ("project/filename" claims are files').
 PAGE_CLAIM = "page:"
+# A project's first page with this many files is written to the database after it is
+# served: its rows take longer to write than the page takes to fetch and check.
+WRITE_AFTER_FILES = 1_000
+# Threads writing such pages; each write holds its page's claim until it committed.
+PAGE_WRITERS = 2
 
 
 class Refresh(Enum):
@@ -60,6 +69,8 @@ class CachedPage:
     page: RenderedPage
     fresh_until: float  # time.monotonic()
     stale: bool  # served because the upstream failed; clients must not cache it
+    # A first page served while its rows are written: done once they are committed.
+    written: Future[None] | None = None
 
 
 class IndexService:
@@ -89,6 +100,7 @@ class IndexService:
         self._missing: dict[str, float] = {}  # upstream said 404: name -> until (monotonic)
         self._wait_timeout = settings.upstream_wait
         self._stop = threading.Event()
+        self._writers = ThreadPoolExecutor(PAGE_WRITERS, thread_name_prefix="page-writer")
 
     @property
     def follows_upstream(self) -> bool:
@@ -96,8 +108,10 @@ class IndexService:
         return self._upstream is not None
 
     def stop(self) -> None:
-        """Stop waiting for other processes' page fetches (the server is stopping)."""
+        """Stop waiting for other processes' page fetches (the server is stopping), and
+        finish writing the pages already served."""
         self._stop.set()
+        self._writers.shutdown(wait=True)
 
     # -- project pages ---------------------------------------------------------------------
 
@@ -109,8 +123,23 @@ class IndexService:
         return None
 
     def project_page(self, name: str) -> CachedPage:
-        """The page for normalized ``name``, revalidated with the upstream when it is due."""
-        return self.lookup_page(name)[0]
+        """The page for normalized ``name``, revalidated with the upstream when it is due.
+
+        A first page still being written is waited for: a download of one of its files
+        records itself in the file's row.
+        """
+        entry = self.lookup_page(name)[0]
+        written = entry.written
+        if written is None:
+            return entry
+        try:
+            written.result(timeout=self._wait_timeout)
+        except FutureTimeout as exc:
+            raise DatabaseUnavailable(f"the page of {name} is still being stored") from exc
+        except Exception:
+            self._drop_pending(name, written)
+            return self.lookup_page(name)[0]  # not stored after all: fetched again
+        return entry
 
     def lookup_page(self, name: str) -> tuple[CachedPage, str]:
         """The page, and whether it took the upstream: "hit", "miss" or "stale"."""
@@ -145,23 +174,11 @@ class IndexService:
         """
         with self._locks.hold(name):
             with self._database.unit_of_work() as db:
-                project = load_project(db, name)
-                if project is None:
-                    raise ProjectNotFound(name)
-                rows = [f for f in project.files if f.origin == "upstream" and f.cached_at]
-                for row in rows:
-                    row.cached_at = None
-                candidates = {row.sha256 for row in rows if row.sha256}
-                detail = f"{len(rows)} cached files dropped"
-                db.add(
-                    AuditEntry(
-                        at=utcnow(), action="purge", project=name, actor=actor, detail=detail
-                    )
-                )
+                count, candidates = uncache_files(db, name, actor)
             # A blob another project's cached file or a private file uses stays.
             self._blobs.drop_uncached(candidates)
-        log.info("%s purged %d cached files of %s", actor, len(rows), name)
-        return len(rows)
+        log.info("%s purged %d cached files of %s", actor, count, name)
+        return count
 
     def _load(self, name: str, *, force: bool = False) -> tuple[CachedPage, str]:
         """The page from the database, or fetched; bounded even when the database fails.
@@ -176,13 +193,30 @@ class IndexService:
             if isinstance(stored, CachedPage):
                 return stored, "hit"
             # Forced refreshes are an admin's; they never wait for another process.
-            if force or time.monotonic() > deadline or self._claim_page(name, deadline):
+            if force or time.monotonic() > deadline:
+                break
+            if self._claim_page(name, deadline):
+                # Whoever held the claim may have stored the page meanwhile: its ETag then
+                # makes our fetch a revalidation.
+                try:
+                    with database_guard(f"reading the page of {name}"):
+                        stored = self._from_database(name, force)
+                except BaseException:
+                    self._claims.release(PAGE_CLAIM + name)
+                    raise
+                if isinstance(stored, CachedPage):
+                    self._claims.release(PAGE_CLAIM + name)
+                    return stored, "hit"
                 break
         try:
-            return self._fetch(name, stored)
-        finally:
+            entry, how = self._fetch(name, stored, write_later=not force)
+        except BaseException:
             if not force:
                 self._claims.release(PAGE_CLAIM + name)
+            raise
+        if not force and entry.written is None:
+            self._claims.release(PAGE_CLAIM + name)  # else the writer does, once it committed
+        return entry, how
 
     def _from_database(self, name: str, force: bool) -> CachedPage | str | None:
         """The stored page when it may be served as it is; else the ETag a fetch sends."""
@@ -237,7 +271,9 @@ class IndexService:
             checked is not None and (utcnow() - checked).total_seconds() < self._settings.page_ttl
         )
 
-    def _fetch(self, name: str, etag: str | None) -> tuple[CachedPage, str]:
+    def _fetch(
+        self, name: str, etag: str | None, *, write_later: bool = False
+    ) -> tuple[CachedPage, str]:
         try:
             result = self._fetch_page(name, etag)
         except ProjectNotFound:
@@ -246,7 +282,7 @@ class IndexService:
         except UpstreamUnavailable as exc:
             return self._stale(name, exc), "stale"
         try:
-            return self._store(name, result), "miss"
+            return self._store(name, result, write_later=write_later), "miss"
         except InvalidPage as exc:  # a 200 that would have emptied the stored page
             return self._stale(name, exc), "stale"
 
@@ -283,21 +319,38 @@ class IndexService:
                     alarm_invalid_page(db, name, str(exc))
             raise
 
-    def _store(self, name: str, result: UpstreamPage | NotModified) -> CachedPage:
-        """Record what the upstream answered; drop blobs nothing refers to any more."""
+    def _store(
+        self, name: str, result: UpstreamPage | NotModified, *, write_later: bool = False
+    ) -> CachedPage:
+        """Record what the upstream answered; drop blobs nothing refers to any more.
+
+        With ``write_later`` (the caller holds the page claim and hands it over), a big
+        first page is served at once and written in the background.
+        """
         try:
-            return self._store_once(name, result)
+            return self._store_once(name, result, write_later)
         except IntegrityError:
             # Another process stored the project's first page (or a new file of it) at the
             # same moment; ours applies cleanly on top of what it committed.
             log.info("%s was stored concurrently by another process; applying again", name)
             return self._store_once(name, result)
 
-    def _store_once(self, name: str, result: UpstreamPage | NotModified) -> CachedPage:
+    def _store_once(
+        self, name: str, result: UpstreamPage | NotModified, write_later: bool = False
+    ) -> CachedPage:
         unreferenced: set[str] = set()
         problem: str | None = None
         with self._database.unit_of_work() as db:
             project = load_page_row(db, name)
+            if (
+                project is None
+                and write_later
+                and isinstance(result, UpstreamPage)
+                and len(result.files) >= WRITE_AFTER_FILES
+            ):
+                pending = self._write_later(name, result)
+                if pending is not None:
+                    return pending
             if isinstance(result, NotModified):
                 if project is None:  # vanished meanwhile; ask again next time
                     raise ProjectNotFound(name)
@@ -330,6 +383,39 @@ class IndexService:
             raise InvalidPage(f"invalid upstream page for {name}: {problem}")
         self._blobs.drop_unreferenced(unreferenced)
         return entry
+
+    def _write_later(self, name: str, page: UpstreamPage) -> CachedPage | None:
+        """Keep the first page ``page`` to serve now; a writer stores it (None: stopping)."""
+        written: Future[None] = Future()
+        ttl = self._settings.page_ttl
+        entry = self._keep(first_page(name, page), ttl, stale=False, written=written)
+        try:
+            self._writers.submit(self._write_first, name, page, written)
+        except RuntimeError:  # the server is stopping: the caller writes it itself
+            self._pages.pop(name)
+            return None
+        return entry
+
+    def _write_first(self, name: str, page: UpstreamPage, written: Future[None]) -> None:
+        """Store a first page already served, then end the page claim its fetch took."""
+        try:
+            with self._locks.hold(name):
+                self._store(name, page)
+        except Exception as exc:
+            log.warning(
+                "storing the first page of %s failed; fetched again next time: %s", name, exc
+            )
+            self._drop_pending(name, written)
+            written.set_exception(exc)
+        else:
+            written.set_result(None)
+        finally:
+            self._claims.release(PAGE_CLAIM + name)
+
+    def _drop_pending(self, name: str, written: Future[None]) -> None:
+        entry = self._pages.get(name)
+        if entry is not None and entry.written is written:
+            self._pages.pop(name)
 
     def refresh_for_serial(
         self, name: str, required: int, *, removal: bool, cache_buster: str | None
@@ -384,13 +470,15 @@ class IndexService:
     def _remember(self, db: Session, project: Project, ttl: float) -> CachedPage:
         return self._keep(stored_page(db, project), ttl, stale=False)
 
-    def _keep(self, page: RenderedPage, ttl: float, *, stale: bool) -> CachedPage:
+    def _keep(
+        self, page: RenderedPage, ttl: float, *, stale: bool, written: Future[None] | None = None
+    ) -> CachedPage:
         kept = self._pages.get(page.name)
         if kept is not None and kept.page.same_as(page):
             # Revalidated unchanged: the renderings made already serve on (a big page's
             # rendering costs more than reading it).
             page = kept.page
-        entry = CachedPage(page, time.monotonic() + max(ttl, 0), stale)
+        entry = CachedPage(page, time.monotonic() + max(ttl, 0), stale, written)
         self._pages.put(page.name, entry)
         self._missing.pop(page.name, None)
         return entry
@@ -408,26 +496,6 @@ class IndexService:
         """The upstream says the project does not exist (any more)."""
         self._missing[name] = time.monotonic() + self._settings.negative_ttl
         self._pages.pop(name)
-        blobs: set[str] = set()
         with self._database.unit_of_work() as db:
-            project = load_project(db, name)
-            if project is None:
-                return
-            if project.private:
-                # Only the merged upstream files go; the private project stays.
-                for row in [f for f in project.files if f.origin == "upstream"]:
-                    project.files.remove(row)
-                project.checked_at = utcnow()
-                return
-            log.warning("upstream no longer has %s; dropping its cached page", name)
-            blobs = {f.sha256 for f in project.files if f.sha256 and f.cached_at is not None}
-            now = utcnow()
-            detail = f"deleted upstream with {len(project.files)} files listed"
-            db.add(
-                AuditEntry(
-                    at=now, action="remove-project", project=name, serial=serial, detail=detail
-                )
-            )
-            db.add(Alarm(at=now, kind="upstream-deleted", project=name, detail=detail))
-            db.delete(project)
+            blobs = remove_project(db, name, serial)
         self._blobs.drop_unreferenced(blobs)

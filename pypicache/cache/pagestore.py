@@ -11,6 +11,7 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session, raiseload, selectinload
 
 from pypicache.cache.rendering import PageData, RenderedPage, render
+from pypicache.errors import ProjectNotFound
 from pypicache.filefacts import FACT_FIELDS, FileFacts, fact_values
 from pypicache.models import Alarm, AuditEntry, File, Project, utcnow
 from pypicache.upstream.entries import UpstreamPage
@@ -138,9 +139,7 @@ def apply_page(
             changes.dropped.add(gone.facts.sha256)
         changes.deletes.append(gone.id)
     _write(db, project.id, changes)
-    project.versions = sorted(
-        set(page.versions) | {f.version for f in private.values() if f.version}
-    )
+    project.versions = _versions(page, private.values())
     project.last_serial = page.serial
     project.upstream_etag = page.etag
     project.status = page.status
@@ -233,6 +232,24 @@ def _write(db: Session, project_id: int, changes: _Changes) -> None:
         db.execute(insert(Alarm.__table__), changes.alarms)
 
 
+def _versions(page: UpstreamPage, private: Iterable[FileFacts]) -> list[str]:
+    return sorted(set(page.versions) | {f.version for f in private if f.version})
+
+
+def first_page(name: str, page: UpstreamPage) -> RenderedPage:
+    """The page storing ``page`` as a new project's makes: what ``snapshot`` would give."""
+    return render(
+        PageData(
+            name=name,
+            display_name=name,
+            serial=page.serial,
+            versions=_versions(page, ()),
+            files=list(page.files),
+            private=False,
+        )
+    )
+
+
 def snapshot(project: Project, files: Iterable[FileFacts]) -> RenderedPage:
     return render(
         PageData(
@@ -253,3 +270,44 @@ def stored_page(db: Session, project: Project) -> RenderedPage:
 
 def older(serial: int | None, stored: int | None) -> bool:
     return serial is not None and stored is not None and serial < stored
+
+
+def uncache_files(db: Session, name: str, actor: str) -> tuple[int, set[str]]:
+    """Mark the project's cached upstream files not cached (audited): how many, and
+    their sha256s.
+
+    ProjectNotFound when there is no such project.
+    """
+    project = load_project(db, name)
+    if project is None:
+        raise ProjectNotFound(name)
+    rows = [f for f in project.files if f.origin == "upstream" and f.cached_at]
+    for row in rows:
+        row.cached_at = None
+    detail = f"{len(rows)} cached files dropped"
+    db.add(AuditEntry(at=utcnow(), action="purge", project=name, actor=actor, detail=detail))
+    return len(rows), {row.sha256 for row in rows if row.sha256}
+
+
+def remove_project(db: Session, name: str, serial: int | None) -> set[str]:
+    """The upstream has no such project (any more): drop it, audited and alarmed.
+
+    A private project keeps its own files and loses only the merged upstream ones.
+    Returns the sha256s of the cached blobs it held, to delete once committed.
+    """
+    project = load_project(db, name)
+    if project is None:
+        return set()
+    if project.private:
+        for row in [f for f in project.files if f.origin == "upstream"]:
+            project.files.remove(row)
+        project.checked_at = utcnow()
+        return set()
+    log.warning("upstream no longer has %s; dropping its cached page", name)
+    blobs = {f.sha256 for f in project.files if f.sha256 and f.cached_at is not None}
+    now = utcnow()
+    detail = f"deleted upstream with {len(project.files)} files listed"
+    db.add(AuditEntry(at=now, action="remove-project", project=name, serial=serial, detail=detail))
+    db.add(Alarm(at=now, kind="upstream-deleted", project=name, detail=detail))
+    db.delete(project)
+    return blobs

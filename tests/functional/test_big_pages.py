@@ -98,9 +98,22 @@ def test_a_cold_big_page_lists_every_file_with_the_upstreams_facts(index, big, h
     assert wheel["core-metadata"] == {"sha256": record.metadata_sha256}
 
 
+def test_a_big_first_page_served_before_its_rows_are_written_is_stored_all_the_same(
+    index, make_index, http
+):
+    """The rows of a big first page are written after it is served, and never lost: a
+    server stopping right after finishes them first."""
+    served = page(http, index)
+    index.stop()
+    other = make_index(None, name="reader", **{"sqlalchemy.url": index.settings.database_url})
+    response = http.get(f"{other.simple_url}{PROJECT}/", headers={"Accept": JSON}, timeout=60)
+    assert response.json() == served
+
+
 def test_one_change_among_eleven_thousand_files_shows_and_nothing_else_moves(
     index, big, make_index, http
 ):
+    # The first request a download: it waits for the first page's rows to be written.
     replaced = f"big_project-1.7-{TAGS[3]}.whl"
     assert download(http, index, replaced) == f"contents of {replaced}".encode()
     before = page(http, index)
