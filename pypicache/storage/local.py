@@ -155,8 +155,9 @@ def not_stored(sha256: str) -> FileNotFoundError:
 class InUse:
     """The blobs this process is sending, so retention never deletes one under a reader.
 
-    ``lock`` is held by the store around opening and deleting, so a blob is
-    either counted before a deletion looks at it, or already gone.
+    A reader is counted (under ``lock``) before the blob is opened, and a deletion
+    looks and deletes under ``lock``: a blob is either counted before a deletion
+    looks at it, or already gone when it is opened.
     """
 
     def __init__(self) -> None:
@@ -205,9 +206,15 @@ class LocalBlobStore:
         """Open a stored blob; FileNotFoundError if it is not (or no longer) stored."""
         if not is_sha256(sha256):
             raise not_stored(sha256)
+        # Counted before it is opened, so a deletion deciding meanwhile sees it in use, and
+        # the lock is not held over the open: the server's I/O thread takes it to release.
         with self._in_use.lock:
-            raw = io.FileIO(self.path(sha256), "r")
             self._in_use.add(sha256)
+        try:
+            raw = io.FileIO(self.path(sha256), "r")
+        except BaseException:
+            self._in_use.release(sha256)
+            raise
         return _InUseHandle(raw, lambda: self._in_use.release(sha256))
 
     def in_use(self, sha256: str) -> bool:

@@ -16,6 +16,8 @@ from pypicache.web.observe import note_cache
 from pypicache.web.security import READ
 
 CHUNK = 256 * 1024
+# Bodies up to this size are read in one go and sent as bytes.
+SMALL_BODY = 64 * 1024
 # Safe only because a filename never gets different bytes here (hashes rule).
 IMMUTABLE = "max-age=365000000, immutable, public"
 # A range passed on from the upstream before the whole file was verified.
@@ -113,6 +115,14 @@ def blob_response(
         handle.seek(byte_range.start)
         status, length = 206, byte_range.length
         headers.append(("Content-Range", f"bytes {byte_range.start}-{byte_range.end}/{size}"))
+    if length <= SMALL_BODY:
+        # Read here and sent as one piece: a file wrapper costs the server's I/O thread
+        # more than a core-metadata file or a small wheel takes to send.
+        try:
+            body = handle.read(length)
+        finally:
+            handle.close()
+        return Response(status=status, headerlist=headers, body=body)
     wrapper = request.environ.get("wsgi.file_wrapper")
     # The server's file wrapper for real files (sendfile); anything else is read here.
     app_iter = wrapper(handle, CHUNK) if wrapper and _is_file(handle) else _limited(handle, length)
