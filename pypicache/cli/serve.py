@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from pypicache.cli.common import LOG_FORMAT, load_settings
-from pypicache.ops.allocator import return_big_buffers
+from pypicache.ops.allocator import share_heaps
 from pypicache.settings import Settings
 
 
@@ -40,8 +40,8 @@ def serve_command(args: argparse.Namespace) -> int:
     if problem:
         print(f"pypicache: {problem}", file=sys.stderr)
         return 2
-    # Before the threads start: the buffers they stream files in go back to the system.
-    return_big_buffers()
+    # Before the threads start: they share two heaps rather than keep one each.
+    share_heaps()
     late = _LateApp()
     try:
         server = create_server(

@@ -1,4 +1,4 @@
-"""The C allocator takes the fixed mmap threshold where it is glibc's."""
+"""The C allocator takes the cap on its heaps where it is glibc's."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import platform
 
 import pytest
 
-from pypicache.ops.allocator import return_big_buffers
+from pypicache.ops.allocator import share_heaps
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's mallopt only")
-def test_glibc_takes_the_fixed_threshold():
-    assert return_big_buffers() is True
+def test_glibc_takes_the_cap():
+    assert share_heaps() is True
