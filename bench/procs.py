@@ -141,6 +141,9 @@ class Servers:
                 stderr=subprocess.STDOUT,
                 env=None if env is None else dict(env),
                 cwd=cwd,
+                # A benchmark started in the background by a shell ignores SIGINT, and its
+                # children would inherit that: each stop would wait out its timeout.
+                preexec_fn=_default_signals,
             )
         except BaseException:
             log.close()
@@ -237,3 +240,9 @@ class CpuAccount:
             "other_cpu_s": round(others, 2),
             "other_share": round(others / available, 3) if available else 0.0,
         }
+
+
+def _default_signals() -> None:
+    """In the child, before it runs: SIGINT and SIGTERM do what they do by default."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
