@@ -8,6 +8,7 @@ from pyramid.request import Request
 from pyramid.response import Response
 from pyramid.view import view_config
 
+from pypicache.errors import StorageUnavailable
 from pypicache.filefacts import FileFacts
 from pypicache.names import normalize_project
 from pypicache.storage.local import BlobReader
@@ -119,7 +120,7 @@ def blob_response(
         # Read here and sent as one piece: a file wrapper costs the server's I/O thread
         # more than a core-metadata file or a small wheel takes to send.
         try:
-            body = handle.read(length)
+            body = _read_exactly(handle, length)
         finally:
             handle.close()
         return Response(status=status, headerlist=headers, body=body)
@@ -135,6 +136,20 @@ def _is_file(handle: BlobReader) -> bool:
     except (AttributeError, OSError):
         return False
     return True
+
+
+def _read_exactly(handle: BlobReader, length: int) -> bytes:
+    """``length`` bytes (an object store's stream gives them in pieces); a blob that ends
+    sooner is a store failure, never a short answer."""
+    pieces: list[bytes] = []
+    remaining = length
+    while remaining > 0:
+        data = handle.read(remaining)
+        if not data:
+            raise StorageUnavailable(f"a stored blob ended {remaining} bytes early")
+        pieces.append(data)
+        remaining -= len(data)
+    return b"".join(pieces)
 
 
 def _limited(handle: BlobReader, length: int) -> Iterator[bytes]:
