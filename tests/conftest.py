@@ -13,6 +13,7 @@ from pypicache.app import make_wsgi_app
 from pypicache.settings import Settings
 from pypicache.web.wsgi import PypicacheApp
 from tests.support.browser import browser, page  # noqa: F401 (fixtures)
+from tests.support.clients import http  # noqa: F401 (fixture)
 from tests.support.databases import (
     DATABASE_ENV,
     POSTGRESQL_URL_ENV,

@@ -336,15 +336,9 @@ class UpstreamClient:
                 stream=True,
                 allow_redirects=False,
             )
-            if response.is_redirect:
-                target = self.session.get_redirect_target(response) or ""
-                response.close()
-                try:
-                    url = redirect_target(response.url, target)
-                except URLRefused as exc:
-                    self._error(kind, "refused")
-                    log.warning("%s", exc)
-                    raise
+            redirected = self._redirected(response, kind)
+            if redirected is not None:
+                url = redirected
                 continue
             if response.status_code != 200:
                 response.close()
@@ -379,15 +373,9 @@ class UpstreamClient:
             response = self._get(
                 url, kind="range", headers=headers, stream=True, allow_redirects=False
             )
-            if response.is_redirect:
-                target = self.session.get_redirect_target(response) or ""
-                response.close()
-                try:
-                    url = redirect_target(response.url, target)
-                except URLRefused as exc:
-                    self._error("range", "refused")
-                    log.warning("%s", exc)
-                    raise
+            redirected = self._redirected(response, "range")
+            if redirected is not None:
+                url = redirected
                 continue
             if not self._is_exact_range(response, start, end, size):
                 if response.status_code == 206:  # a 200 only means no range support
@@ -456,6 +444,19 @@ class UpstreamClient:
         handle.seek(start)
         chunks = self._bounded(iter(partial(handle.read, CHUNK), b""), length, path.as_uri())
         return UpstreamStream(length, chunks, handle.close)
+
+    def _redirected(self, response: requests.Response, kind: str) -> str | None:
+        """Where a redirect leads, once the URL policy allows it; None: no redirect."""
+        if not response.is_redirect:
+            return None
+        target = self.session.get_redirect_target(response) or ""
+        response.close()
+        try:
+            return redirect_target(response.url, target)
+        except URLRefused as exc:
+            self._error(kind, "refused")
+            log.warning("%s", exc)
+            raise
 
     def _get(
         self,

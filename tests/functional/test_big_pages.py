@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-from collections.abc import Iterator
 
 import pytest
 import requests
@@ -45,12 +44,6 @@ def big(upstream: FakeUpstream) -> FakeUpstream:
         for tag in TAGS[:WHEELS]:
             upstream.publish(_dist(f"big_project-{version}-{tag}.whl", version, True))
     return upstream
-
-
-@pytest.fixture
-def http() -> Iterator[requests.Session]:
-    with requests.Session() as session:
-        yield session
 
 
 @pytest.fixture

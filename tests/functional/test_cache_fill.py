@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-import random
 import re
 import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -15,22 +13,11 @@ import requests
 from sqlalchemy import event
 
 from tests.conftest import IndexFactory, RunningIndex
-from tests.support.dists import make_wheel
+from tests.support.dists import make_wheel, noise
 from tests.support.fakeupstream import FakeUpstream
 from tests.support.waiting import wait_until
 
 UV_ACCEPT = "application/vnd.pypi.simple.v1+json, text/html;q=0.01"
-
-
-@pytest.fixture
-def http() -> Iterator[requests.Session]:
-    with requests.Session() as session:
-        yield session
-
-
-def noise(size: int) -> bytes:
-    """Incompressible bytes, so a wheel really is about ``size`` bytes long."""
-    return random.Random(size).randbytes(size)
 
 
 def page(http: requests.Session, index: RunningIndex, name: str) -> requests.Response:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import random
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,22 +15,11 @@ from pypicache.errors import UpstreamUnavailable
 from pypicache.upstream.client import UpstreamClient
 from tests.conftest import RunningIndex
 from tests.support.clients import installed, make_venv, uv_pip_install
-from tests.support.dists import Dist, make_wheel
+from tests.support.dists import Dist, make_wheel, noise
 from tests.support.fakeupstream import FakeUpstream, RequestRecord
 from tests.support.waiting import wait_until
 
 UV_ACCEPT = "application/vnd.pypi.simple.v1+json, text/html;q=0.01"
-
-
-@pytest.fixture
-def http() -> Iterator[requests.Session]:
-    with requests.Session() as session:
-        yield session
-
-
-def noise(size: int) -> bytes:
-    """Incompressible bytes, so a wheel really is about ``size`` bytes long."""
-    return random.Random(size).randbytes(size)
 
 
 def file_url(index: RunningIndex, project: str, filename: str) -> str:

@@ -6,8 +6,11 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+
+import pytest
+import requests
 
 _LOOPBACK = "127.0.0.1,localhost,::1"
 
@@ -113,3 +116,10 @@ def installed(python: Path) -> dict[str, str]:
         name, version = dist_info.name.removesuffix(".dist-info").rsplit("-", 1)
         found[name] = version
     return found
+
+
+@pytest.fixture
+def http() -> Iterator[requests.Session]:
+    """One HTTP session for a test, closed after it."""
+    with requests.Session() as session:
+        yield session

@@ -277,3 +277,8 @@ def make_sdist(
         version=version,
         requires_python=requires_python,
     )
+
+
+def noise(size: int) -> bytes:
+    """Incompressible bytes, so a wheel really is about ``size`` bytes long."""
+    return random.Random(size).randbytes(size)
