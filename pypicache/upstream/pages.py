@@ -44,8 +44,8 @@ STATUSES = frozenset({"active", "archived", "quarantined", "deprecated"})
 # The simple API's major version we understand (PEP 629: a newer major is refused).
 API_MAJOR = 1
 # An absolute http(s) URL that ``urljoin`` would give back unchanged: no query, fragment,
-# whitespace or backslash, which its parser would rewrite.
-_PLAIN_ABSOLUTE = re.compile(r"https?://[^/?#\s\\]+(?:/[^?#\s\\]*)?", re.ASCII)
+# parameters, whitespace or backslash, which its parser would rewrite (an empty ";" goes).
+_PLAIN_ABSOLUTE = re.compile(r"https?://[^/?#;\s\\]+(?:/[^?#;\s\\]*)?", re.ASCII)
 # The characters pypi_simple lets a version read from a file name have.
 _VERSION_TEXT = re.compile(r"[A-Za-z0-9_.!+-]+")
 
@@ -154,7 +154,7 @@ def _status(value: object) -> tuple[str | None, object]:
         return None, None
     status = _object(value, "project-status")
     state = status.get("status")
-    if state is not None and state not in STATUSES:
+    if state is not None and (not isinstance(state, str) or state not in STATUSES):
         raise InvalidPage(f"unknown project status {state!r:.50}")
     return state, status.get("reason")
 

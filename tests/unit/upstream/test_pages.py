@@ -70,6 +70,7 @@ def test_a_compressed_tag_set_is_checked_without_expanding_it():
 )
 @example("https://files.example/packages/ab/cd/demo_pkg-1.0-py3-none-any.whl")
 @example("https://files.example/x/../y")
+@example("https://:/;")
 def test_a_url_is_joined_as_urljoin_joins_it(url: str):
     assert absolute_url(BASE, url) == urljoin(BASE, url)
 
@@ -197,6 +198,9 @@ def damaged_pages(draw: st.DrawFn) -> object:
 @given(damaged_pages())
 @example({"meta": {"api-version": "2.0"}, "name": NAME, "files": []})
 @example({"meta": {"api-version": "1.0"}, "name": NAME, "files": [None]})
+@example(
+    {"meta": {"api-version": "1.0"}, "name": NAME, "files": [], "project-status": {"status": []}}
+)
 def test_any_json_is_a_page_of_checked_facts_or_an_invalid_page(data: object):
     data = json.loads(json.dumps(data))  # only what a JSON body can hold
     try:
