@@ -566,7 +566,7 @@ def test_wheel_metadata_must_match_form(wheel: Dist, meta: bytes, message: str) 
 
 
 @pytest.mark.parametrize(
-    "content", [b"not gzip", gzip.compress(b"not a tar" * 100), b"\x1f\x8b\x08\x00garbage"]
+    "content", [b"not gzip", gzip.compress(b"not a tar" * 100, mtime=0), b"\x1f\x8b\x08\x00garbage"]
 )
 def test_corrupt_tar_gz(sdist: Dist, content: bytes) -> None:
     assert rejection(sdist, content=content) == "Invalid distribution file."
