@@ -183,14 +183,14 @@ def test_wait_while_held_returns_true_once_the_holder_releases(process: Process)
     holder, waiter = process(), process()
     assert holder.try_claim(KEY)
     release = threading.Timer(0.2, holder.release, args=[KEY])
+    started = time.monotonic()  # before the timer starts: it releases 0.2 s after that
     release.start()
     try:
-        free, waited = timed(
-            lambda: waiter.wait_while_held(KEY, time.monotonic() + 10, threading.Event())
-        )
+        free = waiter.wait_while_held(KEY, started + 10, threading.Event())
     finally:
         release.cancel()
         release.join()
+    waited = time.monotonic() - started
 
     assert free is True
     assert 0.2 <= waited < 10
@@ -215,12 +215,14 @@ def test_wait_while_held_ends_when_the_stop_event_is_set(process: Process) -> No
     assert holder.try_claim(KEY)
     stop = threading.Event()
     stopping = threading.Timer(0.2, stop.set)
+    started = time.monotonic()  # before the timer starts: it sets the event 0.2 s after that
     stopping.start()
     try:
-        free, waited = timed(lambda: waiter.wait_while_held(KEY, time.monotonic() + 60, stop))
+        free = waiter.wait_while_held(KEY, started + 60, stop)
     finally:
         stopping.cancel()
         stopping.join()
+    waited = time.monotonic() - started
 
     assert free is False
     assert 0.2 <= waited < 10, "it ended on the event, long before its deadline"
