@@ -485,6 +485,10 @@ def summarize_upstream(label: str, entries: list[tuple[str, str]]) -> dict[str, 
     }
 
 
+def _spent(after: float | None, before: float | None) -> float | None:
+    return None if after is None or before is None else after - before
+
+
 class InstallBench:
     def __init__(
         self,
@@ -542,7 +546,9 @@ class InstallBench:
             server = self._cold_server()
             try:
                 self.upstream.clear()
+                server_cpu = server.cpu_seconds()
                 result = self.installer.run(tool, server.url + "/simple/", label).as_dict()
+                result["server_cpu_s"] = _spent(server.cpu_seconds(), server_cpu)
                 summary = summarize_upstream(f"{tool} cold #{rep + 1}", self.upstream.log())
                 summary["errors"] = 0 if result["ok"] else 1
                 self.cold_summaries.append(summary)
@@ -554,7 +560,12 @@ class InstallBench:
                 "nginx": self.nginx.url,
                 "pypicache-warm": self.warm.url,
             }[source]
+            # nginx's work is done by its workers, not the process started: not counted.
+            server = {"upstream": self.upstream.server, "pypicache-warm": self.warm}.get(source)
+            server_cpu = server.cpu_seconds() if server is not None else None
             result = self.installer.run(tool, base + "/simple/", label).as_dict()
+            if server is not None:
+                result["server_cpu_s"] = _spent(server.cpu_seconds(), server_cpu)
             if source == "pypicache-warm":
                 summary = summarize_upstream("warm", self.upstream.log())
                 self.warm_upstream_requests += (

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import resource
 import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,6 +25,8 @@ class Install:
     ok: bool
     installed: int  # *.dist-info directories in the venv afterwards
     error: str  # the end of stderr when it failed
+    # CPU the installer itself used: on a small machine it competes with the servers'.
+    client_cpu_s: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -38,6 +41,12 @@ def make_venv(path: Path) -> Path:
         timeout=120,
     )
     return path / "bin" / "python"
+
+
+def _children_cpu_seconds() -> float:
+    """CPU of this process's reaped children: an install's, once it was waited for."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _installed(venv: Path) -> int:
@@ -131,11 +140,12 @@ class Installer:
     def run(self, tool: Tool, index_url: str, label: str) -> Install:
         """One timed install (the venv is made before the clock starts, removed after)."""
         python, scratch = self.prepare(f"{tool}-{label}")
+        before = _children_cpu_seconds()
         started = time.monotonic()
         process = self.start(tool, python, scratch, index_url)
         result = self.finish(tool, process, python, started)
         self.cleanup(python)
-        return result
+        return replace(result, client_cpu_s=_children_cpu_seconds() - before)
 
     def run_concurrently(self, tool: Tool, index_url: str, label: str, n: int) -> list[Install]:
         """``n`` installs started together, each into its own venv; each timed on its own."""

@@ -41,6 +41,16 @@ def proc_status_kb(pid: int, field: str) -> int | None:
     return None
 
 
+def process_cpu_seconds(pid: int) -> float | None:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            # The command name (field 2) may hold spaces; utime and stime follow its ")".
+            fields = handle.read().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @dataclass
 class Server:
     name: str
@@ -66,6 +76,10 @@ class Server:
 
     def rss_kb(self) -> int | None:
         return proc_status_kb(self.pid, "VmRSS")
+
+    def cpu_seconds(self) -> float | None:
+        """User and system CPU the process has used so far; None once it is gone."""
+        return process_cpu_seconds(self.pid)
 
     def log_tail(self, lines: int = 20) -> str:
         try:

@@ -26,6 +26,16 @@ class Target:
         return {**asdict(self), "verdict": self.verdict}
 
 
+def _cpu_note(runs: list[dict[str, Any]]) -> str:
+    """Median CPU seconds of the installer and of the server it installed from."""
+    parts = []
+    for key, who in (("client_cpu_s", "client"), ("server_cpu_s", "server")):
+        values = [r[key] for r in runs if r.get(key) is not None]
+        if values:
+            parts.append(f"{who} {statistics.median(values):.2f}")
+    return f"  cpu s: {', '.join(parts)}" if parts else ""
+
+
 def median_seconds(results: dict[str, Any], tool: str, source: str) -> float | None:
     runs = [r["seconds"] for r in results["installs"]["runs"][tool][source] if r["ok"]]
     return statistics.median(runs) if runs else None
@@ -324,7 +334,7 @@ def render_table(results: dict[str, Any], targets: Sequence[Target]) -> str:
                 note = f"  FAILED {failed}x" if failed else ""
                 out.append(
                     f"   {tool:4}{source:16}{_fmt(median_seconds(results, tool, source), '>8.2f')}"
-                    f"   ({times}){note}"
+                    f"   ({times}){note}{_cpu_note(runs)}"
                 )
         out.append("")
 
