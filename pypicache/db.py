@@ -1,8 +1,20 @@
-"""The metadata database: engines, the unit of work, and schema migrations."""
+"""The metadata database: engines, the unit of work, and schema migrations.
+
+SQLite lets one connection write at a time.  A writer that finds the file locked sleeps
+in SQLite's busy handler and tries again, sleeping up to 100 ms at a time, so under a
+burst of small writes from many threads (a cold install: a claim, a fill and a release
+per file) time went in sleeps while nobody held the lock.  So a process's writers take
+turns on a lock of their own (``take_turns``): a connection takes the turn before its
+first writing statement and gives it back when it returns to the pool, after its commit
+or rollback, and the next writer wakes at once.  Other processes on the same file still
+wait in the busy handler.
+"""
 
 from __future__ import annotations
 
 import fcntl
+import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib.resources import files as package_files
@@ -17,6 +29,58 @@ from sqlalchemy.orm import Session, sessionmaker
 from pypicache.errors import SettingsError
 from pypicache.settings import DATABASE_KEY
 
+# How long a writer waits for SQLite's lock before "database is locked".
+SQLITE_BUSY_TIMEOUT = 30.0
+
+
+# Statements that never take SQLite's write lock by themselves.
+_READS = ("SELECT", "PRAGMA", "EXPLAIN", "SAVEPOINT", "RELEASE", "ROLLBACK")
+_HOLDS_TURN = "pypicache_holds_write_turn"
+
+_turns: dict[str, threading.Lock] = {}
+_turns_lock = threading.Lock()
+
+
+def _turn_for(database: str) -> threading.Lock:
+    with _turns_lock:
+        return _turns.setdefault(database, threading.Lock())
+
+
+def take_turns(engine: Engine, database: str, timeout: float) -> None:
+    """Make ``engine``'s writers take this process's turn on ``database`` (a file path).
+
+    A writer that waits longer than ``timeout`` fails as SQLite itself would after its
+    busy timeout: "database is locked".
+    """
+    turn = _turn_for(database)
+
+    def before_execute(conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        info = conn.info
+        if info.get(_HOLDS_TURN) or statement.lstrip()[:9].upper().startswith(_READS):
+            return
+        if not turn.acquire(timeout=timeout):
+            raise sqlite3.OperationalError("database is locked (this process's writers)")
+        info[_HOLDS_TURN] = True
+
+    def give_back(record: Any) -> None:
+        if record is not None and record.info.pop(_HOLDS_TURN, False):
+            turn.release()
+
+    # Returned to the pool (after a commit or a rollback), or thrown away.
+    def reset(dbapi_connection: Any, connection_record: Any, reset_state: Any) -> None:
+        give_back(connection_record)
+
+    def invalidate(dbapi_connection: Any, connection_record: Any, exception: Any) -> None:
+        give_back(connection_record)
+
+    def close(dbapi_connection: Any, connection_record: Any) -> None:
+        give_back(connection_record)
+
+    event.listen(engine, "before_cursor_execute", before_execute)
+    event.listen(engine.pool, "reset", reset)
+    event.listen(engine.pool, "invalidate", invalidate)
+    event.listen(engine.pool, "close", close)
+
 
 def get_engine(database_url: str) -> Engine:
     url = make_url(database_url)
@@ -24,8 +88,10 @@ def get_engine(database_url: str) -> Engine:
         # A "file:" URI (uri=true) names its file in URI syntax: not a path to create.
         if url.database and url.database != ":memory:" and not url.database.startswith("file:"):
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30})
+        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT})
         event.listen(engine, "connect", _sqlite_pragmas)
+        if url.database and url.database != ":memory:":
+            take_turns(engine, url.database, SQLITE_BUSY_TIMEOUT)
         return engine
     if url.get_backend_name() == "postgresql":
         url = postgresql_url(url)
