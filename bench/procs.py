@@ -41,14 +41,19 @@ def proc_status_kb(pid: int, field: str) -> int | None:
     return None
 
 
+def _parent_and_cpu(stat: str) -> tuple[int, float]:
+    """A /proc/<pid>/stat line's parent pid and user + system CPU seconds."""
+    # The command name (field 2) may hold spaces; the fields after its ")" are plain.
+    fields = stat.rsplit(")", 1)[1].split()
+    return int(fields[1]), (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def process_cpu_seconds(pid: int) -> float | None:
     try:
-        with open(f"/proc/{pid}/stat") as handle:
-            # The command name (field 2) may hold spaces; utime and stime follow its ")".
-            fields = handle.read().rsplit(")", 1)[1].split()
-    except (FileNotFoundError, ProcessLookupError, IndexError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
         return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return _parent_and_cpu(stat)[1]
 
 
 @dataclass
@@ -229,10 +234,8 @@ class CpuAccount:
                 text = (entry / "stat").read_text()
             except OSError:
                 continue
-            fields = text.rsplit(")", 1)[1].split()
             pid = int(entry.name)
-            parents[pid] = int(fields[1])
-            cpu[pid] = (int(fields[11]) + int(fields[12])) / self._tick
+            parents[pid], cpu[pid] = _parent_and_cpu(text)
         ours = {os.getpid()}
         changed = True
         while changed:

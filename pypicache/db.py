@@ -62,24 +62,15 @@ def take_turns(engine: Engine, database: str, timeout: float) -> None:
             raise sqlite3.OperationalError("database is locked (this process's writers)")
         info[_HOLDS_TURN] = True
 
-    def give_back(record: Any) -> None:
+    def give_back(**event_args: Any) -> None:
+        """Returned to the pool (after a commit or a rollback), or thrown away."""
+        record = event_args.get("connection_record")
         if record is not None and record.info.pop(_HOLDS_TURN, False):
             turn.release()
 
-    # Returned to the pool (after a commit or a rollback), or thrown away.
-    def reset(dbapi_connection: Any, connection_record: Any, reset_state: Any) -> None:
-        give_back(connection_record)
-
-    def invalidate(dbapi_connection: Any, connection_record: Any, exception: Any) -> None:
-        give_back(connection_record)
-
-    def close(dbapi_connection: Any, connection_record: Any) -> None:
-        give_back(connection_record)
-
     event.listen(engine, "before_cursor_execute", before_execute)
-    event.listen(engine.pool, "reset", reset)
-    event.listen(engine.pool, "invalidate", invalidate)
-    event.listen(engine.pool, "close", close)
+    for name in ("reset", "invalidate", "close"):
+        event.listen(engine.pool, name, give_back, named=True)
 
 
 def get_engine(database_url: str) -> Engine:
