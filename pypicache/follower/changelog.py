@@ -13,6 +13,7 @@ import requests
 from packaging.utils import canonicalize_name
 
 from pypicache.errors import ChangelogUnavailable
+from pypicache.upstream.entries import checked_serial
 
 if TYPE_CHECKING:
     from pypicache.ops.metrics import Metrics
@@ -49,9 +50,10 @@ class XmlRpcChangelog:
 
     def last_serial(self) -> int:
         result = self._call("changelog_last_serial")
-        if not isinstance(result, int):
-            raise ChangelogUnavailable(f"changelog_last_serial returned {result!r}")
-        return result
+        serial = checked_serial(result)
+        if serial is None:
+            raise ChangelogUnavailable(f"changelog_last_serial returned {result!r:.100}")
+        return serial
 
     def since(self, serial: int) -> list[ChangelogEntry]:
         """Entries after ``serial``, oldest first; PyPI returns at most 50,000 per call."""
@@ -68,11 +70,11 @@ class XmlRpcChangelog:
                         None if version is None else str(version),
                         int(timestamp),
                         str(action),
-                        int(entry_serial),
+                        _entry_serial(entry_serial),
                     )
                 )
             except (TypeError, ValueError) as exc:
-                raise ChangelogUnavailable(f"unreadable changelog row {row!r}") from exc
+                raise ChangelogUnavailable(f"unreadable changelog row {row!r:.200}") from exc
         return sorted(entries, key=lambda e: e.serial)
 
     def _call(self, method: str, *params: object) -> object:
@@ -114,3 +116,10 @@ class XmlRpcChangelog:
             except (ExpatError, ValueError, xmlrpc.client.ResponseError) as exc:
                 raise ChangelogUnavailable(f"{method}: unreadable answer: {exc}") from exc
         return result
+
+
+def _entry_serial(value: object) -> int:
+    serial = checked_serial(value)
+    if serial is None:
+        raise ValueError(f"serial {value!r:.100} is not one we can store")
+    return serial

@@ -71,11 +71,24 @@ class InvalidPage(UpstreamUnavailable):
     """
 
 
-def parse_serial(value: str | None) -> int | None:
-    try:
-        return int(value) if value is not None else None
-    except ValueError:
+# A serial must fit the BIGINT columns it is stored in (and JSON's 64-bit integers).
+SERIAL_LIMIT = 2**63
+_SERIAL_TEXT = re.compile(r"[0-9]{1,19}", re.ASCII)
+
+
+def checked_serial(value: object) -> int | None:
+    """An upstream's serial as we may store it: an integer in [0, 2**63), else None."""
+    if isinstance(value, bool) or not isinstance(value, int):
         return None
+    return value if 0 <= value < SERIAL_LIMIT else None
+
+
+def parse_serial(value: str | None) -> int | None:
+    """A serial header's digits (``int`` alone would take ``-1``, ``1_0`` or Arabic digits)."""
+    if value is None:
+        return None
+    value = value.strip(" \t")
+    return checked_serial(int(value)) if _SERIAL_TEXT.fullmatch(value) else None
 
 
 def page_problem(

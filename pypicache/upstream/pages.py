@@ -27,6 +27,7 @@ from pypicache.upstream.entries import (
     UpstreamPage,
     all_versions,
     checked_page,
+    checked_serial,
     distinct_files,
     filename_problem,
     parse_serial,
@@ -160,11 +161,7 @@ def _status(value: object) -> tuple[str | None, object]:
 
 
 def _serial(value: object) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value if value >= 0 else None
-    return parse_serial(value) if isinstance(value, str) else None
+    return parse_serial(value) if isinstance(value, str) else checked_serial(value)
 
 
 def _file(entry: object, project: str, base_url: str, metrics: Metrics | None) -> FileFacts | None:

@@ -130,7 +130,7 @@ def pages(draw: st.DrawFn) -> dict[str, Any]:
         "files": draw(st.lists(file_entries(), max_size=6)),
     }
     if draw(st.booleans()):
-        page["meta"]["_last-serial"] = draw(st.integers(min_value=0, max_value=10**12))
+        page["meta"]["_last-serial"] = draw(st.integers(min_value=-5, max_value=2**70))
     if draw(st.booleans()):
         page["versions"] = draw(st.lists(st.text(max_size=8), max_size=4))
     status = draw(statuses)

@@ -18,9 +18,12 @@ from pypicache.digests import checked_sha256, is_sha256
 from pypicache.errors import InvalidDigest
 from pypicache.storage.local import LocalBlobStore
 from pypicache.upstream.entries import (
+    SERIAL_LIMIT,
     TEXT_LIMIT,
     checked_page,
+    checked_serial,
     filename_problem,
+    parse_serial,
     upstream_text,
     valid_project_name,
 )
@@ -285,3 +288,32 @@ def test_a_page_with_surrogates_and_huge_values_keeps_its_files_storable():
     assert entry.yanked_reason == "\ufffd bad\ufffdreason"
     assert entry.requires_python == ">=3\ufffd"
     assert entry.size is None
+
+
+# -- serials -----------------------------------------------------------------------------
+
+
+@given(st.one_of(st.text(), st.integers().map(str), st.integers(min_value=0).map(str)))
+@example("9223372036854775807")
+@example("9223372036854775808")
+@example("1_000")
+@example("-1")
+@example("\u0661\u0662")
+@example(" 12")
+def test_a_serial_header_is_its_decimal_digits_when_they_fit_a_bigint(text: str):
+    serial = parse_serial(text)
+    digits = text.strip(" \t")
+    fits = re.fullmatch(r"[0-9]+", digits, re.ASCII) is not None and int(digits) < SERIAL_LIMIT
+    assert serial == (int(digits) if fits else None)
+
+
+@given(st.one_of(st.integers(), st.booleans(), st.floats(), st.text(), st.none()))
+@example(2**63)
+@example(2**63 - 1)
+@example(True)
+def test_a_serial_value_is_kept_only_as_an_integer_a_bigint_holds(value: object):
+    serial = checked_serial(value)
+    if type(value) is int and 0 <= value < 2**63:
+        assert serial == value
+    else:
+        assert serial is None
