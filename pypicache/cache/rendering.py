@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -13,6 +12,7 @@ from html import escape
 from typing import Any
 from urllib.parse import quote
 
+import orjson
 from packaging.version import InvalidVersion, Version
 
 from pypicache.filefacts import FileFacts
@@ -207,7 +207,9 @@ def render_json(
     # `size` is mandatory from 1.1 on; a page with an unknown size claims only 1.0.
     meta["api-version"] = API_VERSION if all(f.size is not None for f in files) else "1.0"
     data = {"files": entries, "meta": meta, "name": name, "versions": sort_versions(versions)}
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+    # Compact UTF-8, as json.dumps(separators=(",", ":"), ensure_ascii=False) gives, in a
+    # seventh of its time: on an 11,000-file page the encoder was half of rendering.
+    return orjson.dumps(data)
 
 
 def _href_prefix(project: str) -> str:
@@ -243,7 +245,9 @@ def _json_file(href_prefix: str, f: FileFacts) -> dict[str, Any]:
 
 def format_upload_time(value: datetime) -> str:
     """PyPI's spelling: ISO 8601 in UTC with a ``Z``, microseconds only when non-zero."""
-    return value.replace(tzinfo=None).isoformat() + "Z"
+    if value.tzinfo is not None:
+        value = value.replace(tzinfo=None)
+    return value.isoformat() + "Z"
 
 
 def sort_versions(versions: Sequence[str]) -> list[str]:

@@ -9,10 +9,12 @@ as it becomes a fact, and values that repeat (versions, tags) are checked once a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from datetime import UTC, datetime
 from email.message import Message
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin
 
@@ -49,6 +51,8 @@ API_MAJOR = 1
 _PLAIN_ABSOLUTE = re.compile(r"https?://[^/?#;\s\\]+(?:/[^?#;\s\\]*)?", re.ASCII)
 # The characters pypi_simple lets a version read from a file name have.
 _VERSION_TEXT = re.compile(r"[A-Za-z0-9_.!+-]+")
+# "2024-01-02T03:04:05Z": a date, a time to the second and the zone.
+_SHORTEST_ZULU = 20
 
 
 def parse_page(
@@ -189,7 +193,7 @@ def _file(entry: object, project: str, base_url: str, metrics: Metrics | None) -
     yanked = entry.get("yanked", False)
     return FileFacts(
         filename=filename,
-        version=storable_version(dist_version(filename, project)),
+        version=dist_version(filename, project),
         sha256=sha256,
         size=storable_size(entry.get("size")),
         requires_python=upstream_text(entry.get("requires-python")),
@@ -215,13 +219,27 @@ def dist_version(filename: str, project: str) -> str | None:
             version = parse_filename(filename, project)[1]
         except UnparsableFilenameError:
             version = None
-    return version if version is not None and _VERSION_TEXT.fullmatch(version) else None
+    return _stored_version(version) if version is not None else None
+
+
+@lru_cache(maxsize=4096)
+def _stored_version(text: str) -> str | None:
+    """A file name's version as stored: a big page repeats each one dozens of times."""
+    return storable_version(text) if _VERSION_TEXT.fullmatch(text) else None
 
 
 def upload_time(value: object) -> datetime | None:
     """An ISO 8601 upload time as naive UTC (a time without a zone is taken as UTC)."""
     if not isinstance(value, str):
         return None
+    if value.endswith("Z") and len(value) >= _SHORTEST_ZULU and value[10] == "T":
+        # PyPI's spelling, read as the naive time it names without converting zones
+        # (a fifth of the cost); anything the fast reading would not take exactly
+        # as the full one does goes the full way.
+        with contextlib.suppress(ValueError):
+            naive = datetime.fromisoformat(value[:-1])
+            if naive.tzinfo is None:
+                return naive
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:

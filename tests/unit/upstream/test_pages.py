@@ -4,6 +4,7 @@ page either checked facts or InvalidPage, and the wheel-name check packaging's r
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urljoin
 
@@ -20,7 +21,7 @@ from pypicache.upstream.entries import (
     filename_problem,
     wheel_project,
 )
-from pypicache.upstream.pages import STATUSES, absolute_url, read_json_page
+from pypicache.upstream.pages import STATUSES, absolute_url, read_json_page, upload_time
 
 NAME = "demo-pkg"
 BASE = "https://up.example/simple/demo-pkg/"
@@ -73,6 +74,46 @@ def test_a_compressed_tag_set_is_checked_without_expanding_it():
 @example("https://:/;")
 def test_a_url_is_joined_as_urljoin_joins_it(url: str):
     assert absolute_url(BASE, url) == urljoin(BASE, url)
+
+
+# -- upload times -----------------------------------------------------------------------------
+
+
+def _reference_upload_time(value: str) -> datetime | None:
+    """An ISO 8601 time as naive UTC, read by the standard library the plain way."""
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed.astimezone(UTC).replace(tzinfo=None) if parsed.tzinfo else parsed
+
+
+iso_pieces = st.sampled_from(
+    [
+        *["2024", "-", "01", "W01", "-1", "T", " ", "12", ":", "30", "00", ".", "123456", ",5"],
+        *["Z", "+01:00", "-05", "+00:00:01.5", "z", "\n", "1", "x", ""],
+    ]
+)
+upload_time_texts = st.one_of(
+    st.datetimes(timezones=st.none() | st.timezones()).map(
+        lambda t: t.isoformat(timespec="microseconds")
+    ),
+    st.datetimes().map(lambda t: t.isoformat() + "Z"),
+    st.lists(iso_pieces, max_size=14).map("".join),
+    st.text(max_size=30),
+)
+
+
+@given(upload_time_texts)
+@example("2020-01-01Z")
+@example("2020-W01-1Z")
+@example("2020-01-01T10Z")
+@example("2020-01-01T00:00:00+01:00Z")
+@example("2014-01-06T10:10:00.000000Z")
+@example("2014-01-06T10:10:00.5Z")
+@example("2014-01-06T10:10:00+05:00")
+def test_an_upload_time_is_what_the_standard_reading_gives_in_utc(text: str):
+    assert upload_time(text) == _reference_upload_time(text)
 
 
 # -- well-formed pages: what pypi_simple reads -------------------------------------------------
