@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures import wait as wait_for_futures
 from dataclasses import dataclass
 from enum import Enum
 
@@ -101,6 +102,9 @@ class IndexService:
         self._wait_timeout = settings.upstream_wait
         self._stop = threading.Event()
         self._writers = ThreadPoolExecutor(PAGE_WRITERS, thread_name_prefix="page-writer")
+        # The writes of big first pages already served, by project: each holds the page
+        # claim until its rows are committed, and what needs those rows waits for it.
+        self._writing: dict[str, Future[None]] = {}
 
     @property
     def follows_upstream(self) -> bool:
@@ -187,6 +191,7 @@ class IndexService:
         and past the wait deadline this process fetches the page itself.
         """
         deadline = time.monotonic() + self._wait_timeout
+        self._await_write(name, deadline)
         while True:
             with database_guard(f"reading the page of {name}"):
                 stored = self._from_database(name, force)
@@ -389,28 +394,50 @@ class IndexService:
         written: Future[None] = Future()
         ttl = self._settings.page_ttl
         entry = self._keep(first_page(name, page), ttl, stale=False, written=written)
+        self._writing[name] = written
         try:
             self._writers.submit(self._write_first, name, page, written)
         except RuntimeError:  # the server is stopping: the caller writes it itself
-            self._pages.pop(name)
+            self._drop_pending(name, written)
+            del self._writing[name]
             return None
         return entry
 
     def _write_first(self, name: str, page: UpstreamPage, written: Future[None]) -> None:
-        """Store a first page already served, then end the page claim its fetch took."""
+        """Store a first page already served, then end the page claim its fetch took.
+
+        Without the project's lock: whoever holds it and needs the rows waits for this
+        write (``_await_write``), and a store that does not (an admin's refresh) meets
+        an IntegrityError that makes one of the two apply again on top of the other.
+        """
+        failure: Exception | None = None
         try:
-            with self._locks.hold(name):
-                self._store(name, page)
+            self._store(name, page)
         except Exception as exc:
             log.warning(
                 "storing the first page of %s failed; fetched again next time: %s", name, exc
             )
+            failure = exc
             self._drop_pending(name, written)
-            written.set_exception(exc)
-        else:
-            written.set_result(None)
         finally:
             self._claims.release(PAGE_CLAIM + name)
+            self._writing.pop(name, None)
+        # Last: whoever waits on it finds the claim ended and the rows in the database.
+        if failure is None:
+            written.set_result(None)
+        else:
+            written.set_exception(failure)
+
+    def _await_write(self, name: str, deadline: float) -> None:
+        """Wait (until ``deadline``, monotonic) for the rows of a first page being written.
+
+        Before anything reads the project's rows: until they are committed the
+        database says the project is not cached, and this process's own claim on
+        its page would keep a request from ever fetching it.
+        """
+        writing = self._writing.get(name)
+        if writing is not None:
+            wait_for_futures([writing], timeout=max(deadline - time.monotonic(), 0))
 
     def _drop_pending(self, name: str, written: Future[None]) -> None:
         entry = self._pages.get(name)
@@ -427,6 +454,7 @@ class IndexService:
         """
         assert self._upstream is not None
         with self._locks.hold(name):
+            self._await_write(name, time.monotonic() + self._wait_timeout)
             with self._database.unit_of_work() as db:
                 project = load_page_row(db, name)
                 if project is None or project.private:

@@ -7,12 +7,18 @@ through the HTTP API, after every kind of change one file or release can see.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
+import sqlite3
+import threading
+from collections.abc import Iterator
 
 import pytest
 import requests
+from sqlalchemy import create_engine, make_url, text
 
+from pypicache.cache.index import PAGE_WRITERS, WRITE_AFTER_FILES
 from tests.conftest import IndexFactory, RunningIndex
 from tests.support.dists import Dist
 from tests.support.fakeupstream import FakeUpstream
@@ -24,14 +30,14 @@ WHEELS = 39  # per release, besides the sdist: 40 files a release, 11,000 in all
 TAGS = [f"cp3{minor}-cp3{minor}-plat{n}" for minor in range(8, 14) for n in range(7)]
 
 
-def _dist(filename: str, version: str, wheel: bool) -> Dist:
+def _dist(filename: str, version: str, wheel: bool, project: str = PROJECT) -> Dist:
     # Tiny, distinct contents: the pages are under test here, not the bytes.
-    metadata = f"Metadata-Version: 2.1\nName: {PROJECT}\nVersion: {version}\n\n".encode()
+    metadata = f"Metadata-Version: 2.1\nName: {project}\nVersion: {version}\n\n".encode()
     return Dist(
         filename=filename,
         content=f"contents of {filename}".encode(),
         metadata=metadata if wheel else None,
-        name=PROJECT,
+        name=project,
         version=version,
     )
 
@@ -101,6 +107,112 @@ def test_a_big_first_page_served_before_its_rows_are_written_is_stored_all_the_s
     other = make_index(None, name="reader", **{"sqlalchemy.url": index.settings.database_url})
     response = http.get(f"{other.simple_url}{PROJECT}/", headers={"Accept": JSON}, timeout=60)
     assert response.json() == served
+
+
+@contextlib.contextmanager
+def writes_held(database_url: str) -> Iterator[None]:
+    """Another client of the database holds off every write to the files table meanwhile."""
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite":
+        assert url.database
+        holder = sqlite3.connect(url.database, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        return
+    engine = create_engine(url.set(drivername="postgresql+psycopg"))
+    try:
+        with engine.begin() as connection:
+            connection.execute(text("LOCK TABLE files IN SHARE MODE"))
+            yield
+    finally:
+        engine.dispose()
+
+
+def test_a_big_page_asked_for_while_its_first_rows_are_written_shows_the_upstream_now(
+    index, make_index, big, http
+):
+    """The first request gets its page although the database takes no writes yet; the
+    next (this index revalidates every time) waits for the rows, then shows the page
+    as the upstream has it now, and that page is what the database holds."""
+    path = f"/simple/{PROJECT}/"
+    big.stall(path)
+    answers: list[dict] = []
+    first = threading.Thread(target=lambda: answers.append(page(http, index)))
+    first.start()
+    second = threading.Thread(target=lambda: answers.append(page(http, index)))
+    try:
+        assert big.wait_stalled(), "the first request never reached the upstream"
+        with writes_held(index.settings.database_url):
+            big.release()
+            first.join(30)
+            assert len(answers) == 1, "the first page waited for the database"
+            added = big.publish(_dist(f"big_project-1.{RELEASES}.tar.gz", f"1.{RELEASES}", False))
+            second.start()
+    finally:
+        big.release()
+        first.join(30)
+    second.join(60)
+    assert len(answers) == 2, "the second request was not answered once writes went on"
+    assert added.filename not in listed(answers[0])
+    assert listed(answers[1]) == upstream_listing(big)
+    other = make_index(None, name="reader", **{"sqlalchemy.url": index.settings.database_url})
+    response = http.get(f"{other.simple_url}{PROJECT}/", headers={"Accept": JSON}, timeout=60)
+    assert response.json() == answers[1]
+
+
+def test_big_first_pages_waiting_for_a_busy_database_are_answered_once_it_frees(
+    make_index, upstream, http
+):
+    """More big first pages than there are page writers, fetched while the database
+    takes no writes: each is served at once, and asked for again, each is answered
+    as soon as the database takes writes again (a request never waits on a write
+    that waits on it)."""
+    names = [f"wide-{n}" for n in range(PAGE_WRITERS + 1)]
+    for name in names:
+        for n in range(WRITE_AFTER_FILES):
+            filename = f"{name.replace('-', '_')}-1.{n}.tar.gz"
+            upstream.publish(_dist(filename, f"1.{n}", False, project=name))
+    # A long upstream wait: a request that waited for a write waiting for it would hang
+    # well past the joins below, not only for the tests' usual few seconds.
+    settings = {"pypicache.page_ttl": "0", "pypicache.upstream_timeout": "60"}
+    index = make_index(upstream.simple_url, **settings)
+    for name in names:
+        upstream.stall(f"/simple/{name}/")
+    firsts = {name: _page_in_thread(http, index, name) for name in names}
+    try:
+        assert upstream.wait_stalled(len(names)), "the first requests never reached upstream"
+        with writes_held(index.settings.database_url):
+            upstream.release()
+            for name, (thread, _) in firsts.items():
+                thread.join(30)
+                assert not thread.is_alive(), f"the first page of {name} waited for writes"
+            again = {name: _page_in_thread(http, index, name) for name in names}
+    finally:
+        upstream.release()
+    for name, (thread, answers) in again.items():
+        thread.join(60)
+        assert answers, f"{name} was not answered again"
+        assert answers[0]["name"] == name
+        assert len(answers[0]["files"]) == WRITE_AFTER_FILES
+
+
+def _page_in_thread(
+    http: requests.Session, index: RunningIndex, name: str
+) -> tuple[threading.Thread, list[dict]]:
+    answers: list[dict] = []
+
+    def get() -> None:
+        response = http.get(f"{index.simple_url}{name}/", headers={"Accept": JSON}, timeout=90)
+        if response.status_code == 200:
+            answers.append(response.json())
+
+    thread = threading.Thread(target=get)
+    thread.start()
+    return thread, answers
 
 
 def test_one_change_among_eleven_thousand_files_shows_and_nothing_else_moves(
