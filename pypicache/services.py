@@ -112,7 +112,7 @@ def build_services(settings: Settings) -> Services:
     )
     # Cache fills: one download per missing blob, recorded in the files' rows; with a
     # limit, each fill's size goes to the evictor too, which wakes when it crosses it.
-    ledger = FileLedger(database, index)
+    ledger = FileLedger(database, index, claims)
     fills = FillRegistry(
         upstream,
         store,

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, event, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DatabaseError, DataError, IntegrityError, ProgrammingError
 from sqlalchemy.orm import Session
@@ -82,17 +82,15 @@ class FillClaims:
         DatabaseUnavailable when the database refuses the write (SQLite's "database
         is locked" comes only after its busy timeout, so asking again would not help).
         """
-        now = utcnow()
         with database_guard(f"claiming {key}"), self._database.unit_of_work() as db:
-            db.execute(delete(FillClaim).where(FillClaim.key == key, FillClaim.expires_at < now))
-            # ON CONFLICT DO NOTHING rather than a failed INSERT: PostgreSQL logs every
-            # failed one as an ERROR, and waiters ask several times a second.
-            claimed = db.scalar(
-                _insert(db)
-                .values(key=key, owner=self.owner, expires_at=self._expiry())
-                .on_conflict_do_nothing(index_elements=[FillClaim.key])
-                .returning(FillClaim.key)
-            )
+            claimed = self._insert(db, key)
+            if claimed is None:
+                # Taken: by a live claim, or by a dead process's, which goes first.
+                lapsed = db.execute(
+                    delete(FillClaim).where(FillClaim.key == key, FillClaim.expires_at < utcnow())
+                )
+                if lapsed.rowcount:
+                    claimed = self._insert(db, key)
         if claimed is None:
             return False
         with self._lock:
@@ -100,16 +98,43 @@ class FillClaims:
             self._start_renewing()
         return True
 
+    def _insert(self, db: Session, key: str) -> str | None:
+        # ON CONFLICT DO NOTHING rather than a failed INSERT: PostgreSQL logs every
+        # failed one as an ERROR, and waiters ask several times a second.
+        return db.scalar(
+            _insert(db)
+            .values(key=key, owner=self.owner, expires_at=self._expiry())
+            .on_conflict_do_nothing(index_elements=[FillClaim.key])
+            .returning(FillClaim.key)
+        )
+
     def release(self, key: str) -> None:
+        """End this process's claim on ``key``; one it does not hold is nothing to end."""
         with self._lock:
-            self._held.discard(key)
+            if key not in self._held:
+                return
         try:
             with database_guard(f"releasing {key}"), self._database.unit_of_work() as db:
-                db.execute(
-                    delete(FillClaim).where(FillClaim.key == key, FillClaim.owner == self.owner)
-                )
+                self.release_in(db, key)
         except DatabaseUnavailable as exc:
+            with self._lock:
+                self._held.discard(key)  # not renewed any more: it lapses
             log.warning("could not release the claim; it lapses: %s", exc)
+
+    def release_in(self, db: Session, key: str) -> None:
+        """End the claim in the caller's transaction, the one that records what it was for.
+
+        Whoever waits on the claim then finds the result with it, and the work
+        costs one write to the database instead of two.  Until that transaction
+        commits, this process still holds (and renews) the claim.
+        """
+        db.execute(delete(FillClaim).where(FillClaim.key == key, FillClaim.owner == self.owner))
+
+        def released(_session: Session) -> None:
+            with self._lock:
+                self._held.discard(key)
+
+        event.listen(db, "after_commit", released, once=True)
 
     def held_elsewhere(self, key: str) -> bool:
         """Whether another process holds a live claim on ``key``."""

@@ -61,8 +61,11 @@ class Ledger(Protocol):
     def recorded(self, download: Download) -> str | None:
         """The sha256 recorded as stored for the download's file (or metadata), if any."""
 
-    def stored(self, download: Download, sha256: str, size: int) -> None:
-        """The blob is in the store: record it, so pages and other processes know."""
+    def stored(self, download: Download, sha256: str, size: int, *, claim: bool = False) -> None:
+        """The blob is in the store: record it, so pages and other processes know.
+
+        With ``claim``, this process's claim on the download ends in the same write.
+        """
 
 
 class Fill:
@@ -120,7 +123,7 @@ class Fill:
                 with self._source.open(self.download.url) as stream:
                     self._receive(stream)
             finally:
-                self._claims.release(self.key)
+                self._claims.release(self.key)  # unless recording the file ended it
         except PypicacheError as exc:
             self._fail(exc)
         except Exception as exc:
@@ -206,7 +209,7 @@ class Fill:
             writer.abort()
             raise
         try:
-            self._ledger.stored(self.download, sha256, writer.size)
+            self._ledger.stored(self.download, sha256, writer.size, claim=True)
         except Exception:
             # The blob is stored and correct; only the bookkeeping failed.
             log.exception("recording the cached file %s failed", self.key)

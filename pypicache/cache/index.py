@@ -213,14 +213,17 @@ class IndexService:
                     self._claims.release(PAGE_CLAIM + name)
                     return stored, "hit"
                 break
+        claim = None if force else PAGE_CLAIM + name
         try:
-            entry, how = self._fetch(name, stored, write_later=not force)
+            entry, how = self._fetch(name, stored, write_later=not force, claim=claim)
         except BaseException:
-            if not force:
-                self._claims.release(PAGE_CLAIM + name)
+            if claim is not None:
+                self._claims.release(claim)
             raise
-        if not force and entry.written is None:
-            self._claims.release(PAGE_CLAIM + name)  # else the writer does, once it committed
+        if claim is not None and entry.written is None:
+            # Storing the answer ended it already, unless there was none to store; a big
+            # first page's writer ends it once it committed.
+            self._claims.release(claim)
         return entry, how
 
     def _from_database(self, name: str, force: bool) -> CachedPage | str | None:
@@ -254,11 +257,7 @@ class IndexService:
         waited = False
         while True:
             if self._claims.try_claim(key):
-                # Stored by another process between our look at the database and now?
-                if self._checked_recently(name):
-                    self._claims.release(key)
-                    return False
-                return True
+                return True  # the caller looks at the database again before fetching
             if not waited:
                 log.info("another process is fetching the page of %s; waiting for it", name)
                 waited = True
@@ -277,7 +276,7 @@ class IndexService:
         )
 
     def _fetch(
-        self, name: str, etag: str | None, *, write_later: bool = False
+        self, name: str, etag: str | None, *, write_later: bool = False, claim: str | None = None
     ) -> tuple[CachedPage, str]:
         try:
             result = self._fetch_page(name, etag)
@@ -287,7 +286,7 @@ class IndexService:
         except UpstreamUnavailable as exc:
             return self._stale(name, exc), "stale"
         try:
-            return self._store(name, result, write_later=write_later), "miss"
+            return self._store(name, result, write_later=write_later, claim=claim), "miss"
         except InvalidPage as exc:  # a 200 that would have emptied the stored page
             return self._stale(name, exc), "stale"
 
@@ -325,26 +324,34 @@ class IndexService:
             raise
 
     def _store(
-        self, name: str, result: UpstreamPage | NotModified, *, write_later: bool = False
+        self,
+        name: str,
+        result: UpstreamPage | NotModified,
+        *,
+        write_later: bool = False,
+        claim: str | None = None,
     ) -> CachedPage:
         """Record what the upstream answered; drop blobs nothing refers to any more.
 
-        With ``write_later`` (the caller holds the page claim and hands it over), a big
-        first page is served at once and written in the background.
+        The page ``claim`` this process holds ends in the same transaction.  With
+        ``write_later`` (the claim is handed over), a big first page is served at
+        once and written in the background.
         """
         try:
-            return self._store_once(name, result, write_later)
+            return self._store_once(name, result, write_later, claim)
         except IntegrityError:
             # Another process stored the project's first page (or a new file of it) at the
             # same moment; ours applies cleanly on top of what it committed.
             log.info("%s was stored concurrently by another process; applying again", name)
-            return self._store_once(name, result)
+            return self._store_once(name, result, claim=claim)
 
     def _store_once(
-        self, name: str, result: UpstreamPage | NotModified, write_later: bool = False
+        self,
+        name: str,
+        result: UpstreamPage | NotModified,
+        write_later: bool = False,
+        claim: str | None = None,
     ) -> CachedPage:
-        unreferenced: set[str] = set()
-        problem: str | None = None
         with self._database.unit_of_work() as db:
             project = load_page_row(db, name)
             if (
@@ -356,38 +363,48 @@ class IndexService:
                 pending = self._write_later(name, result)
                 if pending is not None:
                     return pending
-            if isinstance(result, NotModified):
-                if project is None:  # vanished meanwhile; ask again next time
-                    raise ProjectNotFound(name)
-                project.checked_at = utcnow()
-                if result.serial is not None and result.serial > (project.last_serial or 0):
-                    project.last_serial = result.serial
-                return self._remember(db, project, self._settings.page_ttl)
-            if project is not None and older(result.serial, project.last_serial):
-                log.warning(
-                    "upstream sent %s at serial %s, older than our %s; keeping ours",
-                    name,
-                    result.serial,
-                    project.last_serial,
-                )
-                return self._remember(db, project, self._settings.error_retry_interval)
-            stored = stored_files(db, project.id) if project is not None else []
-            if project is not None:
-                upstream = [s.facts.filename for s in stored if s.origin == "upstream"]
-                problem = page_problem(name, result, upstream, project.last_serial)
-            if problem is not None:
-                alarm_invalid_page(db, name, problem)  # committed; the page stays as it is
-            else:
-                if project is None:
-                    project = Project(name=name, display_name=name, versions=[])
-                    db.add(project)
-                    db.flush()  # its id, for the files' rows
-                listed, unreferenced = apply_page(db, project, stored, result)
-                entry = self._keep(snapshot(project, listed), self._settings.page_ttl, stale=False)
+            entry, problem, unreferenced = self._record(db, name, project, result)
+            if claim is not None:
+                self._claims.release_in(db, claim)
         if problem is not None:
             raise InvalidPage(f"invalid upstream page for {name}: {problem}")
         self._blobs.drop_unreferenced(unreferenced)
         return entry
+
+    def _record(
+        self, db: Session, name: str, project: Project | None, result: UpstreamPage | NotModified
+    ) -> tuple[CachedPage, None, set[str]] | tuple[None, str, set[str]]:
+        """The page that serves now and the blobs it no longer uses, or the problem that
+        keeps the upstream's answer out (an alarm is raised, the stored page stays)."""
+        if isinstance(result, NotModified):
+            if project is None:  # vanished meanwhile; ask again next time
+                raise ProjectNotFound(name)
+            project.checked_at = utcnow()
+            if result.serial is not None and result.serial > (project.last_serial or 0):
+                project.last_serial = result.serial
+            return self._remember(db, project, self._settings.page_ttl), None, set()
+        if project is not None and older(result.serial, project.last_serial):
+            log.warning(
+                "upstream sent %s at serial %s, older than our %s; keeping ours",
+                name,
+                result.serial,
+                project.last_serial,
+            )
+            return self._remember(db, project, self._settings.error_retry_interval), None, set()
+        stored = stored_files(db, project.id) if project is not None else []
+        if project is not None:
+            upstream = [s.facts.filename for s in stored if s.origin == "upstream"]
+            problem = page_problem(name, result, upstream, project.last_serial)
+            if problem is not None:
+                alarm_invalid_page(db, name, problem)  # committed; the page stays as it is
+                return None, problem, set()
+        if project is None:
+            project = Project(name=name, display_name=name, versions=[])
+            db.add(project)
+            db.flush()  # its id, for the files' rows
+        listed, unreferenced = apply_page(db, project, stored, result)
+        entry = self._keep(snapshot(project, listed), self._settings.page_ttl, stale=False)
+        return entry, None, unreferenced
 
     def _write_later(self, name: str, page: UpstreamPage) -> CachedPage | None:
         """Keep the first page ``page`` to serve now; a writer stores it (None: stopping)."""
@@ -412,7 +429,7 @@ class IndexService:
         """
         failure: Exception | None = None
         try:
-            self._store(name, page)
+            self._store(name, page, claim=PAGE_CLAIM + name)
         except Exception as exc:
             log.warning(
                 "storing the first page of %s failed; fetched again next time: %s", name, exc
@@ -420,7 +437,7 @@ class IndexService:
             failure = exc
             self._drop_pending(name, written)
         finally:
-            self._claims.release(PAGE_CLAIM + name)
+            self._claims.release(PAGE_CLAIM + name)  # unless storing the page ended it
             self._writing.pop(name, None)
         # Last: whoever waits on it finds the claim ended and the rows in the database.
         if failure is None:

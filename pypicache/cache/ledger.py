@@ -7,6 +7,7 @@ from typing import Protocol
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from pypicache.cache.claims import FillClaims
 from pypicache.cache.fill import Download
 from pypicache.db import Database
 from pypicache.models import File, Project, utcnow
@@ -21,9 +22,10 @@ class RenderedPages(Protocol):
 class FileLedger:
     """The fills' bookkeeping in the files' rows, shared by every process of the deployment."""
 
-    def __init__(self, database: Database, pages: RenderedPages) -> None:
+    def __init__(self, database: Database, pages: RenderedPages, claims: FillClaims) -> None:
         self._database = database
         self._pages = pages
+        self._claims = claims
 
     def recorded(self, download: Download) -> str | None:
         with self._database.unit_of_work() as db:
@@ -34,21 +36,26 @@ class FileLedger:
                 return row.metadata_sha256
             return row.sha256 if row.cached_at is not None else None
 
-    def stored(self, download: Download, sha256: str, size: int) -> None:
+    def stored(self, download: Download, sha256: str, size: int, *, claim: bool = False) -> None:
         with self._database.unit_of_work() as db:
-            row = _row(db, download)
-            if row is None:
-                return
-            if download.metadata:
-                if row.metadata_sha256 is None:
-                    row.metadata_sha256 = sha256
-                    self._pages.drop(download.project)
-                return
-            if row.sha256 is None:  # the page gave no hash: now we know it
-                row.sha256, row.size = sha256, size
+            self._record(db, download, sha256, size)
+            if claim:
+                self._claims.release_in(db, download.key)
+
+    def _record(self, db: Session, download: Download, sha256: str, size: int) -> None:
+        row = _row(db, download)
+        if row is None:
+            return
+        if download.metadata:
+            if row.metadata_sha256 is None:
+                row.metadata_sha256 = sha256
                 self._pages.drop(download.project)
-            if row.sha256 == sha256:
-                row.cached_at = row.last_used_at = utcnow()
+            return
+        if row.sha256 is None:  # the page gave no hash: now we know it
+            row.sha256, row.size = sha256, size
+            self._pages.drop(download.project)
+        if row.sha256 == sha256:
+            row.cached_at = row.last_used_at = utcnow()
 
 
 def _row(db: Session, download: Download) -> File | None:

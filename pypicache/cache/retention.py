@@ -411,7 +411,7 @@ class CountingLedger:
     def recorded(self, download: Download) -> str | None:
         return self._ledger.recorded(download)
 
-    def stored(self, download: Download, sha256: str, size: int) -> None:
-        self._ledger.stored(download, sha256, size)
+    def stored(self, download: Download, sha256: str, size: int, *, claim: bool = False) -> None:
+        self._ledger.stored(download, sha256, size, claim=claim)
         if not download.metadata:  # core metadata is neither counted nor evicted
             self._evictor.note_stored(size)

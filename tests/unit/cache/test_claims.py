@@ -114,6 +114,39 @@ def test_a_released_claim_can_be_taken_and_only_its_owner_releases_it(
     assert first.held_elsewhere(KEY)
 
 
+def test_a_claim_ended_with_the_work_it_was_for_ends_only_when_that_work_commits(
+    database_url: str, observer: Database
+) -> None:
+    database = Database.from_url(database_url)
+    claims = FillClaims(database, lease=SHORT_LEASE)
+    try:
+        assert claims.try_claim(KEY)
+        with pytest.raises(RuntimeError):
+            _end_with_failing_work(database, claims)
+        held_until = expiry(observer, KEY)
+        assert held_until is not None, "rolled back, so still claimed"
+        assert wait_until(
+            lambda: (expiry(observer, KEY) or held_until) > held_until,
+            timeout=SHORT_LEASE + 10,
+        ), "still held, so still renewed"
+
+        with database.unit_of_work() as db:
+            claims.release_in(db, KEY)
+
+        assert expiry(observer, KEY) is None
+        claims.release(KEY)  # ended already: nothing to do
+        assert claims.try_claim(KEY), "free for the next fill"
+    finally:
+        claims.stop()
+        database.dispose()
+
+
+def _end_with_failing_work(database: Database, claims: FillClaims) -> None:
+    with database.unit_of_work() as db:
+        claims.release_in(db, KEY)
+        raise RuntimeError("recording the work failed")
+
+
 def test_a_claim_nobody_renews_lapses_at_its_lease_and_another_process_takes_it(
     process: Process, observer: Database
 ) -> None:
