@@ -145,7 +145,7 @@ def evaluate(results: dict[str, Any]) -> list[Target]:
     if rss and rss.get("pypicache_main_peak_kb"):
         peak = max(rss["pypicache_main_peak_kb"], rss.get("pypicache_cold_peak_kb") or 0) / 1024
         targets.append(
-            Target("pypicache peak RSS (VmHWM)", f"{peak:.1f} MB", "< 100 MB", peak < 100)
+            Target("pypicache peak RSS (VmHWM)", f"{peak:.1f} MB", "<= 120 MB", peak <= 120)
         )
 
     targets.extend(_big_page_targets(results.get("big_pages")))
