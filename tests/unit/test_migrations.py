@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 
 from pypicache import db
 from pypicache.models import Base, exists_on
@@ -40,3 +41,15 @@ def test_migrations_match_the_models(empty_database_url: str):
 def test_upgrade_is_idempotent(empty_database_url: str):
     db.upgrade(empty_database_url)
     db.upgrade(empty_database_url)
+
+
+def test_the_schema_head_the_code_knows_is_the_newest_migration():
+    """A server that finds its database at SCHEMA_HEAD skips alembic (and its 11 MB)."""
+    scripts = ScriptDirectory.from_config(db.alembic_config("sqlite://"))
+    assert scripts.get_heads() == [db.SCHEMA_HEAD]
+
+
+def test_a_migrated_database_is_current_and_an_empty_one_is_not(empty_database_url: str):
+    assert not db.schema_is_current(empty_database_url)
+    db.upgrade(empty_database_url)
+    assert db.schema_is_current(empty_database_url)
