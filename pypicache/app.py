@@ -30,7 +30,7 @@ def make_wsgi_app(settings: Settings) -> PypicacheApp:
         logs.use_json_logs()
     settings.prepare_data_dir()
     if settings.migrate_on_start:
-        db.upgrade(settings.database_url)
+        db.upgrade_apart(settings.database_url)
     services = build_services(settings)
     with Configurator() as config:
         config.registry[SERVICES_KEY] = services

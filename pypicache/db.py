@@ -13,7 +13,10 @@ wait in the busy handler.
 from __future__ import annotations
 
 import fcntl
+import os
 import sqlite3
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,7 +28,7 @@ from sqlalchemy import URL, Engine, create_engine, event, make_url, text
 from sqlalchemy.exc import DatabaseError
 from sqlalchemy.orm import Session, sessionmaker
 
-from pypicache.errors import SettingsError
+from pypicache.errors import DatabaseUnavailable, SettingsError
 from pypicache.settings import DATABASE_KEY
 
 if TYPE_CHECKING:
@@ -196,3 +199,36 @@ def upgrade(database_url: str) -> None:
             command.upgrade(alembic_config(database_url), "head")
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def upgrade_apart(database_url: str) -> None:
+    """``upgrade`` in a child process: a server lives for months, and would otherwise keep
+    alembic's and Mako's modules (11 MB) for the one migration it ran at its start.
+
+    The URL goes to the child on its standard input, never on a command line that
+    ``ps`` shows; what the child prints goes to this process's standard error.
+    """
+    if schema_is_current(database_url):
+        return
+    package_root = str(Path(__file__).resolve().parents[1])
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+    child = subprocess.run(
+        [sys.executable, "-m", "pypicache.db"],
+        input=database_url,
+        text=True,
+        stdout=sys.stderr,
+        stderr=subprocess.PIPE,
+        env=env,
+        check=False,
+    )
+    if child.stderr:
+        sys.stderr.write(child.stderr)
+    if child.returncode != 0:
+        lines = child.stderr.strip().splitlines()
+        reason = lines[-1] if lines else f"exit status {child.returncode}"
+        raise DatabaseUnavailable(f"migrating the database failed: {reason}")
+
+
+if __name__ == "__main__":
+    upgrade(sys.stdin.read())

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from pypicache import db
 from tests.support.clients import clean_client_env
 
 PYPICACHE = Path(sys.executable).parent / "pypicache"
@@ -72,3 +74,38 @@ def test_a_data_dir_that_cannot_be_written(tmp_path: Path):
         data.chmod(0o700)
     assert str(data) in line
     assert "Permission denied" in line
+
+
+def test_a_fresh_data_dir_is_migrated_apart_and_the_server_never_loads_alembic(tmp_path: Path):
+    """The server process keeps none of the migration tool's modules (11 MB) for a
+    migration it runs once; a child process runs it."""
+    data = tmp_path / "data"
+    code = (
+        "import sys\n"
+        "from pypicache.app import make_wsgi_app\n"
+        "from pypicache.settings import Settings\n"
+        f"settings = Settings.from_mapping({{'pypicache.data_dir': {str(data)!r},"
+        " 'pypicache.upstream_url': 'none'})\n"
+        "app = make_wsgi_app(settings)\n"
+        "app.close()\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('alembic', 'mako')))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+    assert db.schema_is_current(f"sqlite:///{data / 'pypicache.sqlite'}")
+
+
+def test_a_database_newer_than_this_pypicache_stops_serve_with_the_reason(tmp_path: Path):
+    data = tmp_path / "data"
+    data.mkdir()
+    with sqlite3.connect(data / "pypicache.sqlite") as newer:
+        newer.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)")
+        newer.execute("INSERT INTO alembic_version VALUES ('9999')")
+    result = serve(tmp_path, "--port", "0", "--data-dir", str(data))
+    assert result.returncode == 1, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("pypicache: migrating the database failed:")
+    assert "9999" in last
