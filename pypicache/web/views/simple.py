@@ -45,7 +45,7 @@ def page_response(
     """
     page = entry.page
     representation = page.representation(media_type)
-    encoded = len(representation.body) >= GZIP_MIN_BYTES and accepts_gzip(accept_encoding)
+    encoded = representation.length >= GZIP_MIN_BYTES and accepts_gzip(accept_encoding)
     if encoded:
         representation = representation.gzipped()
     headers = [
@@ -61,8 +61,9 @@ def page_response(
         headers.append(("X-PyPI-Last-Serial", str(page.serial)))
     if etag_matches(if_none_match, representation.etag):
         return "304 Not Modified", headers, b""
-    headers.append(("Content-Length", str(len(representation.body))))
-    return "200 OK", headers, representation.body
+    body = representation.body
+    headers.append(("Content-Length", str(len(body))))
+    return "200 OK", headers, body
 
 
 def _cache_control(entry: CachedPage, max_age: int) -> str:

@@ -1,14 +1,23 @@
 from __future__ import annotations
 
+import gzip
 import json
 from datetime import datetime
 from html.parser import HTMLParser
 from urllib.parse import quote, unquote, urlsplit
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pypicache.cache.rendering import PageData, render
+from pypicache.cache.rendering import (
+    GZIP_MIN_BYTES,
+    KEEP_PLAIN_BELOW,
+    PageData,
+    Representation,
+    etag_of,
+    render,
+)
 from pypicache.filefacts import FileFacts
 
 
@@ -271,3 +280,14 @@ def test_every_value_round_trips_through_json_with_keys_sorted(files):
     assert (
         body == json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
     )
+
+
+@pytest.mark.parametrize("size", [GZIP_MIN_BYTES, KEEP_PLAIN_BELOW, 4 * KEEP_PLAIN_BELOW])
+def test_a_rendering_kept_encoded_only_still_gives_its_plain_bytes(size: int):
+    plain = bytes(range(256)) * (size // 256 + 1)
+    representation = Representation(plain, etag_of(plain))
+    encoded = representation.gzipped()
+    assert gzip.decompress(encoded.body) == plain
+    assert representation.body == plain
+    assert representation.length == len(plain)
+    assert representation.gzipped() is encoded
