@@ -54,9 +54,9 @@ GZIP_MIN_BYTES = 1400
 GZIP_LEVEL = 1
 
 
-# A rendering this big is kept gzip-encoded only once a client has taken it so: the page
-# of an 11,000-file project is 7.3 MB as it is and 0.8 MB encoded, and pip and uv take
-# gzip; the rare client that does not gets it decompressed (15 ms) on each request.
+# A rendering this big is kept gzip-encoded only: the page of an 11,000-file project is
+# 7.3 MB as it is and 0.8 MB encoded, and pip and uv take gzip; the rare client that does
+# not gets it decompressed (15 ms) on each request.
 KEEP_PLAIN_BELOW = 256 * 1024
 
 
@@ -157,7 +157,10 @@ class RenderedPage:
                 body = render_json(data.name, data.serial, data.versions, data.files)
             else:
                 body = render_html(data.name, data.display_name, data.serial, data.files)
-            found = self._renderings.setdefault(kind, Representation(body, etag_of(body)))
+            made = Representation(body, etag_of(body))
+            if made.length >= KEEP_PLAIN_BELOW:
+                made.gzipped()  # kept encoded only, whichever client asked first
+            found = self._renderings.setdefault(kind, made)
         return found
 
 

@@ -277,8 +277,8 @@ def test_big_pages_and_the_project_list_go_gzip_encoded_to_clients_that_take_it(
     assert again.status_code == 304
     refused = raw_get(url, Accept=JSON, **{"Accept-Encoding": "gzip;q=0, *"})
     assert "Content-Encoding" not in refused.headers
-    # Once a client took gzip, a big page may be kept encoded only: a client that takes
-    # none still gets the same bytes under the same ETag.
+    # A big page is kept encoded only: a client that takes no gzip still gets the same
+    # bytes under the same ETag.
     assert refused.raw.read() == identity
     assert refused.headers["ETag"] == plain.headers["ETag"]
     revalidated = raw_get(url, Accept=JSON, **{"If-None-Match": plain.headers["ETag"]})
