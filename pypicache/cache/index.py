@@ -52,6 +52,9 @@ PAGE_CLAIM = "page:"
 WRITE_AFTER_FILES = 1_000
 # Threads writing such pages; each write holds its page's claim until it committed.
 PAGE_WRITERS = 2
+# Seconds such a write waits for the page's first rendering, so that the request that
+# fetched it renders and encodes it without a writer taking turns with it for the CPU.
+RENDER_FIRST = 0.5
 
 
 class Refresh(Enum):
@@ -428,6 +431,9 @@ class IndexService:
         an IntegrityError that makes one of the two apply again on top of the other.
         """
         failure: Exception | None = None
+        entry = self._pages.get(name)
+        if entry is not None and entry.written is written:
+            entry.page.wait_rendered(RENDER_FIRST)
         try:
             self._store(name, page, claim=PAGE_CLAIM + name)
         except Exception as exc:

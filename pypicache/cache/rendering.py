@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import re
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -115,7 +116,7 @@ class RenderedPage:
     Renderings are deterministic, so two threads rendering at once make the same bytes.
     """
 
-    __slots__ = ("_data", "_renderings", "files", "name", "private", "serial")
+    __slots__ = ("_data", "_rendered", "_renderings", "files", "name", "private", "serial")
 
     def __init__(self, data: PageData) -> None:
         ordered = sorted(data.files, key=lambda f: f.filename)
@@ -125,6 +126,7 @@ class RenderedPage:
         self.private = data.private  # mutable: clients must revalidate every time
         self._data = replace(data, files=ordered)
         self._renderings: dict[str, Representation] = {}
+        self._rendered = threading.Event()
 
     def __repr__(self) -> str:
         return f"RenderedPage({self.name!r}, serial={self.serial}, {len(self.files)} files)"
@@ -161,7 +163,12 @@ class RenderedPage:
             if made.length >= KEEP_PLAIN_BELOW:
                 made.gzipped()  # kept encoded only, whichever client asked first
             found = self._renderings.setdefault(kind, made)
+            self._rendered.set()
         return found
+
+    def wait_rendered(self, timeout: float) -> bool:
+        """Wait until a rendering has been made (for whoever asked first), or ``timeout``."""
+        return self._rendered.wait(timeout)
 
 
 def etag_of(body: bytes) -> str:
