@@ -217,13 +217,15 @@ def upgrade_apart(database_url: str) -> None:
         [sys.executable, "-m", "pypicache.db"],
         input=database_url,
         text=True,
-        stdout=sys.stderr,
-        stderr=subprocess.PIPE,
+        # Captured, not inherited: the server's stderr may be no file at all (a test's
+        # capture, a wrapped stream under another server).
+        capture_output=True,
         env=env,
         check=False,
     )
-    if child.stderr:
-        sys.stderr.write(child.stderr)
+    for output in (child.stdout, child.stderr):
+        if output:
+            sys.stderr.write(output)
     if child.returncode != 0:
         lines = child.stderr.strip().splitlines()
         reason = lines[-1] if lines else f"exit status {child.returncode}"

@@ -53,3 +53,13 @@ def test_a_migrated_database_is_current_and_an_empty_one_is_not(empty_database_u
     assert not db.schema_is_current(empty_database_url)
     db.upgrade(empty_database_url)
     assert db.schema_is_current(empty_database_url)
+
+
+def test_a_migration_apart_works_whatever_stands_for_standard_error(
+    empty_database_url: str, capsys: pytest.CaptureFixture[str]
+):
+    """pytest's capture replaces sys.stderr with an object that is no file, as other
+    servers' wrapped streams are: the child's output is passed on all the same."""
+    db.upgrade_apart(empty_database_url)
+    assert db.schema_is_current(empty_database_url)
+    capsys.readouterr()
