@@ -17,6 +17,10 @@ class ProjectNotFound(PypicacheError):
     """Neither this index nor its upstream has the project."""
 
 
+class NotPrivate(ProjectNotFound):
+    """No private project has the name: an upstream may have it."""
+
+
 class FileNotFound(PypicacheError):
     """The project exists but offers no file of that name."""
 

@@ -37,6 +37,9 @@ FILENAME_LENGTH = 512
 ETAG = String(255).with_variant(Text(), "postgresql")
 # ``info`` key of a schema object that exists on one kind of database only (its dialect name).
 ONLY_ON = "pypicache.only_on"
+# The source of the private projects' rows; upstream names never start with "@".
+PRIVATE_SOURCE = "@main"
+SOURCE_LENGTH = 64
 
 
 def utcnow() -> datetime:
@@ -58,10 +61,12 @@ def exists_on(dialect_name: str) -> Callable[..., bool]:
 
 
 class Project(Base):
-    """A project page as last seen upstream (or, later, a private project)."""
+    """A project page as last seen on one upstream, or a private project."""
 
     __tablename__ = "projects"
     __table_args__ = (
+        # One row per name and source: each upstream's page of a name is cached apart.
+        UniqueConstraint("source", "name"),
         # The admin page's search matches parts of names (LIKE '%term%'), which no b-tree
         # helps; trigrams do, on PostgreSQL.  SQLite scans the table, fine at its scale.
         Index(
@@ -74,7 +79,9 @@ class Project(Base):
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    name: Mapped[str] = mapped_column(String(NAME_LENGTH), unique=True)  # normalized
+    # The upstream (by its configured name) whose page this row caches, or PRIVATE_SOURCE.
+    source: Mapped[str] = mapped_column(String(SOURCE_LENGTH))
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH), index=True)  # normalized
     display_name: Mapped[str] = mapped_column(String(NAME_LENGTH))
     # The upstream's X-PyPI-Last-Serial for the page we stored, when it sent one.
     last_serial: Mapped[int | None] = mapped_column(BigInteger)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from pypicache.auth.accounts import Accounts
@@ -9,14 +10,17 @@ from pypicache.cache.blobs import Blobs
 from pypicache.cache.claims import FillClaims
 from pypicache.cache.files import FileCache
 from pypicache.cache.fill import FillRegistry
+from pypicache.cache.fill import Source as Fetch
 from pypicache.cache.index import IndexService
 from pypicache.cache.keyedlocks import KeyedLocks
 from pypicache.cache.ledger import FileLedger
 from pypicache.cache.projectlist import DatabaseProjects, ProjectList
 from pypicache.cache.retention import CountingLedger, Evictor, Retention, UsageLog
+from pypicache.cache.router import Router, Source
 from pypicache.db import Database
 from pypicache.follower.changelog import XmlRpcChangelog
 from pypicache.follower.follower import Follower
+from pypicache.models import PRIVATE_SOURCE
 from pypicache.ops.history import History
 from pypicache.ops.metrics import Metrics
 from pypicache.ops.reports import Reports
@@ -38,12 +42,11 @@ class Services:
     database: Database
     metrics: Metrics
     store: BlobStore
-    upstream: UpstreamClient | None
+    clients: tuple[UpstreamClient, ...]  # one per upstream with a URL
     claims: FillClaims
-    index: IndexService
-    fills: FillRegistry
-    files: FileCache
+    index: Router  # what a name resolves to: private projects, then the upstreams
     project_list: ProjectList
+    upstream_lists: dict[str, ProjectList]  # /u/<name>/simple/, each made when first asked
     private: PrivatePackages
     accounts: Accounts
     reports: Reports
@@ -68,10 +71,9 @@ class Services:
             self.evictor.stop()
         self.history.stop()
         self.index.stop()
-        self.fills.stop()
         self.claims.stop()
-        if self.upstream is not None:
-            self.upstream.close()
+        for client in self.clients:
+            client.close()
         self.database.dispose()
 
 
@@ -80,18 +82,11 @@ def build_services(settings: Settings) -> Services:
     database = Database.from_url(settings.database_url)
     metrics = Metrics()
     metrics.watch_database(database)
-    upstream = (
-        UpstreamClient(
-            settings.upstream_url,
-            connect_timeout=settings.upstream_connect_timeout,
-            read_timeout=settings.upstream_timeout,
-            retries=settings.upstream_retries,
-            metrics=metrics,
-            allowed_networks=settings.upstream_allowed_networks,
-        )
-        if settings.upstream_url
-        else None
-    )
+    clients = {
+        upstream.name: _client(settings, upstream.url, metrics)
+        for upstream in settings.upstreams
+        if upstream.url is not None
+    }
     store = make_store(settings)
     # Retention only with a limit: without one, nobody needs to know what was used when.
     usage = UsageLog(database) if settings.cache_max_bytes else None
@@ -99,7 +94,6 @@ def build_services(settings: Settings) -> Services:
     locks = KeyedLocks()
     claims = FillClaims(database)
     blobs = Blobs(database, store)
-    index = IndexService(settings, database, upstream, locks, claims, blobs)
     evictor = (
         Evictor(
             Retention(database, store, settings.cache_max_bytes),
@@ -110,48 +104,87 @@ def build_services(settings: Settings) -> Services:
         if usage
         else None
     )
-    # Cache fills: one download per missing blob, recorded in the files' rows; with a
-    # limit, each fill's size goes to the evictor too, which wakes when it crosses it.
-    ledger = FileLedger(database, index, claims)
-    fills = FillRegistry(
-        upstream,
-        store,
-        CountingLedger(ledger, evictor) if evictor else ledger,
-        claims,
-        settings.upstream_wait,
+
+    def source(name: str, index: IndexService, fetch: Callable[[str], Fetch | None]) -> Source:
+        # Cache fills: one download per missing blob, recorded in the files' rows; with a
+        # limit, each fill's size goes to the evictor too, which wakes when it crosses it.
+        ledger = FileLedger(database, index, claims)
+        fills = FillRegistry(
+            fetch,
+            store,
+            CountingLedger(ledger, evictor) if evictor else ledger,
+            claims,
+            settings.upstream_wait,
+        )
+        record_use = usage.touch if usage else None
+        return Source(name, index, FileCache(name, index, store, fills, record_use), fills)
+
+    upstreams = []
+    for upstream in settings.upstreams:
+        client = clients.get(upstream.name)
+        index = IndexService(settings, database, upstream.name, client, locks, claims, blobs)
+        upstreams.append(source(upstream.name, index, lambda _project, c=client: c))
+    router: Router
+
+    def merge_from(project: str) -> UpstreamClient | None:
+        return router.merge_from(project)
+
+    private_index = IndexService(
+        settings, database, PRIVATE_SOURCE, None, locks, claims, blobs, merge_from=merge_from
     )
+    router = Router(source(PRIVATE_SOURCE, private_index, merge_from), upstreams, settings.routes)
+    first = settings.upstreams[0].name
     project_list = ProjectList(
-        settings.index_dir, upstream, DatabaseProjects(database), ttl=settings.index_ttl
+        settings.index_dir,
+        [(u.name, clients.get(u.name)) for u in settings.upstreams],
+        DatabaseProjects(database),
+        ttl=settings.index_ttl,
     )
     return Services(
         settings=settings,
         database=database,
         metrics=metrics,
         store=store,
-        upstream=upstream,
+        clients=tuple(clients.values()),
         claims=claims,
-        index=index,
-        fills=fills,
-        files=FileCache(index, store, fills, record_use=usage.touch if usage else None),
+        index=router,
         project_list=project_list,
-        private=PrivatePackages(settings, database, index, blobs, store, locks, upstream),
+        upstream_lists={
+            u.name: ProjectList(
+                settings.index_dir / "u" / u.name,
+                [(u.name, clients.get(u.name))],
+                DatabaseProjects(database, u.name),
+                ttl=settings.index_ttl,
+            )
+            for u in settings.upstreams
+        },
+        private=PrivatePackages(settings, database, router, blobs, store, locks),
         accounts=Accounts(database),
         # What the admin page shows: queries, and the samples its charts draw.
-        reports=Reports(database, project_list),
+        reports=Reports(database, project_list, [s.name for s in router.sources]),
         history=History(database, metrics, settings.chart_interval),
-        follower=_follower(settings, database, metrics, index, upstream),
+        follower=_follower(settings, database, metrics, router.upstream(first).index),
         evictor=evictor,
     )
 
 
+def _client(settings: Settings, url: str, metrics: Metrics) -> UpstreamClient:
+    return UpstreamClient(
+        url,
+        connect_timeout=settings.upstream_connect_timeout,
+        read_timeout=settings.upstream_timeout,
+        retries=settings.upstream_retries,
+        metrics=metrics,
+        allowed_networks=settings.upstream_allowed_networks,
+    )
+
+
 def _follower(
-    settings: Settings,
-    database: Database,
-    metrics: Metrics,
-    index: IndexService,
-    upstream: UpstreamClient | None,
+    settings: Settings, database: Database, metrics: Metrics, index: IndexService
 ) -> Follower | None:
-    """A changelog follower where the upstream can tell what changed (http(s) upstreams)."""
+    """A changelog follower of the first upstream, where it can tell what changed (http(s)
+    upstreams); the others' pages are revalidated once they are ``page_ttl`` old."""
+    upstream = index.upstream
     if upstream is None or upstream.is_local or settings.follow_method == "off":
         return None
     changelog = (

@@ -17,6 +17,13 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from pypicache.errors import SettingsError
+from pypicache.upstream.routing import (
+    DEFAULT_UPSTREAM,
+    Route,
+    Upstream,
+    normalize_pattern,
+    valid_upstream_name,
+)
 from pypicache.upstream.urlpolicy import IPNetwork, parse_networks
 
 PREFIX = "pypicache."
@@ -54,8 +61,10 @@ def env_name(key: str) -> str:
 class Settings:
     """The typed values of SETTINGS (their help says what each means), plus derived ones."""
 
-    upstream_url: str | None
-    changelog_url: str | None
+    upstream_url: str | None  # the first upstream's
+    changelog_url: str | None  # the first upstream's
+    upstreams: tuple[Upstream, ...]  # in priority order; at least one
+    routes: tuple[Route, ...]
     data_dir: Path
     database_url: str
     follow_interval: float
@@ -98,19 +107,23 @@ class Settings:
         """Merge defaults < ini < environment < overrides (CLI flags) and validate."""
         environ = os.environ if environ is None else environ
         raw: dict[str, str] = dict(DEFAULTS)
-        raw.update({k: str(v) for k, v in ini.items() if k.startswith(PREFIX) or k == DATABASE_KEY})
+        given = {k: str(v) for k, v in ini.items() if k.startswith(PREFIX) or k == DATABASE_KEY}
         for key in DEFAULTS:
             value = environ.get(env_name(key))
             if value is not None:
-                raw[key] = value
-        for key, value in (overrides or {}).items():
-            if value is not None:
-                raw[key] = value
+                given[key] = value
+        given.update({key: value for key, value in (overrides or {}).items() if value is not None})
+        raw.update(given)
         unknown = sorted(k for k in raw if k.startswith(PREFIX) and k not in DEFAULTS)
         if unknown:
             raise SettingsError(f"{unknown[0]}: unknown setting")
         values = {s.field: s.parse(s.key, raw[s.key]) for s in SETTINGS}
         # What one setting's value means can depend on another's:
+        values["upstreams"] = _chosen_upstreams(
+            values["upstreams"], values["upstream_url"], "pypicache.upstream_url" in given
+        )
+        values["upstream_url"] = values["upstreams"][0].url
+        _check_routes(values["routes"], values["upstreams"])
         values["changelog_url"] = _derived_changelog_url(
             values["changelog_url"], values["upstream_url"]
         )
@@ -173,12 +186,11 @@ def _upstream_url(key: str, value: str) -> str | None:
         parts.scheme != "file" and not parts.netloc
     ):
         raise SettingsError(
-            "pypicache.upstream_url: expected an http(s):// or file:// URL or 'none', "
-            f"got {value!r}"
+            f"{key}: expected an http(s):// or file:// URL or 'none', got {value!r}"
         )
     if parts.username or parts.password:
         # Credentials would end up in logs and the admin page; take them from netrc instead.
-        raise SettingsError("pypicache.upstream_url: must not contain credentials")
+        raise SettingsError(f"{key}: must not contain credentials")
     return value if value.endswith("/") else value + "/"
 
 
@@ -186,6 +198,63 @@ _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _BUCKET_RESERVED_STARTS = ("xn--", "sthree-", "amzn-s3-demo-")
 _BUCKET_RESERVED_ENDS = ("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3")
 _REGION = re.compile(r"[a-z0-9][a-z0-9-]*[a-z0-9]")
+
+
+def _upstreams(key: str, value: str) -> tuple[Upstream, ...]:
+    """``NAME=URL`` pairs, whitespace-separated, in priority order (empty: not set)."""
+    found: list[Upstream] = []
+    for pair in value.split():
+        name, equals, url = pair.partition("=")
+        if not equals or not valid_upstream_name(name):
+            raise SettingsError(
+                f"{key}: expected NAME=URL pairs, NAME made of a-z, 0-9 and '-' "
+                f"(63 at most), got {pair!r}"
+            )
+        if any(u.name == name for u in found):
+            raise SettingsError(f"{key}: the upstream {name!r} is named twice")
+        parsed = _upstream_url(key, url)
+        if parsed is None:
+            raise SettingsError(f"{key}: {name}: expected an http(s):// or file:// URL")
+        found.append(Upstream(name, parsed))
+    return tuple(found)
+
+
+def _chosen_upstreams(
+    listed: tuple[Upstream, ...], single: str | None, single_given: bool
+) -> tuple[Upstream, ...]:
+    if not listed:
+        return (Upstream(DEFAULT_UPSTREAM, single),)
+    if single_given:
+        raise SettingsError(
+            "pypicache.upstreams and pypicache.upstream_url (serve --upstream) are both set; "
+            "name every upstream in pypicache.upstreams and drop pypicache.upstream_url"
+        )
+    return listed
+
+
+def _routes(key: str, value: str) -> tuple[Route, ...]:
+    """``PATTERN=NAME`` pairs, whitespace-separated; the first matching route wins."""
+    found: list[Route] = []
+    for pair in value.split():
+        pattern, equals, name = pair.partition("=")
+        normalized = normalize_pattern(pattern)
+        if not equals or normalized is None or not valid_upstream_name(name):
+            raise SettingsError(
+                f"{key}: expected PATTERN=UPSTREAM pairs (shell-style patterns of project "
+                f"names), got {pair!r}"
+            )
+        found.append(Route(normalized, name))
+    return tuple(found)
+
+
+def _check_routes(routes: tuple[Route, ...], upstreams: tuple[Upstream, ...]) -> None:
+    names = [u.name for u in upstreams]
+    for route in routes:
+        if route.upstream not in names:
+            raise SettingsError(
+                f"pypicache.routes: {route.pattern}={route.upstream}: no upstream is named "
+                f"{route.upstream!r} (there are: {', '.join(names)})"
+            )
 
 
 def _storage(key: str, value: str) -> tuple[str | None, str]:
@@ -369,6 +438,18 @@ SETTINGS: tuple[Setting, ...] = (
         "",
         _changelog_url,
         "The upstream's XML-RPC changelog; empty: /pypi on the upstream's host; none: none.",
+    ),
+    Setting(
+        "pypicache.upstreams",
+        "",
+        _upstreams,
+        "Several upstreams: NAME=URL pairs in priority order (instead of upstream_url).",
+    ),
+    Setting(
+        "pypicache.routes",
+        "",
+        _routes,
+        "PATTERN=UPSTREAM pairs: matching projects come from that upstream only.",
     ),
     Setting(
         "pypicache.data_dir",

@@ -63,11 +63,13 @@ class FileCache:
 
     def __init__(
         self,
+        source: str,
         pages: Pages,
         store: BlobStore,
         fills: FillRegistry,
         record_use: Callable[[str], None] | None = None,
     ) -> None:
+        self._source = source  # whose rows list the files
         self._pages = pages
         self._store = store
         self._fills = fills
@@ -174,7 +176,15 @@ class FileCache:
     def _fill(self, project: str, facts: FileFacts) -> Fill | None:
         """The download bringing the file into the store (None: it is stored already)."""
         return self._fills.get_or_start(
-            Download(project, facts.filename, False, _url(facts), facts.sha256, facts.size)
+            Download(
+                self._source,
+                project,
+                facts.filename,
+                False,
+                _url(facts),
+                facts.sha256,
+                facts.size,
+            )
         )
 
     def _open_metadata(self, project: str, facts: FileFacts) -> BlobReader:
@@ -186,7 +196,7 @@ class FileCache:
             return stored
         url = _url(facts) + METADATA_SUFFIX
         fill = self._fills.get_or_start(
-            Download(project, facts.filename, True, url, facts.metadata_sha256, None)
+            Download(self._source, project, facts.filename, True, url, facts.metadata_sha256, None)
         )
         sha256 = fill.wait_finished() if fill is not None else facts.metadata_sha256
         stored = self._open_stored(sha256)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -33,6 +33,7 @@ CLAIM_WAIT_LIMIT = 3600.0
 class Download:
     """One blob to bring into the store: a file or its core metadata, where from, what it is."""
 
+    source: str  # whose row lists the file (an upstream's name, or the private projects')
     project: str
     filename: str
     metadata: bool  # the file's PEP 658 metadata rather than the file
@@ -43,7 +44,8 @@ class Download:
     @property
     def key(self) -> str:
         """One fill per key in a process, one claim per key in the deployment."""
-        return f"{self.project}/{self.filename}" + (".metadata" if self.metadata else "")
+        name = f"{self.source}:{self.project}/{self.filename}"
+        return name + (".metadata" if self.metadata else "")
 
 
 class Source(Protocol):
@@ -310,18 +312,19 @@ class Fill:
 class FillRegistry:
     """At most one fill per key in this process; stoppable as a whole.
 
-    Without a source (an index that follows no upstream) nothing can be filled.
+    ``source_for`` says where a project's files come from; without a source (an index
+    that follows no upstream) nothing can be filled.
     """
 
     def __init__(
         self,
-        source: Source | None,
+        source_for: Callable[[str], Source | None],
         store: BlobStore,
         ledger: Ledger,
         claims: FillClaims,
         read_timeout: float,
     ) -> None:
-        self._source = source
+        self._source_for = source_for
         self._store = store
         self._ledger = ledger
         self._claims = claims
@@ -344,7 +347,8 @@ class FillRegistry:
                 return fill
             if download.sha256 is not None and self._store.exists(download.sha256):
                 return None
-            if self._source is None:
+            source = self._source_for(download.project)
+            if source is None:
                 raise UpstreamUnavailable(
                     f"{key} is not cached and there is no upstream to fetch it"
                 )
@@ -352,7 +356,7 @@ class FillRegistry:
                 raise FillStopped("server stopping")
             fill = Fill(
                 download,
-                source=self._source,
+                source=source,
                 store=self._store,
                 ledger=self._ledger,
                 claims=self._claims,
@@ -376,10 +380,11 @@ class FillRegistry:
         failure): the client then waits for the fill, as it did before ranges were asked
         for, and the fill reports any real upstream failure.
         """
-        if self._source is None or download.size is None or self._stop.is_set():
+        source = self._source_for(download.project)
+        if source is None or download.size is None or self._stop.is_set():
             return None
         try:
-            return self._source.open_range(download.url, start, end, download.size)
+            return source.open_range(download.url, start, end, download.size)
         except PypicacheError as exc:
             log.info("range of %s not fetched, waiting for the whole file: %s", download.key, exc)
             return None

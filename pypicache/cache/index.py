@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures import wait as wait_for_futures
@@ -35,8 +35,13 @@ from pypicache.cache.pagestore import (
 )
 from pypicache.cache.rendering import RenderedPage
 from pypicache.db import Database
-from pypicache.errors import DatabaseUnavailable, ProjectNotFound, UpstreamUnavailable
-from pypicache.models import AuditEntry, Project, utcnow
+from pypicache.errors import (
+    DatabaseUnavailable,
+    NotPrivate,
+    ProjectNotFound,
+    UpstreamUnavailable,
+)
+from pypicache.models import PRIVATE_SOURCE, AuditEntry, Project, utcnow
 from pypicache.settings import Settings
 from pypicache.upstream.client import UpstreamClient
 from pypicache.upstream.entries import InvalidPage, NotModified, UpstreamPage, page_problem
@@ -78,24 +83,33 @@ class CachedPage:
 
 
 class IndexService:
-    """The page cache: project pages from memory, the database, or the upstream, in that order.
+    """The page cache of one source: project pages from memory, the database, or the
+    upstream, in that order.
 
-    Shared by every process through the database: one of them fetches a page the
-    others miss at the same moment (a page claim), and all serve what it stored.
+    A source is one upstream (its rows, fetched from it), or the private projects
+    (``PRIVATE_SOURCE``), whose pages merge in an upstream's only where an admin
+    allows it (``merge_from`` says which upstream that is for a name).  Shared by
+    every process through the database: one of them fetches a page the others miss
+    at the same moment (a page claim), and all serve what it stored.
     """
 
     def __init__(
         self,
         settings: Settings,
         database: Database,
+        source: str,
         upstream: UpstreamClient | None,
         locks: KeyedLocks,
         claims: FillClaims,
         blobs: Blobs,
+        merge_from: Callable[[str], UpstreamClient | None] | None = None,
     ) -> None:
+        self.source = source
+        self.private = source == PRIVATE_SOURCE
         self._settings = settings
         self._database = database
         self._upstream = upstream
+        self._merge_from = merge_from
         self._locks = locks
         self._claims = claims
         self._blobs = blobs
@@ -114,6 +128,22 @@ class IndexService:
         """Whether pages are fetched from an upstream at all (the admin pages say so)."""
         return self._upstream is not None
 
+    @property
+    def upstream(self) -> UpstreamClient | None:
+        """The upstream this source's pages come from (None for the private projects)."""
+        return self._upstream
+
+    def _client(self, name: str) -> UpstreamClient | None:
+        """Where the page of ``name`` is fetched: this source's upstream, or the one a
+        private project merges."""
+        if self._merge_from is not None:
+            return self._merge_from(name)
+        return self._upstream
+
+    def _key(self, name: str) -> str:
+        """The lock and claim key of a name: private pages share uploads' locks."""
+        return name if self.private else f"{self.source}/{name}"
+
     def stop(self) -> None:
         """Stop waiting for other processes' page fetches (the server is stopping), and
         finish writing the pages already served."""
@@ -128,6 +158,10 @@ class IndexService:
         if entry is not None and entry.fresh_until > time.monotonic():
             return entry
         return None
+
+    def known_missing(self, name: str) -> bool:
+        """Whether this process knows, without asking anyone, that the source has no ``name``."""
+        return self._missing.get(name, 0) > time.monotonic()
 
     def project_page(self, name: str) -> CachedPage:
         """The page for normalized ``name``, revalidated with the upstream when it is due.
@@ -153,7 +187,9 @@ class IndexService:
         entry = self.cached_page(name)
         if entry is not None:
             return entry, "stale" if entry.stale else "hit"
-        with self._locks.hold(name):
+        if self.private and self.known_missing(name):
+            raise NotPrivate(name)
+        with self._locks.hold(self._key(name)):
             entry = self.cached_page(name)
             if entry is not None:  # another request just loaded it
                 return entry, "stale" if entry.stale else "hit"
@@ -166,7 +202,7 @@ class IndexService:
         Returns "miss" when the upstream answered, "stale" when it failed and the
         stored page stays, "hit" when the project does not follow the upstream.
         """
-        with self._locks.hold(name):
+        with self._locks.hold(self._key(name)):
             self.forget(name)
             result = self._load(name, force=True)[1]
         with self._database.unit_of_work() as db:
@@ -179,9 +215,9 @@ class IndexService:
         The files stay listed on the page: the next download fetches them again.
         Private files are never purged, nothing could bring them back.
         """
-        with self._locks.hold(name):
+        with self._locks.hold(self._key(name)):
             with self._database.unit_of_work() as db:
-                count, candidates = uncache_files(db, name, actor)
+                count, candidates = uncache_files(db, self.source, name, actor)
             # A blob another project's cached file or a private file uses stays.
             self._blobs.drop_uncached(candidates)
         log.info("%s purged %d cached files of %s", actor, count, name)
@@ -210,13 +246,13 @@ class IndexService:
                     with database_guard(f"reading the page of {name}"):
                         stored = self._from_database(name, force)
                 except BaseException:
-                    self._claims.release(PAGE_CLAIM + name)
+                    self._claims.release(PAGE_CLAIM + self._key(name))
                     raise
                 if isinstance(stored, CachedPage):
-                    self._claims.release(PAGE_CLAIM + name)
+                    self._claims.release(PAGE_CLAIM + self._key(name))
                     return stored, "hit"
                 break
-        claim = None if force else PAGE_CLAIM + name
+        claim = None if force else PAGE_CLAIM + self._key(name)
         try:
             entry, how = self._fetch(name, stored, write_later=not force, claim=claim)
         except BaseException:
@@ -232,7 +268,7 @@ class IndexService:
     def _from_database(self, name: str, force: bool) -> CachedPage | str | None:
         """The stored page when it may be served as it is; else the ETag a fetch sends."""
         with self._database.unit_of_work() as db:
-            project = load_page_row(db, name)
+            project = load_page_row(db, self.source, name)
             if project is not None:
                 if project.private and not project.merge_upstream:
                     # Shadowing: the upstream is never asked about a private name.  Re-read
@@ -240,11 +276,17 @@ class IndexService:
                     ttl = min(self._settings.page_ttl, PRIVATE_REFRESH)
                     return self._remember(db, project, ttl)
                 age = age_of(project)
-                if self._upstream is None or (age < self._settings.page_ttl and not force):
+                if self._client(name) is None or (age < self._settings.page_ttl and not force):
                     return self._remember(db, project, self._settings.page_ttl - age)
+            elif self.private:
+                # Not a private name (yet): whoever routes it asks an upstream.  Known for
+                # as long as a private page is served unread, so an upload shows as quickly.
+                until = time.monotonic() + min(self._settings.page_ttl, PRIVATE_REFRESH)
+                self._missing[name] = until
+                raise NotPrivate(name)
             elif self._upstream is None:
                 raise ProjectNotFound(name)
-            if self._missing.get(name, 0) > time.monotonic():
+            if not self.private and self._missing.get(name, 0) > time.monotonic():
                 raise ProjectNotFound(name)
             return project.upstream_etag if project is not None and not force else None
 
@@ -256,7 +298,7 @@ class IndexService:
         the winner stored.  Past ``deadline`` (monotonic) a waiter asks the
         upstream itself; a database that refuses the claim ends it at once.
         """
-        key = PAGE_CLAIM + name
+        key = PAGE_CLAIM + self._key(name)
         waited = False
         while True:
             if self._claims.try_claim(key):
@@ -273,7 +315,11 @@ class IndexService:
 
     def _checked_recently(self, name: str) -> bool:
         with database_guard(f"reading the page of {name}"), self._database.unit_of_work() as db:
-            checked = db.scalar(select(Project.checked_at).where(Project.name == name))
+            checked = db.scalar(
+                select(Project.checked_at).where(
+                    Project.source == self.source, Project.name == name
+                )
+            )
         return (
             checked is not None and (utcnow() - checked).total_seconds() < self._settings.page_ttl
         )
@@ -285,6 +331,8 @@ class IndexService:
             result = self._fetch_page(name, etag)
         except ProjectNotFound:
             self._forget_project(name)
+            if self.private:
+                return self._private_alone(name), "miss"
             raise
         except UpstreamUnavailable as exc:
             return self._stale(name, exc), "stale"
@@ -293,13 +341,21 @@ class IndexService:
         except InvalidPage as exc:  # a 200 that would have emptied the stored page
             return self._stale(name, exc), "stale"
 
+    def _private_alone(self, name: str) -> CachedPage:
+        """A private project whose merged upstream has no such project: its own files."""
+        with self._database.unit_of_work() as db:
+            project = load_page_row(db, self.source, name)
+            if project is None:
+                raise NotPrivate(name)  # deleted meanwhile
+            return self._remember(db, project, min(self._settings.page_ttl, PRIVATE_REFRESH))
+
     def _fallback(self, name: str) -> RenderedPage | None:
         """The page to serve stale: this process's copy, else the database's."""
         entry = self._pages.get(name)
         if entry is not None:
             return entry.page
         with database_guard(f"reading the page of {name}"), self._database.unit_of_work() as db:
-            project = load_page_row(db, name)
+            project = load_page_row(db, self.source, name)
             return stored_page(db, project) if project is not None else None
 
     def _stale(self, name: str, exc: UpstreamUnavailable) -> CachedPage:
@@ -315,14 +371,15 @@ class IndexService:
         self, name: str, etag: str | None, cache_buster: str | None = None
     ) -> UpstreamPage | NotModified:
         """The upstream's answer; an invalid page of a stored project raises an alarm."""
-        assert self._upstream is not None
+        upstream = self._client(name)
+        assert upstream is not None
         try:
-            return self._upstream.fetch_project(
+            return upstream.fetch_project(
                 name, etag, cache_buster, max_bytes=self._settings.max_page_bytes
             )
         except InvalidPage as exc:
             with self._database.unit_of_work() as db:
-                if load_page_row(db, name) is not None:
+                if load_page_row(db, self.source, name) is not None:
                     alarm_invalid_page(db, name, str(exc))
             raise
 
@@ -356,7 +413,7 @@ class IndexService:
         claim: str | None = None,
     ) -> CachedPage:
         with self._database.unit_of_work() as db:
-            project = load_page_row(db, name)
+            project = load_page_row(db, self.source, name)
             if (
                 project is None
                 and write_later
@@ -402,7 +459,7 @@ class IndexService:
                 alarm_invalid_page(db, name, problem)  # committed; the page stays as it is
                 return None, problem, set()
         if project is None:
-            project = Project(name=name, display_name=name, versions=[])
+            project = Project(source=self.source, name=name, display_name=name, versions=[])
             db.add(project)
             db.flush()  # its id, for the files' rows
         listed, unreferenced = apply_page(db, project, stored, result)
@@ -435,7 +492,7 @@ class IndexService:
         if entry is not None and entry.written is written:
             entry.page.wait_rendered(RENDER_FIRST)
         try:
-            self._store(name, page, claim=PAGE_CLAIM + name)
+            self._store(name, page, claim=PAGE_CLAIM + self._key(name))
         except Exception as exc:
             log.warning(
                 "storing the first page of %s failed; fetched again next time: %s", name, exc
@@ -443,7 +500,7 @@ class IndexService:
             failure = exc
             self._drop_pending(name, written)
         finally:
-            self._claims.release(PAGE_CLAIM + name)  # unless storing the page ended it
+            self._claims.release(PAGE_CLAIM + self._key(name))  # unless storing the page ended it
             self._writing.pop(name, None)
         # Last: whoever waits on it finds the claim ended and the rows in the database.
         if failure is None:
@@ -476,10 +533,10 @@ class IndexService:
         can serve the old page for a while after the changelog moved on.
         """
         assert self._upstream is not None
-        with self._locks.hold(name):
+        with self._locks.hold(self._key(name)):
             self._await_write(name, time.monotonic() + self._wait_timeout)
             with self._database.unit_of_work() as db:
-                project = load_page_row(db, name)
+                project = load_page_row(db, self.source, name)
                 if project is None or project.private:
                     return Refresh.NOT_CACHED  # private projects never follow the upstream
                 if (project.last_serial or -1) >= required:
@@ -505,7 +562,9 @@ class IndexService:
             for start in range(0, len(batch), 500):
                 rows = db.execute(
                     select(Project.name, Project.last_serial).where(
-                        Project.name.in_(batch[start : start + 500]), Project.private.is_(False)
+                        Project.source == self.source,
+                        Project.name.in_(batch[start : start + 500]),
+                        Project.private.is_(False),
                     )
                 )
                 found.update((name, serial) for name, serial in rows)
@@ -514,7 +573,9 @@ class IndexService:
     def all_cached_serials(self) -> dict[str, int | None]:
         with self._database.unit_of_work() as db:
             rows = db.execute(
-                select(Project.name, Project.last_serial).where(Project.private.is_(False))
+                select(Project.name, Project.last_serial).where(
+                    Project.source == self.source, Project.private.is_(False)
+                )
             )
             return {name: serial for name, serial in rows}
 
@@ -544,9 +605,13 @@ class IndexService:
         self._missing.pop(name, None)
 
     def _forget_project(self, name: str, serial: int | None = None) -> None:
-        """The upstream says the project does not exist (any more)."""
-        self._missing[name] = time.monotonic() + self._settings.negative_ttl
+        """The upstream says the project does not exist (any more).
+
+        A private project keeps its own files; only its merged upstream ones go.
+        """
+        if not self.private:
+            self._missing[name] = time.monotonic() + self._settings.negative_ttl
         self._pages.pop(name)
         with self._database.unit_of_work() as db:
-            blobs = remove_project(db, name, serial)
+            blobs = remove_project(db, self.source, name, serial)
         self._blobs.drop_unreferenced(blobs)

@@ -62,5 +62,9 @@ def _row(db: Session, download: Download) -> File | None:
     return db.scalar(
         select(File)
         .join(Project)
-        .where(Project.name == download.project, File.filename == download.filename)
+        .where(
+            Project.source == download.source,
+            Project.name == download.project,
+            File.filename == download.filename,
+        )
     )

@@ -37,16 +37,22 @@ def alarm_invalid_page(db: Session, name: str, reason: str) -> None:
         db.add(Alarm(at=utcnow(), kind=INVALID_PAGE_ALARM, project=name, detail=reason))
 
 
-def load_project(db: Session, name: str) -> Project | None:
+def load_project(db: Session, source: str, name: str) -> Project | None:
     """The project with its files as ORM rows, for changes made one row at a time."""
     return db.scalar(
-        select(Project).where(Project.name == name).options(selectinload(Project.files))
+        select(Project)
+        .where(Project.source == source, Project.name == name)
+        .options(selectinload(Project.files))
     )
 
 
-def load_page_row(db: Session, name: str) -> Project | None:
+def load_page_row(db: Session, source: str, name: str) -> Project | None:
     """The project's own row; its files are read with ``stored_files``, never lazily."""
-    return db.scalar(select(Project).where(Project.name == name).options(raiseload(Project.files)))
+    return db.scalar(
+        select(Project)
+        .where(Project.source == source, Project.name == name)
+        .options(raiseload(Project.files))
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,13 +278,13 @@ def older(serial: int | None, stored: int | None) -> bool:
     return serial is not None and stored is not None and serial < stored
 
 
-def uncache_files(db: Session, name: str, actor: str) -> tuple[int, set[str]]:
+def uncache_files(db: Session, source: str, name: str, actor: str) -> tuple[int, set[str]]:
     """Mark the project's cached upstream files not cached (audited): how many, and
     their sha256s.
 
     ProjectNotFound when there is no such project.
     """
-    project = load_project(db, name)
+    project = load_project(db, source, name)
     if project is None:
         raise ProjectNotFound(name)
     rows = [f for f in project.files if f.origin == "upstream" and f.cached_at]
@@ -289,13 +295,13 @@ def uncache_files(db: Session, name: str, actor: str) -> tuple[int, set[str]]:
     return len(rows), {row.sha256 for row in rows if row.sha256}
 
 
-def remove_project(db: Session, name: str, serial: int | None) -> set[str]:
+def remove_project(db: Session, source: str, name: str, serial: int | None) -> set[str]:
     """The upstream has no such project (any more): drop it, audited and alarmed.
 
     A private project keeps its own files and loses only the merged upstream ones.
     Returns the sha256s of the cached blobs it held, to delete once committed.
     """
-    project = load_project(db, name)
+    project = load_project(db, source, name)
     if project is None:
         return set()
     if project.private:

@@ -1,8 +1,9 @@
-"""The /simple/ project list: pre-rendered to files, merged from the upstream's list and ours.
+"""The /simple/ project list: pre-rendered to files, merged from the upstreams' lists and ours.
 
 PyPI's list has hundreds of thousands of names, so nothing here holds it in
-memory: the upstream list is streamed into a text file, and the two
-renderings are streamed from that file to disk and served from there.
+memory: each upstream list is streamed into a text file, and the two
+renderings are streamed from the first one's file to disk and served from
+there (the other upstreams' lists, and ours, are merged in from memory).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import re
 import tempfile
 import threading
 import time
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
@@ -34,8 +35,8 @@ from pypicache.upstream.entries import NotModified
 
 log = logging.getLogger(__name__)
 
-UPSTREAM_NAMES = "upstream-projects.txt"
-UPSTREAM_META = "upstream-projects.json"
+UPSTREAM_NAMES = "upstream-projects-{}.txt"
+UPSTREAM_META = "upstream-projects-{}.json"
 RETRY_AFTER_ERROR = 60.0
 
 
@@ -72,19 +73,26 @@ class LocalProjects(Protocol):
 
 
 class DatabaseProjects:
-    """The projects the database holds."""
+    """The projects the database holds: of every source, or of one (``source``)."""
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, source: str | None = None) -> None:
         self._database = database
+        self._where = () if source is None else (Project.source == source,)
 
     def fingerprint(self) -> tuple[int, int | None]:
         with self._database.unit_of_work() as db:
-            count, last = db.execute(select(func.count(Project.id), func.max(Project.id))).one()
+            count, last = db.execute(
+                select(func.count(Project.id), func.max(Project.id)).where(*self._where)
+            ).one()
             return count, last
 
     def names(self) -> Iterator[tuple[str, str]]:
         with self._database.unit_of_work() as db:
-            rows = db.execute(select(Project.name, Project.display_name).order_by(Project.name))
+            rows = db.execute(
+                select(Project.name, Project.display_name)
+                .where(*self._where)
+                .order_by(Project.name)
+            )
             yield from rows
 
 
@@ -92,26 +100,29 @@ class ProjectList:
     def __init__(
         self,
         directory: Path,
-        upstream: UpstreamClient | None,
+        upstreams: Sequence[tuple[str, UpstreamClient | None]],
         local: LocalProjects,
         ttl: float,
     ) -> None:
+        """``upstreams``: (name, client) in priority order; the first one's serial is the
+        list's."""
         self._dir = directory
-        self._upstream = upstream
+        self._upstreams = [(name, client) for name, client in upstreams]
         self._local = local
         self._ttl = ttl
         self._lock = threading.Lock()
-        self._next_upstream_check = 0.0
+        self._next_upstream_check = {name: 0.0 for name, _ in self._upstreams}
         self._current: ProjectListFiles | None = None
-        self._rendered_from: tuple[Any, str | None] | None = None
+        self._rendered_from: tuple[Any, ...] | None = None
 
     def current(self) -> ProjectListFiles:
-        """The rendered list, rebuilt when our projects or the upstream's list changed."""
+        """The rendered list, rebuilt when our projects or an upstream's list changed."""
         with self._lock:
-            upstream_meta = self._refresh_upstream()
-            source = (self._local.fingerprint(), upstream_meta.get("etag"))
+            self._dir.mkdir(parents=True, exist_ok=True)
+            metas = self._refresh_upstreams()
+            source = (self._local.fingerprint(), *(meta.get("etag") for meta in metas))
             if self._current is None or source != self._rendered_from:
-                self._current = self._render(upstream_meta.get("serial"))
+                self._current = self._render(metas[0].get("serial") if metas else None)
                 self._rendered_from = source
             return self._current
 
@@ -140,30 +151,37 @@ class ProjectList:
 
     # -- the upstream's list ---------------------------------------------------------------
 
-    def _refresh_upstream(self) -> dict[str, Any]:
-        meta_path = self._dir / UPSTREAM_META
+    def _refresh_upstreams(self) -> list[dict[str, Any]]:
+        return [self._refresh_upstream(name, client) for name, client in self._upstreams]
+
+    def _refresh_upstream(self, upstream: str, client: UpstreamClient | None) -> dict[str, Any]:
+        meta_path = self._dir / UPSTREAM_META.format(upstream)
         meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-        if self._upstream is None or time.monotonic() < self._next_upstream_check:
+        if client is None or time.monotonic() < self._next_upstream_check[upstream]:
             return meta
         try:
-            result = self._upstream.project_list(meta.get("etag"))
+            result = client.project_list(meta.get("etag"))
             if not isinstance(result, NotModified):
                 names = _TempFile(self._dir)
                 count = names.write_all(f"{name}\t{display}\n" for name, display in result.names)
-                os.replace(names.close(), self._dir / UPSTREAM_NAMES)
+                os.replace(names.close(), self._dir / UPSTREAM_NAMES.format(upstream))
                 meta = {"etag": result.etag or f"fetched-{time.time()}", "serial": result.serial}
                 meta_file = _TempFile(self._dir)
                 meta_file.write_all([json.dumps(meta)])
                 os.replace(meta_file.close(), meta_path)
-                log.info("upstream project list refreshed: %d names", count)
-            self._next_upstream_check = time.monotonic() + self._ttl
+                log.info("project list of the upstream %s refreshed: %d names", upstream, count)
+            self._next_upstream_check[upstream] = time.monotonic() + self._ttl
         except UpstreamUnavailable as exc:
-            log.warning("upstream project list unavailable, using the last one: %s", exc)
-            self._next_upstream_check = time.monotonic() + min(self._ttl, RETRY_AFTER_ERROR)
+            log.warning(
+                "project list of the upstream %s unavailable, using the last one: %s", upstream, exc
+            )
+            self._next_upstream_check[upstream] = time.monotonic() + min(
+                self._ttl, RETRY_AFTER_ERROR
+            )
         return meta
 
     def upstream_names_among(self, names: Collection[str]) -> set[str]:
-        """Which of the normalized ``names`` the upstream's list holds (streamed, not loaded).
+        """Which of the normalized ``names`` an upstream's list holds (streamed, not loaded).
 
         The private names are never sent anywhere: asking the upstream about them
         would tell it what we are shadowing.
@@ -171,11 +189,16 @@ class ProjectList:
         if not names:
             return set()
         with self._lock:
-            self._refresh_upstream()
-        return {name for name, _ in self._upstream_names() if name in names}
+            self._refresh_upstreams()
+        return {
+            name
+            for upstream, _ in self._upstreams
+            for name, _ in self._upstream_names(upstream)
+            if name in names
+        }
 
-    def _upstream_names(self) -> Iterator[tuple[str, str]]:
-        path = self._dir / UPSTREAM_NAMES
+    def _upstream_names(self, upstream: str) -> Iterator[tuple[str, str]]:
+        path = self._dir / UPSTREAM_NAMES.format(upstream)
         if not path.exists():
             return
         with path.open(encoding="utf-8") as handle:
@@ -218,16 +241,26 @@ class ProjectList:
         return final, f'"{etag}"'
 
     def _merged(self) -> Iterator[tuple[str, str]]:
-        """(normalized name, display name) of every valid project name, ours after theirs.
+        """(normalized name, display name) of every valid project name: the first
+        upstream's, then the others' and ours.
 
-        The upstream's names were checked before they were written to its file; the
+        The upstreams' names were checked before they were written to their files; the
         database's are checked here.
         """
-        local = dict(_valid(self._local.names()))
-        for name, display in self._upstream_names():
-            local.pop(name, None)
+        if not self._upstreams:
+            yield from sorted(dict(_valid(self._local.names())).items())
+            return
+        first, *others = (name for name, _ in self._upstreams)
+        rest: dict[str, str] = {}
+        for upstream in others:
+            for name, display in self._upstream_names(upstream):
+                rest.setdefault(name, display)
+        for name, display in _valid(self._local.names()):
+            rest.setdefault(name, display)
+        for name, display in self._upstream_names(first):
+            rest.pop(name, None)
             yield name, display
-        yield from sorted(local.items())
+        yield from sorted(rest.items())
 
 
 def _valid(projects: Iterable[tuple[str, str]]) -> Iterator[tuple[str, str]]:

@@ -131,14 +131,21 @@ def export_cache(args: argparse.Namespace) -> int:
 
 
 def import_cache(args: argparse.Namespace) -> int:
-    _, database, store = _cache(args)
+    settings, database, store = _cache(args)
     try:
         with Bundle(Path(args.bundle)) as bundle:
             with Progress("verify", bundle.total_bytes, count_bytes=True) as progress:
                 bundle.verify(progress)
             total = bundle.missing_bytes(store)
             with Progress("import", total, count_bytes=True) as progress:
-                report = import_bundle(bundle, database, store, progress, actor=ADMIN_ACTOR)
+                report = import_bundle(
+                    bundle,
+                    database,
+                    store,
+                    progress,
+                    actor=ADMIN_ACTOR,
+                    upstream=settings.upstreams[0].name,
+                )
     finally:
         database.dispose()
     for line in report.superseded:

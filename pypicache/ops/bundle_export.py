@@ -21,7 +21,7 @@ from sqlalchemy.orm import selectinload
 from pypicache.db import Database
 from pypicache.errors import BundleError
 from pypicache.filefacts import facts_of
-from pypicache.models import File, Project, utcnow
+from pypicache.models import PRIVATE_SOURCE, File, Project, utcnow
 from pypicache.ops.bundle import BLOB_PREFIX, CHUNK, MANIFEST, BundleFile, BundleProject, Manifest
 from pypicache.ops.progress import Progress
 from pypicache.storage.local import BlobStore
@@ -67,8 +67,13 @@ def plan_export(
     skipped: list[str] = []
     with database.unit_of_work() as db:
         for name in sorted(wanted):
+            # The private project where there is one: it is what clients get.
             project = db.scalar(
-                select(Project).where(Project.name == name).options(selectinload(Project.files))
+                select(Project)
+                .where(Project.name == name)
+                .order_by((Project.source == PRIVATE_SOURCE).desc(), Project.source)
+                .limit(1)
+                .options(selectinload(Project.files))
             )
             if project is None:
                 raise BundleError(f"{name} is not in the cache")

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, selectinload
 from pypicache.db import Database
 from pypicache.errors import BundleError, HashMismatch
 from pypicache.filefacts import new_row
-from pypicache.models import AuditEntry, DeletedFilename, File, Project, utcnow
+from pypicache.models import PRIVATE_SOURCE, AuditEntry, DeletedFilename, File, Project, utcnow
 from pypicache.ops.bundle import (
     BLOB_PREFIX,
     CHUNK,
@@ -132,8 +132,11 @@ def import_bundle(
     progress: Progress,
     *,
     actor: str,
+    upstream: str,
 ) -> ImportReport:
     """Make the index list and serve what the bundle's pages list; call ``verify`` first.
+
+    Cached upstream projects become the pages of ``upstream`` (the first configured one).
 
     Project by project: its missing blobs enter the store (each hash checked again on
     commit), then one transaction creates or updates its rows.  Importing a bundle twice
@@ -154,7 +157,8 @@ def import_bundle(
                 _store_blob(bundle, store, sha256, progress)
                 stored.add(sha256)
             with database.unit_of_work() as db:
-                _apply_project(db, project, report, actor, bundle.manifest)
+                source = PRIVATE_SOURCE if project.private else upstream
+                _apply_project(db, source, project, report, actor, bundle.manifest)
     finally:
         kept = stored - _drop_unused(database, store, stored)
         report.blobs_stored = len(kept)
@@ -221,15 +225,32 @@ def _at_least_as_new(bundle_serial: int | None, local_serial: int | None) -> boo
 
 
 def _apply_project(
-    db: Session, bp: BundleProject, report: ImportReport, actor: str, manifest: Manifest
+    db: Session,
+    source: str,
+    bp: BundleProject,
+    report: ImportReport,
+    actor: str,
+    manifest: Manifest,
 ) -> None:
     now = utcnow()
+    # A private project here and a cached one in the bundle, or the other way round: which
+    # one clients get is an admin's decision, not an import's.
+    other = db.scalar(
+        select(Project.private).where(Project.name == bp.name, Project.private != bp.private)
+    )
+    if other is not None:
+        kind = "private" if other else "cached from the upstream"
+        report.conflicts.append(f"{bp.name}: {kind} here but not in the bundle")
+        return
     project = db.scalar(
-        select(Project).where(Project.name == bp.name).options(selectinload(Project.files))
+        select(Project)
+        .where(Project.source == source, Project.name == bp.name)
+        .options(selectinload(Project.files))
     )
     created = project is None
     if project is None:
         project = Project(
+            source=source,
             name=bp.name,
             display_name=bp.display_name,
             private=bp.private,
@@ -239,10 +260,6 @@ def _apply_project(
             checked_at=now,
         )
         db.add(project)
-    elif project.private != bp.private:
-        kind = "private" if project.private else "cached from the upstream"
-        report.conflicts.append(f"{bp.name}: {kind} here but not in the bundle")
-        return
     newer = _at_least_as_new(bp.last_serial, project.last_serial)
     local = {f.filename: f for f in project.files}
     changed = False

@@ -63,6 +63,7 @@ class CacheCounts:
 class ProjectRow:
     name: str
     display_name: str
+    source: str  # the upstream it is cached from, or the private projects'
     private: bool
     merge_upstream: bool
     checked_at: datetime | None
@@ -82,6 +83,7 @@ class FileRow(FileFacts):
 class ProjectDetail:
     name: str
     display_name: str
+    source: str
     private: bool
     merge_upstream: bool
     last_serial: int | None
@@ -133,9 +135,13 @@ def search_term(query: str) -> str:
 
 
 class Reports:
-    def __init__(self, database: Database, project_list: ProjectList) -> None:
+    def __init__(
+        self, database: Database, project_list: ProjectList, sources: Sequence[str]
+    ) -> None:
+        """``sources``: the order names resolve in (private projects, then the upstreams)."""
         self._database = database
         self._project_list = project_list
+        self._sources = list(sources)
 
     # -- the cache -------------------------------------------------------------------------
 
@@ -186,6 +192,7 @@ class Reports:
                     Project.id,
                     Project.name,
                     Project.display_name,
+                    Project.source,
                     Project.private,
                     Project.merge_upstream,
                     Project.checked_at,
@@ -212,6 +219,7 @@ class Reports:
             ProjectRow(
                 row.name,
                 row.display_name,
+                row.source,
                 row.private,
                 row.merge_upstream,
                 row.checked_at,
@@ -222,8 +230,12 @@ class Reports:
         return Page(items, page, total)
 
     def project(self, name: str) -> ProjectDetail:
+        """The stored page of ``name`` that clients get: the first source in resolution
+        order that holds one."""
         with self._database.unit_of_work() as db:
-            project = db.scalar(select(Project).where(Project.name == name))
+            rows = {p.source: p for p in db.scalars(select(Project).where(Project.name == name))}
+            ordered = [rows[s] for s in self._sources if s in rows] + list(rows.values())
+            project = ordered[0] if ordered else None
             if project is None:
                 raise ProjectNotFound(name)
             files = sorted(
@@ -245,6 +257,7 @@ class Reports:
             return ProjectDetail(
                 project.name,
                 project.display_name,
+                project.source,
                 project.private,
                 project.merge_upstream,
                 project.last_serial,

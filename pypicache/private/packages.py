@@ -13,8 +13,8 @@ from sqlalchemy.orm import Session, selectinload
 
 from pypicache.auth.accounts import Identity
 from pypicache.cache.blobs import Blobs
-from pypicache.cache.index import IndexService
 from pypicache.cache.keyedlocks import KeyedLocks
+from pypicache.cache.router import Router
 from pypicache.db import Database
 from pypicache.errors import (
     FileExists,
@@ -26,6 +26,7 @@ from pypicache.errors import (
 )
 from pypicache.filefacts import new_row
 from pypicache.models import (
+    PRIVATE_SOURCE,
     Alarm,
     AuditEntry,
     DeletedFilename,
@@ -38,7 +39,6 @@ from pypicache.models import (
 from pypicache.private.distfiles import ValidUpload
 from pypicache.settings import Settings
 from pypicache.storage.local import BlobStore
-from pypicache.upstream.client import UpstreamClient
 
 log = logging.getLogger(__name__)
 
@@ -54,18 +54,16 @@ class PrivatePackages:
         self,
         settings: Settings,
         database: Database,
-        pages: IndexService,
+        pages: Router,
         blobs: Blobs,
         store: BlobStore,
         locks: KeyedLocks,
-        upstream: UpstreamClient | None,
     ) -> None:
         self._settings = settings
         self._pages = pages
         self._blobs = blobs
         self._store = store
         self._locks = locks
-        self._upstream = upstream
         self._database = database
 
     # -- uploads ---------------------------------------------------------------------------
@@ -98,29 +96,37 @@ class PrivatePackages:
         return Uploaded(upload.filename, duplicate=False)
 
     def _upstream_has(self, name: str) -> bool:
-        """Whether the upstream offers ``name``: cached from it, or its page answers 200.
+        """Whether an upstream the name may come from offers it: cached, or its page
+        answers 200 (False for a name that is private already).
 
         A name unknown to the cache is looked up; 404 or 410 means it is free, and a
         failure refuses the upload rather than guess (an outage must not open the name).
         """
+        candidates = self._pages.candidates(name)
         with self._database.unit_of_work() as db:
-            private = db.scalar(select(Project.private).where(Project.name == name))
-        if private is not None:
-            return not private
-        upstream = self._upstream
-        if upstream is None:
+            known = set(db.scalars(select(Project.source).where(Project.name == name)))
+        if PRIVATE_SOURCE in known:
             return False
-        try:
-            upstream.fetch_project(name)
-        except ProjectNotFound:
-            return False
-        except UpstreamUnavailable as exc:
-            log.warning("cannot check the upstream for upload to %s: %s", name, exc)
-            raise UploadRejected(
-                f"Cannot check the upstream index for '{name}' ({exc}); try again later.",
-                status=503,
-            ) from None
-        return True
+        if any(source.name in known for source in candidates):
+            return True
+        for source in candidates:
+            upstream = source.index.upstream
+            if upstream is None:
+                continue
+            try:
+                upstream.fetch_project(name)
+            except ProjectNotFound:
+                continue
+            except UpstreamUnavailable as exc:
+                log.warning(
+                    "cannot check the upstream %s for upload to %s: %s", source.name, name, exc
+                )
+                raise UploadRejected(
+                    f"Cannot check the upstream index for '{name}' ({exc}); try again later.",
+                    status=503,
+                ) from None
+            return True
+        return False
 
     def _check_may_upload(
         self, db: Session, name: str, project: Project | None, who: Identity, *, upstream_has: bool
@@ -136,7 +142,7 @@ class PrivatePackages:
             raise Forbidden(
                 f"The user '{who.name}' isn't allowed to upload to project '{project.name}'."
             )
-        if (project is not None or upstream_has) and not who.is_admin:
+        if upstream_has and not who.is_admin:
             raise Forbidden(
                 f"The upstream index has a project '{name}': only an admin may claim its "
                 "name for private uploads."
@@ -233,14 +239,17 @@ class PrivatePackages:
         project = self._project(db, upload.project)
         # Again in this transaction: another process may have cached or created it meanwhile.
         self._check_may_upload(db, upload.project, project, who, upstream_has=upstream_has)
-        claims_upstream = (project is not None and not project.private) or upstream_has
         if project is None:
             project = Project(
-                name=upload.project, display_name=upload.name, files=[], versions=[], checked_at=now
+                source=PRIVATE_SOURCE,
+                name=upload.project,
+                display_name=upload.name,
+                files=[],
+                versions=[],
+                checked_at=now,
             )
             db.add(project)
-        if not project.private:
-            self._claim(db, project, who, upstream=claims_upstream)
+            self._claim(db, project, who, upstream=upstream_has)
         if not db.get(ProjectMember, (project.id, who.user_id)) and not who.is_admin:
             db.add(ProjectMember(project_id=project.id, user_id=who.user_id))
         for old in [f for f in project.files if f.filename == upload.filename]:
@@ -259,20 +268,13 @@ class PrivatePackages:
         )
 
     def _claim(self, db: Session, project: Project, who: Identity, *, upstream: bool) -> None:
-        """A name becomes private: its cached upstream files are hidden from now on.
+        """A name becomes private: the upstreams' projects of that name are hidden from now on.
 
-        ``upstream`` says the upstream has the name: every client of this index now gets
+        ``upstream`` says an upstream has the name: every client of this index now gets
         the private project instead, which an operator must know about (an alarm).
         """
         project.private = True
         project.merge_upstream = False
-        project.display_name = project.display_name or project.name
-        hidden = [f for f in project.files if f.origin == "upstream"]
-        for row in hidden:
-            project.files.remove(row)
-        project.versions = sorted({f.version for f in project.files if f.version})
-        project.upstream_etag = None
-        project.last_serial = None
         db.flush()
         db.add(
             AuditEntry(
@@ -280,7 +282,7 @@ class PrivatePackages:
                 action="claim",
                 project=project.name,
                 actor=who.name,
-                detail=f"private from now on; {len(hidden)} upstream files hidden",
+                detail="private from now on; the upstreams' project of that name is hidden",
             )
         )
         if upstream:
@@ -290,7 +292,7 @@ class PrivatePackages:
                     kind="upstream-claim",
                     project=project.name,
                     detail=f"{who.name} made the upstream's project private: "
-                    f"{len(hidden)} cached upstream files hidden",
+                    "its files are hidden from every client of this index",
                 )
             )
             log.warning("%s claimed the upstream name %s", who.name, project.name)
@@ -414,7 +416,9 @@ class PrivatePackages:
 
     def _project(self, db: Session, name: str) -> Project | None:
         return db.scalar(
-            select(Project).where(Project.name == name).options(selectinload(Project.files))
+            select(Project)
+            .where(Project.source == PRIVATE_SOURCE, Project.name == name)
+            .options(selectinload(Project.files))
         )
 
     def _private_project(self, db: Session, name: str) -> Project:

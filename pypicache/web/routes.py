@@ -11,6 +11,10 @@ def includeme(config: Configurator) -> None:
     config.add_route("simple_project", "/simple/{project}/")
     # The filename is the last path segment, as pip and uv expect (they take it from the URL).
     config.add_route("file", "/packages/{project}/{filename}")
+    # One upstream alone, through the cache (uv's explicit indexes, pinned sources).
+    config.add_route("upstream_index", "/u/{upstream}/simple/")
+    config.add_route("upstream_project", "/u/{upstream}/simple/{project}/")
+    config.add_route("upstream_file", "/u/{upstream}/packages/{project}/{filename}")
     # Uploads: PyPI's URL, the same without the slash, and pypiserver's "/" (twine
     # refuses any redirect, so each one answers directly).
     config.add_route("upload", "/legacy/")

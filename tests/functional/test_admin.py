@@ -215,7 +215,8 @@ def test_project_search_pages_through_the_database(site, page):
     now = utcnow()
     write(db, insert(Project), [
         {"name": f"bulk-{i:03d}", "display_name": f"Bulk_{i:03d}", "versions": [],
-         "checked_at": now, "private": i % 100 == 7}
+         "checked_at": now, "private": i % 100 == 7,
+         "source": "@main" if i % 100 == 7 else "pypi"}
         for i in range(300)
     ])  # fmt: skip
     log_in(page, index)

@@ -281,7 +281,9 @@ def test_a_changelog_refetch_that_gets_an_emptied_page_keeps_the_project(
 
     hostile.json_page("followed", [], meta={"_last-serial": 8})
     with pytest.raises(UpstreamUnavailable, match="lists no files"):
-        index.app.services.index.refresh_for_serial("followed", 8, removal=False, cache_buster=None)
+        index.app.services.index.upstream("pypi").index.refresh_for_serial(
+            "followed", 8, removal=False, cache_buster=None
+        )
     index.app.services.index.forget("followed")
     response = get_page(index, "followed")
     assert listed(response) == [wheel.filename]

@@ -23,8 +23,9 @@ def engine(postgresql_url: str) -> Iterator[Engine]:
     with engine.begin() as connection:
         project_id = connection.execute(
             text(
-                "INSERT INTO projects (name, display_name, versions, private, merge_upstream)"
-                " VALUES ('demo', 'demo', '[]', false, false) RETURNING id"
+                "INSERT INTO projects (source, name, display_name, versions, private,"
+                " merge_upstream) VALUES ('pypi', 'demo', 'demo', '[]', false, false)"
+                " RETURNING id"
             )
         ).scalar_one()
         for sha256 in (SHA_A, SHA_B):

@@ -27,8 +27,9 @@ ALLOWED = {
     "admin": {"web", "services", "auth", "cache", "follower", "ops", "private", "storage"},
     "app": {"services", "web", "ops"},
     "cli": {"app", "services", "auth", "cache", "ops", "private", "storage", "upstream"},
-    # The settings parse the upstream's allowed networks with the URL policy's parser.
-    "settings": {"upstream.urlpolicy"},
+    # The settings parse the upstream's allowed networks with the URL policy's parser, and
+    # the upstreams and routes into the routing module's values.
+    "settings": {"upstream.urlpolicy", "upstream.routing"},
     # The app on a loopback port for one command (warm): the web, behind a password.
     "ops.inprocess": {"app", "web.security"},
 }

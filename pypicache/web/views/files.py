@@ -8,6 +8,7 @@ from pyramid.request import Request
 from pyramid.response import Response
 from pyramid.view import view_config
 
+from pypicache.cache.files import FileCache
 from pypicache.errors import StorageUnavailable
 from pypicache.filefacts import FileFacts
 from pypicache.names import normalize_project
@@ -15,6 +16,7 @@ from pypicache.storage.local import BlobReader
 from pypicache.web.httputil import ByteRange, Unsatisfiable, etag_matches, parse_range
 from pypicache.web.observe import note_cache
 from pypicache.web.security import READ
+from pypicache.web.views.simple import upstream_source
 
 CHUNK = 256 * 1024
 # Bodies up to this size are read in one go and sent as bytes.
@@ -27,8 +29,21 @@ UNVERIFIED = "no-store"
 
 @view_config(route_name="file", request_method=("GET", "HEAD"), permission=READ)
 def download(request: Request) -> Response:
-    answer = request.services.files.open(
-        normalize_project(request.matchdict["project"]),
+    """A file of the page its project's name resolves to."""
+    name = normalize_project(request.matchdict["project"])
+    return _download(request, request.services.index.source_of(name).files, name)
+
+
+@view_config(route_name="upstream_file", request_method=("GET", "HEAD"), permission=READ)
+def upstream_download(request: Request) -> Response:
+    """A file of one upstream's page, checked against that upstream's hash."""
+    source = upstream_source(request)
+    return _download(request, source.files, normalize_project(request.matchdict["project"]))
+
+
+def _download(request: Request, files: FileCache, name: str) -> Response:
+    answer = files.open(
+        name,
         request.matchdict["filename"],
         head=request.method == "HEAD",
         ranged=bool(request.headers.get("Range")),

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import os
+from typing import Protocol
 
-from pyramid.httpexceptions import HTTPMethodNotAllowed, HTTPMovedPermanently, HTTPNotAcceptable
+from pyramid.httpexceptions import (
+    HTTPMethodNotAllowed,
+    HTTPMovedPermanently,
+    HTTPNotAcceptable,
+    HTTPNotFound,
+)
 from pyramid.request import Request
 from pyramid.response import Response
 from pyramid.view import view_config
 
 from pypicache.cache.index import CachedPage
+from pypicache.cache.projectlist import ProjectList
 from pypicache.cache.rendering import CONTENT_TYPES, GZIP_MIN_BYTES, JSON_TYPE
+from pypicache.cache.router import Source
 from pypicache.names import normalize_project
 from pypicache.web.httputil import etag_matches
 from pypicache.web.negotiation import accepts_gzip, select_media_type
@@ -25,6 +33,14 @@ SIMPLE_SECURITY_HEADERS = (
     ("Content-Security-Policy", SIMPLE_SECURITY_POLICY),
     ("X-Content-Type-Options", "nosniff"),
 )
+
+
+class Pages(Protocol):
+    """Whoever answers for project pages: every source by route, or one upstream alone."""
+
+    def lookup_page(self, name: str) -> tuple[CachedPage, str]: ...
+
+
 NOT_ACCEPTABLE = (
     b"406 Not Acceptable: this index serves application/vnd.pypi.simple.v1+json, "
     b"application/vnd.pypi.simple.v1+html and text/html\n"
@@ -77,13 +93,43 @@ def _cache_control(entry: CachedPage, max_age: int) -> str:
 
 @view_config(route_name="simple_project", request_method=("GET", "HEAD"), permission=READ)
 def project_page(request: Request) -> Response:
+    return _project_page(request, request.services.index)
+
+
+@view_config(route_name="upstream_project", request_method=("GET", "HEAD"), permission=READ)
+def upstream_project_page(request: Request) -> Response:
+    """One upstream alone, through its cache: no private project shadows its names here."""
+    return _project_page(request, upstream_source(request).index)
+
+
+@view_config(route_name="simple_index", request_method=("GET", "HEAD"), permission=READ)
+def project_list(request: Request) -> Response:
+    return _project_list(request, request.services.project_list)
+
+
+@view_config(route_name="upstream_index", request_method=("GET", "HEAD"), permission=READ)
+def upstream_project_list(request: Request) -> Response:
+    upstream_source(request)  # a 404 for a name that is no upstream's
+    return _project_list(request, request.services.upstream_lists[request.matchdict["upstream"]])
+
+
+def upstream_source(request: Request) -> Source:
+    """The upstream the URL names; 404 when none is configured under that name."""
+    try:
+        return request.services.index.upstream(request.matchdict["upstream"])
+    except KeyError:
+        raise HTTPNotFound("no upstream of that name") from None
+
+
+def _project_page(request: Request, pages: Pages) -> Response:
     name = normalize_project(request.matchdict["project"])
     if name != request.matchdict["project"]:
-        return HTTPMovedPermanently(location=request.route_path("simple_project", project=name))
+        location = request.current_route_path(project=name)
+        return HTTPMovedPermanently(location=location)
     media_type = select_media_type(request.headers.get("Accept"))
     if media_type is None:
         return HTTPNotAcceptable(body=NOT_ACCEPTABLE, content_type="text/plain", charset="utf-8")
-    entry, result = request.services.index.lookup_page(name)
+    entry, result = pages.lookup_page(name)
     note_cache(request, "page", result)
     status, headers, body = page_response(
         entry,
@@ -95,13 +141,12 @@ def project_page(request: Request) -> Response:
     return Response(status=status, headerlist=headers, body=body)
 
 
-@view_config(route_name="simple_index", request_method=("GET", "HEAD"), permission=READ)
-def project_list(request: Request) -> Response:
+def _project_list(request: Request, projects: ProjectList) -> Response:
     media_type = select_media_type(request.headers.get("Accept"))
     if media_type is None:
         return HTTPNotAcceptable(body=NOT_ACCEPTABLE, content_type="text/plain", charset="utf-8")
     encoded = accepts_gzip(request.headers.get("Accept-Encoding"))
-    etag, serial, handle = request.services.project_list.open(media_type == JSON_TYPE, encoded)
+    etag, serial, handle = projects.open(media_type == JSON_TYPE, encoded)
     headers = [
         ("Content-Type", CONTENT_TYPES[media_type]),
         ("ETag", etag),
@@ -124,6 +169,8 @@ def project_list(request: Request) -> Response:
 
 @view_config(route_name="simple_index", require_csrf=False)
 @view_config(route_name="simple_project", require_csrf=False)
+@view_config(route_name="upstream_index", require_csrf=False)
+@view_config(route_name="upstream_project", require_csrf=False)
 def wrong_method(request: Request) -> Response:
     # uv and twine turn a 405 here into "you used the index URL instead of the upload URL".
     return HTTPMethodNotAllowed(headers={"Allow": "GET, HEAD"})

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pypicache.cache.fill import Download
+from pypicache.cache.fill import Download, FillRegistry
 from pypicache.errors import FillStopped, HashMismatch, UpstreamUnavailable
 from pypicache.services import Services, build_services
 from pypicache.settings import Settings
@@ -60,7 +60,12 @@ def download_of(services: Services, project: str, filename: str) -> Download:
     """The download the file cache would start: the file as its page lists it."""
     facts = services.index.project_page(project).page.files[filename]
     assert facts.upstream_url is not None
-    return Download(project, filename, False, facts.upstream_url, facts.sha256, facts.size)
+    return Download("pypi", project, filename, False, facts.upstream_url, facts.sha256, facts.size)
+
+
+def fills_of(services: Services) -> FillRegistry:
+    """The fills of the one upstream (named as serve names it)."""
+    return services.index.upstream("pypi").fills
 
 
 def temp_files(services: Services) -> list[Path]:
@@ -75,15 +80,15 @@ def test_readers_of_one_file_share_one_download_and_it_is_recorded(
     download = download_of(services, "shared", dist.filename)
     upstream.stall("/packages/")
 
-    first = services.fills.get_or_start(download)
+    first = fills_of(services).get_or_start(download)
     assert first is not None
     assert upstream.wait_stalled()
-    assert services.fills.get_or_start(download) is first, "a second reader joins the fill"
+    assert fills_of(services).get_or_start(download) is first, "a second reader joins the fill"
     upstream.release()
 
     assert b"".join(first.chunks()) == dist.content
     assert first.wait_finished() == dist.sha256
-    assert wait_until(lambda: services.fills.get_or_start(download) is None), "stored now"
+    assert wait_until(lambda: fills_of(services).get_or_start(download) is None), "stored now"
     assert upstream.count("GET", "/packages/") == 1
     [row] = services.reports.project("shared").files
     assert row.cached_at is not None, "the ledger recorded it in the file's row"
@@ -98,7 +103,7 @@ def test_a_reader_never_gets_the_last_byte_of_bytes_that_do_not_hash_to_the_page
     download = download_of(services, "tampered", dist.filename)
     upstream.wrong_bytes(dist.filename)  # same length, another digest
 
-    fill = services.fills.get_or_start(download)
+    fill = fills_of(services).get_or_start(download)
     assert fill is not None
     received = bytearray()
 
@@ -122,7 +127,7 @@ def test_a_download_cut_short_stores_nothing_and_the_next_request_tries_again(
     download = download_of(services, "cut", dist.filename)
     upstream.truncate(dist.filename, at=len(dist.content) // 2)
 
-    fill = services.fills.get_or_start(download)
+    fill = fills_of(services).get_or_start(download)
     assert fill is not None
     with pytest.raises(UpstreamUnavailable):
         fill.wait_finished()
@@ -130,7 +135,7 @@ def test_a_download_cut_short_stores_nothing_and_the_next_request_tries_again(
 
     upstream.reset_faults()
     # The failed fill leaves the registry when its thread ends; the next request starts anew.
-    assert wait_until(lambda: services.fills.get_or_start(download) is not fill)
+    assert wait_until(lambda: fills_of(services).get_or_start(download) is not fill)
     assert wait_until(lambda: services.store.exists(dist.sha256))
     assert upstream.count("GET", "/packages/") == 2
 
@@ -144,10 +149,10 @@ def test_another_process_waits_for_the_claim_then_serves_the_stored_blob(
     download = download_of(one, "fleet", dist.filename)
     upstream.stall("/packages/")
 
-    first = one.fills.get_or_start(download)
+    first = fills_of(one).get_or_start(download)
     assert first is not None
     assert upstream.wait_stalled()
-    waiting = other.fills.get_or_start(download)
+    waiting = fills_of(other).get_or_start(download)
     assert waiting is not None, "not stored yet: the other process waits for the claim"
     upstream.release()
 
@@ -165,10 +170,10 @@ def test_stopping_aborts_a_running_download_and_refuses_new_ones(
     download = download_of(services, "slow", dist.filename)
     upstream.throttle_bytes_per_second = 256 * 1024
 
-    fill = services.fills.get_or_start(download)
+    fill = fills_of(services).get_or_start(download)
     assert fill is not None
     assert fill.wait_started() == len(dist.content)
-    stopper = threading.Thread(target=services.fills.stop)
+    stopper = threading.Thread(target=fills_of(services).stop)
     stopper.start()
     stopper.join(15)
     assert not stopper.is_alive(), "stop() waits only for downloads that end"
@@ -176,6 +181,6 @@ def test_stopping_aborts_a_running_download_and_refuses_new_ones(
     with pytest.raises(FillStopped):
         fill.wait_finished()
     with pytest.raises(FillStopped):
-        services.fills.get_or_start(download)
+        fills_of(services).get_or_start(download)
     assert not services.store.exists(dist.sha256)
     assert temp_files(services) == []

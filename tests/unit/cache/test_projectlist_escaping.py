@@ -76,7 +76,7 @@ def test_the_rendered_list_links_each_valid_name_to_its_normalized_form(names):
     with tempfile.TemporaryDirectory() as directory:
         projects = ProjectList(
             Path(directory),
-            None,
+            [],
             Held(names),  # as if the database held anything
             ttl=60,
         )
@@ -91,15 +91,17 @@ def test_the_rendered_list_links_each_valid_name_to_its_normalized_form(names):
 def test_the_json_list_names_each_valid_name_once(names):
     local = {normalized(n): n for n in names if VALID.match(n)}
     with tempfile.TemporaryDirectory() as directory:
-        projects = ProjectList(Path(directory), None, Held(names), ttl=60)
+        projects = ProjectList(Path(directory), [], Held(names), ttl=60)
         data = json.loads(projects.current().json_path.read_bytes())
     assert sorted(p["name"] for p in data["projects"]) == sorted(local.values())
 
 
 def test_a_tampered_upstream_list_file_still_renders_as_text(tmp_path: Path):
     """The names file is ours, but the renderings escape what it holds all the same."""
-    (tmp_path / UPSTREAM_NAMES).write_text('x"><script>1</script>\t<b>"&\n', encoding="utf-8")
-    rendered = ProjectList(tmp_path, None, Held([]), ttl=60).current()
+    (tmp_path / UPSTREAM_NAMES.format("pypi")).write_text(
+        'x"><script>1</script>\t<b>"&\n', encoding="utf-8"
+    )
+    rendered = ProjectList(tmp_path, [("pypi", None)], Held([]), ttl=60).current()
     html = rendered.html_path.read_text(encoding="utf-8")
     assert "<script>" not in html
     assert "<b>" not in html

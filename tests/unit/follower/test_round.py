@@ -131,7 +131,7 @@ def file_row(services: Services, filename: str) -> File:
 
 def cache_file(services: Services, project: str, dist: Dist) -> None:
     """Download the file the way a request does, so the blob is stored and its row cached."""
-    answer = services.files.open(
+    answer = services.index.source_of(project).files.open(
         project, dist.filename, head=False, ranged=False, note=lambda _kind, _result: None
     )
     data = answer.handle.read() if answer.handle is not None else b"".join(answer.chunks or ())
@@ -188,7 +188,7 @@ def test_changes_to_projects_nobody_cached_cost_no_page_request(
     assert [r.path for r in upstream.find(path_prefix="/simple/")] == ["/simple/wanted/"]
     assert upstream.count(path_prefix="/packages/") == 0
     assert served(services, "wanted")["versions"] == ["1.0", "2.0"]
-    assert services.index.cached_serials([*unwanted, "unwanted-gone"]) == {}
+    assert services.index.upstream("pypi").index.cached_serials([*unwanted, "unwanted-gone"]) == {}
     assert dirty(services) == {}
     assert follower_state(services).watermark == upstream.serial
 
@@ -336,7 +336,9 @@ def test_a_404_the_changelog_does_not_explain_keeps_the_cached_project(
 
     run_round(services)
 
-    assert services.index.cached_serials(["flaky"]) != {}, "a new release is no removal"
+    assert services.index.upstream("pypi").index.cached_serials(["flaky"]) != {}, (
+        "a new release is no removal"
+    )
     assert served(services, "flaky")["versions"] == ["1.0"]
     assert list(dirty(services)) == ["flaky"]
     assert records(services, Alarm) == []
@@ -360,7 +362,7 @@ def test_a_project_removed_upstream_is_dropped_with_its_cached_files(
 
     run_round(services)
 
-    assert services.index.cached_serials(["vanishing"]) == {}
+    assert services.index.upstream("pypi").index.cached_serials(["vanishing"]) == {}
     with pytest.raises(ProjectNotFound):
         services.index.project_page("vanishing")
     assert not services.store.exists(wheel.sha256)
