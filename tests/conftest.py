@@ -158,6 +158,8 @@ def make_index(tmp_path: Path, fresh_database_url: Callable[[], str]) -> Iterato
             "pypicache.follow_method": "off",
             **overrides,
         }
+        if "pypicache.upstreams" in overrides:
+            del ini["pypicache.upstream_url"]  # naming both is an error
         settings = Settings.from_mapping(ini, environ={})
         app = make_wsgi_app(settings)
         running = RunningIndex(app, WaitressThread(app).start(), settings)

@@ -6,9 +6,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy import text
 
 from pypicache import db
 from pypicache.models import Base, exists_on
@@ -63,3 +65,38 @@ def test_a_migration_apart_works_whatever_stands_for_standard_error(
     db.upgrade_apart(empty_database_url)
     assert db.schema_is_current(empty_database_url)
     capsys.readouterr()
+
+
+def test_rows_cached_before_several_upstreams_become_the_pypi_upstreams(empty_database_url: str):
+    """0011: cached pages are the upstream ``pypi``'s, private projects get their own source,
+    and the same name may then be cached from several sources."""
+    config = db.alembic_config(empty_database_url)
+    command.upgrade(config, "0010")
+    engine = db.get_engine(empty_database_url)
+    insert = text(
+        "INSERT INTO projects (name, display_name, versions, private, merge_upstream)"
+        " VALUES (:name, :name, '[]', :private, false)"
+    )
+    try:
+        with engine.begin() as connection:
+            connection.execute(insert, [{"name": "cached", "private": False}])
+            connection.execute(insert, [{"name": "ours", "private": True}])
+        command.upgrade(config, "head")
+        with engine.begin() as connection:
+            rows = connection.execute(text("SELECT name, source FROM projects ORDER BY name"))
+            assert rows.all() == [("cached", "pypi"), ("ours", "@main")]
+            connection.execute(
+                text(
+                    "INSERT INTO projects (source, name, display_name, versions, private,"
+                    " merge_upstream) VALUES ('pypi', 'ours', 'ours', '[]', false, false)"
+                )
+            )
+        command.downgrade(config, "0010")
+        with engine.begin() as connection:
+            rows = connection.execute(text("SELECT name, private FROM projects ORDER BY name"))
+            assert [(name, bool(private)) for name, private in rows] == [
+                ("cached", False),
+                ("ours", True),
+            ]
+    finally:
+        engine.dispose()

@@ -1,0 +1,97 @@
+"""pypicache.upstreams and pypicache.routes: what an operator writes, and what it means."""
+
+from __future__ import annotations
+
+import string
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pypicache.errors import SettingsError
+from pypicache.settings import Settings
+from pypicache.upstream.routing import Route, Upstream, route_for
+
+NAMES = st.from_regex(r"[a-z0-9][a-z0-9-]{0,20}", fullmatch=True)
+
+
+def parse(environ: dict[str, str], ini: dict[str, str] | None = None) -> Settings:
+    return Settings.from_mapping(ini or {}, environ=environ)
+
+
+def test_without_upstreams_the_upstream_url_is_the_one_upstream_named_pypi():
+    settings = parse({"PYPICACHE_UPSTREAM_URL": "http://a.example/simple"})
+    assert settings.upstreams == (Upstream("pypi", "http://a.example/simple/"),)
+    assert parse({"PYPICACHE_UPSTREAM_URL": "none"}).upstreams == (Upstream("pypi", None),)
+
+
+def test_upstreams_in_priority_order_and_the_first_one_is_followed():
+    settings = parse(
+        {
+            "PYPICACHE_UPSTREAMS": "main=http://a.example/simple/\n"
+            "  torch=https://b.example/whl/cpu  local=file:///srv/tree/",
+            "PYPICACHE_ROUTES": "torch=torch Torch_Vision=torch nvidia-*=torch",
+        }
+    )
+    assert [u.name for u in settings.upstreams] == ["main", "torch", "local"]
+    assert settings.upstreams[1].url == "https://b.example/whl/cpu/"
+    assert settings.upstream_url == "http://a.example/simple/"
+    assert settings.changelog_url == "http://a.example/pypi"
+    assert settings.routes == (
+        Route("torch", "torch"),
+        Route("torch-vision", "torch"),
+        Route("nvidia-*", "torch"),
+    )
+    assert route_for(settings.routes, "nvidia-cublas-cu12") == "torch"
+    assert route_for(settings.routes, "torchaudio") is None
+
+
+def test_naming_both_an_upstream_url_and_upstreams_is_an_error_naming_both():
+    with pytest.raises(SettingsError) as error:
+        parse(
+            {"PYPICACHE_UPSTREAMS": "a=http://a.example/"},
+            {"pypicache.upstream_url": "http://b.example/"},
+        )
+    assert "pypicache.upstreams" in str(error.value)
+    assert "pypicache.upstream_url" in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "phrase"),
+    [
+        ("PYPICACHE_UPSTREAMS", "http://a.example/", "NAME=URL"),
+        ("PYPICACHE_UPSTREAMS", "Main=http://a.example/", "NAME=URL"),
+        ("PYPICACHE_UPSTREAMS", "-a=http://a.example/", "NAME=URL"),
+        ("PYPICACHE_UPSTREAMS", "a=ftp://a.example/", "http(s)://"),
+        ("PYPICACHE_UPSTREAMS", "a=none", "http(s)://"),
+        ("PYPICACHE_UPSTREAMS", "a=http://u:p@a.example/", "credentials"),
+        ("PYPICACHE_UPSTREAMS", "a=http://a.example/ a=http://b.example/", "named twice"),
+        ("PYPICACHE_ROUTES", "torch=nosuch", "no upstream is named 'nosuch'"),
+        ("PYPICACHE_ROUTES", "torch", "PATTERN=UPSTREAM"),
+        ("PYPICACHE_ROUTES", "to/rch=pypi", "PATTERN=UPSTREAM"),
+    ],
+)
+def test_bad_upstreams_and_routes_are_refused_with_the_reason(key, value, phrase):
+    with pytest.raises(SettingsError) as error:
+        parse({key: value})
+    assert phrase in str(error.value)
+
+
+@given(st.lists(NAMES, min_size=1, max_size=5, unique=True))
+def test_any_list_of_named_urls_is_read_back_in_its_order(names):
+    text = "\n".join(f"{name}=http://{name}.example/simple/" for name in names)
+    settings = parse({"PYPICACHE_UPSTREAMS": text})
+    assert [(u.name, u.url) for u in settings.upstreams] == [
+        (name, f"http://{name}.example/simple/") for name in names
+    ]
+
+
+@given(st.text(string.printable, max_size=60), st.text(string.printable, max_size=60))
+def test_whatever_is_written_is_read_or_refused_with_a_settings_error(upstreams, routes):
+    try:
+        settings = parse({"PYPICACHE_UPSTREAMS": upstreams, "PYPICACHE_ROUTES": routes})
+    except SettingsError:
+        return
+    names = [u.name for u in settings.upstreams]
+    assert len(names) == len(set(names)) >= 1
+    assert all(route.upstream in names for route in settings.routes)
