@@ -136,11 +136,12 @@ class File(Base):
 
 
 class FollowerState(Base):
-    """The changelog follower's bookkeeping: one row, shared by every process."""
+    """A changelog follower's bookkeeping: one row per upstream, shared by every process."""
 
     __tablename__ = "follower_state"
 
     id: Mapped[int] = mapped_column(primary_key=True)
+    upstream: Mapped[str] = mapped_column(String(SOURCE_LENGTH), unique=True)
     # Every upstream change up to this serial is in the cache (the consistency promise).
     watermark: Mapped[int | None] = mapped_column(BigInteger)
     # How far the changelog has been read; changes past the watermark wait in dirty_projects.
@@ -160,10 +161,12 @@ class FollowerState(Base):
 
 
 class DirtyProject(Base):
-    """A cached project the changelog says changed, not yet refetched at that serial."""
+    """A cached project an upstream's changelog says changed, not yet refetched at that
+    serial."""
 
     __tablename__ = "dirty_projects"
 
+    upstream: Mapped[str] = mapped_column(String(SOURCE_LENGTH), primary_key=True)
     name: Mapped[str] = mapped_column(String(255), primary_key=True)
     required_serial: Mapped[int] = mapped_column(BigInteger)
     # The newest change was a removal: an upstream 404 is then the expected answer.

@@ -28,6 +28,7 @@ from pypicache.private.packages import PrivatePackages
 from pypicache.settings import Settings
 from pypicache.storage.local import BlobStore, make_store
 from pypicache.upstream.client import UpstreamClient
+from pypicache.upstream.routing import Upstream
 
 
 @dataclass(frozen=True)
@@ -51,13 +52,13 @@ class Services:
     accounts: Accounts
     reports: Reports
     history: History
-    follower: Follower | None
+    followers: tuple[Follower, ...]  # one per upstream that can tell what changed
     evictor: Evictor | None
 
     def start(self) -> None:
-        # The changelog follower: one thread, led by one process of the deployment.
-        if self.follower is not None:
-            self.follower.start()
+        # The changelog followers: a thread per upstream, led by one process of the deployment.
+        for follower in self.followers:
+            follower.start()
         # Retention: evicts the least recently used cached files over cache_max_bytes.
         if self.evictor is not None:
             self.evictor.start()
@@ -65,8 +66,8 @@ class Services:
         self.history.start()
 
     def close(self) -> None:
-        if self.follower is not None:
-            self.follower.stop()
+        for follower in self.followers:
+            follower.stop()
         if self.evictor is not None:
             self.evictor.stop()
         self.history.stop()
@@ -81,7 +82,7 @@ def build_services(settings: Settings) -> Services:
     """The object graph; nothing runs until ``Services.start``."""
     database = Database.from_url(settings.database_url)
     metrics = Metrics()
-    metrics.watch_database(database)
+    metrics.watch_database(database, settings.upstreams[0].name)
     clients = {
         upstream.name: _client(settings, upstream.url, metrics)
         for upstream in settings.upstreams
@@ -162,8 +163,12 @@ def build_services(settings: Settings) -> Services:
         accounts=Accounts(database),
         # What the admin page shows: queries, and the samples its charts draw.
         reports=Reports(database, project_list, [s.name for s in router.sources]),
-        history=History(database, metrics, settings.chart_interval),
-        follower=_follower(settings, database, metrics, router.upstream(first).index),
+        history=History(database, metrics, settings.chart_interval, first),
+        followers=tuple(
+            follower
+            for upstream in settings.upstreams
+            if (follower := _follower(settings, database, metrics, upstream, router)) is not None
+        ),
         evictor=evictor,
     )
 
@@ -180,21 +185,22 @@ def _client(settings: Settings, url: str, metrics: Metrics) -> UpstreamClient:
 
 
 def _follower(
-    settings: Settings, database: Database, metrics: Metrics, index: IndexService
+    settings: Settings, database: Database, metrics: Metrics, upstream: Upstream, router: Router
 ) -> Follower | None:
-    """A changelog follower of the first upstream, where it can tell what changed (http(s)
-    upstreams); the others' pages are revalidated once they are ``page_ttl`` old."""
-    upstream = index.upstream
-    if upstream is None or upstream.is_local or settings.follow_method == "off":
+    """A changelog follower of an http(s) upstream; it finds out itself how that upstream
+    tells what changed (XML-RPC, JSON serials, or nothing: revalidation by page_ttl)."""
+    index = router.upstream(upstream.name).index
+    client = index.upstream
+    if client is None or client.is_local or settings.follow_method == "off":
         return None
     changelog = (
         XmlRpcChangelog(
-            settings.changelog_url,
+            upstream.changelog_url,
             connect_timeout=settings.upstream_connect_timeout,
             read_timeout=settings.upstream_timeout,
             metrics=metrics,
         )
-        if settings.changelog_url
+        if upstream.changelog_url
         else None
     )
-    return Follower(settings, database, index, upstream, changelog)
+    return Follower(settings, database, index, client, changelog)

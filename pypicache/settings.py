@@ -7,7 +7,7 @@ import ipaddress
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -126,6 +126,9 @@ class Settings:
         _check_routes(values["routes"], values["upstreams"])
         values["changelog_url"] = _derived_changelog_url(
             values["changelog_url"], values["upstream_url"]
+        )
+        values["upstreams"] = _with_changelogs(
+            values["upstreams"], values.pop("changelogs"), values["changelog_url"]
         )
         values["database_url"] = values["database_url"] or (
             f"sqlite:///{(values['data_dir'] / 'pypicache.sqlite').absolute()}"
@@ -247,6 +250,34 @@ def _routes(key: str, value: str) -> tuple[Route, ...]:
     return tuple(found)
 
 
+def _changelogs(key: str, value: str) -> dict[str, str | None]:
+    """``NAME=URL|none`` pairs: the XML-RPC changelog of the upstream NAME, or none."""
+    found: dict[str, str | None] = {}
+    for pair in value.split():
+        name, equals, url = pair.partition("=")
+        if not equals or not valid_upstream_name(name):
+            raise SettingsError(f"{key}: expected NAME=URL or NAME=none pairs, got {pair!r}")
+        found[name] = _changelog_url(key, url)
+    return found
+
+
+def _with_changelogs(
+    upstreams: tuple[Upstream, ...], given: dict[str, str | None], first: str | None
+) -> tuple[Upstream, ...]:
+    """Each upstream with its changelog: as given, else the first one's changelog_url,
+    else /pypi on its host (the follower finds out whether it answers)."""
+    unknown = sorted(set(given) - {u.name for u in upstreams})
+    if unknown:
+        raise SettingsError(f"pypicache.changelogs: no upstream is named {unknown[0]!r}")
+    chosen = []
+    for position, upstream in enumerate(upstreams):
+        url = given.get(upstream.name, "")
+        if url == "":
+            url = first if position == 0 else _derived_changelog_url("", upstream.url)
+        chosen.append(replace(upstream, changelog_url=url))
+    return tuple(chosen)
+
+
 def _check_routes(routes: tuple[Route, ...], upstreams: tuple[Upstream, ...]) -> None:
     names = [u.name for u in upstreams]
     for route in routes:
@@ -334,9 +365,7 @@ def _changelog_url(key: str, value: str) -> str | None:
     if value:
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise SettingsError(
-                f"pypicache.changelog_url: expected an http(s):// URL or 'none', got {value!r}"
-            )
+            raise SettingsError(f"{key}: expected an http(s):// URL or 'none', got {value!r}")
     return value
 
 
@@ -444,6 +473,12 @@ SETTINGS: tuple[Setting, ...] = (
         "",
         _upstreams,
         "Several upstreams: NAME=URL pairs in priority order (instead of upstream_url).",
+    ),
+    Setting(
+        "pypicache.changelogs",
+        "",
+        _changelogs,
+        "NAME=URL|none pairs: an upstream's XML-RPC changelog (default /pypi on its host).",
     ),
     Setting(
         "pypicache.routes",

@@ -22,7 +22,11 @@ INDIGO, AMBER, TEAL = "#4f46e5", "#f59e0b", "#0d9488"
     renderer="admin/dashboard.jinja2",
 )
 def dashboard(request: Request) -> dict[str, Any]:
-    follower = follower_status(request.services.database, request.services.follower)
+    services = request.services
+    upstreams = [u.name for u in services.settings.upstreams]
+    follower = follower_status(services.database, upstreams, services.followers)
+    for upstream in services.settings.upstreams:
+        follower["upstreams"][upstream.name]["url"] = upstream.url
     totals = request.services.metrics.cache_totals()
     lookups = sum(totals.values())
     alarms = request.services.reports.open_alarms(limit=5)

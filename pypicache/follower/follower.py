@@ -1,11 +1,13 @@
-"""The changelog follower: keeps cached pages in step with the upstream, serial by serial.
+"""The changelog follower: keeps an upstream's cached pages in step with it, serial by serial.
 
-One background thread per process; a lease in the database makes exactly one
-process of a deployment the leader.  The leader reads what changed upstream
-(the XML-RPC changelog, or the serials of the PEP 691 JSON project list),
-marks the cached projects among them dirty with the serial they must reach,
-refetches them, and advances the watermark: every upstream change up to it
-is in the cache.
+One background thread per upstream and process; a lease in the database makes
+exactly one process of a deployment the leader of each.  The leader reads what
+changed upstream (the XML-RPC changelog, or the serials of the PEP 691 JSON
+project list), marks the cached projects among them dirty with the serial they
+must reach, refetches them, and advances the watermark: every upstream change up
+to it is in the cache.  An upstream that offers neither (a static index) is left
+to revalidation once its pages are ``page_ttl`` old; the follower asks again now
+and then whether it has learnt one.
 """
 
 from __future__ import annotations
@@ -16,13 +18,15 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from pypicache.cache.index import IndexService, Refresh
 from pypicache.db import Database
@@ -35,7 +39,10 @@ from pypicache.upstream.entries import NotModified
 
 log = logging.getLogger(__name__)
 
-STATE_ID = 1
+# What the follower of an upstream with neither changelog nor serials records as its method.
+PAGE_TTL_METHOD = "page-ttl"
+# Seconds before such a follower asks its upstream again whether it can tell what changed.
+PROBE_AGAIN = 3600.0
 # A changelog answer this long may be a cut-off page: then read on to the upstream's serial.
 FULL_PAGE_HINT = 1000
 STALE_ATTEMPTS = 3  # per project and round, like bandersnatch: then the next round
@@ -61,6 +68,7 @@ class Follower:
     ) -> None:
         self.settings = settings
         self.service = service
+        self.name = service.source  # the upstream's configured name
         self.upstream = upstream
         self.changelog = changelog
         self.identity = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -72,11 +80,14 @@ class Follower:
         self._last_call = 0.0
         self._lease_renewed = 0.0
         self._page_size = 0  # the longest changelog answer seen: the upstream's page size
+        self._probe_after = 0.0  # monotonic; for an upstream that could not be followed
 
     # -- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self.run_forever, name="follower", daemon=True)
+        self._thread = threading.Thread(
+            target=self.run_forever, name=f"follower:{self.name}"[:60], daemon=True
+        )
         self._thread.start()
 
     def stop(self, timeout: float = 30.0) -> None:
@@ -114,14 +125,16 @@ class Follower:
 
     def run_once(self) -> bool:
         """One round if this process holds the lease; returns whether it did."""
+        self._ensure_state()
         if not self._take_lease():
             return False
         with self._database.unit_of_work() as db:
-            state = db.get_one(FollowerState, STATE_ID)
+            state = self._state(db)
             state.last_poll_at = utcnow()
             watermark, read_serial = state.watermark, state.read_serial
         if watermark is None:
-            self._bootstrap()
+            if time.monotonic() >= self._probe_after:
+                self._bootstrap()
             return True
         if not self._replayed:
             # After a restart, read a window again: an entry processed twice changes nothing.
@@ -134,16 +147,50 @@ class Follower:
         self._advance_watermark(success=True)
         return True
 
-    def _bootstrap(self) -> None:
-        """First start: follow from the upstream's current serial, never walk its history."""
-        method, serial, etag = self._current_serial()
+    def _ensure_state(self) -> None:
+        """This upstream's bookkeeping row, made by whichever process gets there first."""
         with self._database.unit_of_work() as db:
-            state = db.get_one(FollowerState, STATE_ID)
+            if db.scalar(select(FollowerState.id).where(FollowerState.upstream == self.name)):
+                return
+        try:
+            with self._database.unit_of_work() as db:
+                db.add(FollowerState(upstream=self.name))
+        except IntegrityError:
+            pass  # another process made it a moment ago
+
+    def _state(self, db: Session) -> FollowerState:
+        return db.scalars(select(FollowerState).where(FollowerState.upstream == self.name)).one()
+
+    def _bootstrap(self) -> None:
+        """First start: follow from the upstream's current serial, never walk its history.
+
+        An upstream that tells no serial at all (a static index) is revalidated by
+        ``page_ttl`` alone; with ``follow_method = auto`` that is no error.
+        """
+        try:
+            method, serial, etag = self._current_serial()
+        except ChangelogUnavailable as exc:
+            if self.settings.follow_method != "auto":
+                raise
+            self._probe_after = time.monotonic() + PROBE_AGAIN
+            with self._database.unit_of_work() as db:
+                state = self._state(db)
+                state.method, state.last_error = PAGE_TTL_METHOD, None
+                state.last_success_at = utcnow()
+            log.info(
+                "follower: %s cannot tell what changed (%s); its pages are revalidated "
+                "after page_ttl",
+                self.name,
+                exc,
+            )
+            return
+        with self._database.unit_of_work() as db:
+            state = self._state(db)
             state.watermark = state.read_serial = state.upstream_serial = serial
             state.method, state.index_etag = method, etag
             state.last_success_at, state.last_error = utcnow(), None
         self._replayed = True
-        log.info("follower starts at upstream serial %d (%s)", serial, method)
+        log.info("follower of %s starts at upstream serial %d (%s)", self.name, serial, method)
 
     def _current_serial(self) -> tuple[str, int, str | None]:
         if self._use_xmlrpc():
@@ -206,7 +253,7 @@ class Follower:
 
     def _read_index(self) -> None:
         with self._database.unit_of_work() as db:
-            etag = db.get_one(FollowerState, STATE_ID).index_etag
+            etag = self._state(db).index_etag
         snapshot = self._project_serials(etag)
         if isinstance(snapshot, NotModified):
             return
@@ -269,16 +316,19 @@ class Follower:
             for name, change in changes.items():
                 if name not in cached or (cached[name] or -1) >= change.serial:
                     continue
-                dirty = db.get(DirtyProject, name)
+                dirty = db.get(DirtyProject, (self.name, name))
                 if dirty is None:
                     db.add(
                         DirtyProject(
-                            name=name, required_serial=change.serial, removed=change.removal
+                            upstream=self.name,
+                            name=name,
+                            required_serial=change.serial,
+                            removed=change.removal,
                         )
                     )
                 elif change.serial >= dirty.required_serial:
                     dirty.required_serial, dirty.removed = change.serial, change.removal
-            state = db.get_one(FollowerState, STATE_ID)
+            state = self._state(db)
             state.method = method
             state.read_serial = read_serial
             state.upstream_serial = max(upstream_serial, state.upstream_serial or 0)
@@ -296,7 +346,11 @@ class Follower:
         with self._database.unit_of_work() as db:
             dirty = [
                 (d.name, d.required_serial, d.removed)
-                for d in db.scalars(select(DirtyProject).order_by(DirtyProject.required_serial))
+                for d in db.scalars(
+                    select(DirtyProject)
+                    .where(DirtyProject.upstream == self.name)
+                    .order_by(DirtyProject.required_serial)
+                )
             ]
         if not dirty:
             return
@@ -332,24 +386,30 @@ class Follower:
                 with self._database.unit_of_work() as db:
                     db.execute(
                         delete(DirtyProject).where(
-                            DirtyProject.name == name, DirtyProject.required_serial == required
+                            DirtyProject.upstream == self.name,
+                            DirtyProject.name == name,
+                            DirtyProject.required_serial == required,
                         )
                     )
                 return
             error = f"upstream still serves a page older than serial {required}"
             if self._stop.wait(min(1.0, self.settings.follow_interval) * 2**attempt):
                 break
-        log.warning("follower: %s stays dirty: %s", name, error)
+        log.warning("follower: %s of %s stays dirty: %s", name, self.name, error)
         with self._database.unit_of_work() as db:
-            row = db.get(DirtyProject, name)
+            row = db.get(DirtyProject, (self.name, name))
             if row is not None:
                 row.attempts += 1
                 row.last_error = error
 
     def _advance_watermark(self, *, success: bool) -> None:
         with self._database.unit_of_work() as db:
-            state = db.get_one(FollowerState, STATE_ID)
-            oldest_dirty = db.scalar(select(func.min(DirtyProject.required_serial)))
+            state = self._state(db)
+            oldest_dirty = db.scalar(
+                select(func.min(DirtyProject.required_serial)).where(
+                    DirtyProject.upstream == self.name
+                )
+            )
             read = state.read_serial or 0
             reached = read if oldest_dirty is None else min(read, oldest_dirty - 1)
             previous = state.watermark or 0
@@ -372,7 +432,7 @@ class Follower:
             result = db.execute(
                 update(FollowerState)
                 .where(
-                    FollowerState.id == STATE_ID,
+                    FollowerState.upstream == self.name,
                     or_(
                         FollowerState.leader == self.identity,
                         FollowerState.leader.is_(None),
@@ -395,53 +455,74 @@ class Follower:
         with self._database.unit_of_work() as db:
             db.execute(
                 update(FollowerState)
-                .where(FollowerState.id == STATE_ID, FollowerState.leader == self.identity)
+                .where(FollowerState.upstream == self.name, FollowerState.leader == self.identity)
                 .values(leader=None, lease_expires_at=None)
             )
 
     def _record_error(self, message: str) -> None:
         try:
             with self._database.unit_of_work() as db:
-                state = db.get_one(FollowerState, STATE_ID)
+                state = self._state(db)
                 if state.leader == self.identity:
                     state.last_error, state.last_error_at = message, utcnow()
         except Exception:
             log.exception("follower could not record its error")
 
 
-def status(database: Database, follower: Follower | None) -> dict[str, Any]:
-    """What /api/status reports: serials, lag, health and who leads."""
+def status(
+    database: Database, upstreams: Sequence[str], followers: Sequence[Follower]
+) -> dict[str, Any]:
+    """What /api/status reports: each upstream's serials, lag, health and leader (the
+    first upstream's at the top level too), and the cache's size."""
+    by_name = {follower.name: follower for follower in followers}
     with database.unit_of_work() as db:
-        state = db.get_one(FollowerState, STATE_ID)
-        now = utcnow()
-        lag_serials = (
-            max((state.upstream_serial or 0) - state.watermark, 0)
-            if state.watermark is not None
-            else None
+        states = {s.upstream: s for s in db.scalars(select(FollowerState))}
+        dirty = dict(
+            db.execute(
+                select(DirtyProject.upstream, func.count()).group_by(DirtyProject.upstream)
+            ).all()
         )
-        leader = state.leader if state.lease_expires_at and state.lease_expires_at > now else None
+        each = {
+            name: _upstream_status(states.get(name), by_name.get(name), dirty.get(name, 0))
+            for name in upstreams
+        }
         return {
-            "following": follower is not None,
-            "method": state.method,
-            "upstream_serial": state.upstream_serial,
-            "watermark": state.watermark,
-            "read_serial": state.read_serial,
-            "lag_serials": lag_serials,
-            "lag_seconds": (now - state.behind_since).total_seconds()
-            if state.behind_since
-            else 0.0,
-            "last_poll_at": _iso(state.last_poll_at),
-            "last_success_at": _iso(state.last_success_at),
-            "last_error": state.last_error,
-            "last_error_at": _iso(state.last_error_at),
-            "leader": leader,
-            "this_process": follower.identity if follower is not None else None,
-            "dirty_projects": db.scalar(select(func.count()).select_from(DirtyProject)),
+            **(each[upstreams[0]] if upstreams else {}),
+            "upstreams": each,
             "cached_projects": db.scalar(select(func.count()).select_from(Project)),
             "cached_files": db.scalar(
                 select(func.count()).select_from(File).where(File.cached_at.is_not(None))
             ),
         }
+
+
+def _upstream_status(
+    state: FollowerState | None, follower: Follower | None, dirty: int
+) -> dict[str, Any]:
+    state = state or FollowerState()
+    now = utcnow()
+    lag_serials = (
+        max((state.upstream_serial or 0) - state.watermark, 0)
+        if state.watermark is not None
+        else None
+    )
+    leader = state.leader if state.lease_expires_at and state.lease_expires_at > now else None
+    return {
+        "following": follower is not None,
+        "method": state.method,
+        "upstream_serial": state.upstream_serial,
+        "watermark": state.watermark,
+        "read_serial": state.read_serial,
+        "lag_serials": lag_serials,
+        "lag_seconds": (now - state.behind_since).total_seconds() if state.behind_since else 0.0,
+        "last_poll_at": _iso(state.last_poll_at),
+        "last_success_at": _iso(state.last_success_at),
+        "last_error": state.last_error,
+        "last_error_at": _iso(state.last_error_at),
+        "leader": leader,
+        "this_process": follower.identity if follower is not None else None,
+        "dirty_projects": dirty,
+    }
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -13,8 +13,9 @@ from collections import deque
 from dataclasses import dataclass
 from datetime import datetime
 
+from sqlalchemy import select
+
 from pypicache.db import Database
-from pypicache.follower.follower import STATE_ID
 from pypicache.models import FollowerState, utcnow
 from pypicache.ops.metrics import Metrics
 
@@ -38,9 +39,12 @@ class History:
         database: Database,
         metrics: Metrics,
         interval: float,
+        upstream: str,
         keep: int = KEEP,
     ) -> None:
+        """``upstream``: whose follower's lag the charts draw (the first upstream's)."""
         self.interval = interval
+        self._upstream = upstream
         self._database = database
         self._metrics = metrics
         self._samples: deque[Sample] = deque(maxlen=keep)
@@ -86,7 +90,7 @@ class History:
 
     def _lag(self) -> int | None:
         with self._database.unit_of_work() as db:
-            state = db.get(FollowerState, STATE_ID)
+            state = db.scalar(select(FollowerState).where(FollowerState.upstream == self._upstream))
             if state is None or state.watermark is None:
                 return None
             return max((state.upstream_serial or 0) - state.watermark, 0)

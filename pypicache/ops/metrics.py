@@ -78,8 +78,9 @@ class Metrics:
             registry=registry,
         )
 
-    def watch_database(self, database: Database) -> None:
-        self.registry.register(DatabaseCollector(database))
+    def watch_database(self, database: Database, upstream: str) -> None:
+        """Serials of the follower of ``upstream`` (the first one), and the store's size."""
+        self.registry.register(DatabaseCollector(database, upstream))
 
     def cache_totals(self) -> dict[str, float]:
         """Lookups of every kind since start, by result ("hit", "miss", "stale")."""
@@ -108,12 +109,13 @@ class Metrics:
 class DatabaseCollector(Collector):
     """Follower serials and blob store size, read when Prometheus scrapes."""
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, upstream: str) -> None:
         self._database = database
+        self._upstream = upstream
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         with self._database.unit_of_work() as db:
-            state = db.get(FollowerState, 1)
+            state = db.scalar(select(FollowerState).where(FollowerState.upstream == self._upstream))
             files, size = db.execute(
                 select(func.count(File.id), func.coalesce(func.sum(File.size), 0)).where(
                     File.cached_at.is_not(None)

@@ -22,7 +22,12 @@ from packaging.utils import (
 from pypi_simple import DistributionPackage, Link, ProjectPage
 from urllib3.util.retry import Retry
 
-from pypicache.errors import ProjectNotFound, UpstreamTimeout, UpstreamUnavailable
+from pypicache.errors import (
+    ChangelogUnavailable,
+    ProjectNotFound,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
 from pypicache.upstream.entries import (
     InvalidPage,
     NotModified,
@@ -301,9 +306,11 @@ class UpstreamClient:
         content_type = response.headers.get("Content-Type", "").split(";")[0].strip()
         if response.status_code != 200 or content_type != "application/vnd.pypi.simple.v1+json":
             response.close()
-            raise UpstreamUnavailable(
-                f"upstream project list has no serials ({response.status_code} {content_type})"
-            )
+            reason = f"upstream project list has no serials ({response.status_code} {content_type})"
+            if response.status_code in (200, 404, 410):
+                # It answers, and what it says is that it keeps no serials (a static index).
+                raise ChangelogUnavailable(reason)
+            raise UpstreamUnavailable(reason)
         return ProjectSerials(response, self.metrics)
 
     # -- files -----------------------------------------------------------------------------

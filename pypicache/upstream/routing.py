@@ -18,10 +18,12 @@ _SEPARATORS = re.compile(r"[-_.]+")
 
 @dataclass(frozen=True)
 class Upstream:
-    """One configured upstream: its name and its simple index URL (None: nothing to ask)."""
+    """One configured upstream: its name, its simple index URL (None: nothing to ask) and
+    the XML-RPC changelog its follower tries first (None: none)."""
 
     name: str
     url: str | None
+    changelog_url: str | None = None
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 import requests
+from playwright.sync_api import Page, expect
 
 from tests.conftest import IndexFactory, RunningIndex
+from tests.support.browser import log_in
 from tests.support.clients import (
     clean_client_env,
     find_uv,
@@ -22,8 +24,10 @@ from tests.support.clients import (
 )
 from tests.support.dists import make_wheel
 from tests.support.fakeupstream import FakeUpstream
+from tests.support.following import follow_settings, status
 from tests.support.privatedb import JSON, PASSWORD, Db, upload_url
 from tests.support.uploads import twine_upload
+from tests.support.waiting import wait_until
 
 
 @pytest.fixture
@@ -287,3 +291,62 @@ pinned = {{ index = "vendor" }}
     lock = (project / "uv.lock").read_text()
     assert f'source = {{ registry = "{index.url}/u/vendor/simple/" }}' in lock
     assert installed(project / ".venv" / "bin" / "python") == {"pinned": "1.0", "plain": "1.0"}
+
+
+def test_each_upstream_is_followed_by_its_own_follower_the_way_it_allows(
+    make_index: IndexFactory, upstream: FakeUpstream, vendor: FakeUpstream, http
+):
+    with FakeUpstream() as second:
+        upstream.publish(make_wheel("lib-a", "1.0"))
+        second.publish(make_wheel("lib-b", "1.0"))
+        index = make_index(
+            None,
+            **follow_settings(upstream),
+            **{
+                "pypicache.upstreams": f"pypi={upstream.simple_url} second={second.simple_url}"
+                f" static={vendor.simple_url}",
+                # The second upstream's changelog is found at /pypi on its host by itself.
+                "pypicache.changelogs": "static=none",
+            },
+        )
+        assert list(files_of(http, f"{index.simple_url}lib-a/")) == ["lib_a-1.0-py3-none-any.whl"]
+        assert list(files_of(http, f"{index.simple_url}lib-b/")) == ["lib_b-1.0-py3-none-any.whl"]
+
+        def each() -> dict:
+            return status(index)["upstreams"]
+
+        assert wait_until(
+            lambda: (
+                each()["pypi"]["watermark"] == upstream.serial
+                and each()["second"]["watermark"] == second.serial
+                and each()["static"]["method"] == "page-ttl"
+            )
+        ), each()
+        assert each()["second"]["method"] == "xmlrpc"
+        assert each()["static"]["last_error"] is None
+        assert each()["static"]["url"] == vendor.simple_url
+
+        second.publish(make_wheel("lib-b", "2.0"))
+        upstream.publish(make_wheel("lib-a", "2.0"))
+        assert wait_until(lambda: len(files_of(http, f"{index.simple_url}lib-b/")) == 2)
+        assert wait_until(lambda: len(files_of(http, f"{index.simple_url}lib-a/")) == 2)
+        assert wait_until(lambda: status(index)["watermark"] == upstream.serial)
+        assert status(index)["upstreams"]["second"]["watermark"] == second.serial
+
+
+def test_the_admin_page_shows_each_upstream_and_where_a_project_is_cached_from(
+    make_index: IndexFactory, upstream: FakeUpstream, vendor: FakeUpstream, http, page: Page
+):
+    vendor.publish(make_wheel("vendorlib", "1.0"))
+    index = start(make_index, upstream, vendor)
+    db = Db(index)
+    db.accounts.add_user("root", PASSWORD, admin=True)
+    db.engine.dispose()
+    files_of(http, f"{index.simple_url}vendorlib/")
+
+    log_in(page, index)
+    card = page.locator("#upstreams")
+    expect(card).to_contain_text("pypi")
+    expect(card).to_contain_text(vendor.simple_url)
+    page.goto(f"{index.url}/admin/projects/vendorlib/")
+    expect(page.locator("h1")).to_contain_text("cached from vendor")

@@ -21,8 +21,29 @@ def parse(environ: dict[str, str], ini: dict[str, str] | None = None) -> Setting
 
 def test_without_upstreams_the_upstream_url_is_the_one_upstream_named_pypi():
     settings = parse({"PYPICACHE_UPSTREAM_URL": "http://a.example/simple"})
-    assert settings.upstreams == (Upstream("pypi", "http://a.example/simple/"),)
+    assert settings.upstreams == (
+        Upstream("pypi", "http://a.example/simple/", "http://a.example/pypi"),
+    )
     assert parse({"PYPICACHE_UPSTREAM_URL": "none"}).upstreams == (Upstream("pypi", None),)
+
+
+def test_each_upstream_has_its_changelog_as_given_else_on_its_host():
+    settings = parse(
+        {
+            "PYPICACHE_UPSTREAMS": "a=http://a.example/simple/ b=https://b.example/x/simple/"
+            " c=http://c.example/ d=file:///srv/tree/",
+            "PYPICACHE_CHANGELOG_URL": "http://feed.example/rpc",
+            "PYPICACHE_CHANGELOGS": "c=none",
+        }
+    )
+    assert [u.changelog_url for u in settings.upstreams] == [
+        "http://feed.example/rpc",  # pypicache.changelog_url is the first upstream's
+        "https://b.example/pypi",
+        None,
+        None,  # a file:// tree has none
+    ]
+    with pytest.raises(SettingsError, match="no upstream is named 'x'"):
+        parse({"PYPICACHE_UPSTREAMS": "a=http://a.example/", "PYPICACHE_CHANGELOGS": "x=none"})
 
 
 def test_upstreams_in_priority_order_and_the_first_one_is_followed():

@@ -29,7 +29,11 @@ def health(request: Request) -> Response:
 @view_config(route_name="status", request_method=("GET", "HEAD"), renderer="json", permission=READ)
 def status(request: Request) -> dict[str, object]:
     """Upstream serial, watermark, lag, follower health and cache counts, as JSON."""
-    report = follower_status(request.services.database, request.services.follower)
+    services = request.services
+    upstreams = [u.name for u in services.settings.upstreams]
+    report = follower_status(services.database, upstreams, services.followers)
+    for upstream in services.settings.upstreams:
+        report["upstreams"][upstream.name]["url"] = upstream.url
     report["upstream"] = request.services.settings.upstream_url
     request.response.cache_control = "no-store"
     return report

@@ -28,8 +28,6 @@ from tests.support.dists import Dist, make_wheel
 from tests.support.fakeupstream import FakeUpstream
 from tests.support.waiting import wait_until
 
-STATE_ID = 1  # the follower's one bookkeeping row
-
 
 class Processes:
     """The Services of each process of one deployment, built but with no thread started."""
@@ -93,8 +91,8 @@ def services(processes: Processes) -> Services:
 
 
 def follower_of(services: Services) -> Follower:
-    assert services.follower is not None, "the settings ask for a follower"
-    return services.follower
+    assert services.followers, "the settings ask for a follower"
+    return services.followers[0]
 
 
 def run_round(services: Services) -> None:
@@ -111,7 +109,7 @@ def bootstrap(services: Services, upstream: FakeUpstream) -> int:
 
 def follower_state(services: Services) -> FollowerState:
     with services.database.unit_of_work() as db:
-        return db.get_one(FollowerState, STATE_ID)
+        return db.scalars(select(FollowerState).where(FollowerState.upstream == "pypi")).one()
 
 
 def dirty(services: Services) -> dict[str, DirtyProject]:
