@@ -43,14 +43,12 @@ def _rows() -> list[dict]:
 def _insert(rows: list[dict], upstream: bool) -> None:
     if not rows:
         return
-    columns = "name, required_serial, removed, attempts, last_error"
+    names = ["name", "required_serial", "removed", "attempts", "last_error"]
     if upstream:
-        columns = "upstream, " + columns
+        names.insert(0, "upstream")
         rows = [{"upstream": "pypi", **row} for row in rows]
-    values = ", ".join(f":{c.strip()}" for c in columns.split(","))
-    op.get_bind().execute(
-        sa.text(f"INSERT INTO dirty_projects ({columns}) VALUES ({values})"), rows
-    )
+    table = sa.table("dirty_projects", *(sa.column(name) for name in names))
+    op.get_bind().execute(sa.insert(table), rows)
 
 
 def upgrade() -> None:

@@ -69,7 +69,8 @@ def test_a_migration_apart_works_whatever_stands_for_standard_error(
 
 def test_rows_cached_before_several_upstreams_become_the_pypi_upstreams(empty_database_url: str):
     """0011: cached pages are the upstream ``pypi``'s, private projects get their own source,
-    and the same name may then be cached from several sources."""
+    and the same name may then be cached from several sources; 0012: so are the
+    follower's state and its dirty projects.  Both go back down."""
     config = db.alembic_config(empty_database_url)
     command.upgrade(config, "0010")
     engine = db.get_engine(empty_database_url)
@@ -81,10 +82,24 @@ def test_rows_cached_before_several_upstreams_become_the_pypi_upstreams(empty_da
         with engine.begin() as connection:
             connection.execute(insert, [{"name": "cached", "private": False}])
             connection.execute(insert, [{"name": "ours", "private": True}])
+            connection.execute(
+                text(
+                    "INSERT INTO dirty_projects (name, required_serial, removed, attempts)"
+                    " VALUES ('cached', 7, false, 0)"
+                )
+            )
         command.upgrade(config, "head")
         with engine.begin() as connection:
             rows = connection.execute(text("SELECT name, source FROM projects ORDER BY name"))
             assert rows.all() == [("cached", "pypi"), ("ours", "@main")]
+            # 0012: the follower's state and its waiting work are the upstream pypi's.
+            assert connection.execute(text("SELECT upstream FROM follower_state")).all() == [
+                ("pypi",)
+            ]
+            dirty = connection.execute(
+                text("SELECT upstream, name, required_serial FROM dirty_projects")
+            )
+            assert dirty.all() == [("pypi", "cached", 7)]
             connection.execute(
                 text(
                     "INSERT INTO projects (source, name, display_name, versions, private,"
@@ -98,5 +113,7 @@ def test_rows_cached_before_several_upstreams_become_the_pypi_upstreams(empty_da
                 ("cached", False),
                 ("ours", True),
             ]
+            dirty = connection.execute(text("SELECT name, required_serial FROM dirty_projects"))
+            assert dirty.all() == [("cached", 7)]
     finally:
         engine.dispose()
