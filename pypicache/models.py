@@ -17,6 +17,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -118,6 +119,8 @@ class File(Base):
     yanked: Mapped[bool] = mapped_column(Boolean, default=False)
     yanked_reason: Mapped[str | None] = mapped_column(Text)
     upload_time: Mapped[datetime | None] = mapped_column(DateTime)
+    # The upstream gave no upload time: ``upload_time`` is when this index first saw the file.
+    upload_time_seen: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     has_metadata: Mapped[bool] = mapped_column(Boolean, default=False)
     # Indexed: evicting or verifying a blob asks which other files' metadata it is.
     metadata_sha256: Mapped[str | None] = mapped_column(String(64), index=True)

@@ -397,6 +397,8 @@ class IndexService:
         ``write_later`` (the claim is handed over), a big first page is served at
         once and written in the background.
         """
+        if isinstance(result, UpstreamPage):
+            result = result.seen_at(utcnow())
         try:
             return self._store_once(name, result, write_later, claim)
         except IntegrityError:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from sqlalchemy import delete, insert, select, update
@@ -62,6 +62,7 @@ class StoredFile:
     id: int
     origin: str
     cached_at: datetime | None
+    upload_time_seen: bool
     facts: FileFacts
 
 
@@ -69,6 +70,7 @@ _STORED_COLUMNS = (
     File.id,
     File.origin,
     File.cached_at,
+    File.upload_time_seen,
     *(File.__table__.c[n] for n in FACT_FIELDS),
 )
 
@@ -77,7 +79,10 @@ def stored_files(db: Session, project_id: int) -> list[StoredFile]:
     """Every file of a project, read as plain rows: a page of 11,000 files is one query."""
     # The session's connection, not the session: Core rows, without the ORM's result work.
     rows = db.connection().execute(select(*_STORED_COLUMNS).where(File.project_id == project_id))
-    return [StoredFile(i, origin, at, FileFacts(*facts)) for i, origin, at, *facts in rows]
+    return [
+        StoredFile(i, origin, at, bool(seen), FileFacts(*facts))
+        for i, origin, at, seen, *facts in rows
+    ]
 
 
 def age_of(project: Project) -> float:
@@ -116,17 +121,31 @@ def apply_page(
         if uf.filename in private:
             continue  # a private file of that name wins over the upstream's
         row = existing.pop(uf.filename, None)
+        seen = uf.filename in page.first_seen
         if row is None:
-            changes.inserts.append({**fact_values(uf), "origin": "upstream"})
+            changes.inserts.append(
+                {**fact_values(uf), "origin": "upstream", "upload_time_seen": seen}
+            )
             listed.append(uf)
             continue
         facts = uf.keeping_known(row.facts)
+        if seen and row.facts.upload_time is not None:
+            # Still none upstream: the time it had stays, first seen or the upstream's own.
+            facts = replace(facts, upload_time=row.facts.upload_time)
+            seen = row.upload_time_seen
         cached_at = row.cached_at
         if uf.sha256 and row.facts.sha256 and uf.sha256 != row.facts.sha256:
             _hash_changed(changes, project.name, row, uf.sha256, page.serial, now)
             cached_at = None
-        if facts != row.facts or cached_at != row.cached_at:
-            changes.updates.append({**fact_values(facts), "id": row.id, "cached_at": cached_at})
+        if facts != row.facts or cached_at != row.cached_at or seen != row.upload_time_seen:
+            changes.updates.append(
+                {
+                    **fact_values(facts),
+                    "id": row.id,
+                    "cached_at": cached_at,
+                    "upload_time_seen": seen,
+                }
+            )
         listed.append(facts)
     for gone in existing.values():
         log.info("%s/%s was removed upstream", project.name, gone.facts.filename)

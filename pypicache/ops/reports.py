@@ -77,6 +77,7 @@ class FileRow(FileFacts):
 
     origin: str
     cached_at: datetime | None
+    upload_time_seen: bool  # the upstream gave no upload time: it is when we first saw it
 
 
 @dataclass(frozen=True)
@@ -240,7 +241,13 @@ class Reports:
                 raise ProjectNotFound(name)
             files = sorted(
                 (
-                    facts_of(f, FileRow, origin=f.origin, cached_at=f.cached_at)
+                    facts_of(
+                        f,
+                        FileRow,
+                        origin=f.origin,
+                        cached_at=f.cached_at,
+                        upload_time_seen=f.upload_time_seen,
+                    )
                     for f in project.files
                 ),
                 key=lambda f: (_version_key(f.version), f.filename),

@@ -7,8 +7,8 @@ import re
 import threading
 import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from datetime import UTC
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -44,6 +44,22 @@ class UpstreamPage:
     etag: str | None
     status: str | None
     status_reason: str | None
+    # Files whose upload-time is when this index first saw them: the upstream gave none.
+    first_seen: frozenset[str] = frozenset()
+
+    def seen_at(self, moment: datetime) -> UpstreamPage:
+        """This page with ``moment`` as the upload-time of every file that has none.
+
+        Client-side ``exclude-newer`` and cooldown rules need a time for every file;
+        a static index (HTML only) gives none.
+        """
+        missing = frozenset(f.filename for f in self.files if f.upload_time is None)
+        if not missing:
+            return self
+        files = tuple(
+            replace(f, upload_time=moment) if f.upload_time is None else f for f in self.files
+        )
+        return replace(self, files=files, first_seen=self.first_seen | missing)
 
 
 @dataclass(frozen=True)

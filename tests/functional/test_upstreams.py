@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import subprocess
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -350,3 +351,42 @@ def test_the_admin_page_shows_each_upstream_and_where_a_project_is_cached_from(
     expect(card).to_contain_text(vendor.simple_url)
     page.goto(f"{index.url}/admin/projects/vendorlib/")
     expect(page.locator("h1")).to_contain_text("cached from vendor")
+
+
+def test_a_static_index_without_upload_times_gets_the_times_files_were_first_seen(
+    make_index: IndexFactory,
+    upstream: FakeUpstream,
+    vendor: FakeUpstream,
+    http,
+    page: Page,
+    tmp_path: Path,
+):
+    vendor.publish(make_wheel("static", "1.0"))
+    index = start(make_index, upstream, vendor, **{"pypicache.page_ttl": "0"})
+    url = f"{index.simple_url}static/"
+    before = datetime.now(UTC)
+    first = files_of(http, url)["static-1.0-py3-none-any.whl"]["upload-time"]
+    seen = datetime.fromisoformat(first.replace("Z", "+00:00"))
+    assert before - timedelta(seconds=1) <= seen <= datetime.now(UTC)
+
+    assert wait_until(lambda: datetime.now(UTC) - seen > timedelta(seconds=1.5), timeout=5)
+    cutoff = datetime.now(UTC) - timedelta(seconds=0.5)
+    vendor.publish(make_wheel("static", "2.0"))
+    files = files_of(http, url)  # revalidated: the new file is new, the old one is as it was
+    assert files["static-1.0-py3-none-any.whl"]["upload-time"] == first
+    assert files["static-2.0-py3-none-any.whl"]["upload-time"] > first
+
+    # uv's --exclude-newer now works on an index that gives no times of its own.
+    python = make_venv(tmp_path / "venv")
+    result = uv_pip_install(
+        python, index.simple_url, "static", extra=["--exclude-newer", cutoff.isoformat()]
+    )
+    assert result.returncode == 0, result.stderr
+    assert installed(python) == {"static": "1.0"}
+
+    db = Db(index)
+    db.accounts.add_user("root", PASSWORD, admin=True)
+    db.engine.dispose()
+    log_in(page, index)
+    page.goto(f"{index.url}/admin/projects/static/")
+    expect(page.locator("tr", has_text="static-1.0")).to_contain_text("first seen here")
