@@ -133,7 +133,13 @@ def build_services(settings: Settings) -> Services:
     private_index = IndexService(
         settings, database, PRIVATE_SOURCE, None, locks, claims, blobs, merge_from=merge_from
     )
-    router = Router(source(PRIVATE_SOURCE, private_index, merge_from), upstreams, settings.routes)
+    router = Router(
+        source(PRIVATE_SOURCE, private_index, merge_from),
+        upstreams,
+        settings.routes,
+        settings.merge,
+        merge_cache_bytes=settings.page_cache_bytes // 4,
+    )
     first = settings.upstreams[0].name
     project_list = ProjectList(
         settings.index_dir,

@@ -65,6 +65,7 @@ class Settings:
     changelog_url: str | None  # the first upstream's
     upstreams: tuple[Upstream, ...]  # in priority order; at least one
     routes: tuple[Route, ...]
+    merge: tuple[str, ...]  # patterns of normalized names
     data_dir: Path
     database_url: str
     follow_interval: float
@@ -278,6 +279,17 @@ def _with_changelogs(
     return tuple(chosen)
 
 
+def _patterns(key: str, value: str) -> tuple[str, ...]:
+    """Whitespace-separated shell-style patterns of project names, normalized."""
+    found = []
+    for pattern in value.split():
+        normalized = normalize_pattern(pattern)
+        if normalized is None:
+            raise SettingsError(f"{key}: {pattern!r} is no pattern of project names")
+        found.append(normalized)
+    return tuple(found)
+
+
 def _check_routes(routes: tuple[Route, ...], upstreams: tuple[Upstream, ...]) -> None:
     names = [u.name for u in upstreams]
     for route in routes:
@@ -479,6 +491,12 @@ SETTINGS: tuple[Setting, ...] = (
         "",
         _changelogs,
         "NAME=URL|none pairs: an upstream's XML-RPC changelog (default /pypi on its host).",
+    ),
+    Setting(
+        "pypicache.merge",
+        "",
+        _patterns,
+        "Patterns of projects whose files are merged from every upstream that has them.",
     ),
     Setting(
         "pypicache.routes",

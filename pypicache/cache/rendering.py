@@ -132,6 +132,11 @@ class RenderedPage:
         return f"RenderedPage({self.name!r}, serial={self.serial}, {len(self.files)} files)"
 
     @property
+    def data(self) -> PageData:
+        """What the page was built from (a merged page is built from several)."""
+        return self._data
+
+    @property
     def html(self) -> Representation:
         return self._rendering("html")
 

@@ -5,16 +5,22 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from typing import TypeVar
 
-from pypicache.cache.files import FileCache
+from pypicache.cache.files import METADATA_SUFFIX, FileCache
 from pypicache.cache.fill import FillRegistry
 from pypicache.cache.index import CachedPage, IndexService
-from pypicache.errors import NotPrivate, ProjectNotFound
+from pypicache.cache.pagecache import PageCache
+from pypicache.cache.rendering import PageData, RenderedPage
+from pypicache.errors import FileNotFound, NotPrivate, ProjectNotFound
+from pypicache.filefacts import FileFacts
 from pypicache.upstream.client import UpstreamClient
 from pypicache.upstream.routing import Route, route_for
 
 T = TypeVar("T")
+# How bad a lookup was, of the parts of a merged page: the worst one is the page's.
+_WORSE = {"hit": 0, "miss": 1, "stale": 2}
 
 
 @dataclass(frozen=True)
@@ -31,6 +37,18 @@ class Source:
         self.fills.stop()
 
 
+@dataclass(frozen=True)
+class _Merged:
+    """A merged page and the parts it was made of (it serves while they do)."""
+
+    parts: tuple[CachedPage, ...]
+    entry: CachedPage
+
+    @property
+    def page(self) -> RenderedPage:
+        return self.entry.page
+
+
 class Router:
     """Decides which source answers for a name; each source keeps its own pages.
 
@@ -40,11 +58,22 @@ class Router:
     its stale copy), so an outage never switches a name to another source.
     """
 
-    def __init__(self, private: Source, upstreams: Sequence[Source], routes: Sequence[Route]):
+    def __init__(
+        self,
+        private: Source,
+        upstreams: Sequence[Source],
+        routes: Sequence[Route],
+        merge: Sequence[str] = (),
+        merge_cache_bytes: int = 0,
+    ):
+        """``merge``: patterns of the unrouted names whose files come from every upstream;
+        their merged pages take at most ``merge_cache_bytes`` of memory."""
         self.private = private
         self.upstreams = tuple(upstreams)
         self._by_name = {source.name: source for source in self.upstreams}
         self._routes = tuple(routes)
+        self._merge = tuple(merge)
+        self._merged: PageCache[_Merged] = PageCache(merge_cache_bytes)
 
     @property
     def sources(self) -> tuple[Source, ...]:
@@ -64,6 +93,14 @@ class Router:
         routed = route_for(self._routes, project)
         return (self._by_name[routed],) if routed is not None else self.upstreams
 
+    def merges(self, project: str) -> bool:
+        """Whether the page of ``project`` holds the files of every upstream that has it."""
+        return (
+            len(self.upstreams) > 1
+            and route_for(self._routes, project) is None
+            and any(fnmatchcase(project, pattern) for pattern in self._merge)
+        )
+
     def merge_from(self, project: str) -> UpstreamClient | None:
         """The upstream a private project merges when an admin allows it: its routed one,
         else the first."""
@@ -78,6 +115,8 @@ class Router:
             return entry
         if not self.private.index.known_missing(name):
             return None
+        if self.merges(name):
+            return self._cached_merge(name)
         for source in self.candidates(name):
             entry = source.index.cached_page(name)
             if entry is not None or not source.index.known_missing(name):
@@ -86,15 +125,105 @@ class Router:
 
     def lookup_page(self, name: str) -> tuple[CachedPage, str]:
         """The page, and whether it took an upstream: "hit", "miss" or "stale"."""
+        if self.merges(name):
+            try:
+                return self.private.index.lookup_page(name)
+            except NotPrivate:
+                return self._merge_of(name, lambda index: index.lookup_page(name))
         return self._first(name, lambda index: index.lookup_page(name))[1]
 
     def project_page(self, name: str) -> CachedPage:
         """The page, its rows written (what a download of one of its files needs)."""
+        if self.merges(name):
+            try:
+                return self.private.index.project_page(name)
+            except NotPrivate:
+                return self._merge_of(name, lambda index: (index.project_page(name), "hit"))[0]
         return self._first(name, lambda index: index.project_page(name))[1]
+
+    def file_source(self, project: str, filename: str) -> Source:
+        """The source whose page lists ``filename`` (or the file of a ``.metadata``) as
+        served: of a merged page, the first upstream in priority order that lists it."""
+        if not self.merges(project):
+            return self.source_of(project)
+        try:
+            self.private.index.project_page(project)
+            return self.private
+        except NotPrivate:
+            pass
+        wanted = filename.removesuffix(METADATA_SUFFIX)
+        for source in self.upstreams:
+            try:
+                page = source.index.project_page(project).page
+            except ProjectNotFound:
+                continue
+            if wanted in page.files:
+                return source
+        raise FileNotFound(f"{project} has no file {filename}")
 
     def source_of(self, name: str) -> Source:
         """The source whose page of ``name`` is served; ProjectNotFound when none has it."""
         return self._first(name, lambda index: index.project_page(name))[0]
+
+    def _merge_of(
+        self, name: str, look: Callable[[IndexService], tuple[CachedPage, str]]
+    ) -> tuple[CachedPage, str]:
+        """The page of every upstream that has ``name``, as one; an upstream that fails
+        fails it (or serves its stale part), as for a page of one upstream."""
+        parts: list[CachedPage] = []
+        how = "hit"
+        for source in self.upstreams:
+            try:
+                entry, result = look(source.index)
+            except ProjectNotFound:
+                continue
+            parts.append(entry)
+            how = max(how, result, key=_WORSE.__getitem__)
+        if not parts:
+            raise ProjectNotFound(name)
+        return self._combine(name, tuple(parts)), how
+
+    def _cached_merge(self, name: str) -> CachedPage | None:
+        parts = []
+        for source in self.upstreams:
+            entry = source.index.cached_page(name)
+            if entry is not None:
+                parts.append(entry)
+            elif not source.index.known_missing(name):
+                return None
+        if not parts:
+            return None
+        return self._combine(name, tuple(parts))
+
+    def _combine(self, name: str, parts: tuple[CachedPage, ...]) -> CachedPage:
+        """One page of the parts' files; of a filename in several, the first part's."""
+        kept = self._merged.get(name)
+        if kept is not None and _same(kept.parts, parts):
+            return kept.entry
+        files: dict[str, FileFacts] = {}
+        versions: set[str] = set()
+        for part in parts:
+            data = part.page.data
+            versions.update(data.versions)
+            for facts in data.files:
+                files.setdefault(facts.filename, facts)
+        first = parts[0].page.data
+        page = RenderedPage(
+            PageData(
+                name=name,
+                display_name=first.display_name,
+                serial=None,  # each upstream counts in its own serials
+                versions=sorted(versions),
+                files=list(files.values()),
+            )
+        )
+        entry = CachedPage(
+            page,
+            fresh_until=min(part.fresh_until for part in parts),
+            stale=any(part.stale for part in parts),
+        )
+        self._merged.put(name, _Merged(parts, entry))
+        return entry
 
     def _first(self, name: str, look: Callable[[IndexService], T]) -> tuple[Source, T]:
         try:
@@ -123,7 +252,13 @@ class Router:
         admin's change)."""
         for source in self.sources:
             source.index.forget(name)
+        self._merged.pop(name)
 
     def stop(self) -> None:
         for source in self.sources:
             source.stop()
+
+
+def _same(kept: tuple[CachedPage, ...], parts: tuple[CachedPage, ...]) -> bool:
+    """Whether a merged page was made of exactly these entries (none was revalidated since)."""
+    return len(kept) == len(parts) and all(a is b for a, b in zip(kept, parts, strict=True))

@@ -390,3 +390,49 @@ def test_a_static_index_without_upload_times_gets_the_times_files_were_first_see
     log_in(page, index)
     page.goto(f"{index.url}/admin/projects/static/")
     expect(page.locator("tr", has_text="static-1.0")).to_contain_text("first seen here")
+
+
+def test_a_merged_project_has_the_files_of_every_upstream_the_first_ones_winning(
+    make_index: IndexFactory, upstream: FakeUpstream, vendor: FakeUpstream, http
+):
+    public = make_wheel("blend", "1.0")
+    rival = make_wheel("blend", "1.0", extra_files={"blend/vendor.py": b"V = 1\n"})
+    extra = make_wheel("blend", "1.0", tag="cp311-cp311-manylinux_2_17_x86_64")
+    upstream.publish(public)
+    vendor.publish(rival)  # the same filename: the first upstream's wins
+    vendor.publish(extra)
+    vendor.publish(make_wheel("notmerged", "2.0"))
+    upstream.publish(make_wheel("notmerged", "1.0"))
+    index = start(make_index, upstream, vendor, **{"pypicache.merge": "blend* other"})
+
+    url = f"{index.simple_url}blend/"
+    files = files_of(http, url)
+    assert set(files) == {public.filename, extra.filename}
+    assert files[public.filename]["hashes"]["sha256"] == public.sha256
+    assert download(http, url, files[public.filename]) == public.content
+    assert download(http, url, files[extra.filename]) == extra.content
+    assert fetched(vendor, "/packages/") == [vendor.file(extra.filename).path]
+    # Hot from memory now, and the same page.
+    assert files_of(http, url) == files
+
+    # A project the patterns do not name comes from the first upstream that has it.
+    assert list(files_of(http, f"{index.simple_url}notmerged/")) == [
+        "notmerged-1.0-py3-none-any.whl"
+    ]
+
+
+@pytest.mark.parametrize("installer", [pip_install, uv_pip_install], ids=["pip", "uv"])
+def test_pip_and_uv_pick_from_a_merged_page(
+    make_index: IndexFactory,
+    upstream: FakeUpstream,
+    vendor: FakeUpstream,
+    tmp_path: Path,
+    installer,
+):
+    upstream.publish(make_wheel("blend", "1.0"))
+    vendor.publish(make_wheel("blend", "2.0"))
+    index = start(make_index, upstream, vendor, **{"pypicache.merge": "blend"})
+    python = make_venv(tmp_path / "venv")
+    result = installer(python, index.simple_url, "blend")
+    assert result.returncode == 0, result.stderr
+    assert installed(python) == {"blend": "2.0"}

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from pypicache.errors import SettingsError
 from pypicache.settings import Settings
-from pypicache.upstream.routing import Route, Upstream, route_for
+from pypicache.upstream.routing import Route, Upstream, normalize_pattern, route_for
 
 NAMES = st.from_regex(r"[a-z0-9][a-z0-9-]{0,20}", fullmatch=True)
 
@@ -107,12 +107,25 @@ def test_any_list_of_named_urls_is_read_back_in_its_order(names):
     ]
 
 
-@given(st.text(string.printable, max_size=60), st.text(string.printable, max_size=60))
-def test_whatever_is_written_is_read_or_refused_with_a_settings_error(upstreams, routes):
+TEXT = st.text(string.printable, max_size=60)
+
+
+@given(TEXT, TEXT, TEXT, TEXT)
+def test_whatever_is_written_is_read_or_refused_with_a_settings_error(
+    upstreams, routes, changelogs, merge
+):
     try:
-        settings = parse({"PYPICACHE_UPSTREAMS": upstreams, "PYPICACHE_ROUTES": routes})
+        settings = parse(
+            {
+                "PYPICACHE_UPSTREAMS": upstreams,
+                "PYPICACHE_ROUTES": routes,
+                "PYPICACHE_CHANGELOGS": changelogs,
+                "PYPICACHE_MERGE": merge,
+            }
+        )
     except SettingsError:
         return
+    assert all(normalize_pattern(pattern) == pattern for pattern in settings.merge)
     names = [u.name for u in settings.upstreams]
     assert len(names) == len(set(names)) >= 1
     assert all(route.upstream in names for route in settings.routes)

@@ -31,7 +31,8 @@ UNVERIFIED = "no-store"
 def download(request: Request) -> Response:
     """A file of the page its project's name resolves to."""
     name = normalize_project(request.matchdict["project"])
-    return _download(request, request.services.index.source_of(name).files, name)
+    source = request.services.index.file_source(name, request.matchdict["filename"])
+    return _download(request, source.files, name)
 
 
 @view_config(route_name="upstream_file", request_method=("GET", "HEAD"), permission=READ)
