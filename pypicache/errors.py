@@ -17,6 +17,10 @@ class ProjectNotFound(PypicacheError):
     """Neither this index nor its upstream has the project."""
 
 
+class IndexProblem(PypicacheError):
+    """An index cannot be created, changed or deleted that way; the message says why."""
+
+
 class NotPrivate(ProjectNotFound):
     """No private project has the name: an upstream may have it."""
 

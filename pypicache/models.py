@@ -138,6 +138,27 @@ class File(Base):
     project: Mapped[Project] = relationship(back_populates="files")
 
 
+class IndexDefinition(Base):
+    """A named index: its bases in order and who may upload to its private projects.
+
+    Stored here so that every host of a deployment serves the same indexes.  Its
+    private projects are the rows whose source is ``@<name>``.
+    """
+
+    __tablename__ = "indexes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(SOURCE_LENGTH), unique=True)
+    description: Mapped[str | None] = mapped_column(Text)
+    # Upstream and index names, in the order they are asked; None: every upstream, in
+    # priority order (the index main).
+    bases: Mapped[list[str] | None] = mapped_column(JSON)
+    # User names that may upload besides admins; None: any user (the index main).
+    uploaders: Mapped[list[str] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    updated_at: Mapped[datetime] = mapped_column(DateTime)
+
+
 class FollowerState(Base):
     """A changelog follower's bookkeeping: one row per upstream, shared by every process."""
 

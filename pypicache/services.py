@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pypicache.auth.accounts import Accounts
 from pypicache.cache.blobs import Blobs
@@ -12,6 +13,7 @@ from pypicache.cache.files import FileCache
 from pypicache.cache.fill import FillRegistry
 from pypicache.cache.fill import Source as Fetch
 from pypicache.cache.index import IndexService
+from pypicache.cache.indexes import Indexes, private_source
 from pypicache.cache.keyedlocks import KeyedLocks
 from pypicache.cache.ledger import FileLedger
 from pypicache.cache.projectlist import DatabaseProjects, ProjectList
@@ -45,7 +47,8 @@ class Services:
     store: BlobStore
     clients: tuple[UpstreamClient, ...]  # one per upstream with a URL
     claims: FillClaims
-    index: Router  # what a name resolves to: private projects, then the upstreams
+    index: Router  # the index main (/simple/): its private projects, then the upstreams
+    indexes: Indexes  # main and the other named indexes
     project_list: ProjectList
     upstream_lists: dict[str, ProjectList]  # /u/<name>/simple/, each made when first asked
     private: PrivatePackages
@@ -54,6 +57,27 @@ class Services:
     history: History
     followers: tuple[Follower, ...]  # one per upstream that can tell what changed
     evictor: Evictor | None
+    index_lists: dict[str, tuple[Router, ProjectList]] = field(default_factory=dict)
+    _lists_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def project_list_of(self, view: Router) -> ProjectList:
+        """The /i/<index>/simple/ list: the names of its private projects and its bases'."""
+        if view is self.index:
+            return self.project_list
+        with self._lists_lock:
+            found = self.index_lists.get(view.name)
+            if found is None or found[0] is not view:  # made anew when its bases changed
+                below, upstreams = view.reachable(None)
+                sources = [view.private.name, *(v.private.name for v in below)]
+                sources += [u.name for u in upstreams]
+                listing = ProjectList(
+                    self.settings.index_dir / "i" / view.name,
+                    [(u.name, u.index.upstream) for u in upstreams],
+                    DatabaseProjects(self.database, sources),
+                    ttl=self.settings.index_ttl,
+                )
+                found = self.index_lists[view.name] = (view, listing)
+            return found[1]
 
     def start(self) -> None:
         # The changelog followers: a thread per upstream, led by one process of the deployment.
@@ -71,6 +95,7 @@ class Services:
         if self.evictor is not None:
             self.evictor.stop()
         self.history.stop()
+        self.indexes.stop()
         self.index.stop()
         self.claims.stop()
         for client in self.clients:
@@ -141,6 +166,16 @@ def build_services(settings: Settings) -> Services:
         merge_cache_bytes=settings.page_cache_bytes // 4,
     )
     first = settings.upstreams[0].name
+
+    def private_of(index: str) -> Source:
+        """The private projects of another index: pages, files and fills of their own."""
+        name = private_source(index)
+        pages = IndexService(
+            settings, database, name, None, locks, claims, blobs, merge_from=merge_from
+        )
+        return source(name, pages, merge_from)
+
+    indexes = Indexes(database, router, private_of, settings.routes)
     project_list = ProjectList(
         settings.index_dir,
         [(u.name, clients.get(u.name)) for u in settings.upstreams],
@@ -155,17 +190,18 @@ def build_services(settings: Settings) -> Services:
         clients=tuple(clients.values()),
         claims=claims,
         index=router,
+        indexes=indexes,
         project_list=project_list,
         upstream_lists={
             u.name: ProjectList(
                 settings.index_dir / "u" / u.name,
                 [(u.name, clients.get(u.name))],
-                DatabaseProjects(database, u.name),
+                DatabaseProjects(database, [u.name]),
                 ttl=settings.index_ttl,
             )
             for u in settings.upstreams
         },
-        private=PrivatePackages(settings, database, router, blobs, store, locks),
+        private=PrivatePackages(settings, database, indexes, blobs, store, locks),
         accounts=Accounts(database),
         # What the admin page shows: queries, and the samples its charts draw.
         reports=Reports(database, project_list, [s.name for s in router.sources]),

@@ -73,11 +73,11 @@ class LocalProjects(Protocol):
 
 
 class DatabaseProjects:
-    """The projects the database holds: of every source, or of one (``source``)."""
+    """The projects the database holds: of every source, or of some (``sources``)."""
 
-    def __init__(self, database: Database, source: str | None = None) -> None:
+    def __init__(self, database: Database, sources: Collection[str] | None = None) -> None:
         self._database = database
-        self._where = () if source is None else (Project.source == source,)
+        self._where = () if sources is None else (Project.source.in_(sorted(sources)),)
 
     def fingerprint(self) -> tuple[int, int | None]:
         with self._database.unit_of_work() as db:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
-from typing import TypeVar
+from typing import TypeVar, Union
 
 from pypicache.cache.files import METADATA_SUFFIX, FileCache
 from pypicache.cache.fill import FillRegistry
@@ -49,27 +49,35 @@ class _Merged:
         return self.entry.page
 
 
-class Router:
-    """Decides which source answers for a name; each source keeps its own pages.
+Base = Union[Source, "Router"]
 
-    A routed name comes from its upstream alone: missing there, it is missing.  An
-    unrouted name comes from the first upstream that has it; only "no such project"
-    moves on to the next one.  An upstream that fails fails the request (or serves
-    its stale copy), so an outage never switches a name to another source.
+
+class Router:
+    """An index: decides which source answers for a name; each source keeps its own pages.
+
+    Its private projects come first; then its bases in order: upstreams and other
+    indexes (whose own private projects and bases come in their turn).  A routed
+    name comes from its upstream alone: missing there, it is missing.  An unrouted
+    name comes from the first base that has it; only "no such project" moves on to
+    the next one.  A base that fails fails the request (or serves its stale copy),
+    so an outage never switches a name to another source.
     """
 
     def __init__(
         self,
         private: Source,
-        upstreams: Sequence[Source],
+        bases: Sequence[Base],
         routes: Sequence[Route],
         merge: Sequence[str] = (),
         merge_cache_bytes: int = 0,
+        name: str = "main",
     ):
         """``merge``: patterns of the unrouted names whose files come from every upstream;
         their merged pages take at most ``merge_cache_bytes`` of memory."""
+        self.name = name
         self.private = private
-        self.upstreams = tuple(upstreams)
+        self.bases = tuple(bases)
+        self.upstreams = tuple(base for base in self.bases if isinstance(base, Source))
         self._by_name = {source.name: source for source in self.upstreams}
         self._routes = tuple(routes)
         self._merge = tuple(merge)
@@ -88,10 +96,43 @@ class Router:
         """The upstream named ``name`` (KeyError when none is)."""
         return self._by_name[name]
 
+    @property
+    def upstream_names(self) -> tuple[str, ...]:
+        return tuple(self._by_name)
+
+    def reachable(self, project: str | None) -> tuple[list[Router], list[Source]]:
+        """The indexes below this one and the upstreams that may answer for ``project``
+        (None: for any name) through its bases, each once, in the order they are asked."""
+        views: list[Router] = []
+        upstreams: list[Source] = []
+        for base in self.bases if project is None else self._chain(project):
+            if isinstance(base, Router):
+                if base not in views:
+                    views.append(base)
+                    below, more = base.reachable(project)
+                    views.extend(v for v in below if v not in views)
+                    upstreams.extend(u for u in more if u not in upstreams)
+            elif base not in upstreams:
+                upstreams.append(base)
+        return views, upstreams
+
     def candidates(self, project: str) -> tuple[Source, ...]:
-        """The upstreams that may answer for ``project``, in the order they are asked."""
+        """The upstreams among the bases that may answer for ``project``, in order."""
+        return tuple(base for base in self._chain(project) if isinstance(base, Source))
+
+    def _chain(self, project: str) -> tuple[Base, ...]:
+        """The bases asked for ``project``, in order: a routed name skips every upstream
+        but its own (another index applies the routes itself)."""
         routed = route_for(self._routes, project)
-        return (self._by_name[routed],) if routed is not None else self.upstreams
+        if routed is None:
+            return self.bases
+        return tuple(b for b in self.bases if not isinstance(b, Source) or b.name == routed)
+
+    def known_missing(self, name: str) -> bool:
+        """Whether this process knows, without asking anyone, that no base has ``name``."""
+        if not self.private.index.known_missing(name):
+            return False
+        return all(_known_missing(base, name) for base in self._chain(name))
 
     def merges(self, project: str) -> bool:
         """Whether the page of ``project`` holds the files of every upstream that has it."""
@@ -117,9 +158,12 @@ class Router:
             return None
         if self.merges(name):
             return self._cached_merge(name)
-        for source in self.candidates(name):
-            entry = source.index.cached_page(name)
-            if entry is not None or not source.index.known_missing(name):
+        for base in self._chain(name):
+            if isinstance(base, Router):
+                entry = base.cached_page(name)
+            else:
+                entry = base.index.cached_page(name)
+            if entry is not None or not _known_missing(base, name):
                 return entry
         return None
 
@@ -230,10 +274,12 @@ class Router:
             return self.private, look(self.private.index)
         except NotPrivate:
             pass
-        chain = self.candidates(name)
-        for position, source in enumerate(chain):
+        chain = self._chain(name)
+        for position, base in enumerate(chain):
             try:
-                return source, look(source.index)
+                if isinstance(base, Router):
+                    return base._first(name, look)
+                return base, look(base.index)
             except ProjectNotFound:
                 if position == len(chain) - 1:
                     raise
@@ -257,6 +303,12 @@ class Router:
     def stop(self) -> None:
         for source in self.sources:
             source.stop()
+
+
+def _known_missing(base: Base, name: str) -> bool:
+    if isinstance(base, Router):
+        return base.known_missing(name)
+    return base.index.known_missing(name)
 
 
 def _same(kept: tuple[CachedPage, ...], parts: tuple[CachedPage, ...]) -> bool:

@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from pypicache.cache.indexes import MAIN
 from pypicache.cli.accounts import (
     project_delete,
     project_grant,
@@ -21,6 +22,7 @@ from pypicache.cli.accounts import (
 )
 from pypicache.cli.cache import REQUIREMENTS, export_cache, import_cache, target_options, warm_cache
 from pypicache.cli.common import config_options
+from pypicache.cli.indexes import index_create, index_delete, index_list, index_show, index_update
 from pypicache.cli.maintenance import gc_command, verify_command
 from pypicache.cli.serve import serve_command
 from pypicache.errors import PypicacheError, SettingsError
@@ -39,6 +41,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PypicacheError as exc:
         print(f"pypicache: {exc}", file=sys.stderr)
         return 1
+
+
+def _names(value: str) -> list[str]:
+    """A comma-separated list of names (empty: none)."""
+    return [name.strip() for name in value.split(",") if name.strip()]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -111,6 +118,39 @@ def _parser() -> argparse.ArgumentParser:
     remove.add_argument("project")
     remove.add_argument("filename", nargs="?")
     remove.set_defaults(run=project_delete)
+    for command in project.choices.values():
+        command.add_argument(
+            "--index", default=MAIN, help="the index the private project is in (default main)"
+        )
+
+    index = commands.add_parser("index", help="manage named indexes").add_subparsers(
+        dest="action", required=True
+    )
+    for name, help_text in (("create", "create an index"), ("update", "change an index")):
+        change = index.add_parser(name, help=help_text)
+        change.add_argument("name")
+        change.add_argument(
+            "--bases",
+            type=_names,
+            help="upstream and index names, in the order they are asked (comma-separated)",
+        )
+        change.add_argument("--description")
+        change.add_argument(
+            "--uploaders",
+            type=_names,
+            help="users who may upload besides admins (comma-separated; empty: admins only)",
+        )
+        change.set_defaults(run=index_create if name == "create" else index_update)
+    index.add_parser("list", help="list the indexes").set_defaults(run=index_list)
+    show = index.add_parser("show", help="an index's bases, uploaders and projects")
+    show.add_argument("name")
+    show.set_defaults(run=index_show)
+    drop = index.add_parser("delete", help="delete an index")
+    drop.add_argument("name")
+    drop.add_argument(
+        "--force", action="store_true", help="with its private projects, and from others' bases"
+    )
+    drop.set_defaults(run=index_delete)
 
     warm = commands.add_parser(
         "warm", help="fetch everything a requirements file resolves to (by pip) into the cache"
@@ -155,7 +195,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     verify.set_defaults(run=verify_command)
 
-    for sub in (user, token, project):
+    for sub in (user, token, project, index):
         for command in sub.choices.values():
             config_options(command)
     return parser

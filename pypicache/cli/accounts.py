@@ -5,22 +5,9 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 
-from pypicache.cli.common import ADMIN_ACTOR, tools
+from pypicache.cli.common import ADMIN_ACTOR, command_services
 from pypicache.errors import SettingsError
-from pypicache.services import Services
-
-
-@contextmanager
-def _services(args: argparse.Namespace) -> Iterator[Services]:
-    """``tools`` for one command: closed afterwards."""
-    services = tools(args)
-    try:
-        yield services
-    finally:
-        services.close()
 
 
 def _password(args: argparse.Namespace) -> str:
@@ -33,7 +20,7 @@ def _password(args: argparse.Namespace) -> str:
 
 
 def user_add(args: argparse.Namespace) -> int:
-    with _services(args) as services:
+    with command_services(args) as services:
         accounts = services.accounts
         accounts.add_user(args.name, _password(args), admin=args.admin)
     print(f"user {args.name} added ({'admin' if args.admin else 'uploader'})")
@@ -41,7 +28,7 @@ def user_add(args: argparse.Namespace) -> int:
 
 
 def user_passwd(args: argparse.Namespace) -> int:
-    with _services(args) as services:
+    with command_services(args) as services:
         accounts = services.accounts
         accounts.set_password(args.name, _password(args))
     print(f"password of {args.name} changed")
@@ -49,7 +36,7 @@ def user_passwd(args: argparse.Namespace) -> int:
 
 
 def user_role(args: argparse.Namespace) -> int:
-    with _services(args) as services:
+    with command_services(args) as services:
         accounts = services.accounts
         accounts.set_admin(args.name, args.role == "admin")
     print(f"{args.name} is now {args.role}")
@@ -57,7 +44,7 @@ def user_role(args: argparse.Namespace) -> int:
 
 
 def user_list(args: argparse.Namespace) -> int:
-    with _services(args) as services:
+    with command_services(args) as services:
         accounts = services.accounts
         for name, is_admin, created in accounts.users():
             print(f"{name}\t{'admin' if is_admin else 'uploader'}\t{created:%Y-%m-%d %H:%M}")
@@ -65,7 +52,7 @@ def user_list(args: argparse.Namespace) -> int:
 
 
 def token_create(args: argparse.Namespace) -> int:
-    with _services(args) as services:
+    with command_services(args) as services:
         accounts = services.accounts
         token = accounts.create_token(args.name, args.description)
     print(token)
@@ -74,7 +61,7 @@ def token_create(args: argparse.Namespace) -> int:
 
 
 def token_list(args: argparse.Namespace) -> int:
-    with _services(args) as services:
+    with command_services(args) as services:
         accounts = services.accounts
         for t in accounts.tokens(args.name):
             state = f"revoked {t.revoked_at:%Y-%m-%d}" if t.revoked_at else "active"
@@ -84,7 +71,7 @@ def token_list(args: argparse.Namespace) -> int:
 
 
 def token_revoke(args: argparse.Namespace) -> int:
-    with _services(args) as services:
+    with command_services(args) as services:
         accounts = services.accounts
         accounts.revoke_token(args.id)
     print(f"token {args.id} revoked")
@@ -92,23 +79,25 @@ def token_revoke(args: argparse.Namespace) -> int:
 
 
 def project_merge(args: argparse.Namespace) -> int:
-    with _services(args) as services:
+    with command_services(args) as services:
         private = services.private
-        private.set_merge_upstream(args.project, args.state == "on", actor=ADMIN_ACTOR)
+        private.set_merge_upstream(
+            args.project, args.state == "on", actor=ADMIN_ACTOR, index=args.index
+        )
     print(f"{args.project}: upstream files {'merged' if args.state == 'on' else 'hidden'}")
     return 0
 
 
 def project_grant(args: argparse.Namespace) -> int:
-    with _services(args) as services:
+    with command_services(args) as services:
         private = services.private
-        private.grant(args.project, args.user, actor=ADMIN_ACTOR)
+        private.grant(args.project, args.user, actor=ADMIN_ACTOR, index=args.index)
     print(f"{args.user} may upload to {args.project}")
     return 0
 
 
 def project_yank(args: argparse.Namespace) -> int:
-    with _services(args) as services:
+    with command_services(args) as services:
         private = services.private
         files = private.set_yanked(
             args.project,
@@ -116,6 +105,7 @@ def project_yank(args: argparse.Namespace) -> int:
             yanked=args.yanked,
             reason=getattr(args, "reason", None),
             actor=ADMIN_ACTOR,
+            index=args.index,
         )
     for filename in files:
         print(f"{'yanked' if args.yanked else 'unyanked'} {filename}")
@@ -123,11 +113,11 @@ def project_yank(args: argparse.Namespace) -> int:
 
 
 def project_delete(args: argparse.Namespace) -> int:
-    with _services(args) as services:
+    with command_services(args) as services:
         private = services.private
         if args.filename:
-            private.delete_file(args.project, args.filename, actor=ADMIN_ACTOR)
+            private.delete_file(args.project, args.filename, actor=ADMIN_ACTOR, index=args.index)
         else:
-            private.delete_project(args.project, actor=ADMIN_ACTOR)
+            private.delete_project(args.project, actor=ADMIN_ACTOR, index=args.index)
     print(f"deleted {args.filename or args.project}")
     return 0

@@ -6,6 +6,8 @@ import argparse
 import dataclasses
 import logging
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from pypicache import db
 from pypicache.services import Services, build_services
@@ -43,4 +45,15 @@ def tools(args: argparse.Namespace) -> Services:
     settings.prepare_data_dir()
     if settings.migrate_on_start:
         db.upgrade(settings.database_url)
-    return build_services(dataclasses.replace(settings, upstream_url=None))
+    upstreams = tuple(dataclasses.replace(u, url=None) for u in settings.upstreams)
+    return build_services(dataclasses.replace(settings, upstream_url=None, upstreams=upstreams))
+
+
+@contextmanager
+def command_services(args: argparse.Namespace) -> Iterator[Services]:
+    """``tools`` for one command: closed afterwards."""
+    services = tools(args)
+    try:
+        yield services
+    finally:
+        services.close()

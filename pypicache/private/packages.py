@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from pypicache.auth.accounts import Identity
 from pypicache.cache.blobs import Blobs
+from pypicache.cache.indexes import MAIN, Indexes
 from pypicache.cache.keyedlocks import KeyedLocks
 from pypicache.cache.router import Router
 from pypicache.db import Database
@@ -26,7 +27,6 @@ from pypicache.errors import (
 )
 from pypicache.filefacts import new_row
 from pypicache.models import (
-    PRIVATE_SOURCE,
     Alarm,
     AuditEntry,
     DeletedFilename,
@@ -54,13 +54,13 @@ class PrivatePackages:
         self,
         settings: Settings,
         database: Database,
-        pages: Router,
+        indexes: Indexes,
         blobs: Blobs,
         store: BlobStore,
         locks: KeyedLocks,
     ) -> None:
         self._settings = settings
-        self._pages = pages
+        self._indexes = indexes
         self._blobs = blobs
         self._store = store
         self._locks = locks
@@ -68,13 +68,22 @@ class PrivatePackages:
 
     # -- uploads ---------------------------------------------------------------------------
 
-    def upload(self, upload: ValidUpload, content: BinaryIO, who: Identity) -> Uploaded:
-        """Store a validated upload; every refusal happens before a byte is stored."""
+    def upload(
+        self, upload: ValidUpload, content: BinaryIO, who: Identity, *, index: str = MAIN
+    ) -> Uploaded:
+        """Store a validated upload in ``index``; every refusal happens before a byte is
+        stored."""
+        view = self._view(index)
+        if not self._indexes.info(index).may_upload(who.name, admin=who.is_admin):
+            raise Forbidden(
+                f"The user '{who.name}' isn't allowed to upload to the index '{index}'."
+            )
+        source = view.private.name
         with self._locks.hold(upload.project):
-            upstream_has = self._upstream_has(upload.project)
+            upstream_has = self._upstream_has(view, upload.project)
             try:
                 with self._database.unit_of_work() as db:
-                    project = self._project(db, upload.project)
+                    project = self._project(db, upload.project, source)
                     self._check_may_upload(
                         db, upload.project, project, who, upstream_has=upstream_has
                     )
@@ -87,27 +96,34 @@ class PrivatePackages:
             stored = self._store_blobs(upload, content)
             try:
                 with self._database.unit_of_work() as db:
-                    self._record_upload(db, upload, who, upstream_has=upstream_has)
+                    self._record_upload(db, source, upload, who, upstream_has=upstream_has)
             except Exception:
                 self._blobs.drop_unreferenced(stored)  # nothing may refer to them: no trace left
                 raise
-            self._pages.forget(upload.project)
+            view.forget(upload.project)
         log.info("%s uploaded %s", who.name, upload.filename)
         return Uploaded(upload.filename, duplicate=False)
 
-    def _upstream_has(self, name: str) -> bool:
-        """Whether an upstream the name may come from offers it: cached, or its page
-        answers 200 (False for a name that is private already).
+    def _view(self, index: str) -> Router:
+        try:
+            return self._indexes.view(index)
+        except KeyError:
+            raise UploadRejected(f"There is no index named '{index}'.", status=404) from None
+
+    def _upstream_has(self, view: Router, name: str) -> bool:
+        """Whether a base the name may come from offers it: an index below with a private
+        project of that name, an upstream that cached it, or one whose page answers 200
+        (False for a name that is private in ``view`` already).
 
         A name unknown to the cache is looked up; 404 or 410 means it is free, and a
         failure refuses the upload rather than guess (an outage must not open the name).
         """
-        candidates = self._pages.candidates(name)
+        below, candidates = view.reachable(name)
         with self._database.unit_of_work() as db:
             known = set(db.scalars(select(Project.source).where(Project.name == name)))
-        if PRIVATE_SOURCE in known:
+        if view.private.name in known:
             return False
-        if any(source.name in known for source in candidates):
+        if any(source.name in known for source in (*(v.private for v in below), *candidates)):
             return True
         for source in candidates:
             upstream = source.index.upstream
@@ -233,15 +249,15 @@ class PrivatePackages:
             raise
 
     def _record_upload(
-        self, db: Session, upload: ValidUpload, who: Identity, *, upstream_has: bool
+        self, db: Session, source: str, upload: ValidUpload, who: Identity, *, upstream_has: bool
     ) -> None:
         now = utcnow()
-        project = self._project(db, upload.project)
+        project = self._project(db, upload.project, source)
         # Again in this transaction: another process may have cached or created it meanwhile.
         self._check_may_upload(db, upload.project, project, who, upstream_has=upstream_has)
         if project is None:
             project = Project(
-                source=PRIVATE_SOURCE,
+                source=source,
                 name=upload.project,
                 display_name=upload.name,
                 files=[],
@@ -300,12 +316,20 @@ class PrivatePackages:
     # -- admin operations ------------------------------------------------------------------
 
     def set_yanked(
-        self, project: str, target: str, *, yanked: bool, reason: str | None, actor: str
+        self,
+        project: str,
+        target: str,
+        *,
+        yanked: bool,
+        reason: str | None,
+        actor: str,
+        index: str = MAIN,
     ) -> list[str]:
         """Yank or unyank a private file, or every file of a version; returns the filenames."""
         name = canonicalize_name(project)
+        view = self._view(index)
         with self._database.unit_of_work() as db:
-            row = self._private_project(db, name)
+            row = self._private_project(db, name, view)
             files = [
                 f
                 for f in row.files
@@ -331,31 +355,33 @@ class PrivatePackages:
                     )
                 )
             changed = [f.filename for f in files]
-        self._pages.forget(name)
+        view.forget(name)
         return changed
 
-    def delete_file(self, project: str, filename: str, *, actor: str) -> None:
+    def delete_file(self, project: str, filename: str, *, actor: str, index: str = MAIN) -> None:
         name = canonicalize_name(project)
+        view = self._view(index)
         with self._database.unit_of_work() as db:
-            row = self._private_project(db, name)
+            row = self._private_project(db, name, view)
             found = [f for f in row.files if f.origin == "private" and f.filename == filename]
             if not found:
                 raise FileNotFound(f"{name} has no private file {filename!r}")
             blobs = self._delete_files(db, row, found, actor)
             row.versions = sorted({f.version for f in row.files if f.version})
-        self._pages.forget(name)
+        view.forget(name)
         self._blobs.drop_unreferenced(blobs)
 
-    def delete_project(self, project: str, *, actor: str) -> None:
+    def delete_project(self, project: str, *, actor: str, index: str = MAIN) -> None:
         name = canonicalize_name(project)
+        view = self._view(index)
         with self._database.unit_of_work() as db:
-            row = self._private_project(db, name)
+            row = self._private_project(db, name, view)
             blobs = self._delete_files(
                 db, row, [f for f in row.files if f.origin == "private"], actor
             )
             db.add(AuditEntry(at=utcnow(), action="delete-project", project=name, actor=actor))
             db.delete(row)
-        self._pages.forget(name)
+        view.forget(name)
         self._blobs.drop_unreferenced(blobs)
 
     def _delete_files(
@@ -380,10 +406,13 @@ class PrivatePackages:
             project.files.remove(f)
         return blobs
 
-    def set_merge_upstream(self, project: str, merge: bool, *, actor: str) -> None:
+    def set_merge_upstream(
+        self, project: str, merge: bool, *, actor: str, index: str = MAIN
+    ) -> None:
         name = canonicalize_name(project)
+        view = self._view(index)
         with self._database.unit_of_work() as db:
-            row = self._private_project(db, name)
+            row = self._private_project(db, name, view)
             row.merge_upstream = merge
             row.checked_at = None  # fetch the upstream part (or drop it) on the next request
             if not merge:
@@ -399,12 +428,13 @@ class PrivatePackages:
                     actor=actor,
                 )
             )
-        self._pages.forget(name)
+        view.forget(name)
 
-    def grant(self, project: str, user: str, *, actor: str) -> None:
+    def grant(self, project: str, user: str, *, actor: str, index: str = MAIN) -> None:
         name = canonicalize_name(project)
+        view = self._view(index)
         with self._database.unit_of_work() as db:
-            row = self._private_project(db, name)
+            row = self._private_project(db, name, view)
             member = db.scalar(select(User).where(User.name == user))
             if member is None:
                 raise FileNotFound(f"no user named {user!r}")
@@ -414,15 +444,15 @@ class PrivatePackages:
                     AuditEntry(at=utcnow(), action="grant", project=name, actor=actor, detail=user)
                 )
 
-    def _project(self, db: Session, name: str) -> Project | None:
+    def _project(self, db: Session, name: str, source: str) -> Project | None:
         return db.scalar(
             select(Project)
-            .where(Project.source == PRIVATE_SOURCE, Project.name == name)
+            .where(Project.source == source, Project.name == name)
             .options(selectinload(Project.files))
         )
 
-    def _private_project(self, db: Session, name: str) -> Project:
-        project = self._project(db, name)
+    def _private_project(self, db: Session, name: str, view: Router) -> Project:
+        project = self._project(db, name, view.private.name)
         if project is None or not project.private:
             raise ProjectNotFound(name)
         return project

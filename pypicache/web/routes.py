@@ -15,6 +15,11 @@ def includeme(config: Configurator) -> None:
     config.add_route("upstream_index", "/u/{upstream}/simple/")
     config.add_route("upstream_project", "/u/{upstream}/simple/{project}/")
     config.add_route("upstream_file", "/u/{upstream}/packages/{project}/{filename}")
+    # A named index: its private projects over its bases; /simple/ is the index main.
+    config.add_route("index_index", "/i/{index}/simple/")
+    config.add_route("index_project", "/i/{index}/simple/{project}/")
+    config.add_route("index_file", "/i/{index}/packages/{project}/{filename}")
+    config.add_route("index_upload", "/i/{index}/legacy/")
     # Uploads: PyPI's URL, the same without the slash, and pypiserver's "/" (twine
     # refuses any redirect, so each one answers directly).
     config.add_route("upload", "/legacy/")

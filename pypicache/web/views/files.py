@@ -16,7 +16,7 @@ from pypicache.storage.local import BlobReader
 from pypicache.web.httputil import ByteRange, Unsatisfiable, etag_matches, parse_range
 from pypicache.web.observe import note_cache
 from pypicache.web.security import READ
-from pypicache.web.views.simple import upstream_source
+from pypicache.web.views.simple import named_index, upstream_source
 
 CHUNK = 256 * 1024
 # Bodies up to this size are read in one go and sent as bytes.
@@ -32,6 +32,14 @@ def download(request: Request) -> Response:
     """A file of the page its project's name resolves to."""
     name = normalize_project(request.matchdict["project"])
     source = request.services.index.file_source(name, request.matchdict["filename"])
+    return _download(request, source.files, name)
+
+
+@view_config(route_name="index_file", request_method=("GET", "HEAD"), permission=READ)
+def index_download(request: Request) -> Response:
+    """A file of a named index's page."""
+    name = normalize_project(request.matchdict["project"])
+    source = named_index(request).file_source(name, request.matchdict["filename"])
     return _download(request, source.files, name)
 
 

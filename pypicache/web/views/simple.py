@@ -18,7 +18,7 @@ from pyramid.view import view_config
 from pypicache.cache.index import CachedPage
 from pypicache.cache.projectlist import ProjectList
 from pypicache.cache.rendering import CONTENT_TYPES, GZIP_MIN_BYTES, JSON_TYPE
-from pypicache.cache.router import Source
+from pypicache.cache.router import Router, Source
 from pypicache.names import normalize_project
 from pypicache.web.httputil import etag_matches
 from pypicache.web.negotiation import accepts_gzip, select_media_type
@@ -102,6 +102,25 @@ def upstream_project_page(request: Request) -> Response:
     return _project_page(request, upstream_source(request).index)
 
 
+@view_config(route_name="index_project", request_method=("GET", "HEAD"), permission=READ)
+def index_project_page(request: Request) -> Response:
+    """A named index: its private projects shadow every base below them."""
+    return _project_page(request, named_index(request))
+
+
+@view_config(route_name="index_index", request_method=("GET", "HEAD"), permission=READ)
+def index_project_list(request: Request) -> Response:
+    return _project_list(request, request.services.project_list_of(named_index(request)))
+
+
+def named_index(request: Request) -> Router:
+    """The index the URL names; 404 when there is none of that name."""
+    try:
+        return request.services.indexes.view(request.matchdict["index"])
+    except KeyError:
+        raise HTTPNotFound("no index of that name") from None
+
+
 @view_config(route_name="simple_index", request_method=("GET", "HEAD"), permission=READ)
 def project_list(request: Request) -> Response:
     return _project_list(request, request.services.project_list)
@@ -171,6 +190,8 @@ def _project_list(request: Request, projects: ProjectList) -> Response:
 @view_config(route_name="simple_project", require_csrf=False)
 @view_config(route_name="upstream_index", require_csrf=False)
 @view_config(route_name="upstream_project", require_csrf=False)
+@view_config(route_name="index_index", require_csrf=False)
+@view_config(route_name="index_project", require_csrf=False)
 def wrong_method(request: Request) -> Response:
     # uv and twine turn a 405 here into "you used the index URL instead of the upload URL".
     return HTTPMethodNotAllowed(headers={"Allow": "GET, HEAD"})

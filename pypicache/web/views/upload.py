@@ -9,6 +9,7 @@ from pyramid.response import Response
 from pyramid.view import view_config
 from webob.multidict import MultiDict
 
+from pypicache.cache.indexes import MAIN
 from pypicache.errors import UploadRejected
 from pypicache.private.distfiles import validate_upload
 from pypicache.web.security import UPLOAD
@@ -46,6 +47,9 @@ def answer(code: int, message: str) -> Response:
     require_csrf=False,
 )
 @view_config(route_name="upload_root", request_method="POST", permission=UPLOAD, require_csrf=False)
+@view_config(
+    route_name="index_upload", request_method="POST", permission=UPLOAD, require_csrf=False
+)
 def upload(request: Request) -> Response:
     try:
         return _upload(request)
@@ -87,7 +91,8 @@ def _upload(request: Request) -> Response:
             content.file,
             max_size=request.services.settings.max_upload_size,
         )
-        result = request.services.private.upload(valid, content.file, request.identity)
+        index = request.matchdict.get("index", MAIN) if request.matchdict else MAIN
+        result = request.services.private.upload(valid, content.file, request.identity, index=index)
     except UploadRejected as exc:
         request.services.metrics.uploads.labels("rejected").inc()
         return answer(exc.status, exc.message)
