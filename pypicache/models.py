@@ -38,8 +38,10 @@ FILENAME_LENGTH = 512
 ETAG = String(255).with_variant(Text(), "postgresql")
 # ``info`` key of a schema object that exists on one kind of database only (its dialect name).
 ONLY_ON = "pypicache.only_on"
-# The source of the private projects' rows; upstream names never start with "@".
-PRIVATE_SOURCE = "@main"
+# The source of an index's private projects' rows is "@" and its name; upstream names never
+# start with "@".  The index main's are /simple/'s.
+PRIVATE_PREFIX = "@"
+PRIVATE_SOURCE = PRIVATE_PREFIX + "main"
 SOURCE_LENGTH = 64
 
 

@@ -41,7 +41,7 @@ from pypicache.errors import (
     ProjectNotFound,
     UpstreamUnavailable,
 )
-from pypicache.models import PRIVATE_SOURCE, AuditEntry, Project, utcnow
+from pypicache.models import PRIVATE_PREFIX, AuditEntry, Project, utcnow
 from pypicache.settings import Settings
 from pypicache.upstream.client import UpstreamClient
 from pypicache.upstream.entries import InvalidPage, NotModified, UpstreamPage, page_problem
@@ -86,8 +86,8 @@ class IndexService:
     """The page cache of one source: project pages from memory, the database, or the
     upstream, in that order.
 
-    A source is one upstream (its rows, fetched from it), or the private projects
-    (``PRIVATE_SOURCE``), whose pages merge in an upstream's only where an admin
+    A source is one upstream (its rows, fetched from it), or an index's private
+    projects (``@<index>``), whose pages merge in an upstream's only where an admin
     allows it (``merge_from`` says which upstream that is for a name).  Shared by
     every process through the database: one of them fetches a page the others miss
     at the same moment (a page claim), and all serve what it stored.
@@ -105,7 +105,7 @@ class IndexService:
         merge_from: Callable[[str], UpstreamClient | None] | None = None,
     ) -> None:
         self.source = source
-        self.private = source == PRIVATE_SOURCE
+        self.private = source.startswith(PRIVATE_PREFIX)
         self._settings = settings
         self._database = database
         self._upstream = upstream

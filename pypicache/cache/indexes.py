@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from pypicache.cache.router import Base, Router, Source
 from pypicache.db import Database
 from pypicache.errors import IndexProblem
-from pypicache.models import AuditEntry, IndexDefinition, Project, utcnow
+from pypicache.models import PRIVATE_PREFIX, AuditEntry, IndexDefinition, Project, utcnow
 from pypicache.upstream.routing import Route, valid_upstream_name
 
 MAIN = "main"
@@ -27,7 +27,7 @@ RELOAD = 2.0
 
 def private_source(index: str) -> str:
     """The source of an index's private projects' rows (``@main`` for main's)."""
-    return f"@{index}"
+    return PRIVATE_PREFIX + index
 
 
 @dataclass(frozen=True)

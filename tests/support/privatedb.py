@@ -35,9 +35,18 @@ class Db:
 
 def admin_cli(index: RunningIndex, *args: str) -> subprocess.CompletedProcess[str]:
     """``pypicache project ...`` against the running index's database, as an admin would."""
+    return pypicache_cli(index, "project", *args)
+
+
+def pypicache_cli(index: RunningIndex, *args: str) -> subprocess.CompletedProcess[str]:
+    """``pypicache ...`` against the running index's database and upstreams, as an admin
+    would run it."""
     env = {**clean_client_env(), "PYPICACHE_DATABASE_URL": index.settings.database_url}
+    env["PYPICACHE_UPSTREAMS"] = " ".join(
+        f"{u.name}={u.url}" for u in index.settings.upstreams if u.url is not None
+    )
     return subprocess.run(
-        [str(Path(sys.executable).parent / "pypicache"), "project", *args,
+        [str(Path(sys.executable).parent / "pypicache"), *args,
          "--data-dir", str(index.settings.data_dir)],
         capture_output=True, text=True, env=env, timeout=60,
     )  # fmt: skip

@@ -1,0 +1,208 @@
+"""Named indexes: bases in order, private projects of their own, uploaders, the commands."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from sqlalchemy import select
+
+from pypicache.models import AuditEntry
+from tests.conftest import IndexFactory, RunningIndex
+from tests.support.clients import installed, make_venv, pip_install, uv_pip_install
+from tests.support.dists import Dist, make_wheel
+from tests.support.fakeupstream import FakeUpstream
+from tests.support.privatedb import JSON, PASSWORD, Db, pypicache_cli, upload_url
+from tests.support.uploads import twine_upload
+from tests.support.waiting import wait_until
+
+
+@pytest.fixture
+def site(make_index: IndexFactory, upstream: FakeUpstream) -> Iterator[tuple[RunningIndex, Db]]:
+    index = make_index(upstream.simple_url)
+    db = Db(index)
+    db.accounts.add_user("root", PASSWORD, admin=True)
+    db.accounts.add_user("alice", PASSWORD)
+    db.accounts.add_user("bob", PASSWORD)
+    yield index, db
+    db.engine.dispose()
+
+
+def cli(index: RunningIndex, *args: str) -> str:
+    result = pypicache_cli(index, "index", *args)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def refused(index: RunningIndex, *args: str) -> str:
+    result = pypicache_cli(index, "index", *args)
+    assert result.returncode == 1, result.stdout
+    return result.stderr
+
+
+def upload(index: RunningIndex, url: str, user: str, dist: Dist, tmp_path: Path):
+    path = tmp_path / dist.filename
+    path.write_bytes(dist.content)
+    return twine_upload(url, user, PASSWORD, path)
+
+
+def index_url(index: RunningIndex, name: str) -> str:
+    return f"{index.url}/i/{name}/"
+
+
+def filenames(url: str) -> list[str] | int:
+    """The files of a JSON project page, or the status when there is none."""
+    response = requests.get(url, headers={"Accept": JSON}, timeout=30)
+    if response.status_code != 200:
+        return response.status_code
+    return sorted(f["filename"] for f in response.json()["files"])
+
+
+def test_an_index_serves_its_own_private_projects_over_its_bases(site, upstream, tmp_path):
+    index, db = site
+    upstream.publish(make_wheel("public", "1.0"))
+    cli(index, "create", "team", "--bases", "main", "--uploaders", "alice")
+    team = index_url(index, "team")
+
+    own = make_wheel("teamlib", "1.0")
+    result = upload(index, team + "legacy/", "alice", own, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    assert filenames(team + "simple/teamlib/") == [own.filename]
+    assert filenames(team + "simple/public/") == ["public-1.0-py3-none-any.whl"]
+    assert filenames(index.simple_url + "teamlib/") == 404, "main has no such project"
+    response = requests.get(team + "simple/teamlib/", headers={"Accept": JSON}, timeout=30)
+    file_url = requests.compat.urljoin(response.url, response.json()["files"][0]["url"])
+    assert file_url.startswith(team + "packages/")
+    assert requests.get(file_url, timeout=30).content == own.content
+
+    listed = requests.get(team + "simple/", headers={"Accept": JSON}, timeout=30).json()
+    assert {"teamlib", "public"} <= {p["name"] for p in listed["projects"]}
+    with db.database.unit_of_work() as session:
+        actions = list(session.scalars(select(AuditEntry.action).order_by(AuditEntry.id)))
+    assert actions[:2] == ["index-create", "claim"]
+
+
+def test_only_admins_and_the_uploaders_upload_to_an_index(site, upstream, tmp_path):
+    index, _db = site
+    cli(index, "create", "team", "--bases", "main", "--uploaders", "alice")
+    cli(index, "create", "locked")  # no uploaders: admins only
+    legacy = index_url(index, "team") + "legacy/"
+
+    denied = upload(index, legacy, "bob", make_wheel("bobs", "1.0"), tmp_path)
+    assert denied.returncode != 0
+    assert "isn't allowed to upload to the index 'team'" in denied.stdout + denied.stderr
+    assert upload(index, legacy, "root", make_wheel("roots", "1.0"), tmp_path).returncode == 0
+    locked = index_url(index, "locked") + "legacy/"
+    assert upload(index, locked, "alice", make_wheel("alices", "1.0"), tmp_path).returncode != 0
+    assert upload(index, locked, "root", make_wheel("alices", "1.0"), tmp_path).returncode == 0
+    # An index nobody created: 404 for reads and uploads alike.
+    assert filenames(index_url(index, "nosuch") + "simple/x/") == 404
+    nosuch = upload(
+        index, index_url(index, "nosuch") + "legacy/", "root", make_wheel("x", "1"), tmp_path
+    )
+    assert nosuch.returncode != 0
+
+
+def test_a_private_project_shadows_the_name_in_every_base_below_it(site, upstream, tmp_path):
+    index, _db = site
+    upstream.publish(make_wheel("shared", "5.0"))
+    cli(index, "create", "team", "--bases", "main", "--uploaders", "alice")
+    cli(index, "create", "stage", "--bases", "team,main")
+    team = index_url(index, "team")
+
+    # The name is the upstream's: only an admin may shadow it, in this index too.
+    ours = make_wheel("shared", "1.0")
+    denied = upload(index, team + "legacy/", "alice", ours, tmp_path)
+    assert "only an admin" in denied.stdout + denied.stderr
+    assert upload(index, team + "legacy/", "root", ours, tmp_path).returncode == 0
+
+    assert filenames(team + "simple/shared/") == [ours.filename]
+    assert filenames(index_url(index, "stage") + "simple/shared/") == [ours.filename]
+    assert filenames(index.simple_url + "shared/") == ["shared-5.0-py3-none-any.whl"]
+
+    # A name the index main made private is private in every index above it.
+    mains = make_wheel("mainonly", "1.0")
+    assert upload(index, upload_url(index), "alice", mains, tmp_path).returncode == 0
+    assert filenames(index_url(index, "stage") + "simple/mainonly/") == [mains.filename]
+    clash = upload(index, team + "legacy/", "alice", make_wheel("mainonly", "2.0"), tmp_path)
+    assert "only an admin" in clash.stdout + clash.stderr
+
+
+def test_index_commands_check_names_bases_and_cycles(site):
+    index, _db = site
+    cli(index, "create", "team", "--bases", "main", "--description", "the team's")
+    cli(index, "create", "stage", "--bases", "team")
+    assert "bases team, main" not in cli(index, "show", "stage")
+    assert "neither an upstream nor an index" in refused(index, "create", "x", "--bases", "nope")
+    assert "is the name of an upstream" in refused(index, "create", "pypi")
+    assert "already" in refused(index, "create", "team")
+    assert "no index name" in refused(index, "create", "Bad_Name")
+    assert "lead back to it" in refused(index, "update", "team", "--bases", "stage")
+    assert "bases of main" in refused(index, "update", "main", "--bases", "pypi")
+
+    listed = cli(index, "list")
+    assert listed.splitlines()[0].startswith("main ")
+    assert "every upstream, in priority order" in listed
+    shown = cli(index, "show", "team")
+    assert "description  the team's" in shown
+    assert "uploaders    admins only" in shown
+    cli(index, "update", "stage", "--bases", "pypi,team")
+    assert "bases        pypi, team" in cli(index, "show", "stage")
+
+
+def test_an_index_with_projects_or_dependents_is_deleted_only_with_force(site, upstream, tmp_path):
+    index, _db = site
+    cli(index, "create", "team", "--bases", "main", "--uploaders", "alice")
+    cli(index, "create", "stage", "--bases", "team")
+    assert (
+        upload(
+            index, index_url(index, "team") + "legacy/", "alice", make_wheel("t", "1.0"), tmp_path
+        ).returncode
+        == 0
+    )
+
+    reason = refused(index, "delete", "team")
+    assert "it has 1 private projects" in reason
+    assert "it is a base of stage" in reason
+    assert "cannot be deleted" in refused(index, "delete", "main")
+    assert "and 1 private projects" in cli(index, "delete", "team", "--force")
+    assert "bases        none" in cli(index, "show", "stage")
+    assert wait_until(lambda: filenames(index_url(index, "team") + "simple/t/") == 404)
+
+
+def test_another_process_serves_an_index_created_after_it_started(
+    make_index: IndexFactory, upstream: FakeUpstream, site, tmp_path
+):
+    index, _db = site
+    other = make_index(
+        upstream.simple_url, name="other", **{"sqlalchemy.url": index.settings.database_url}
+    )
+    assert filenames(index_url(other, "late") + "simple/x/") == 404
+    cli(index, "create", "late", "--bases", "main", "--uploaders", "alice")
+    wheel = make_wheel("latelib", "1.0")
+    assert (
+        upload(index, index_url(index, "late") + "legacy/", "alice", wheel, tmp_path).returncode
+        == 0
+    )
+    assert wait_until(
+        lambda: filenames(index_url(other, "late") + "simple/latelib/") == [wheel.filename]
+    )
+
+
+@pytest.mark.parametrize("installer", [pip_install, uv_pip_install], ids=["pip", "uv"])
+def test_pip_and_uv_install_a_teams_package_and_its_upstream_dependencies(
+    site, upstream, tmp_path, installer
+):
+    index, _db = site
+    upstream.publish(make_wheel("requests-ish", "2.0"))
+    cli(index, "create", "team", "--bases", "main", "--uploaders", "alice")
+    team = index_url(index, "team")
+    app = make_wheel("team-app", "1.0", requires_dist=["requests-ish>=2"])
+    assert upload(index, team + "legacy/", "alice", app, tmp_path).returncode == 0
+    python = make_venv(tmp_path / "venv")
+    result = installer(python, team + "simple/", "team-app")
+    assert result.returncode == 0, result.stderr
+    assert installed(python) == {"team_app": "1.0", "requests_ish": "2.0"}
