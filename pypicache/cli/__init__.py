@@ -22,7 +22,14 @@ from pypicache.cli.accounts import (
 )
 from pypicache.cli.cache import REQUIREMENTS, export_cache, import_cache, target_options, warm_cache
 from pypicache.cli.common import config_options
-from pypicache.cli.indexes import index_create, index_delete, index_list, index_show, index_update
+from pypicache.cli.indexes import (
+    index_create,
+    index_delete,
+    index_list,
+    index_push,
+    index_show,
+    index_update,
+)
 from pypicache.cli.maintenance import gc_command, verify_command
 from pypicache.cli.serve import serve_command
 from pypicache.errors import PypicacheError, SettingsError
@@ -151,6 +158,13 @@ def _parser() -> argparse.ArgumentParser:
         "--force", action="store_true", help="with its private projects, and from others' bases"
     )
     drop.set_defaults(run=index_delete)
+    push = index.add_parser(
+        "push", help="copy a release's stored files from one index into another's projects"
+    )
+    push.add_argument("source", metavar="SRC")
+    push.add_argument("dest", metavar="DEST")
+    push.add_argument("release", metavar="PROJECT==VERSION")
+    push.set_defaults(run=index_push)
 
     warm = commands.add_parser(
         "warm", help="fetch everything a requirements file resolves to (by pip) into the cache"

@@ -8,6 +8,7 @@ from sqlalchemy import func, select
 
 from pypicache.cache.indexes import IndexInfo, private_source
 from pypicache.cli.common import ADMIN_ACTOR, command_services
+from pypicache.errors import IndexProblem
 from pypicache.models import Project
 
 
@@ -89,3 +90,16 @@ def _uploaders(info: IndexInfo) -> str:
 
 def _describe(info: IndexInfo) -> str:
     return f"bases {_bases(info)}; uploaders {_uploaders(info)}"
+
+
+def index_push(args: argparse.Namespace) -> int:
+    project, equals, version = args.release.partition("==")
+    if not equals or not project or not version:
+        raise IndexProblem(f"expected PROJECT==VERSION, got {args.release!r}")
+    with command_services(args) as services:
+        pushed = services.private.push(args.source, args.dest, project, version, actor=ADMIN_ACTOR)
+    for filename in pushed.copied:
+        print(f"pushed {filename}")
+    for filename in pushed.present:
+        print(f"already there {filename}")
+    return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import BinaryIO
 
 from packaging.utils import canonicalize_name, canonicalize_version
@@ -41,6 +41,12 @@ from pypicache.settings import Settings
 from pypicache.storage.local import BlobStore
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Pushed:
+    copied: list[str]
+    present: list[str]  # with the same bytes already: left as they were
 
 
 @dataclass(frozen=True)
@@ -314,6 +320,88 @@ class PrivatePackages:
             log.warning("%s claimed the upstream name %s", who.name, project.name)
 
     # -- admin operations ------------------------------------------------------------------
+
+    def push(self, source: str, dest: str, project: str, version: str, *, actor: str) -> Pushed:
+        """Copy a release's files as ``source`` serves them into the private projects of
+        ``dest``: the same bytes, never fetched again, never stored twice.
+
+        Every file must be in the store already.  Refused as a whole, before anything
+        changes, when ``dest`` has other bytes under one of the filenames (or had, and
+        deleted them); files it has with the same bytes are left as they are.
+        """
+        name = canonicalize_name(project)
+        wanted = canonicalize_version(version)
+        try:
+            page = self._view(source).project_page(name).page
+        except ProjectNotFound:
+            raise FileNotFound(f"{source} has no project {name}") from None
+        files = [f for f in page.files.values() if canonicalize_version(f.version or "") == wanted]
+        if not files:
+            raise FileNotFound(f"{source} has no files of {name} {version}")
+        for facts in files:
+            if facts.sha256 is None or not self._store.exists(facts.sha256):
+                raise UploadRejected(
+                    f"{facts.filename} is not stored here yet (download it once through "
+                    f"{source}): a push copies stored bytes only"
+                )
+        target = self._view(dest)
+        with self._locks.hold(name), self._database.unit_of_work() as db:
+            row = self._project(db, name, target.private.name)
+            have = {f.filename: f for f in row.files} if row is not None else {}
+            for facts in files:
+                if db.get(DeletedFilename, facts.filename) is not None:
+                    raise FileExists(
+                        f"{facts.filename} was deleted from {dest}: it never comes back",
+                        project=name,
+                        filename=facts.filename,
+                    )
+                there = have.get(facts.filename)
+                if there is not None and there.sha256 != facts.sha256:
+                    raise FileExists(
+                        f"{dest} has other bytes under {facts.filename} "
+                        f"(sha256 {there.sha256}); nothing was pushed",
+                        project=name,
+                        filename=facts.filename,
+                    )
+            now = utcnow()
+            if row is None:
+                row = Project(
+                    source=target.private.name,
+                    name=name,
+                    display_name=page.data.display_name,
+                    private=True,
+                    files=[],
+                    versions=[],
+                    checked_at=now,
+                )
+                db.add(row)
+            added = []
+            for facts in files:
+                if facts.filename in have:
+                    continue
+                keep_metadata = bool(
+                    facts.metadata_sha256 and self._store.exists(facts.metadata_sha256)
+                )
+                copied = replace(
+                    facts,
+                    upstream_url=None,
+                    has_metadata=keep_metadata,
+                    metadata_sha256=facts.metadata_sha256 if keep_metadata else None,
+                )
+                row.files.append(new_row(copied, origin="private", cached_at=now))
+                added.append(facts.filename)
+            row.versions = sorted(set(row.versions or ()) | {f.version for f in files if f.version})
+            db.add(
+                AuditEntry(
+                    at=now,
+                    action="push",
+                    project=name,
+                    actor=actor,
+                    detail=f"{version} from {source} to {dest}: {', '.join(added) or 'all there'}",
+                )
+            )
+        target.forget(name)
+        return Pushed(added, [f.filename for f in files if f.filename in have])
 
     def set_yanked(
         self,

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from pypicache.models import AuditEntry
 from tests.conftest import IndexFactory, RunningIndex
 from tests.support.clients import installed, make_venv, pip_install, uv_pip_install
-from tests.support.dists import Dist, make_wheel
+from tests.support.dists import Dist, make_sdist, make_wheel
 from tests.support.fakeupstream import FakeUpstream
 from tests.support.privatedb import JSON, PASSWORD, Db, pypicache_cli, upload_url
 from tests.support.uploads import twine_upload
@@ -206,3 +206,57 @@ def test_pip_and_uv_install_a_teams_package_and_its_upstream_dependencies(
     result = installer(python, team + "simple/", "team-app")
     assert result.returncode == 0, result.stderr
     assert installed(python) == {"team_app": "1.0", "requests_ish": "2.0"}
+
+
+def test_a_release_is_pushed_to_another_index_without_a_refetch(site, upstream, tmp_path):
+    index, _db = site
+    wheel, sdist = make_wheel("promoted", "1.0"), make_sdist("promoted", "1.0")
+    upstream.publish(wheel)
+    upstream.publish(sdist)
+    cli(index, "create", "release", "--uploaders", "alice")
+    main_page = index.simple_url + "promoted/"
+    entries = requests.get(main_page, headers={"Accept": JSON}, timeout=30).json()["files"]
+    by_name = {e["filename"]: requests.compat.urljoin(main_page, e["url"]) for e in entries}
+    assert requests.get(by_name[wheel.filename], timeout=30).content == wheel.content
+
+    # Only stored bytes are pushed: the sdist was never downloaded.
+    result = pypicache_cli(index, "index", "push", "main", "release", "promoted==1.0")
+    assert result.returncode == 1
+    assert f"{sdist.filename} is not stored here yet" in result.stderr
+    assert requests.get(by_name[sdist.filename], timeout=30).content == sdist.content
+    assert sorted(cli(index, "push", "main", "release", "promoted==1.0").splitlines()) == [
+        f"pushed {wheel.filename}",
+        f"pushed {sdist.filename}",
+    ]
+    assert "already there" in cli(index, "push", "main", "release", "Promoted==1.0.0")
+
+    upstream.stop()
+    release = index_url(index, "release") + "simple/promoted/"
+    assert filenames(release) == sorted([wheel.filename, sdist.filename])
+    page = requests.get(release, headers={"Accept": JSON}, timeout=30).json()
+    for entry in page["files"]:
+        content = requests.get(requests.compat.urljoin(release, entry["url"]), timeout=30).content
+        assert content in (wheel.content, sdist.content)
+    assert filenames(index.simple_url + "promoted/") != 404  # main still has it
+
+
+def test_a_push_onto_other_bytes_under_the_same_filename_is_refused(site, upstream, tmp_path):
+    index, _db = site
+    theirs = make_wheel("clash", "1.0")
+    upstream.publish(theirs)
+    cli(index, "create", "release", "--uploaders", "alice")
+    page = index.simple_url + "clash/"
+    entry = requests.get(page, headers={"Accept": JSON}, timeout=30).json()["files"][0]
+    requests.get(requests.compat.urljoin(page, entry["url"]), timeout=30).raise_for_status()
+    ours = make_wheel("clash", "1.0", extra_files={"clash/ours.py": b"X = 1\n"})
+    legacy = index_url(index, "release") + "legacy/"
+    assert upload(index, legacy, "root", ours, tmp_path).returncode == 0
+
+    result = pypicache_cli(index, "index", "push", "main", "release", "clash==1.0")
+    assert result.returncode == 1
+    assert f"release has other bytes under {theirs.filename}" in result.stderr
+    assert filenames(index_url(index, "release") + "simple/clash/") == [ours.filename]
+    response = requests.get(
+        index_url(index, "release") + "simple/clash/", headers={"Accept": JSON}, timeout=30
+    )
+    assert response.json()["files"][0]["hashes"]["sha256"] == ours.sha256
