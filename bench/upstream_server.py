@@ -124,8 +124,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     fake = BenchUpstream(port=args.port, throttle=args.throttle, rtt=args.rtt_ms / 1000)
     records = fake.load_directory(args.wheels)
-    if not records:
-        parser.error(f"no wheels in {args.wheels}")
+    if not records and not args.bulk:
+        parser.error(f"no wheels in {args.wheels} (and no --bulk projects)")
     large = None
     if args.large_bytes:
         large = fake.large_file(LARGE_PROJECT, LARGE_VERSION, args.large_bytes)

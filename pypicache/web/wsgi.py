@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from pypicache.cache.index import CachedPage
 from pypicache.services import Services
 from pypicache.web.negotiation import select_media_type
 from pypicache.web.observe import CACHE_KEY, Observer
@@ -30,6 +31,7 @@ class PypicacheApp:
         self.services = services
         self.policy = policy
         self._index = services.index
+        self._indexes = services.indexes
         self._client_max_age = services.settings.client_max_age
         self._observe = Observer(services.metrics)
         self._page_hit = services.metrics.cache_counter("page", "hit")
@@ -40,11 +42,12 @@ class PypicacheApp:
     def _serve(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         path: str = environ.get("PATH_INFO", "")
         method = environ["REQUEST_METHOD"]
-        if path.startswith(_PREFIX) and path.endswith("/") and method in ("GET", "HEAD"):
-            # Only normalized names are cache keys, so anything else falls through.
-            entry = self._index.cached_page(path[len(_PREFIX) : -1])
+        entry = None
+        if path.endswith("/") and method in ("GET", "HEAD"):
+            entry = self._cached(path)
+        if entry is not None:
             media_type = select_media_type(environ.get("HTTP_ACCEPT"))
-            if entry is not None and media_type is not None and self.policy.may_read(environ):
+            if media_type is not None and self.policy.may_read(environ):
                 status, headers, body = page_response(
                     entry,
                     media_type,
@@ -57,6 +60,26 @@ class PypicacheApp:
                 start_response(status, headers)
                 return [] if method == "HEAD" else [body]
         return self.app(environ, start_response)
+
+    def _cached(self, path: str) -> CachedPage | None:
+        """The fresh page a project page's path names: /simple/<name>/, or the same under
+        /i/<index>/ or /u/<upstream>/.  Only normalized names are cache keys, so anything
+        else (and every miss) goes to Pyramid."""
+        if path.startswith(_PREFIX):
+            return self._index.cached_page(path[len(_PREFIX) : -1])
+        kind, _, rest = path[1:].partition("/")
+        if kind not in ("i", "u"):
+            return None
+        where, _, rest = rest.partition("/")
+        if not rest.startswith(_PREFIX[1:]):
+            return None
+        name = rest[len(_PREFIX) - 1 : -1]
+        try:
+            if kind == "i":
+                return self._indexes.view(where).cached_page(name)
+            return self._index.upstream(where).index.cached_page(name)
+        except KeyError:
+            return None
 
     def close(self) -> None:
         """Stop the background threads and downloads, release connections; serve no more."""

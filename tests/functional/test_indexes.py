@@ -260,3 +260,23 @@ def test_a_push_onto_other_bytes_under_the_same_filename_is_refused(site, upstre
         index_url(index, "release") + "simple/clash/", headers={"Accept": JSON}, timeout=30
     )
     assert response.json()["files"][0]["hashes"]["sha256"] == ours.sha256
+
+
+def test_hot_index_and_upstream_pages_are_pyramids_pages_behind_the_same_login(
+    make_index: IndexFactory, upstream: FakeUpstream
+):
+    upstream.publish(make_wheel("hotlib", "1.0"))
+    index = make_index(upstream.simple_url, **{"pypicache.read_auth": "true"})
+    db = Db(index)
+    db.accounts.add_user("alice", PASSWORD)
+    db.engine.dispose()
+    cli(index, "create", "team", "--bases", "main")
+    auth = ("alice", PASSWORD)
+    for path in ("/i/team/simple/hotlib/", "/u/pypi/simple/hotlib/"):
+        url = index.url + path
+        first = requests.get(url, headers={"Accept": JSON}, auth=auth, timeout=30)
+        again = requests.get(url, headers={"Accept": JSON}, auth=auth, timeout=30)  # from memory
+        assert first.status_code == again.status_code == 200
+        assert again.content == first.content
+        assert again.headers["ETag"] == first.headers["ETag"]
+        assert requests.get(url, headers={"Accept": JSON}, timeout=30).status_code == 401
