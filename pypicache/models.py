@@ -157,6 +157,8 @@ class IndexDefinition(Base):
     bases: Mapped[list[str] | None] = mapped_column(JSON)
     # User names that may upload besides admins; None: any user (the index main).
     uploaders: Mapped[list[str] | None] = mapped_column(JSON)
+    # Reads need a login here even where pypicache.read_auth lets anyone read.
+    read_auth: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(DateTime)
     updated_at: Mapped[datetime] = mapped_column(DateTime)
 
@@ -261,6 +263,8 @@ class ApiToken(Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     prefix: Mapped[str] = mapped_column(String(32))  # enough to recognise it in a list
     description: Mapped[str | None] = mapped_column(Text)
+    # The one index this token reads and uploads to; None: wherever its user may.
+    index: Mapped[str | None] = mapped_column(String(SOURCE_LENGTH))
     created_at: Mapped[datetime] = mapped_column(DateTime)
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime)

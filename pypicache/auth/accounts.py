@@ -44,6 +44,7 @@ class Identity:
     user_id: int
     name: str
     is_admin: bool
+    index: str | None = None  # a token's one index; None: wherever the user may go
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,7 @@ class TokenInfo:
     created_at: datetime
     last_used_at: datetime | None
     revoked_at: datetime | None
+    index: str | None = None
 
 
 def hash_password(password: str) -> str:
@@ -194,9 +196,15 @@ class Accounts:
     # -- tokens ----------------------------------------------------------------------------
 
     def create_token(
-        self, name: str, description: str | None = None, *, actor: str | None = None
+        self,
+        name: str,
+        description: str | None = None,
+        *,
+        actor: str | None = None,
+        index: str | None = None,
     ) -> str:
-        """A new token for user ``name``; the only time it is ever seen."""
+        """A new token for user ``name`` (good for ``index`` alone, if given); the only
+        time it is ever seen."""
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         prefix = token[: len(TOKEN_PREFIX) + 6]
         with self._database.unit_of_work() as db:
@@ -207,10 +215,12 @@ class Accounts:
                     token_hash=token_hash(token),
                     prefix=prefix,
                     description=description,
+                    index=index,
                     created_at=utcnow(),
                 )
             )
-            _audit(db, "create-token", actor, f"{prefix}… for {name}")
+            where = f" (index {index} only)" if index else ""
+            _audit(db, "create-token", actor, f"{prefix}… for {name}{where}")
         return token
 
     def tokens(self, name: str | None = None) -> list[TokenInfo]:
@@ -220,7 +230,14 @@ class Accounts:
                 query = query.where(User.name == name)
             return [
                 TokenInfo(
-                    t.id, user, t.prefix, t.description, t.created_at, t.last_used_at, t.revoked_at
+                    t.id,
+                    user,
+                    t.prefix,
+                    t.description,
+                    t.created_at,
+                    t.last_used_at,
+                    t.revoked_at,
+                    t.index,
                 )
                 for t, user in db.execute(query)
             ]
@@ -356,7 +373,7 @@ class Accounts:
                 return None
             row.last_used_at = utcnow()
             token_id = row.id
-            identity = Identity(row.user.id, row.user.name, row.user.is_admin)
+            identity = Identity(row.user.id, row.user.name, row.user.is_admin, row.index)
         return identity, lambda db: _token_identity(db, token_id)
 
 
@@ -375,13 +392,13 @@ def _user_identity(
 def _token_identity(db: Session, token_id: int) -> Identity | None:
     """The token's user, if the token is not revoked."""
     row = db.execute(
-        select(ApiToken.revoked_at, User.id, User.name, User.is_admin)
+        select(ApiToken.revoked_at, ApiToken.index, User.id, User.name, User.is_admin)
         .join(User)
         .where(ApiToken.id == token_id)
     ).first()
     if row is None or row.revoked_at is not None:
         return None
-    return Identity(row.id, row.name, row.is_admin)
+    return Identity(row.id, row.name, row.is_admin, row.index)
 
 
 def _audit(db: Session, action: str, actor: str | None, detail: str) -> None:

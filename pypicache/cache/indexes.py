@@ -38,6 +38,7 @@ class IndexInfo:
     description: str | None
     bases: tuple[str, ...] | None
     uploaders: tuple[str, ...] | None  # None: any user may upload
+    read_auth: bool = False  # reads need a login, whatever pypicache.read_auth says
 
     def may_upload(self, user: str, *, admin: bool) -> bool:
         return admin or self.uploaders is None or user in self.uploaders
@@ -79,6 +80,12 @@ class Indexes:
             return self._infos[name]
         except KeyError:
             raise IndexProblem(f"there is no index named {name!r}") from None
+
+    def needs_login(self, name: str) -> bool:
+        """Whether reading ``name`` takes a login (per request: the copy read last)."""
+        self._refresh()
+        info = self._infos.get(name)
+        return info is not None and info.read_auth
 
     def all(self) -> list[IndexInfo]:
         self._refresh(force=True)
@@ -127,6 +134,7 @@ class Indexes:
         description: str | None,
         uploaders: Sequence[str] | None,
         actor: str,
+        read_auth: bool = False,
     ) -> IndexInfo:
         if not valid_upstream_name(name):
             raise IndexProblem(
@@ -146,6 +154,7 @@ class Indexes:
                     description=description,
                     bases=list(bases),
                     uploaders=list(uploaders or ()),
+                    read_auth=read_auth,
                     created_at=now,
                     updated_at=now,
                 )
@@ -163,11 +172,15 @@ class Indexes:
         bases: Sequence[str] | None = None,
         description: str | None = None,
         uploaders: Sequence[str] | None = None,
+        read_auth: bool | None = None,
         actor: str,
     ) -> IndexInfo:
         with self._database.unit_of_work() as db:
             row = self._row(db, name)
             changed = []
+            if read_auth is not None:
+                row.read_auth = read_auth
+                changed.append("reads need a login" if read_auth else "anyone may read")
             if bases is not None:
                 if name == MAIN:
                     raise IndexProblem("the bases of main are every upstream, in priority order")
@@ -274,4 +287,5 @@ def _info(row: IndexDefinition) -> IndexInfo:
         row.description,
         tuple(row.bases) if row.bases is not None else None,
         tuple(row.uploaders) if row.uploaders is not None else None,
+        row.read_auth,
     )

@@ -95,6 +95,7 @@ def _parser() -> argparse.ArgumentParser:
     create = token.add_parser("create", help="create a token for a user; it is shown once")
     create.add_argument("name")
     create.add_argument("--description")
+    create.add_argument("--index", help="the one index the token reads and uploads to")
     create.set_defaults(run=token_create)
     listing = token.add_parser("list", help="list tokens (never the tokens themselves)")
     listing.add_argument("name", nargs="?")
@@ -146,6 +147,11 @@ def _parser() -> argparse.ArgumentParser:
             "--uploaders",
             type=_names,
             help="users who may upload besides admins (comma-separated; empty: admins only)",
+        )
+        change.add_argument(
+            "--read-auth",
+            action=argparse.BooleanOptionalAction,
+            help="reads need a login, whatever pypicache.read_auth says (--no-read-auth: not)",
         )
         change.set_defaults(run=index_create if name == "create" else index_update)
     index.add_parser("list", help="list the indexes").set_defaults(run=index_list)

@@ -54,7 +54,9 @@ def user_list(args: argparse.Namespace) -> int:
 def token_create(args: argparse.Namespace) -> int:
     with command_services(args) as services:
         accounts = services.accounts
-        token = accounts.create_token(args.name, args.description)
+        if args.index is not None:
+            services.indexes.info(args.index)  # refused when there is no such index
+        token = accounts.create_token(args.name, args.description, index=args.index)
     print(token)
     print(f"(a new token for {args.name}; it is not shown again)", file=sys.stderr)
     return 0
@@ -66,7 +68,8 @@ def token_list(args: argparse.Namespace) -> int:
         for t in accounts.tokens(args.name):
             state = f"revoked {t.revoked_at:%Y-%m-%d}" if t.revoked_at else "active"
             used = f"{t.last_used_at:%Y-%m-%d %H:%M}" if t.last_used_at else "never used"
-            print(f"{t.id}\t{t.user}\t{t.prefix}…\t{state}\t{used}\t{t.description or ''}")
+            where = f"index {t.index}" if t.index else "every index"
+            print(f"{t.id}\t{t.user}\t{t.prefix}…\t{state}\t{used}\t{where}\t{t.description or ''}")
     return 0
 
 

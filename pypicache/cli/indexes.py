@@ -20,6 +20,7 @@ def index_create(args: argparse.Namespace) -> int:
             description=args.description,
             uploaders=args.uploaders,
             actor=ADMIN_ACTOR,
+            read_auth=bool(args.read_auth),
         )
     print(f"created index {info.name}: {_describe(info)}")
     return 0
@@ -32,6 +33,7 @@ def index_update(args: argparse.Namespace) -> int:
             bases=args.bases,
             description=args.description,
             uploaders=args.uploaders,
+            read_auth=args.read_auth,
             actor=ADMIN_ACTOR,
         )
     print(f"updated index {info.name}: {_describe(info)}")
@@ -65,6 +67,7 @@ def index_show(args: argparse.Namespace) -> int:
     print(f"description  {info.description or ''}")
     print(f"bases        {_bases(info)}")
     print(f"uploaders    {_uploaders(info)}")
+    print(f"reads        {'need a login' if info.read_auth else 'as pypicache.read_auth says'}")
     print(f"projects     {count}: {', '.join(projects)}" if projects else "projects     none")
     return 0
 
@@ -89,7 +92,8 @@ def _uploaders(info: IndexInfo) -> str:
 
 
 def _describe(info: IndexInfo) -> str:
-    return f"bases {_bases(info)}; uploaders {_uploaders(info)}"
+    reads = "; reads need a login" if info.read_auth else ""
+    return f"bases {_bases(info)}; uploaders {_uploaders(info)}{reads}"
 
 
 def index_push(args: argparse.Namespace) -> int:

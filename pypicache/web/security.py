@@ -18,6 +18,7 @@ from pyramid.session import SignedCookieSessionFactory
 from sqlalchemy.exc import IntegrityError
 
 from pypicache.auth.accounts import Accounts, Identity, prepare_decoy
+from pypicache.cache.indexes import MAIN, Indexes
 from pypicache.db import Database
 from pypicache.errors import RateLimited
 from pypicache.models import AppSecret
@@ -58,9 +59,10 @@ class BasicAuthSecurityPolicy:
     """Pyramid's security policy: identity from basic auth (or the admin page's session),
     permissions from roles."""
 
-    def __init__(self, accounts: Accounts, read_auth: bool) -> None:
+    def __init__(self, accounts: Accounts, read_auth: bool, indexes: Indexes) -> None:
         self.accounts = accounts
         self.read_auth = read_auth
+        self.indexes = indexes
         self._sessions = SessionAuthenticationHelper()
 
     def identity(self, request: Request) -> Identity | None:
@@ -84,10 +86,13 @@ class BasicAuthSecurityPolicy:
 
     def permits(self, request: Request, context: object, permission: str) -> Allowed | Denied:
         identity: Identity | None = request.identity
-        if permission == READ and not self.read_auth:
+        index = request_index(request)
+        if permission == READ and not self._login_needed(index):
             return Allowed("anonymous reads are allowed")
         if identity is None:
             return Denied("authentication required")
+        if identity.index is not None and (permission == ADMIN or index != identity.index):
+            return Denied(f"this token is for the index {identity.index} only")
         if permission in (READ, UPLOAD) or identity.is_admin:
             return Allowed(f"{identity.name} may {permission}")
         return Denied(f"{identity.name} may not {permission}")
@@ -107,16 +112,22 @@ class BasicAuthSecurityPolicy:
         request.session.invalidate()
         return []
 
-    def may_read(self, environ: dict[str, Any]) -> bool:
-        """For the hot path, which answers outside Pyramid; a refusal goes on to Pyramid,
-        which answers 401 or 429 without checking the password again."""
-        if not self.read_auth:
+    def may_read(self, environ: dict[str, Any], index: str | None) -> bool:
+        """For the hot path, which answers outside Pyramid, a page of ``index`` (None:
+        of one upstream alone); a refusal goes on to Pyramid, which answers 401, 403 or
+        429 without checking the password again."""
+        if not self._login_needed(index):
             return True
         try:
             basic = self._basic_identity(environ)
         except RateLimited:
             return False
-        return basic is not None and basic[0] is not None
+        if basic is None or basic[0] is None:
+            return False
+        return basic[0].index is None or basic[0].index == index
+
+    def _login_needed(self, index: str | None) -> bool:
+        return self.read_auth or (index is not None and self.indexes.needs_login(index))
 
     def _basic_identity(self, environ: dict[str, Any]) -> tuple[Identity | None] | None:
         """The identity of the request's basic credentials (None: it has none), checked
@@ -131,6 +142,24 @@ class BasicAuthSecurityPolicy:
             )
         result: tuple[Identity | None] | None = environ[BASIC_IDENTITY]
         return result
+
+
+# The routes of a named index's pages, files and uploads (the index is in the URL), and
+# those of the index main, /simple/ and /legacy/.
+_INDEX_ROUTES = frozenset({"index_index", "index_project", "index_file", "index_upload"})
+_MAIN_ROUTES = frozenset(
+    {"simple_index", "simple_project", "file", "upload", "upload_legacy_no_slash", "upload_root"}
+)
+
+
+def request_index(request: Request) -> str | None:
+    """The index a request reads or uploads to; None for anything else (one upstream
+    alone, the status, the admin page)."""
+    route = request.matched_route
+    name = route.name if route is not None else None
+    if name in _INDEX_ROUTES:
+        return request.matchdict["index"]
+    return MAIN if name in _MAIN_ROUTES else None
 
 
 def session_secret(settings: Settings, database: Database) -> str:
@@ -181,7 +210,9 @@ def session_factory(secret: str) -> Callable[[Request], ISession]:
 def includeme(config: Configurator) -> None:
     services = configured_services(config)
     prepare_decoy()
-    policy = BasicAuthSecurityPolicy(services.accounts, services.settings.read_auth)
+    policy = BasicAuthSecurityPolicy(
+        services.accounts, services.settings.read_auth, services.indexes
+    )
     config.set_security_policy(policy)
     secret = session_secret(services.settings, services.database)
     config.set_session_factory(session_factory(secret))

@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from pypicache.cache.index import CachedPage
+from pypicache.cache.indexes import MAIN
 from pypicache.services import Services
 from pypicache.web.negotiation import select_media_type
 from pypicache.web.observe import CACHE_KEY, Observer
@@ -42,12 +43,13 @@ class PypicacheApp:
     def _serve(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         path: str = environ.get("PATH_INFO", "")
         method = environ["REQUEST_METHOD"]
-        entry = None
+        found = None
         if path.endswith("/") and method in ("GET", "HEAD"):
-            entry = self._cached(path)
-        if entry is not None:
+            found = self._cached(path)
+        if found is not None:
+            entry, index = found
             media_type = select_media_type(environ.get("HTTP_ACCEPT"))
-            if media_type is not None and self.policy.may_read(environ):
+            if media_type is not None and self.policy.may_read(environ, index):
                 status, headers, body = page_response(
                     entry,
                     media_type,
@@ -61,12 +63,14 @@ class PypicacheApp:
                 return [] if method == "HEAD" else [body]
         return self.app(environ, start_response)
 
-    def _cached(self, path: str) -> CachedPage | None:
-        """The fresh page a project page's path names: /simple/<name>/, or the same under
-        /i/<index>/ or /u/<upstream>/.  Only normalized names are cache keys, so anything
-        else (and every miss) goes to Pyramid."""
+    def _cached(self, path: str) -> tuple[CachedPage, str | None] | None:
+        """The fresh page a project page's path names, and its index (None: one upstream
+        alone): /simple/<name>/, or the same under /i/<index>/ or /u/<upstream>/.  Only
+        normalized names are cache keys, so anything else (and every miss) goes to
+        Pyramid."""
         if path.startswith(_PREFIX):
-            return self._index.cached_page(path[len(_PREFIX) : -1])
+            entry = self._index.cached_page(path[len(_PREFIX) : -1])
+            return (entry, MAIN) if entry is not None else None
         kind, _, rest = path[1:].partition("/")
         if kind not in ("i", "u"):
             return None
@@ -76,8 +80,10 @@ class PypicacheApp:
         name = rest[len(_PREFIX) - 1 : -1]
         try:
             if kind == "i":
-                return self._indexes.view(where).cached_page(name)
-            return self._index.upstream(where).index.cached_page(name)
+                entry = self._indexes.view(where).cached_page(name)
+                return (entry, where) if entry is not None else None
+            entry = self._index.upstream(where).index.cached_page(name)
+            return (entry, None) if entry is not None else None
         except KeyError:
             return None
 

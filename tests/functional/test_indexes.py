@@ -280,3 +280,70 @@ def test_hot_index_and_upstream_pages_are_pyramids_pages_behind_the_same_login(
         assert again.content == first.content
         assert again.headers["ETag"] == first.headers["ETag"]
         assert requests.get(url, headers={"Accept": JSON}, timeout=30).status_code == 401
+
+
+def test_an_index_can_need_a_login_while_main_stays_open(site, upstream):
+    index, _db = site
+    upstream.publish(make_wheel("open", "1.0"))
+    cli(index, "create", "secret", "--bases", "main", "--read-auth")
+    assert "reads        need a login" in cli(index, "show", "secret")
+    url = index_url(index, "secret") + "simple/open/"
+    for _ in range(2):  # Pyramid first, then the hot path: the same answer
+        assert requests.get(url, headers={"Accept": JSON}, timeout=30).status_code == 401
+        authed = requests.get(url, headers={"Accept": JSON}, auth=("bob", PASSWORD), timeout=30)
+        assert authed.status_code == 200
+    assert filenames(index.simple_url + "open/") == ["open-1.0-py3-none-any.whl"]
+    cli(index, "update", "secret", "--no-read-auth")
+    assert wait_until(
+        lambda: requests.get(url, headers={"Accept": JSON}, timeout=30).status_code == 200
+    )
+
+
+def test_a_token_for_one_index_reads_and_uploads_there_only(
+    make_index: IndexFactory, upstream: FakeUpstream, tmp_path: Path
+):
+    upstream.publish(make_wheel("shared-dep", "1.0"))
+    index = make_index(upstream.simple_url, **{"pypicache.read_auth": "true"})
+    db = Db(index)
+    db.accounts.add_user("alice", PASSWORD)
+    db.engine.dispose()
+    cli(index, "create", "team", "--bases", "main", "--uploaders", "alice")
+    created = pypicache_cli(index, "token", "create", "alice", "--index", "team")
+    assert created.returncode == 0, created.stderr
+    token = created.stdout.strip()
+    assert "index team" in pypicache_cli(index, "token", "list").stdout
+    no_such = pypicache_cli(index, "token", "create", "alice", "--index", "nosuch")
+    assert no_such.returncode == 1
+    assert "no index named 'nosuch'" in no_such.stderr
+
+    auth = ("__token__", token)
+    team = index_url(index, "team")
+    wheel = make_wheel("teamonly", "1.0")
+    path = tmp_path / wheel.filename
+    path.write_bytes(wheel.content)
+    assert twine_upload(team + "legacy/", "__token__", token, path).returncode == 0
+    for _ in range(2):  # Pyramid, then the hot path
+        page = requests.get(
+            team + "simple/teamonly/", headers={"Accept": JSON}, auth=auth, timeout=30
+        )
+        assert page.status_code == 200
+
+    elsewhere = requests.get(
+        index.simple_url + "shared-dep/", headers={"Accept": JSON}, auth=auth, timeout=30
+    )
+    assert elsewhere.status_code == 403
+    assert "is for the index 'team' only" in elsewhere.text
+    by_password = requests.get(
+        index.simple_url + "shared-dep/",
+        headers={"Accept": JSON},
+        auth=("alice", PASSWORD),
+        timeout=30,
+    )
+    assert by_password.status_code == 200
+    again = requests.get(
+        index.simple_url + "shared-dep/", headers={"Accept": JSON}, auth=auth, timeout=30
+    )
+    assert again.status_code == 403, "the hot path refuses it too"
+    upload_main = twine_upload(upload_url(index), "__token__", token, path)
+    assert upload_main.returncode != 0
+    assert "is for the index 'team' only" in upload_main.stdout + upload_main.stderr

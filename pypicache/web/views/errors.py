@@ -83,6 +83,12 @@ def forbidden(exc: Exception, request: Request) -> Response:
         response = answer(401, message)
         response.headers["WWW-Authenticate"] = REALM
         return response
+    if request.identity.index is not None:
+        return answer(
+            403,
+            f"This token of the user '{request.identity.name}' is for the index "
+            f"'{request.identity.index}' only.",
+        )
     return answer(403, f"The user '{request.identity.name}' may not do this.")
 
 
