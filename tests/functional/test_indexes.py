@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pytest
 import requests
+from playwright.sync_api import Page, expect
 from sqlalchemy import select
 
 from pypicache.models import AuditEntry
 from tests.conftest import IndexFactory, RunningIndex
+from tests.support.browser import log_in
 from tests.support.clients import installed, make_venv, pip_install, uv_pip_install
 from tests.support.dists import Dist, make_sdist, make_wheel
 from tests.support.fakeupstream import FakeUpstream
@@ -347,3 +349,57 @@ def test_a_token_for_one_index_reads_and_uploads_there_only(
     upload_main = twine_upload(upload_url(index), "__token__", token, path)
     assert upload_main.returncode != 0
     assert "is for the index 'team' only" in upload_main.stdout + upload_main.stderr
+
+
+def test_the_admin_page_creates_changes_pushes_to_and_deletes_an_index(site, upstream, page: Page):
+    index, db = site
+    wheel = make_wheel("fromupstream", "1.0")
+    upstream.publish(wheel)
+    main_page = index.simple_url + "fromupstream/"
+    entry = requests.get(main_page, headers={"Accept": JSON}, timeout=30).json()["files"][0]
+    requests.get(requests.compat.urljoin(main_page, entry["url"]), timeout=30).raise_for_status()
+
+    log_in(page, index)
+    page.locator(".nav").get_by_role("link", name="Indexes").click()
+    page.fill("#index-name", "team")
+    page.fill("#index-bases", "main")
+    page.fill("#index-uploaders", "alice")
+    page.get_by_role("button", name="Create index").click()
+    expect(page.locator(".flash, [role=status]").first).to_contain_text("Index team created")
+    row = page.locator("tr[data-index=team]")
+    expect(row).to_contain_text("/i/team/simple/")
+    expect(row).to_contain_text("admins, alice")
+
+    page.fill("#index-name", "bad")
+    page.fill("#index-bases", "nosuch")
+    page.get_by_role("button", name="Create index").click()
+    expect(page.get_by_text("neither an upstream nor an index")).to_be_visible()
+
+    row.get_by_text("Change…").click()
+    row.get_by_label("Uploaders of team").fill("alice, bob")
+    row.get_by_role("button", name="Save team").click()
+    expect(page.locator("tr[data-index=team]")).to_contain_text("admins, alice, bob")
+
+    page.select_option("#push-source", "main")
+    page.select_option("#push-dest", "team")
+    page.fill("#push-release", "fromupstream==1.0")
+    page.get_by_role("button", name="Push").click()
+    expect(
+        page.get_by_text(f"Pushed fromupstream 1.0 from main to team: {wheel.filename}")
+    ).to_be_visible()
+    team_page = index_url(index, "team") + "simple/fromupstream/"
+    assert filenames(team_page) == [wheel.filename]
+
+    row = page.locator("tr[data-index=team]")
+    row.get_by_text("Delete…").click()
+    row.get_by_role("button", name="Delete team").click()
+    expect(page.get_by_text("it has 1 private projects")).to_be_visible()
+    row = page.locator("tr[data-index=team]")
+    row.get_by_text("Delete…").click()
+    row.locator("input[name=force]").check()
+    row.get_by_role("button", name="Delete team").click()
+    expect(page.get_by_text("Index team deleted with its 1 private projects")).to_be_visible()
+    expect(page.locator("tr[data-index=team]")).to_have_count(0)
+    with db.database.unit_of_work() as session:
+        actions = set(session.scalars(select(AuditEntry.action)))
+    assert {"index-create", "index-update", "push", "index-delete"} <= actions
