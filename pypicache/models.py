@@ -163,6 +163,40 @@ class IndexDefinition(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime)
 
 
+class Change(Base):
+    """A change to what this index serves under a name, in its own serial space.
+
+    What a downstream index or mirror follows (``/pypi``'s XML-RPC changelog): private
+    uploads, yanks, deletes, and every change to a cached upstream page.
+    """
+
+    __tablename__ = "changes"
+
+    serial: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    action: Mapped[str] = mapped_column(String(32))
+    at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class NameSerial(Base):
+    """The serial of the newest change under each name: the serial its pages carry."""
+
+    __tablename__ = "name_serials"
+
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH), primary_key=True)
+    serial: Mapped[int] = mapped_column()
+
+
+class ChangeCounter(Base):
+    """The last serial given out; its one row is locked by each change until it commits,
+    so serials become visible in the order they were given."""
+
+    __tablename__ = "change_counter"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    serial: Mapped[int] = mapped_column()
+
+
 class FollowerState(Base):
     """A changelog follower's bookkeeping: one row per upstream, shared by every process."""
 

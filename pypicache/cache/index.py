@@ -465,7 +465,7 @@ class IndexService:
             db.add(project)
             db.flush()  # its id, for the files' rows
         listed, unreferenced = apply_page(db, project, stored, result)
-        entry = self._keep(snapshot(project, listed), self._settings.page_ttl, stale=False)
+        entry = self._keep(snapshot(db, project, listed), self._settings.page_ttl, stale=False)
         return entry, None, unreferenced
 
     def _write_later(self, name: str, page: UpstreamPage) -> CachedPage | None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import func, select
 
+from pypicache.cache.changes import REMOVE, record_change
 from pypicache.cache.router import Base, Router, Source
 from pypicache.db import Database
 from pypicache.errors import IndexProblem
@@ -236,6 +237,7 @@ class Indexes:
                 select(Project).where(Project.source == private_source(name))
             ):
                 db.delete(project)
+                record_change(db, project.name, REMOVE)
             db.delete(row)
             db.add(
                 AuditEntry(

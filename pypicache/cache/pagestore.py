@@ -10,6 +10,7 @@ from datetime import datetime
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session, raiseload, selectinload
 
+from pypicache.cache.changes import REMOVE, name_serial, record_change
 from pypicache.cache.rendering import PageData, RenderedPage, render
 from pypicache.errors import ProjectNotFound
 from pypicache.filefacts import FACT_FIELDS, FileFacts, fact_values
@@ -164,12 +165,19 @@ def apply_page(
             changes.dropped.add(gone.facts.sha256)
         changes.deletes.append(gone.id)
     _write(db, project.id, changes)
-    project.versions = _versions(page, private.values())
+    versions = _versions(page, private.values())
+    changed = bool(changes.inserts or changes.updates or changes.deletes) or (
+        (versions, page.status, page.status_reason)
+        != (project.versions, project.status, project.status_reason)
+    )
+    project.versions = versions
     project.last_serial = page.serial
     project.upstream_etag = page.etag
     project.status = page.status
     project.status_reason = page.status_reason
     project.checked_at = now
+    if changed:
+        record_change(db, project.name)
     return listed, changes.dropped
 
 
@@ -262,12 +270,13 @@ def _versions(page: UpstreamPage, private: Iterable[FileFacts]) -> list[str]:
 
 
 def first_page(name: str, page: UpstreamPage) -> RenderedPage:
-    """The page storing ``page`` as a new project's makes: what ``snapshot`` would give."""
+    """The page storing ``page`` as a new project's makes: what ``snapshot`` would give,
+    but for the serial, which only its write gives it (RenderedPage.same_as)."""
     return render(
         PageData(
             name=name,
             display_name=name,
-            serial=page.serial,
+            serial=None,
             versions=_versions(page, ()),
             files=list(page.files),
             private=False,
@@ -275,12 +284,14 @@ def first_page(name: str, page: UpstreamPage) -> RenderedPage:
     )
 
 
-def snapshot(project: Project, files: Iterable[FileFacts]) -> RenderedPage:
+def snapshot(db: Session, project: Project, files: Iterable[FileFacts]) -> RenderedPage:
+    """The page of ``project`` listing ``files``, with the serial of its name's last change
+    (this index's own serial space, not the upstream's)."""
     return render(
         PageData(
             name=project.name,
             display_name=project.display_name,
-            serial=project.last_serial,
+            serial=name_serial(db, project.name),
             versions=list(project.versions or ()),
             files=list(files),
             private=project.private,
@@ -290,7 +301,7 @@ def snapshot(project: Project, files: Iterable[FileFacts]) -> RenderedPage:
 
 def stored_page(db: Session, project: Project) -> RenderedPage:
     """The page as the database holds it."""
-    return snapshot(project, (s.facts for s in stored_files(db, project.id)))
+    return snapshot(db, project, (s.facts for s in stored_files(db, project.id)))
 
 
 def older(serial: int | None, stored: int | None) -> bool:
@@ -324,9 +335,12 @@ def remove_project(db: Session, source: str, name: str, serial: int | None) -> s
     if project is None:
         return set()
     if project.private:
-        for row in [f for f in project.files if f.origin == "upstream"]:
+        merged = [f for f in project.files if f.origin == "upstream"]
+        for row in merged:
             project.files.remove(row)
         project.checked_at = utcnow()
+        if merged:
+            record_change(db, name)
         return set()
     log.warning("upstream no longer has %s; dropping its cached page", name)
     blobs = {f.sha256 for f in project.files if f.sha256 and f.cached_at is not None}
@@ -335,4 +349,5 @@ def remove_project(db: Session, source: str, name: str, serial: int | None) -> s
     db.add(AuditEntry(at=now, action="remove-project", project=name, serial=serial, detail=detail))
     db.add(Alarm(at=now, kind="upstream-deleted", project=name, detail=detail))
     db.delete(project)
+    record_change(db, name, REMOVE)
     return blobs

@@ -256,7 +256,7 @@ class Router:
             PageData(
                 name=name,
                 display_name=first.display_name,
-                serial=None,  # each upstream counts in its own serials
+                serial=max((part.page.serial or 0 for part in parts), default=0) or None,
                 versions=sorted(versions),
                 files=list(files.values()),
             )

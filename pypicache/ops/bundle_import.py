@@ -13,6 +13,7 @@ from typing import IO, Any, BinaryIO
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session, selectinload
 
+from pypicache.cache.changes import record_change
 from pypicache.db import Database
 from pypicache.errors import BundleError, HashMismatch
 from pypicache.filefacts import new_row
@@ -312,6 +313,8 @@ def _apply_project(
             status=bp.status,
             status_reason=bp.status_reason,
         )  # merge_upstream, where the project exists, stays this index's admins' choice
+    if created or changed:
+        record_change(db, bp.name)
     if created:
         report.projects_created += 1
     elif changed:

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from pypicache.auth.accounts import Identity
 from pypicache.cache.blobs import Blobs
+from pypicache.cache.changes import REMOVE, record_change
 from pypicache.cache.indexes import MAIN, Indexes
 from pypicache.cache.keyedlocks import KeyedLocks
 from pypicache.cache.router import Router
@@ -278,6 +279,7 @@ class PrivatePackages:
             project.files.remove(old)  # an allowed overwrite
         project.files.append(new_row(upload.facts(now), origin="private", cached_at=now))
         project.versions = sorted(set(project.versions or ()) | {upload.version})
+        record_change(db, project.name)
         db.add(
             AuditEntry(
                 at=now,
@@ -391,6 +393,8 @@ class PrivatePackages:
                 row.files.append(new_row(copied, origin="private", cached_at=now))
                 added.append(facts.filename)
             row.versions = sorted(set(row.versions or ()) | {f.version for f in files if f.version})
+            if added:
+                record_change(db, name)
             db.add(
                 AuditEntry(
                     at=now,
@@ -443,6 +447,7 @@ class PrivatePackages:
                     )
                 )
             changed = [f.filename for f in files]
+            record_change(db, name)
         view.forget(name)
         return changed
 
@@ -456,6 +461,7 @@ class PrivatePackages:
                 raise FileNotFound(f"{name} has no private file {filename!r}")
             blobs = self._delete_files(db, row, found, actor)
             row.versions = sorted({f.version for f in row.files if f.version})
+            record_change(db, name)
         view.forget(name)
         self._blobs.drop_unreferenced(blobs)
 
@@ -469,6 +475,7 @@ class PrivatePackages:
             )
             db.add(AuditEntry(at=utcnow(), action="delete-project", project=name, actor=actor))
             db.delete(row)
+            record_change(db, name, REMOVE)
         view.forget(name)
         self._blobs.drop_unreferenced(blobs)
 
@@ -508,6 +515,7 @@ class PrivatePackages:
                     row.files.remove(f)
                 row.upstream_etag = None
                 row.last_serial = None
+            record_change(db, name)
             db.add(
                 AuditEntry(
                     at=utcnow(),

@@ -1,0 +1,78 @@
+"""This index's own serial space: what changed under which name, in order (chaining).
+
+Each change takes the next serial in the transaction that makes it, and holds the
+counter's row until that commits: serials become visible in the order they were
+given, so a follower reading past serial S never misses a change numbered below S.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from pypicache.models import Change, ChangeCounter, NameSerial, utcnow
+
+UPDATE = "update"
+REMOVE = "remove project"  # PyPI's word: a follower expects a 404 after it
+# Entries per answer, as PyPI gives at most.
+PAGE = 50_000
+
+
+def record_change(db: Session, name: str, action: str = UPDATE) -> int:
+    """Give the change under ``name`` the next serial; returns it."""
+    serial = db.execute(
+        update(ChangeCounter)
+        .where(ChangeCounter.id == 1)
+        .values(serial=ChangeCounter.serial + 1)
+        .returning(ChangeCounter.serial)
+    ).scalar_one()
+    db.add(Change(serial=serial, name=name, action=action, at=utcnow()))
+    dialect = postgresql if db.get_bind().dialect.name == "postgresql" else sqlite
+    db.execute(
+        dialect.insert(NameSerial)
+        .values(name=name, serial=serial)
+        .on_conflict_do_update(index_elements=[NameSerial.name], set_={"serial": serial})
+    )
+    return serial
+
+
+def name_serial(db: Session, name: str) -> int | None:
+    """The serial a page of ``name`` carries (None: nothing under it ever changed)."""
+    return db.scalar(select(NameSerial.serial).where(NameSerial.name == name))
+
+
+def last_serial(db: Session) -> int:
+    return db.scalar(select(ChangeCounter.serial).where(ChangeCounter.id == 1)) or 0
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    at: datetime
+    action: str
+    serial: int
+
+
+def since(db: Session, serial: int, limit: int = PAGE) -> list[Entry]:
+    """The changes after ``serial``, oldest first, at most ``limit``."""
+    rows = db.scalars(
+        select(Change).where(Change.serial > serial).order_by(Change.serial).limit(limit)
+    )
+    return [Entry(c.name, c.at, c.action, c.serial) for c in rows]
+
+
+def serials(db: Session, names: Iterable[str] | None = None) -> dict[str, int]:
+    """Each name's serial: of ``names``, or of every name that has one."""
+    query = select(NameSerial.name, NameSerial.serial)
+    if names is not None:
+        query = query.where(NameSerial.name.in_(list(names)))
+    return dict(db.execute(query).tuples())
+
+
+def max_serial(db: Session) -> int:
+    return db.scalar(select(func.max(NameSerial.serial))) or 0
