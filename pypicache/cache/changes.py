@@ -71,7 +71,7 @@ def serials(db: Session, names: Iterable[str] | None = None) -> dict[str, int]:
     query = select(NameSerial.name, NameSerial.serial)
     if names is not None:
         query = query.where(NameSerial.name.in_(list(names)))
-    return dict(db.execute(query).tuples())
+    return {name: serial for name, serial in db.execute(query)}
 
 
 def max_serial(db: Session) -> int:

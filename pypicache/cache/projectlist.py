@@ -25,6 +25,7 @@ from typing import Any, BinaryIO, Protocol
 
 from sqlalchemy import func, select
 
+from pypicache.cache import changes
 from pypicache.cache.rendering import API_VERSION, GZIP_LEVEL
 from pypicache.db import Database
 from pypicache.errors import InvalidName, UpstreamUnavailable
@@ -71,6 +72,9 @@ class LocalProjects(Protocol):
     def names(self) -> Iterable[tuple[str, str]]:
         """(normalized name, display name) of each project."""
 
+    def serials(self) -> dict[str, int]:
+        """This index's serial of each name that changed here (the others have 0)."""
+
 
 class DatabaseProjects:
     """The projects the database holds: of every source, or of some (``sources``)."""
@@ -79,12 +83,16 @@ class DatabaseProjects:
         self._database = database
         self._where = () if sources is None else (Project.source.in_(sorted(sources)),)
 
-    def fingerprint(self) -> tuple[int, int | None]:
+    def fingerprint(self) -> tuple[int, int | None, int]:
         with self._database.unit_of_work() as db:
             count, last = db.execute(
                 select(func.count(Project.id), func.max(Project.id)).where(*self._where)
             ).one()
-            return count, last
+            return count, last, changes.last_serial(db)
+
+    def serials(self) -> dict[str, int]:
+        with self._database.unit_of_work() as db:
+            return changes.serials(db)
 
     def names(self) -> Iterator[tuple[str, str]]:
         with self._database.unit_of_work() as db:
@@ -122,7 +130,7 @@ class ProjectList:
             metas = self._refresh_upstreams()
             source = (self._local.fingerprint(), *(meta.get("etag") for meta in metas))
             if self._current is None or source != self._rendered_from:
-                self._current = self._render(metas[0].get("serial") if metas else None)
+                self._current = self._render()
                 self._rendered_from = source
             return self._current
 
@@ -208,8 +216,15 @@ class ProjectList:
 
     # -- rendering -------------------------------------------------------------------------
 
-    def _render(self, serial: int | None) -> ProjectListFiles:
-        """Both renderings in one pass over the merged names (hundreds of thousands)."""
+    def _render(self) -> ProjectListFiles:
+        """Both renderings in one pass over the merged names (hundreds of thousands).
+
+        Each JSON entry carries this index's serial of the name (0: never changed
+        here), and the list the newest of them: what a mirror such as bandersnatch
+        reads to learn what to fetch.
+        """
+        serials = self._local.serials()
+        serial = max(serials.values(), default=0)
         html, json_file = _TempFile(self._dir), _TempFile(self._dir)
         try:
             html.write(_HTML_HEAD)
@@ -217,7 +232,7 @@ class ProjectList:
             separator = ""
             for name, display in self._merged():
                 html.write(_html_line(name, display))
-                json_file.write(separator + _json_item(display))
+                json_file.write(separator + _json_item(display, serials.get(name, 0)))
                 separator = ","
             html.write(_HTML_TAIL)
             json_file.write("]}")
@@ -300,11 +315,12 @@ def _json_head(serial: int | None) -> str:
     return '{"meta":' + json.dumps(meta, sort_keys=True, separators=(",", ":")) + ',"projects":['
 
 
-def _json_item(display: str) -> str:
-    """``json.dumps({"name": display}, ensure_ascii=False)``, without its cost for plain names."""
+def _json_item(display: str, serial: int) -> str:
+    """``json.dumps({"name": display, "_last-serial": serial}, ensure_ascii=False)``,
+    without its cost for plain names."""
     if _PLAIN.fullmatch(display):
-        return f'{{"name": "{display}"}}'
-    return json.dumps({"name": display}, ensure_ascii=False)
+        return f'{{"name": "{display}", "_last-serial": {serial}}}'
+    return json.dumps({"name": display, "_last-serial": serial}, ensure_ascii=False)
 
 
 def _gzip_temp(directory: Path, source: Path) -> Path:

@@ -20,6 +20,9 @@ def includeme(config: Configurator) -> None:
     config.add_route("index_project", "/i/{index}/simple/{project}/")
     config.add_route("index_file", "/i/{index}/packages/{project}/{filename}")
     config.add_route("index_upload", "/i/{index}/legacy/")
+    # Chaining: this index's changelog (XML-RPC, as PyPI's) and the legacy JSON API.
+    config.add_route("xmlrpc", "/pypi", request_method="POST")
+    config.add_route("legacy_json", "/pypi/{project}/json")
     # Uploads: PyPI's URL, the same without the slash, and pypiserver's "/" (twine
     # refuses any redirect, so each one answers directly).
     config.add_route("upload", "/legacy/")

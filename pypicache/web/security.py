@@ -148,7 +148,16 @@ class BasicAuthSecurityPolicy:
 # those of the index main, /simple/ and /legacy/.
 _INDEX_ROUTES = frozenset({"index_index", "index_project", "index_file", "index_upload"})
 _MAIN_ROUTES = frozenset(
-    {"simple_index", "simple_project", "file", "upload", "upload_legacy_no_slash", "upload_root"}
+    {
+        "simple_index",
+        "simple_project",
+        "file",
+        "upload",
+        "upload_legacy_no_slash",
+        "upload_root",
+        "xmlrpc",
+        "legacy_json",
+    }
 )
 
 

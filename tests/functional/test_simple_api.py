@@ -341,6 +341,7 @@ def test_unknown_file_of_a_known_project_is_404(index, demo, http):
 
 def test_project_list_merges_the_upstream_list_and_cached_projects(index, demo, http):
     demo.add_bulk_projects(50)
+    get(http, index.simple_url + "demo-pkg/")  # cached here: it has a serial of this index's
     html = get(http, index.simple_url, "text/html")
     assert html.status_code == 200
     page = anchors(html.text)
@@ -353,7 +354,11 @@ def test_project_list_merges_the_upstream_list_and_cached_projects(index, demo, 
     data = get(http, index.simple_url, UV_ACCEPT).json()
     assert data["meta"]["api-version"] == "1.1"
     assert len(data["projects"]) == 51
-    assert {"name": "Demo.Pkg"} in data["projects"]
+    listed = {p["name"]: p["_last-serial"] for p in data["projects"]}
+    # Each name with this index's serial: cached here, or 0 for names only listed upstream.
+    assert listed["Demo.Pkg"] >= 1
+    assert listed["bulkproj0"] == 0
+    assert data["meta"]["_last-serial"] == max(listed.values())
 
     etag = html.headers["ETag"]
     assert get(http, index.simple_url, "text/html", **{"If-None-Match": etag}).status_code == 304
@@ -367,7 +372,7 @@ def test_project_list_without_upstream_lists_what_is_cached(make_index, demo, ht
     first = make_index(demo.simple_url, name="first")
     get(http, first.simple_url + "demo-pkg/")
     data = get(http, first.simple_url, UV_ACCEPT).json()
-    assert data["projects"] == [{"name": "Demo.Pkg"}]
+    assert [p["name"] for p in data["projects"]] == ["Demo.Pkg"]
 
 
 def test_health(index, http):

@@ -68,6 +68,9 @@ class Held:
     def names(self) -> list[tuple[str, str]]:
         return [(n, n) for n in self._names]
 
+    def serials(self) -> dict[str, int]:
+        return {}
+
 
 @given(st.lists(NAMES, max_size=8))
 @settings(max_examples=100)
@@ -107,4 +110,4 @@ def test_a_tampered_upstream_list_file_still_renders_as_text(tmp_path: Path):
     assert "<b>" not in html
     assert Links(html).links == [('x"><script>1</script>/', '<b>"&')]
     data = json.loads(rendered.json_path.read_bytes())
-    assert data["projects"] == [{"name": '<b>"&'}]
+    assert data["projects"] == [{"name": '<b>"&', "_last-serial": 0}]
