@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import xmlrpc.client
+from pathlib import Path
 
 import pytest
 import requests
 
 from tests.conftest import IndexFactory, RunningIndex
+from tests.support.clients import clean_client_env
 from tests.support.dists import make_wheel
 from tests.support.fakeupstream import FakeUpstream
 from tests.support.following import caught_up, follow_settings, status
@@ -137,3 +141,48 @@ def test_the_json_api_gives_releases_with_absolute_urls_and_the_serial(head, ups
     assert requests.get(head.url + "/pypi/nosuch/json", timeout=30).status_code == 404
     moved = requests.get(head.url + "/pypi/InHouse/json", allow_redirects=False, timeout=30)
     assert moved.status_code == 301
+
+
+def test_bandersnatch_mirrors_a_pypicache(head, upstream, tmp_path):
+    upload(head, tmp_path, "inhouse", "1.0")
+    public = make_wheel("public", "1.0")
+    upstream.publish(public)
+    assert versions(head, "public") == ["1.0"]
+    mirror = tmp_path / "mirror"
+    config = tmp_path / "bandersnatch.conf"
+    config.write_text(
+        "[mirror]\n"
+        f"directory = {mirror}\n"
+        f"master = {head.url}\n"
+        "api-method = simple\n"
+        "allow-non-https = true\n"
+        "json = true\n"
+        "release-files = true\n"
+        "simple-format = ALL\n"
+        "storage-backend = filesystem\n"
+        "hash-index = false\n"
+        "stop-on-error = true\n"
+        "timeout = 30\n"
+        "global-timeout = 300\n"
+        "workers = 2\n"
+        "compare-method = hash\n"
+        "\n[plugins]\nenabled =\n    allowlist_project\n"
+        "\n[allowlist]\npackages =\n    inhouse\n    public\n"
+    )
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "bandersnatch"), "-c", str(config), "mirror"],
+        capture_output=True,
+        text=True,
+        env=clean_client_env(),
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    web = mirror / "web"
+    inhouse = make_wheel("inhouse", "1.0")
+    files = {p.name: p.read_bytes() for p in (web / "packages").rglob("*.whl")}
+    assert files == {inhouse.filename: inhouse.content, public.filename: public.content}
+    page = (web / "simple" / "inhouse" / "index.html").read_text()
+    assert inhouse.filename in page
+    with changelog(head) as proxy:
+        serial = proxy.list_packages_with_serial()["inhouse"]
+    assert f"<!--SERIAL {serial}-->" in page
