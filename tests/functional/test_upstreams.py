@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -436,3 +437,72 @@ def test_pip_and_uv_pick_from_a_merged_page(
     result = installer(python, index.simple_url, "blend")
     assert result.returncode == 0, result.stderr
     assert installed(python) == {"blend": "2.0"}
+
+
+def _locker_env(tmp_path: Path) -> dict[str, str]:
+    """poetry and pdm with a home of their own: no user config, caches or other indexes."""
+    env = clean_client_env()
+    home = tmp_path / "home"
+    home.mkdir()
+    env.update(
+        HOME=str(home),
+        XDG_CONFIG_HOME=str(home / ".config"),
+        XDG_CACHE_HOME=str(home / ".cache"),
+        POETRY_NO_INTERACTION="1",
+        PDM_CHECK_UPDATE="false",
+        PDM_NON_INTERACTIVE="1",
+    )
+    return env
+
+
+def _consumer(tmp_path: Path, tool_section: str) -> Path:
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "pyproject.toml").write_text(
+        '[project]\nname = "consumer"\nversion = "0.1.0"\nrequires-python = ">=3.9"\n'
+        'dependencies = ["pinned", "plain"]\n\n' + tool_section
+    )
+    return project
+
+
+@pytest.mark.parametrize("tool", ["poetry", "pdm"])
+def test_poetry_and_pdm_lock_with_pypicache_primary_and_one_upstream_explicit(
+    make_index: IndexFactory, upstream: FakeUpstream, vendor: FakeUpstream, tmp_path: Path, tool
+):
+    upstream.publish(make_wheel("pinned", "9.0"))  # newer, but not the source chosen
+    pinned = make_wheel("pinned", "1.0")
+    vendor.publish(pinned)
+    plain = make_wheel("plain", "1.0")
+    upstream.publish(plain)
+    index = start(make_index, upstream, vendor)
+    main, alone = index.simple_url, f"{index.url}/u/vendor/simple/"
+    if tool == "poetry":
+        section = (
+            "[tool.poetry]\npackage-mode = false\n\n"
+            f'[[tool.poetry.source]]\nname = "cache"\nurl = "{main}"\npriority = "primary"\n\n'
+            f'[[tool.poetry.source]]\nname = "vendor"\nurl = "{alone}"\npriority = "explicit"\n\n'
+            '[tool.poetry.dependencies]\npinned = { source = "vendor" }\n'
+        )
+        command = [str(Path(sys.executable).parent / "poetry"), "lock"]
+        lock_name = "poetry.lock"
+    else:
+        section = (
+            "[tool.pdm]\ndistribution = false\n\n"
+            f'[[tool.pdm.source]]\nname = "pypi"\nurl = "{main}"\n'
+            'exclude_packages = ["pinned"]\n\n'
+            f'[[tool.pdm.source]]\nname = "vendor"\nurl = "{alone}"\n'
+            'include_packages = ["pinned"]\n'
+        )
+        command = [str(Path(sys.executable).parent / "pdm"), "lock"]
+        lock_name = "pdm.lock"
+    project = _consumer(tmp_path, section)
+    env = _locker_env(tmp_path)
+    env["PDM_PYTHON"] = str(make_venv(tmp_path / "py"))
+    result = subprocess.run(
+        command, cwd=project, capture_output=True, text=True, env=env, timeout=300
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    lock = (project / lock_name).read_text()
+    assert pinned.sha256 in lock, "pinned from the explicit source, at its version"
+    assert plain.sha256 in lock
+    assert make_wheel("pinned", "9.0").sha256 not in lock
