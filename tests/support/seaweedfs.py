@@ -27,6 +27,8 @@ ACCESS_KEY = "pypicache-test"
 SECRET_KEY = "pypicache-test-secret"
 # weed's gRPC ports default to its HTTP ports + 10000; we name them, and keep both free.
 GRPC_OFFSET = 10000
+# Starts with new ports when one chosen was taken before weed bound it.
+START_ATTEMPTS = 3
 
 
 @dataclass
@@ -169,7 +171,28 @@ def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedServe
         weed = Path(found)
     else:
         weed = WEED
-    root = tmp_path_factory.mktemp("seaweedfs")
+    for attempt in range(START_ATTEMPTS):
+        root = tmp_path_factory.mktemp("seaweedfs")
+        try:
+            server = _start(weed, root)
+        except PortTaken:
+            # Free when chosen, taken before weed bound it (the other test workers start
+            # servers too): choose again.
+            if attempt == START_ATTEMPTS - 1:
+                raise
+            continue
+        try:
+            yield server
+        finally:
+            _stop(server.process)
+        return
+
+
+class PortTaken(RuntimeError):
+    """weed stopped at start: one of its ports was taken meanwhile."""
+
+
+def _start(weed: Path, root: Path) -> SeaweedServer:
     data = root / "data"
     data.mkdir()
     master, volume, filer, s3, iceberg, lance = _free_ports(6)
@@ -190,9 +213,12 @@ def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedServe
     server = SeaweedServer(f"http://127.0.0.1:{s3}", process, log)
     try:
         _wait_for_s3(server)
-        yield server
-    finally:
+    except RuntimeError as exc:
         _stop(process)
+        if b"address already in use" in log.read_bytes():
+            raise PortTaken(str(exc)) from exc
+        raise
+    return server
 
 
 @pytest.fixture
