@@ -1037,7 +1037,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     run = RunDirs.make(args.out, "work-")
     stamp, out, work, venvs = run.stamp, run.out, run.work, run.venvs
 
-    measured = measure_ref(args.ref, work / "pypicache-src")
+    measured = measure_ref(args.ref, work / "pypicache-src", migrations=True)
     wheels = ensure_wheels(CACHE)
     wheel_count = len(list(wheels.glob("*.whl")))
     results: dict[str, Any] = {

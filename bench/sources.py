@@ -210,7 +210,7 @@ def main() -> int:
         print("missing: wrk (apt-get install -y wrk)", file=sys.stderr)
         return 2
     run = RunDirs.make(args.out, "sources-")
-    measured = measure_ref(args.ref, run.work / "pypicache-src")
+    measured = measure_ref(args.ref, run.work / "pypicache-src", migrations=True)
     results: dict[str, Any] = {
         "meta": {**run_meta(run.stamp, args.quick), "pypicache": pypicache_meta(measured)}
     }
