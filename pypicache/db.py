@@ -214,7 +214,9 @@ def upgrade_apart(database_url: str) -> None:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
     child = subprocess.run(
-        [sys.executable, "-m", "pypicache.db"],
+        # -P: not the working directory first on sys.path, where another pypicache (a
+        # checkout) would migrate with its own scripts.
+        [sys.executable, "-P", "-m", "pypicache.db"],
         input=database_url,
         text=True,
         # Captured, not inherited: the server's stderr may be no file at all (a test's

@@ -506,3 +506,28 @@ def test_poetry_and_pdm_lock_with_pypicache_primary_and_one_upstream_explicit(
     assert pinned.sha256 in lock, "pinned from the explicit source, at its version"
     assert plain.sha256 in lock
     assert make_wheel("pinned", "9.0").sha256 not in lock
+
+
+def test_a_local_tree_is_one_of_the_upstreams(
+    make_index: IndexFactory, upstream: FakeUpstream, tmp_path: Path, http
+):
+    tree = tmp_path / "tree"
+    local = make_wheel("onlylocal", "1.0")
+    (tree / "onlylocal").mkdir(parents=True)
+    local.write(tree / "onlylocal")
+    upstream.publish(make_wheel("remote", "1.0"))
+    index = make_index(
+        None,
+        **{
+            "pypicache.upstreams": f"pypi={upstream.simple_url} local={tree.as_uri()}/",
+            "pypicache.follow_method": "auto",
+        },
+    )
+    url = f"{index.simple_url}onlylocal/"
+    files = files_of(http, url)
+    assert list(files) == [local.filename]
+    assert download(http, url, files[local.filename]) == local.content
+    assert list(files_of(http, f"{index.url}/u/local/simple/onlylocal/")) == [local.filename]
+    assert list(files_of(http, f"{index.simple_url}remote/")) == ["remote-1.0-py3-none-any.whl"]
+    # A local tree has nothing to follow: no follower of its own, and no error.
+    assert status(index)["upstreams"]["local"]["following"] is False

@@ -117,3 +117,18 @@ def test_rows_cached_before_several_upstreams_become_the_pypi_upstreams(empty_da
             assert dirty.all() == [("cached", 7)]
     finally:
         engine.dispose()
+
+
+def test_a_migration_apart_never_imports_a_pypicache_from_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """``python -m`` puts the working directory first on sys.path: a checkout of another
+    version there must not be what migrates the database."""
+    decoy = tmp_path / "checkout" / "pypicache"
+    decoy.mkdir(parents=True)
+    (decoy / "__init__.py").write_text("raise ImportError('the checkout, not the server')\n")
+    (decoy / "db.py").write_text("raise SystemExit('the checkout migrated')\n")
+    monkeypatch.chdir(decoy.parent)
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    db.upgrade_apart(url)
+    assert db.schema_is_current(url)
