@@ -122,6 +122,9 @@ class IndexService:
         # The writes of big first pages already served, by project: each holds the page
         # claim until its rows are committed, and what needs those rows waits for it.
         self._writing: dict[str, Future[None]] = {}
+        # A private source's names (``_private_names``), and when they were read.
+        self._names: frozenset[str] = frozenset()
+        self._names_read_at = float("-inf")
 
     @property
     def follows_upstream(self) -> bool:
@@ -187,7 +190,8 @@ class IndexService:
         entry = self.cached_page(name)
         if entry is not None:
             return entry, "stale" if entry.stale else "hit"
-        if self.private and self.known_missing(name):
+        if self.private and (self.known_missing(name) or name not in self._private_names()):
+            self._missing[name] = time.monotonic() + min(self._settings.page_ttl, PRIVATE_REFRESH)
             raise NotPrivate(name)
         with self._locks.hold(self._key(name)):
             entry = self.cached_page(name)
@@ -605,6 +609,22 @@ class IndexService:
         """Drop what this process remembers of ``name`` (after an upload or an admin change)."""
         self._pages.pop(name)
         self._missing.pop(name, None)
+        self._names_read_at = float("-inf")
+
+    def _private_names(self) -> frozenset[str]:
+        """The names of this source's rows, read again every PRIVATE_REFRESH seconds.
+
+        So that a name nobody made private costs no query on every first request of
+        it: a deployment has few private names, and a cold install asks for dozens of
+        others one after the other.
+        """
+        if time.monotonic() - self._names_read_at > PRIVATE_REFRESH:
+            guard = database_guard("reading the private names")
+            with guard, self._database.unit_of_work() as db:
+                names = db.scalars(select(Project.name).where(Project.source == self.source))
+                self._names = frozenset(names)
+            self._names_read_at = time.monotonic()
+        return self._names
 
     def _forget_project(self, name: str, serial: int | None = None) -> None:
         """The upstream says the project does not exist (any more).

@@ -345,6 +345,9 @@ def test_stopping_the_app_ends_running_fills(index, upstream, http):
     assert stored_blobs(index) == []
 
 
+PRIVATE_NAMES = re.compile(r"SELECT projects\.name\s+FROM projects\s+WHERE projects\.source = \S+$")
+
+
 def test_pages_and_downloads_cost_the_same_queries_however_many_files(
     make_index: IndexFactory, upstream: FakeUpstream, http
 ):
@@ -360,7 +363,9 @@ def test_pages_and_downloads_cost_the_same_queries_however_many_files(
     def record(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
         # Reads and updates; new rows are the ORM's to batch (one INSERT on PostgreSQL,
         # in-process calls on SQLite).
-        if not statement.startswith("INSERT") and re.search(r"\b(projects|files)\b", statement):
+        if statement.startswith("INSERT") or PRIVATE_NAMES.match(statement):
+            return  # the private names are read every few seconds, whatever is asked
+        if re.search(r"\b(projects|files)\b", statement):
             statements.append(statement)
 
     def cost(url: str, **headers: str) -> int:
