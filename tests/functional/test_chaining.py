@@ -85,6 +85,17 @@ def test_calls_it_cannot_answer_are_faults_not_errors(head):
             proxy.changelog_since_serial()
         with pytest.raises(xmlrpc.client.Fault, match="integer"):
             proxy.changelog_since_serial("7")
+    # XML-RPC's <int> is read whole: a serial no database column holds is refused too.
+    huge = requests.post(
+        head.url + "/pypi",
+        data=b"<?xml version='1.0'?><methodCall><methodName>changelog_since_serial"
+        b"</methodName><params><param><value><int>99999999999999999999999</int></value>"
+        b"</param></params></methodCall>",
+        timeout=30,
+    )
+    assert huge.status_code == 200
+    with pytest.raises(xmlrpc.client.Fault, match="integer"):
+        xmlrpc.client.loads(huge.content)
     garbage = requests.post(head.url + "/pypi", data=b"<not xml", timeout=30)
     assert garbage.status_code == 200
     with pytest.raises(xmlrpc.client.Fault, match="not an XML-RPC call"):

@@ -36,8 +36,8 @@ def _last_serial(services: Services) -> int:
 
 
 def _since(services: Services, serial: object) -> list[list[object]]:
-    if isinstance(serial, bool) or not isinstance(serial, int):
-        raise TypeError("changelog_since_serial takes one integer serial")
+    if isinstance(serial, bool) or not isinstance(serial, int) or not -1 <= serial < 2**31:
+        raise TypeError("changelog_since_serial takes one integer serial, 0 to 2**31 - 1")
     with services.database.unit_of_work() as db:
         entries = changes.since(db, serial)
     return [[e.name, "", calendar.timegm(e.at.timetuple()), e.action, e.serial] for e in entries]
