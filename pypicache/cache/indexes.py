@@ -93,6 +93,9 @@ class Indexes:
         return sorted(self._infos.values(), key=lambda i: (i.name != MAIN, i.name))
 
     def _refresh(self, force: bool = False) -> None:
+        # Checked before the lock too: every page request (the hot path's included) asks.
+        if not force and time.monotonic() - self._read_at < RELOAD:
+            return
         with self._lock:
             if not force and time.monotonic() - self._read_at < RELOAD:
                 return
