@@ -343,8 +343,9 @@ class FillRegistry:
         key = download.key
         with self._lock:
             fill = self._fills.get(key)
-            if fill is not None:
+            if fill is not None and fill.error is None:
                 return fill
+            # A failed fill stays listed until its thread ends: a retry starts afresh.
             if download.sha256 is not None and self._store.exists(download.sha256):
                 return None
             source = self._source_for(download.project)
@@ -394,7 +395,8 @@ class FillRegistry:
             fill.run()
         finally:
             with self._lock:
-                self._fills.pop(fill.key, None)
+                if self._fills.get(fill.key) is fill:
+                    del self._fills[fill.key]
                 self._threads.discard(threading.current_thread())
 
     def stop(self, timeout: float = 10.0) -> None:
