@@ -103,3 +103,11 @@ class FileExists(UploadRejected):
 
 class BundleError(PypicacheError):
     """A bundle we cannot write or will not import; the message says why."""
+
+
+class Held(PypicacheError):
+    """A file a rule holds back (the cooldown, the cutoff, a block): 403 with the reason."""
+
+
+class NotAllowed(ProjectNotFound):
+    """A project an allowlist leaves out: as if it did not exist (404), with the reason."""

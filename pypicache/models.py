@@ -13,6 +13,7 @@ from sqlalchemy import (
     DateTime,
     ForeignKey,
     Index,
+    Integer,
     MetaData,
     String,
     Text,
@@ -159,8 +160,33 @@ class IndexDefinition(Base):
     uploaders: Mapped[list[str] | None] = mapped_column(JSON)
     # Reads need a login here even where pypicache.read_auth lets anyone read.
     read_auth: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # Seconds a new upstream file is held here; None: pypicache.cooldown's.
+    cooldown: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(DateTime)
     updated_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class PolicyRule(Base):
+    """A rule applied when answering: a block, an allowlist pattern, or a release let through.
+
+    Stored here so that every host applies the same rules; a rule ends by being
+    revoked (kept, for the audit) or when its ``until`` passes.
+    """
+
+    __tablename__ = "policy_rules"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))  # block, allow-only, allow-release
+    # The index it applies to; None: every index, /u/<upstream>/ included.
+    index: Mapped[str | None] = mapped_column(String(SOURCE_LENGTH))
+    # A PEP 508 requirement (block), a pattern (allow-only), PROJECT==VERSION (allow-release).
+    subject: Mapped[str] = mapped_column(String(512))
+    reason: Mapped[str] = mapped_column(Text)
+    actor: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    until: Mapped[datetime | None] = mapped_column(DateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime, index=True)
+    revoked_by: Mapped[str | None] = mapped_column(String(100))
 
 
 class Change(Base):

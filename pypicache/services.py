@@ -26,6 +26,8 @@ from pypicache.models import PRIVATE_SOURCE
 from pypicache.ops.history import History
 from pypicache.ops.metrics import Metrics
 from pypicache.ops.reports import Reports
+from pypicache.policy.guard import Guard
+from pypicache.policy.rules import Rules
 from pypicache.private.packages import PrivatePackages
 from pypicache.settings import Settings
 from pypicache.storage.local import BlobStore, make_store
@@ -57,6 +59,7 @@ class Services:
     history: History
     followers: tuple[Follower, ...]  # one per upstream that can tell what changed
     evictor: Evictor | None
+    guard: Guard  # the supply-chain rules, applied when answering
     index_lists: dict[str, tuple[Router, ProjectList]] = field(default_factory=dict)
     _lists_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -212,6 +215,9 @@ def build_services(settings: Settings) -> Services:
             if (follower := _follower(settings, database, metrics, upstream, router)) is not None
         ),
         evictor=evictor,
+        guard=Guard(
+            settings, Rules(database), indexes.cooldown, cache_bytes=settings.page_cache_bytes // 4
+        ),
     )
 
 

@@ -8,6 +8,7 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -17,6 +18,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from pypicache.errors import SettingsError
+from pypicache.policy.times import BadTime, parse_duration, parse_moment
 from pypicache.upstream.routing import (
     DEFAULT_UPSTREAM,
     Route,
@@ -66,6 +68,10 @@ class Settings:
     upstreams: tuple[Upstream, ...]  # in priority order; at least one
     routes: tuple[Route, ...]
     merge: tuple[str, ...]  # patterns of normalized names
+    cooldown: timedelta  # 0: off
+    cutoff: datetime | None  # naive UTC
+    cooldown_exempt: tuple[str, ...]  # patterns of normalized names
+    cooldown_private: bool
     data_dir: Path
     database_url: str
     follow_interval: float
@@ -290,6 +296,22 @@ def _patterns(key: str, value: str) -> tuple[str, ...]:
     return tuple(found)
 
 
+def _duration(key: str, value: str) -> timedelta:
+    try:
+        return parse_duration(value)
+    except BadTime as exc:
+        raise SettingsError(f"{key}: {exc}") from None
+
+
+def _moment(key: str, value: str) -> datetime | None:
+    if not value.strip():
+        return None
+    try:
+        return parse_moment(value)
+    except BadTime as exc:
+        raise SettingsError(f"{key}: {exc}") from None
+
+
 def _check_routes(routes: tuple[Route, ...], upstreams: tuple[Upstream, ...]) -> None:
     names = [u.name for u in upstreams]
     for route in routes:
@@ -503,6 +525,30 @@ SETTINGS: tuple[Setting, ...] = (
         "",
         _routes,
         "PATTERN=UPSTREAM pairs: matching projects come from that upstream only.",
+    ),
+    Setting(
+        "pypicache.cooldown",
+        "0",
+        _duration,
+        "Minimum age of an upstream file before it is served (7d, 36h, P7D; 0: off).",
+    ),
+    Setting(
+        "pypicache.cutoff",
+        "",
+        _moment,
+        "An RFC 3339 time: upstream files uploaded after it are held, whatever their age.",
+    ),
+    Setting(
+        "pypicache.cooldown_exempt",
+        "",
+        _patterns,
+        "Patterns of projects the cooldown and the cutoff never hold.",
+    ),
+    Setting(
+        "pypicache.cooldown_private",
+        "false",
+        _bool,
+        "Whether the cooldown and the cutoff hold private packages too.",
     ),
     Setting(
         "pypicache.data_dir",

@@ -103,6 +103,7 @@ class FileCache:
         ranged: bool,
         note: Callable[[str, str], None],
         wanted_range: Callable[[FileFacts], Span | None] | None = None,
+        admit: Callable[[FileFacts], None] | None = None,
     ) -> FileAnswer:
         """Serve ``filename`` (or its ``.metadata``): from the store, or filled from upstream.
 
@@ -112,15 +113,20 @@ class FileCache:
         support that way).  A range (``ranged``) is served from the store once the
         whole file is there, except the one ``wanted_range`` names for a file not
         cached yet: that comes straight from the upstream while the fill runs.
+        ``admit(facts)`` raises for a file the rules hold back, before anything is read.
         """
         if filename.endswith(METADATA_SUFFIX):
             facts = self._locate(project, filename.removesuffix(METADATA_SUFFIX))
+            if admit is not None:
+                admit(facts)
             handle = self._open_stored(facts.metadata_sha256)
             note("metadata", "hit" if handle is not None else "miss")
             if handle is None:
                 handle = self._open_metadata(project, facts)
             return FileAnswer(facts, facts.metadata_sha256, handle=handle)
         facts = self._locate(project, filename)
+        if admit is not None:
+            admit(facts)
         handle = self._open_stored(facts.sha256)
         if handle is not None:
             note("file", "hit")

@@ -80,6 +80,9 @@ class CachedPage:
     stale: bool  # served because the upstream failed; clients must not cache it
     # A first page served while its rows are written: done once they are committed.
     written: Future[None] | None = None
+    # When what this page shows changes by itself (a held file matures), time.time();
+    # clients must not keep it longer.
+    until: float | None = None
 
 
 class IndexService:

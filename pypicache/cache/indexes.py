@@ -11,6 +11,8 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
+from typing import Literal
 
 from sqlalchemy import func, select
 
@@ -19,6 +21,7 @@ from pypicache.cache.router import Base, Router, Source
 from pypicache.db import Database
 from pypicache.errors import IndexProblem
 from pypicache.models import PRIVATE_PREFIX, AuditEntry, IndexDefinition, Project, utcnow
+from pypicache.policy.times import format_duration
 from pypicache.upstream.routing import Route, valid_upstream_name
 
 MAIN = "main"
@@ -40,6 +43,7 @@ class IndexInfo:
     bases: tuple[str, ...] | None
     uploaders: tuple[str, ...] | None  # None: any user may upload
     read_auth: bool = False  # reads need a login, whatever pypicache.read_auth says
+    cooldown: timedelta | None = None  # None: pypicache.cooldown's
 
     def may_upload(self, user: str, *, admin: bool) -> bool:
         return admin or self.uploaders is None or user in self.uploaders
@@ -87,6 +91,13 @@ class Indexes:
         self._refresh()
         info = self._infos.get(name)
         return info is not None and info.read_auth
+
+    def cooldown(self, name: str) -> timedelta | None:
+        """The cooldown an index sets for itself (per request: the copy read last); None:
+        the deployment's."""
+        self._refresh()
+        info = self._infos.get(name)
+        return info.cooldown if info is not None else None
 
     def all(self) -> list[IndexInfo]:
         self._refresh(force=True)
@@ -139,6 +150,7 @@ class Indexes:
         uploaders: Sequence[str] | None,
         actor: str,
         read_auth: bool = False,
+        cooldown: timedelta | None = None,
     ) -> IndexInfo:
         if not valid_upstream_name(name):
             raise IndexProblem(
@@ -159,6 +171,7 @@ class Indexes:
                     bases=list(bases),
                     uploaders=list(uploaders or ()),
                     read_auth=read_auth,
+                    cooldown=_seconds(cooldown),
                     created_at=now,
                     updated_at=now,
                 )
@@ -177,11 +190,20 @@ class Indexes:
         description: str | None = None,
         uploaders: Sequence[str] | None = None,
         read_auth: bool | None = None,
+        cooldown: timedelta | Literal["default"] | None = None,
         actor: str,
     ) -> IndexInfo:
+        """Change what is given; ``cooldown="default"`` goes back to pypicache.cooldown's."""
         with self._database.unit_of_work() as db:
             row = self._row(db, name)
             changed = []
+            if cooldown is not None:
+                row.cooldown = None if cooldown == "default" else _seconds(cooldown)
+                changed.append(
+                    "cooldown as pypicache.cooldown"
+                    if row.cooldown is None
+                    else f"cooldown {format_duration(timedelta(seconds=row.cooldown))}"
+                )
             if read_auth is not None:
                 row.read_auth = read_auth
                 changed.append("reads need a login" if read_auth else "anyone may read")
@@ -293,4 +315,9 @@ def _info(row: IndexDefinition) -> IndexInfo:
         tuple(row.bases) if row.bases is not None else None,
         tuple(row.uploaders) if row.uploaders is not None else None,
         row.read_auth,
+        timedelta(seconds=row.cooldown) if row.cooldown is not None else None,
     )
+
+
+def _seconds(cooldown: timedelta | None) -> int | None:
+    return int(cooldown.total_seconds()) if cooldown is not None else None

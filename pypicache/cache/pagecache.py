@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Generic, Protocol, TypeVar
 
 from pypicache.cache.rendering import RenderedPage
@@ -29,8 +30,9 @@ class PageCache(Generic[E]):
     the cache saves work, it is never the only copy.
     """
 
-    def __init__(self, max_bytes: int) -> None:
+    def __init__(self, max_bytes: int, size: Callable[[E], int] = entry_size) -> None:
         self.max_bytes = max_bytes
+        self._size = size
         self.total = 0
         self._entries: OrderedDict[str, tuple[E, int]] = OrderedDict()
         self._lock = threading.Lock()
@@ -44,7 +46,7 @@ class PageCache(Generic[E]):
             return found[0]
 
     def put(self, name: str, entry: E) -> None:
-        size = entry_size(entry)
+        size = self._size(entry)
         with self._lock:
             self._drop(name)
             if size > self.max_bytes:

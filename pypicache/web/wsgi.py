@@ -7,6 +7,7 @@ from typing import Any
 
 from pypicache.cache.index import CachedPage
 from pypicache.cache.indexes import MAIN
+from pypicache.errors import NotAllowed
 from pypicache.services import Services
 from pypicache.web.negotiation import select_media_type
 from pypicache.web.observe import CACHE_KEY, Observer
@@ -33,6 +34,7 @@ class PypicacheApp:
         self.policy = policy
         self._index = services.index
         self._indexes = services.indexes
+        self._guard = services.guard
         self._client_max_age = services.settings.client_max_age
         self._observe = Observer(services.metrics)
         self._page_hit = services.metrics.cache_counter("page", "hit")
@@ -47,9 +49,13 @@ class PypicacheApp:
         if path.endswith("/") and method in ("GET", "HEAD"):
             found = self._cached(path)
         if found is not None:
-            entry, index = found
+            entry, index, name = found
             media_type = select_media_type(environ.get("HTTP_ACCEPT"))
             if media_type is not None and self.policy.may_read(environ, index):
+                try:
+                    entry = self._guard.page(index, name, entry)
+                except NotAllowed:
+                    return self.app(environ, start_response)  # Pyramid says why
                 status, headers, body = page_response(
                     entry,
                     media_type,
@@ -63,14 +69,15 @@ class PypicacheApp:
                 return [] if method == "HEAD" else [body]
         return self.app(environ, start_response)
 
-    def _cached(self, path: str) -> tuple[CachedPage, str | None] | None:
-        """The fresh page a project page's path names, and its index (None: one upstream
-        alone): /simple/<name>/, or the same under /i/<index>/ or /u/<upstream>/.  Only
-        normalized names are cache keys, so anything else (and every miss) goes to
-        Pyramid."""
+    def _cached(self, path: str) -> tuple[CachedPage, str | None, str] | None:
+        """The fresh page a project page's path names, its index (None: one upstream
+        alone) and the name: /simple/<name>/, or the same under /i/<index>/ or
+        /u/<upstream>/.  Only normalized names are cache keys, so anything else (and
+        every miss) goes to Pyramid."""
         if path.startswith(_PREFIX):
-            entry = self._index.cached_page(path[len(_PREFIX) : -1])
-            return (entry, MAIN) if entry is not None else None
+            name = path[len(_PREFIX) : -1]
+            entry = self._index.cached_page(name)
+            return (entry, MAIN, name) if entry is not None else None
         kind, _, rest = path[1:].partition("/")
         if kind not in ("i", "u"):
             return None
@@ -81,9 +88,9 @@ class PypicacheApp:
         try:
             if kind == "i":
                 entry = self._indexes.view(where).cached_page(name)
-                return (entry, where) if entry is not None else None
+                return (entry, where, name) if entry is not None else None
             entry = self._index.upstream(where).index.cached_page(name)
-            return (entry, None) if entry is not None else None
+            return (entry, None, name) if entry is not None else None
         except KeyError:
             return None
 

@@ -18,7 +18,9 @@ from pypicache.errors import (
     FillStopped,
     Forbidden,
     HashMismatch,
+    Held,
     InvalidName,
+    NotAllowed,
     ProjectNotFound,
     RateLimited,
     StorageFull,
@@ -104,6 +106,16 @@ def rate_limited(exc: RateLimited, request: Request) -> Response:
     response.cache_control = "no-store"
     response.headers["Retry-After"] = str(exc.retry_after)
     return response
+
+
+@exception_view_config(Held)
+def held(exc: Held, request: Request) -> Response:
+    return _text(403, f"403 Forbidden: {exc}")
+
+
+@exception_view_config(NotAllowed)
+def not_allowed_here(exc: NotAllowed, request: Request) -> Response:
+    return _text(404, f"404 Not Found: {exc}")
 
 
 @exception_view_config(ProjectNotFound)

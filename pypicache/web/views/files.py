@@ -8,9 +8,11 @@ from pyramid.request import Request
 from pyramid.response import Response
 from pyramid.view import view_config
 
-from pypicache.cache.files import FileCache
+from pypicache.cache.indexes import MAIN
+from pypicache.cache.router import Source
 from pypicache.errors import StorageUnavailable
 from pypicache.filefacts import FileFacts
+from pypicache.models import PRIVATE_PREFIX
 from pypicache.names import normalize_project
 from pypicache.storage.local import BlobReader
 from pypicache.web.httputil import ByteRange, Unsatisfiable, etag_matches, parse_range
@@ -32,32 +34,37 @@ def download(request: Request) -> Response:
     """A file of the page its project's name resolves to."""
     name = normalize_project(request.matchdict["project"])
     source = request.services.index.file_source(name, request.matchdict["filename"])
-    return _download(request, source.files, name)
+    return _download(request, source, name, MAIN)
 
 
 @view_config(route_name="index_file", request_method=("GET", "HEAD"), permission=READ)
 def index_download(request: Request) -> Response:
     """A file of a named index's page."""
     name = normalize_project(request.matchdict["project"])
-    source = named_index(request).file_source(name, request.matchdict["filename"])
-    return _download(request, source.files, name)
+    index = named_index(request)
+    source = index.file_source(name, request.matchdict["filename"])
+    return _download(request, source, name, index.name)
 
 
 @view_config(route_name="upstream_file", request_method=("GET", "HEAD"), permission=READ)
 def upstream_download(request: Request) -> Response:
     """A file of one upstream's page, checked against that upstream's hash."""
     source = upstream_source(request)
-    return _download(request, source.files, normalize_project(request.matchdict["project"]))
+    return _download(request, source, normalize_project(request.matchdict["project"]), None)
 
 
-def _download(request: Request, files: FileCache, name: str) -> Response:
-    answer = files.open(
+def _download(request: Request, source: Source, name: str, scope: str | None) -> Response:
+    """``scope``: the index whose rules apply (None: one upstream alone, the defaults)."""
+    guard = request.services.guard
+    private = source.name.startswith(PRIVATE_PREFIX)
+    answer = source.files.open(
         name,
         request.matchdict["filename"],
         head=request.method == "HEAD",
         ranged=bool(request.headers.get("Range")),
         note=lambda kind, result: note_cache(request, kind, result),
         wanted_range=lambda facts: _wanted_range(request, facts),
+        admit=lambda facts: guard.admit(scope, name, facts, private=private),
     )
     facts = answer.facts
     if answer.location is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from typing import Protocol
 
 from pyramid.httpexceptions import (
@@ -16,6 +17,7 @@ from pyramid.response import Response
 from pyramid.view import view_config
 
 from pypicache.cache.index import CachedPage
+from pypicache.cache.indexes import MAIN
 from pypicache.cache.projectlist import ProjectList
 from pypicache.cache.rendering import CONTENT_TYPES, GZIP_MIN_BYTES, JSON_TYPE
 from pypicache.cache.router import Router, Source
@@ -88,24 +90,28 @@ def _cache_control(entry: CachedPage, max_age: int) -> str:
     if entry.page.private:
         # A new upload must be visible at once: revalidate every time (a cheap 304).
         return "no-cache"
+    if entry.until is not None:
+        # Never kept past the moment a held file matures and the page shows it.
+        max_age = max(0, min(max_age, int(entry.until - time.time())))
     return f"max-age={max_age}, public"
 
 
 @view_config(route_name="simple_project", request_method=("GET", "HEAD"), permission=READ)
 def project_page(request: Request) -> Response:
-    return _project_page(request, request.services.index)
+    return _project_page(request, request.services.index, MAIN)
 
 
 @view_config(route_name="upstream_project", request_method=("GET", "HEAD"), permission=READ)
 def upstream_project_page(request: Request) -> Response:
     """One upstream alone, through its cache: no private project shadows its names here."""
-    return _project_page(request, upstream_source(request).index)
+    return _project_page(request, upstream_source(request).index, None)
 
 
 @view_config(route_name="index_project", request_method=("GET", "HEAD"), permission=READ)
 def index_project_page(request: Request) -> Response:
     """A named index: its private projects shadow every base below them."""
-    return _project_page(request, named_index(request))
+    index = named_index(request)
+    return _project_page(request, index, index.name)
 
 
 @view_config(route_name="index_index", request_method=("GET", "HEAD"), permission=READ)
@@ -140,7 +146,8 @@ def upstream_source(request: Request) -> Source:
         raise HTTPNotFound("no upstream of that name") from None
 
 
-def _project_page(request: Request, pages: Pages) -> Response:
+def _project_page(request: Request, pages: Pages, scope: str | None) -> Response:
+    """``scope``: the index whose rules apply (None: one upstream alone, the defaults)."""
     name = normalize_project(request.matchdict["project"])
     if name != request.matchdict["project"]:
         location = request.current_route_path(project=name)
@@ -150,6 +157,7 @@ def _project_page(request: Request, pages: Pages) -> Response:
         return HTTPNotAcceptable(body=NOT_ACCEPTABLE, content_type="text/plain", charset="utf-8")
     entry, result = pages.lookup_page(name)
     note_cache(request, "page", result)
+    entry = request.services.guard.page(scope, name, entry)
     status, headers, body = page_response(
         entry,
         media_type,

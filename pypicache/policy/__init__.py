@@ -1,0 +1,1 @@
+"""Supply-chain rules, applied when answering: cooldown, cutoff, block and allow rules."""
