@@ -18,7 +18,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from pypicache.errors import SettingsError
-from pypicache.policy.times import BadTime, parse_duration, parse_moment
+from pypicache.times import BadTime, parse_duration, parse_moment
 from pypicache.upstream.routing import (
     DEFAULT_UPSTREAM,
     Route,

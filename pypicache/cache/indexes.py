@@ -21,7 +21,7 @@ from pypicache.cache.router import Base, Router, Source
 from pypicache.db import Database
 from pypicache.errors import IndexProblem
 from pypicache.models import PRIVATE_PREFIX, AuditEntry, IndexDefinition, Project, utcnow
-from pypicache.policy.times import format_duration
+from pypicache.times import format_duration
 from pypicache.upstream.routing import Route, valid_upstream_name
 
 MAIN = "main"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from datetime import timedelta
 
 from pypicache.cache.indexes import MAIN
 from pypicache.cli.accounts import (
@@ -31,8 +32,17 @@ from pypicache.cli.indexes import (
     index_update,
 )
 from pypicache.cli.maintenance import gc_command, verify_command
+from pypicache.cli.policy import (
+    policy_allow_only,
+    policy_allow_release,
+    policy_block,
+    policy_list,
+    policy_revoke,
+    policy_unblock,
+)
 from pypicache.cli.serve import serve_command
 from pypicache.errors import PypicacheError, SettingsError
+from pypicache.times import BadTime, parse_duration
 
 DEFAULT_PORT = 6543
 
@@ -53,6 +63,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _names(value: str) -> list[str]:
     """A comma-separated list of names (empty: none)."""
     return [name.strip() for name in value.split(",") if name.strip()]
+
+
+def _duration(value: str) -> timedelta:
+    try:
+        return parse_duration(value)
+    except BadTime as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _cooldown(value: str) -> timedelta | str:
+    """A duration, or "default": pypicache.cooldown's again."""
+    return "default" if value.strip() == "default" else _duration(value)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -149,6 +171,13 @@ def _parser() -> argparse.ArgumentParser:
             help="users who may upload besides admins (comma-separated; empty: admins only)",
         )
         change.add_argument(
+            "--cooldown",
+            type=_cooldown if name == "update" else _duration,
+            metavar="DURATION",
+            help="minimum age of upstream files here (7d, 36h, P7D; 0: none"
+            + ("; default: pypicache.cooldown's)" if name == "update" else ")"),
+        )
+        change.add_argument(
             "--read-auth",
             action=argparse.BooleanOptionalAction,
             help="reads need a login, whatever pypicache.read_auth says (--no-read-auth: not)",
@@ -171,6 +200,39 @@ def _parser() -> argparse.ArgumentParser:
     push.add_argument("dest", metavar="DEST")
     push.add_argument("release", metavar="PROJECT==VERSION")
     push.set_defaults(run=index_push)
+
+    policy = commands.add_parser(
+        "policy", help="supply-chain rules: blocks, allowlists, releases let through"
+    ).add_subparsers(dest="action", required=True)
+    block = policy.add_parser("block", help="hold back a project, or some of its versions")
+    block.add_argument("requirement", metavar="REQUIREMENT", help="PEP 508: evilpkg, pkg==1.2")
+    block.set_defaults(run=policy_block)
+    unblock = policy.add_parser("unblock", help="end the blocks of exactly this requirement")
+    unblock.add_argument("requirement", metavar="REQUIREMENT")
+    unblock.set_defaults(run=policy_unblock)
+    allow_only = policy.add_parser(
+        "allow-only", help="serve only upstream projects matching these patterns"
+    )
+    allow_only.add_argument("patterns", metavar="PATTERN", nargs="+")
+    allow_only.set_defaults(run=policy_allow_only)
+    release = policy.add_parser(
+        "allow-release", help="let a release through the cooldown and the cutoff (break-glass)"
+    )
+    release.add_argument("release", metavar="PROJECT==VERSION")
+    release.set_defaults(run=policy_allow_release)
+    for command in (block, allow_only, release):
+        command.add_argument(
+            "--reason", required=command is not allow_only, help="why: kept in the audit log"
+        )
+        command.add_argument("--until", metavar="RFC3339", help="the rule ends by itself then")
+    for command in (block, unblock, allow_only, release):
+        command.add_argument("--index", help="the one index it applies to (default: every one)")
+    listing = policy.add_parser("list", help="the cooldown, the cutoff and every rule in force")
+    listing.add_argument("--all", action="store_true", help="ended rules too")
+    listing.set_defaults(run=policy_list)
+    revoke = policy.add_parser("revoke", help="end a rule by its id (policy list shows them)")
+    revoke.add_argument("id", type=int)
+    revoke.set_defaults(run=policy_revoke)
 
     warm = commands.add_parser(
         "warm", help="fetch everything a requirements file resolves to (by pip) into the cache"
@@ -215,7 +277,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     verify.set_defaults(run=verify_command)
 
-    for sub in (user, token, project, index):
+    for sub in (user, token, project, index, policy):
         for command in sub.choices.values():
             config_options(command)
     return parser

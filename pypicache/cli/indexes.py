@@ -10,6 +10,7 @@ from pypicache.cache.indexes import IndexInfo, private_source
 from pypicache.cli.common import ADMIN_ACTOR, command_services
 from pypicache.errors import IndexProblem
 from pypicache.models import Project
+from pypicache.times import format_duration
 
 
 def index_create(args: argparse.Namespace) -> int:
@@ -21,6 +22,7 @@ def index_create(args: argparse.Namespace) -> int:
             uploaders=args.uploaders,
             actor=ADMIN_ACTOR,
             read_auth=bool(args.read_auth),
+            cooldown=args.cooldown,
         )
     print(f"created index {info.name}: {_describe(info)}")
     return 0
@@ -34,6 +36,7 @@ def index_update(args: argparse.Namespace) -> int:
             description=args.description,
             uploaders=args.uploaders,
             read_auth=args.read_auth,
+            cooldown=args.cooldown,
             actor=ADMIN_ACTOR,
         )
     print(f"updated index {info.name}: {_describe(info)}")
@@ -68,6 +71,7 @@ def index_show(args: argparse.Namespace) -> int:
     print(f"bases        {_bases(info)}")
     print(f"uploaders    {_uploaders(info)}")
     print(f"reads        {'need a login' if info.read_auth else 'as pypicache.read_auth says'}")
+    print(f"cooldown     {_cooldown(info)}")
     print(f"projects     {count}: {', '.join(projects)}" if projects else "projects     none")
     return 0
 
@@ -91,9 +95,16 @@ def _uploaders(info: IndexInfo) -> str:
     return "admins and " + ", ".join(info.uploaders) if info.uploaders else "admins only"
 
 
+def _cooldown(info: IndexInfo) -> str:
+    if info.cooldown is None:
+        return "as pypicache.cooldown says"
+    return format_duration(info.cooldown) if info.cooldown else "none"
+
+
 def _describe(info: IndexInfo) -> str:
     reads = "; reads need a login" if info.read_auth else ""
-    return f"bases {_bases(info)}; uploaders {_uploaders(info)}{reads}"
+    cooldown = f"; cooldown {_cooldown(info)}" if info.cooldown is not None else ""
+    return f"bases {_bases(info)}; uploaders {_uploaders(info)}{reads}{cooldown}"
 
 
 def index_push(args: argparse.Namespace) -> int:

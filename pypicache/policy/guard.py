@@ -16,14 +16,15 @@ from fnmatch import fnmatchcase
 from packaging.utils import canonicalize_version
 
 from pypicache.cache.index import CachedPage
+from pypicache.cache.indexes import MAIN
 from pypicache.cache.pagecache import PageCache
 from pypicache.cache.rendering import RenderedPage
 from pypicache.errors import Held, NotAllowed
 from pypicache.filefacts import FileFacts
 from pypicache.models import utcnow
 from pypicache.policy.rules import Block, Rule, Rules, RuleSet
-from pypicache.policy.times import format_duration, format_moment
 from pypicache.settings import Settings
+from pypicache.times import format_duration, format_moment
 
 COOLDOWN = "cooldown"
 CUTOFF = "cutoff"
@@ -168,7 +169,7 @@ class Guard:
                 None,
             )
         matures = uploaded + context.cooldown
-        where = f" of index {context.scope}" if context.scope else ""
+        where = f" of index {context.scope}" if context.scope not in (None, MAIN) else ""
         return Hold(
             COOLDOWN,
             f"is held by the {format_duration(context.cooldown)} cooldown{where} until "

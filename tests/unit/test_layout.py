@@ -12,7 +12,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "pypicache"
 # The top-level modules every part may use: the vocabulary of the whole index.
-CORE = {"settings", "errors", "models", "db", "names", "digests", "filefacts"}
+CORE = {"settings", "errors", "models", "db", "names", "digests", "filefacts", "times"}
 # What each part may import besides CORE and itself (README.rst, "Architecture").
 ALLOWED = {
     "storage": set(),
@@ -20,13 +20,25 @@ ALLOWED = {
     "auth": set(),
     "cache": {"storage", "upstream", "ops.metrics"},
     "follower": {"cache", "upstream", "ops.metrics"},
+    # The rules judge the pages the cache serves.
+    "policy": {"cache", "upstream.routing"},
     "private": {"auth", "cache", "storage", "upstream"},
     "ops": {"cache", "storage", "upstream", "follower", "private", "auth", "services", "app"},
-    "services": {"auth", "cache", "follower", "ops", "private", "storage", "upstream"},
+    "services": {"auth", "cache", "follower", "ops", "policy", "private", "storage", "upstream"},
     "web": {"services", "auth", "cache", "follower", "ops", "private", "storage", "upstream"},
-    "admin": {"web", "services", "auth", "cache", "follower", "ops", "private", "storage"},
+    "admin": {
+        "web",
+        "services",
+        "auth",
+        "cache",
+        "follower",
+        "ops",
+        "policy",
+        "private",
+        "storage",
+    },
     "app": {"services", "web", "ops"},
-    "cli": {"app", "services", "auth", "cache", "ops", "private", "storage", "upstream"},
+    "cli": {"app", "services", "auth", "cache", "ops", "policy", "private", "storage", "upstream"},
     # The settings parse the upstream's allowed networks with the URL policy's parser, and
     # the upstreams and routes into the routing module's values.
     "settings": {"upstream.urlpolicy", "upstream.routing"},
