@@ -110,7 +110,7 @@ def test_a_held_file_and_its_metadata_answer_403_naming_when_they_become_availab
 def test_a_page_is_never_cached_by_clients_past_the_moment_a_held_file_matures(
     cooling: RunningIndex, upstream: FakeUpstream
 ):
-    soon = NOW - timedelta(days=7) + timedelta(seconds=40)
+    soon = datetime.now(UTC) - timedelta(days=7) + timedelta(seconds=40)
     published(upstream, "lib", ("1.0", OLD), ("1.1", soon))
     response = page(cooling, "lib")
     max_age = int(re.search(r"max-age=(\d+)", response.headers["Cache-Control"]).group(1))
