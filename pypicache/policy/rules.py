@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import threading
 import time
+import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime
 from fnmatch import fnmatchcase
@@ -75,6 +76,25 @@ class Block:
         except InvalidVersion:
             return True
         return self.specifier.contains(parsed, prereleases=True)
+
+
+def read_reason(text: str) -> str:
+    """A rule's reason as it is kept and shown: one line (a 403 body, a log line, a page
+    cell), runs of whitespace made one space; control characters are refused, not hidden."""
+    reason = " ".join(text.split())
+    if not reason:
+        raise PolicyProblem("a rule needs a reason (--reason TEXT): the audit log keeps it")
+    if len(reason) > REASON_LENGTH:
+        raise PolicyProblem(f"a reason is at most {REASON_LENGTH} characters")
+    bad = next((c for c in reason if unicodedata.category(c) in _CONTROL), None)
+    if bad is not None:
+        raise PolicyProblem(f"a reason may not hold the control character U+{ord(bad):04X}")
+    return reason
+
+
+# Control, format (bidirectional overrides among them), surrogate, private-use and
+# unassigned: nothing a reader of the reason cannot see.
+_CONTROL = frozenset({"Cc", "Cf", "Cs", "Co", "Cn"})
 
 
 def read_block(subject: str) -> tuple[str, SpecifierSet | None]:
@@ -242,11 +262,9 @@ class Rules:
         if kind not in KINDS:
             raise PolicyProblem(f"{kind!r} is no kind of rule ({', '.join(KINDS)})")
         canonical = _canonical(kind, subject)
-        reason = " ".join(reason.split())
-        if not reason:
-            raise PolicyProblem("a rule needs a reason (--reason TEXT): the audit log keeps it")
-        if len(reason) > REASON_LENGTH or len(canonical) > SUBJECT_LENGTH:
-            raise PolicyProblem(f"a reason is at most {REASON_LENGTH} characters")
+        if len(canonical) > SUBJECT_LENGTH:
+            raise PolicyProblem(f"a rule's subject is at most {SUBJECT_LENGTH} characters")
+        reason = read_reason(reason)
         now = utcnow()
         if until is not None and until <= now:
             raise PolicyProblem("--until is in the past: the rule would never apply")

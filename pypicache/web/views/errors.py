@@ -113,11 +113,6 @@ def held(exc: Held, request: Request) -> Response:
     return _text(403, f"403 Forbidden: {exc}")
 
 
-@exception_view_config(NotAllowed)
-def not_allowed_here(exc: NotAllowed, request: Request) -> Response:
-    return _text(404, f"404 Not Found: {exc}")
-
-
 @exception_view_config(ProjectNotFound)
 def project_not_found(exc: ProjectNotFound, request: Request) -> Response:
     return _text(404, f"404 Not Found: no project named {exc}")
@@ -132,6 +127,7 @@ def not_utf8(exc: UnicodeDecodeError, request: Request) -> Response:
 
 @exception_view_config(InvalidName)
 @exception_view_config(FileNotFound)
+@exception_view_config(NotAllowed)  # a ProjectNotFound whose message is the whole reason
 def file_not_found(exc: Exception, request: Request) -> Response:
     return _text(404, f"404 Not Found: {exc}")
 

@@ -12,6 +12,7 @@ from pypicache.policy.rules import (
     Rule,
     read_block,
     read_pattern,
+    read_reason,
     read_release,
 )
 
@@ -74,3 +75,22 @@ def test_any_subject_is_read_or_refused_with_a_reason(text: str):
         else:
             continue
         assert message
+
+
+@given(st.text(max_size=1_200))
+def test_a_kept_reason_is_one_printable_line_or_refused(text):
+    try:
+        reason = read_reason(text)
+    except PolicyProblem as exc:
+        assert str(exc)
+        return
+    assert reason and reason == reason.strip()
+    assert len(reason) <= 1_000
+    assert "\n" not in reason and "\r" not in reason and "  " not in reason
+    assert all(c.isprintable() or c == " " for c in reason)
+
+
+def test_a_reason_with_an_escape_sequence_is_refused():
+    with pytest.raises(PolicyProblem, match="U\\+001B"):
+        read_reason("compromised \x1b[31mrelease")
+    assert read_reason("  worm\n  spreading\t") == "worm spreading"
