@@ -17,6 +17,7 @@ from pypicache.cache.indexes import Indexes, private_source
 from pypicache.cache.keyedlocks import KeyedLocks
 from pypicache.cache.ledger import FileLedger
 from pypicache.cache.projectlist import DatabaseProjects, ProjectList
+from pypicache.cache.quarantine import Quarantine
 from pypicache.cache.retention import CountingLedger, Evictor, Retention, UsageLog
 from pypicache.cache.router import Router, Source
 from pypicache.db import Database
@@ -122,7 +123,7 @@ def build_services(settings: Settings) -> Services:
     # One lock per project name and one set of claims, shared by pages, fills and uploads.
     locks = KeyedLocks()
     claims = FillClaims(database)
-    blobs = Blobs(database, store)
+    blobs = Blobs(database, store, Quarantine(store, settings.quarantine_dir))
     evictor = (
         Evictor(
             Retention(database, store, settings.cache_max_bytes),

@@ -178,6 +178,12 @@ class Settings:
         return self.data_dir / "tmp"
 
     @property
+    def quarantine_dir(self) -> Path:
+        """Where the bytes of files removed upstream are kept: outside the servable store,
+        on this host's disk even with an object store (see cache/quarantine.py)."""
+        return self.data_dir / "quarantine" / "removed"
+
+    @property
     def index_dir(self) -> Path:
         return self.data_dir / "index"
 

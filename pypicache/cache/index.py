@@ -32,7 +32,9 @@ from pypicache.cache.pagestore import (
     stored_files,
     stored_page,
     uncache_files,
+    withdraw_files,
 )
+from pypicache.cache.quarantine import Removal
 from pypicache.cache.rendering import RenderedPage
 from pypicache.db import Database
 from pypicache.errors import (
@@ -432,26 +434,26 @@ class IndexService:
                 pending = self._write_later(name, result)
                 if pending is not None:
                     return pending
-            entry, problem, unreferenced = self._record(db, name, project, result)
+            entry, problem, removed = self._record(db, name, project, result)
             if claim is not None:
                 self._claims.release_in(db, claim)
         if problem is not None:
             raise InvalidPage(f"invalid upstream page for {name}: {problem}")
-        self._blobs.drop_unreferenced(unreferenced)
+        self._blobs.set_aside(removed)
         return entry
 
     def _record(
         self, db: Session, name: str, project: Project | None, result: UpstreamPage | NotModified
-    ) -> tuple[CachedPage, None, set[str]] | tuple[None, str, set[str]]:
-        """The page that serves now and the blobs it no longer uses, or the problem that
-        keeps the upstream's answer out (an alarm is raised, the stored page stays)."""
+    ) -> tuple[CachedPage, None, list[Removal]] | tuple[None, str, list[Removal]]:
+        """The page that serves now and the files the upstream took back, or the problem
+        that keeps the upstream's answer out (an alarm is raised, the stored page stays)."""
         if isinstance(result, NotModified):
             if project is None:  # vanished meanwhile; ask again next time
                 raise ProjectNotFound(name)
             project.checked_at = utcnow()
             if result.serial is not None and result.serial > (project.last_serial or 0):
                 project.last_serial = result.serial
-            return self._remember(db, project, self._settings.page_ttl), None, set()
+            return self._remember(db, project, self._settings.page_ttl), None, []
         if project is not None and older(result.serial, project.last_serial):
             log.warning(
                 "upstream sent %s at serial %s, older than our %s; keeping ours",
@@ -459,21 +461,21 @@ class IndexService:
                 result.serial,
                 project.last_serial,
             )
-            return self._remember(db, project, self._settings.error_retry_interval), None, set()
+            return self._remember(db, project, self._settings.error_retry_interval), None, []
         stored = stored_files(db, project.id) if project is not None else []
         if project is not None:
             upstream = [s.facts.filename for s in stored if s.origin == "upstream"]
             problem = page_problem(name, result, upstream, project.last_serial)
             if problem is not None:
                 alarm_invalid_page(db, name, problem)  # committed; the page stays as it is
-                return None, problem, set()
+                return None, problem, []
         if project is None:
             project = Project(source=self.source, name=name, display_name=name, versions=[])
             db.add(project)
             db.flush()  # its id, for the files' rows
-        listed, unreferenced = apply_page(db, project, stored, result)
+        listed, removed = apply_page(db, project, stored, result)
         entry = self._keep(snapshot(db, project, listed), self._settings.page_ttl, stale=False)
-        return entry, None, unreferenced
+        return entry, None, removed
 
     def _write_later(self, name: str, page: UpstreamPage) -> CachedPage | None:
         """Keep the first page ``page`` to serve now; a writer stores it (None: stopping)."""
@@ -629,6 +631,27 @@ class IndexService:
             self._names_read_at = time.monotonic()
         return self._names
 
+    def withdraw(
+        self,
+        name: str,
+        *,
+        serial: int,
+        project: bool = False,
+        files: Iterable[str] = (),
+        versions: Iterable[str] = (),
+    ) -> None:
+        """The changelog says the upstream removed the project, or these files or
+        releases, at ``serial``: they stop being served at once, refetch or not."""
+        with self._locks.hold(self._key(name)):
+            self._await_write(name, time.monotonic() + self._wait_timeout)
+            if project:
+                self._forget_project(name, serial)
+                return
+            with self._database.unit_of_work() as db:
+                removed = withdraw_files(db, self.source, name, files, versions, serial)
+            self._pages.pop(name)
+        self._blobs.set_aside(removed)
+
     def _forget_project(self, name: str, serial: int | None = None) -> None:
         """The upstream says the project does not exist (any more).
 
@@ -638,5 +661,5 @@ class IndexService:
             self._missing[name] = time.monotonic() + self._settings.negative_ttl
         self._pages.pop(name)
         with self._database.unit_of_work() as db:
-            blobs = remove_project(db, self.source, name, serial)
-        self._blobs.drop_unreferenced(blobs)
+            removed = remove_project(db, self.source, name, serial)
+        self._blobs.set_aside(removed)

@@ -7,13 +7,15 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
+from packaging.utils import canonicalize_version
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session, raiseload, selectinload
 
 from pypicache.cache.changes import REMOVE, name_serial, record_change
+from pypicache.cache.quarantine import Removal
 from pypicache.cache.rendering import PageData, RenderedPage, render
 from pypicache.errors import ProjectNotFound
-from pypicache.filefacts import FACT_FIELDS, FileFacts, fact_values
+from pypicache.filefacts import FACT_FIELDS, FileFacts, fact_values, facts_of
 from pypicache.models import Alarm, AuditEntry, File, Project, utcnow
 from pypicache.upstream.entries import UpstreamPage
 
@@ -22,6 +24,9 @@ log = logging.getLogger(__name__)
 
 # The alarm raised when the upstream answers with something that is not the project's page.
 INVALID_PAGE_ALARM = "upstream-invalid-page"
+# The alarm raised when files the cache held were removed upstream.
+REMOVED_ALARM = "upstream-removed"
+QUARANTINED = "quarantined"
 
 
 def alarm_invalid_page(db: Session, name: str, reason: str) -> None:
@@ -101,24 +106,32 @@ class _Changes:
     deletes: list[int] = field(default_factory=list)
     audits: list[dict[str, object]] = field(default_factory=list)
     alarms: list[dict[str, object]] = field(default_factory=list)
-    dropped: set[str] = field(default_factory=set)
+    removed: list[Removal] = field(default_factory=list)
 
 
 def apply_page(
     db: Session, project: Project, stored: Sequence[StoredFile], page: UpstreamPage
-) -> tuple[list[FileFacts], set[str]]:
+) -> tuple[list[FileFacts], list[Removal]]:
     """Make the stored page say what the upstream page says, writing only what changed.
 
-    Returns the files the page now lists, and the sha256 of blobs the page no
-    longer uses; they are deleted once this transaction committed and no other
-    file refers to them.  A big page where one file changed writes one row.
+    Returns the files the page now lists, and the files the upstream took back
+    (removed, replaced, or in a project it quarantined): their blobs go to the
+    quarantine area once this transaction committed.  A big page where one file
+    changed writes one row.
     """
     now = utcnow()
     changes = _Changes()
     existing = {s.facts.filename: s for s in stored if s.origin == "upstream"}
     private = {s.facts.filename: s.facts for s in stored if s.origin == "private"}
     listed = list(private.values())
-    for uf in page.files:
+    quarantined = page.status == QUARANTINED
+    # PEP 792: a quarantined project offers no file, whatever its page still lists.
+    why_gone = (
+        f"the upstream quarantined {project.name}: {page.status_reason or 'no reason given'}"
+        if quarantined
+        else f"no longer listed upstream (serial {page.serial})"
+    )
+    for uf in () if quarantined else page.files:
         if uf.filename in private:
             continue  # a private file of that name wins over the upstream's
         row = existing.pop(uf.filename, None)
@@ -136,7 +149,7 @@ def apply_page(
             seen = row.upload_time_seen
         cached_at = row.cached_at
         if uf.sha256 and row.facts.sha256 and uf.sha256 != row.facts.sha256:
-            _hash_changed(changes, project.name, row, uf.sha256, page.serial, now)
+            _hash_changed(changes, project, row, uf.sha256, page.serial, now)
             cached_at = None
         if facts != row.facts or cached_at != row.cached_at or seen != row.upload_time_seen:
             changes.updates.append(
@@ -158,14 +171,16 @@ def apply_page(
                 gone.facts.filename,
                 old_sha256=gone.facts.sha256,
                 serial=page.serial,
-                detail="no longer listed upstream",
+                detail=why_gone,
             )
         )
-        if gone.cached_at is not None and gone.facts.sha256:
-            changes.dropped.add(gone.facts.sha256)
+        if gone.facts.sha256:
+            changes.removed.append(_removal(project, gone.facts, why_gone))
         changes.deletes.append(gone.id)
+    if changes.deletes:
+        changes.alarms.append(_removal_alarm(now, project.name, existing.values(), why_gone))
     _write(db, project.id, changes)
-    versions = _versions(page, private.values())
+    versions = [] if quarantined else _versions(page, private.values())
     changed = bool(changes.inserts or changes.updates or changes.deletes) or (
         (versions, page.status, page.status_reason)
         != (project.versions, project.status, project.status_reason)
@@ -178,12 +193,40 @@ def apply_page(
     project.checked_at = now
     if changed:
         record_change(db, project.name)
-    return listed, changes.dropped
+    return listed, changes.removed
+
+
+def _removal(project: Project, facts: FileFacts, why: str) -> Removal:
+    assert facts.sha256 is not None
+    return Removal(facts.sha256, project.source, project.name, facts.filename, why)
+
+
+# How many of a removal's files its alarm names; the quarantine area records every one.
+_ALARM_NAMES = 20
+
+
+def _removal_alarm(
+    at: datetime, project: str, gone: Iterable[StoredFile], why: str
+) -> dict[str, object]:
+    """One alarm per removal, naming the files: a removed release is an incident until
+    someone has looked at who installed it."""
+    names = sorted(g.facts.filename for g in gone)
+    shown = ", ".join(names[:_ALARM_NAMES]) + (
+        f" and {len(names) - _ALARM_NAMES} more" if len(names) > _ALARM_NAMES else ""
+    )
+    return {
+        "at": at,
+        "kind": REMOVED_ALARM,
+        "project": project,
+        "filename": names[0] if len(names) == 1 else None,
+        "detail": f"{len(names)} file(s) {why}: {shown}; their bytes, where cached, are in "
+        "the quarantine area (pypicache cache quarantined)",
+    }
 
 
 def _hash_changed(
     changes: _Changes,
-    project: str,
+    project: Project,
     row: StoredFile,
     new_sha256: str,
     serial: int | None,
@@ -195,12 +238,12 @@ def _hash_changed(
     """
     filename, old_sha256 = row.facts.filename, row.facts.sha256
     detail = f"upstream hash changed from {old_sha256} to {new_sha256}"
-    log.error("invalidated %s/%s: %s", project, filename, detail)
+    log.error("invalidated %s/%s: %s", project.name, filename, detail)
     changes.audits.append(
         _audit(
             now,
             "invalidate",
-            project,
+            project.name,
             filename,
             old_sha256=old_sha256,
             new_sha256=new_sha256,
@@ -212,13 +255,15 @@ def _hash_changed(
         {
             "at": now,
             "kind": "upstream-mutation",
-            "project": project,
+            "project": project.name,
             "filename": filename,
             "detail": detail,
         }
     )
-    if row.cached_at is not None and old_sha256:
-        changes.dropped.add(old_sha256)
+    if old_sha256:
+        changes.removed.append(
+            _removal(project, row.facts, f"the upstream replaced its bytes with {new_sha256}")
+        )
 
 
 def _audit(
@@ -325,15 +370,80 @@ def uncache_files(db: Session, source: str, name: str, actor: str) -> tuple[int,
     return len(rows), {row.sha256 for row in rows if row.sha256}
 
 
-def remove_project(db: Session, source: str, name: str, serial: int | None) -> set[str]:
+def withdraw_files(
+    db: Session,
+    source: str,
+    name: str,
+    filenames: Iterable[str],
+    versions: Iterable[str],
+    serial: int,
+) -> list[Removal]:
+    """The changelog says these files (or every file of these versions) were removed
+    upstream: they leave the page now, before any refetch, so an upstream that is down
+    afterwards cannot leave them served as stale copies.  Audited and alarmed."""
+    project = load_page_row(db, source, name)
+    if project is None:
+        return []
+    named, releases = set(filenames), {_release(v) for v in versions}
+    gone = [
+        s
+        for s in stored_files(db, project.id)
+        if s.origin == "upstream"
+        and (s.facts.filename in named or _release(s.facts.version) in releases)
+    ]
+    if not gone:
+        return []
+    why = f"removed upstream (changelog serial {serial})"
+    now = utcnow()
+    changes = _Changes(deletes=[g.id for g in gone])
+    for g in gone:
+        changes.audits.append(
+            _audit(
+                now,
+                "remove-file",
+                name,
+                g.facts.filename,
+                old_sha256=g.facts.sha256,
+                serial=serial,
+                detail=why,
+            )
+        )
+        if g.facts.sha256:
+            changes.removed.append(_removal(project, g.facts, why))
+    changes.alarms.append(_removal_alarm(now, name, gone, why))
+    _write(db, project.id, changes)
+    project.versions = [
+        v for v in project.versions or () if _release(v) not in releases or _listed(db, project, v)
+    ]
+    record_change(db, name)
+    return changes.removed
+
+
+def _release(version: str | None) -> str:
+    if version is None:
+        return ""
+    try:
+        return canonicalize_version(version)
+    except ValueError:
+        return version
+
+
+def _listed(db: Session, project: Project, version: str) -> bool:
+    """Whether a file of ``version`` is still on the page (a removed release may keep
+    a private file of that version)."""
+    return any(_release(s.facts.version) == _release(version) for s in stored_files(db, project.id))
+
+
+def remove_project(db: Session, source: str, name: str, serial: int | None) -> list[Removal]:
     """The upstream has no such project (any more): drop it, audited and alarmed.
 
     A private project keeps its own files and loses only the merged upstream ones.
-    Returns the sha256s of the cached blobs it held, to delete once committed.
+    Returns the files it listed, whose blobs go to the quarantine area once committed.
     """
     project = load_project(db, source, name)
     if project is None:
-        return set()
+        return []
+    why = f"deleted upstream with its project (serial {serial})"
     if project.private:
         merged = [f for f in project.files if f.origin == "upstream"]
         for row in merged:
@@ -341,13 +451,18 @@ def remove_project(db: Session, source: str, name: str, serial: int | None) -> s
         project.checked_at = utcnow()
         if merged:
             record_change(db, name)
-        return set()
+        return [_removal(project, facts_of(f), why) for f in merged if f.sha256]
     log.warning("upstream no longer has %s; dropping its cached page", name)
-    blobs = {f.sha256 for f in project.files if f.sha256 and f.cached_at is not None}
+    removed = [_removal(project, facts_of(f), why) for f in project.files if f.sha256]
     now = utcnow()
-    detail = f"deleted upstream with {len(project.files)} files listed"
+    names = sorted(f.filename for f in project.files)
+    detail = f"deleted upstream with {len(names)} files listed"
+    if names:
+        shown = ", ".join(names[:_ALARM_NAMES])
+        more = f" and {len(names) - _ALARM_NAMES} more" if len(names) > _ALARM_NAMES else ""
+        detail += f": {shown}{more}; cached bytes are in the quarantine area"
     db.add(AuditEntry(at=now, action="remove-project", project=name, serial=serial, detail=detail))
     db.add(Alarm(at=now, kind="upstream-deleted", project=name, detail=detail))
     db.delete(project)
     record_change(db, name, REMOVE)
-    return blobs
+    return removed

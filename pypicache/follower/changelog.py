@@ -30,6 +30,41 @@ class ChangelogEntry:
     serial: int
 
 
+@dataclass(frozen=True)
+class Withdrawal:
+    """What a changelog entry says the upstream removed: the project, a release or a file;
+    or, ``added``, a file it (re)added: a file removed and added again was replaced, which
+    the refetch handles (hashes rule), so it is not withdrawn."""
+
+    project: bool = False
+    version: str | None = None
+    filename: str | None = None
+    added: bool = False
+
+
+# Warehouse's journal actions for removals; the filename follows "remove file ".
+_REMOVE_FILE = "remove file "
+_ADD_FILE = " file "  # "add <python version> file <filename>"
+# A filename as a page may list it: one path segment, no control characters.
+_FILENAME = re.compile(r"[^/\\\x00-\x1f\x7f]{1,255}")
+
+
+def withdrawal(entry: ChangelogEntry) -> Withdrawal | None:
+    """The removal an entry announces, or None; anything unreadable is no removal (the
+    refetch the entry triggers still brings the page up to date)."""
+    action = entry.action
+    if action == "remove project":
+        return Withdrawal(project=True)
+    if action == "remove release":
+        return Withdrawal(version=entry.version) if entry.version else None
+    added = action.startswith("add ") and _ADD_FILE in action
+    if added or action.startswith(_REMOVE_FILE):
+        filename = action.split(_ADD_FILE, 1)[1] if added else action[len(_REMOVE_FILE) :]
+        if _FILENAME.fullmatch(filename) and filename not in (".", ".."):
+            return Withdrawal(filename=filename, added=added)
+    return None
+
+
 class XmlRpcChangelog:
     def __init__(
         self,

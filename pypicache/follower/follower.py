@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 from pypicache.cache.index import IndexService, Refresh
 from pypicache.db import Database
 from pypicache.errors import ChangelogUnavailable, UpstreamUnavailable
-from pypicache.follower.changelog import XmlRpcChangelog
+from pypicache.follower.changelog import ChangelogEntry, Withdrawal, XmlRpcChangelog, withdrawal
 from pypicache.models import DirtyProject, File, FollowerState, Project, utcnow
 from pypicache.settings import Settings
 from pypicache.upstream.client import UpstreamClient
@@ -55,6 +55,32 @@ REFETCH_WORKERS = 4
 class Change:
     serial: int
     removal: bool  # the newest change removed the project
+    # What any change of the round removed: withdrawn before the refetch (PyPI never
+    # reuses a filename, so a removed file stays removed whatever came after).
+    removed_project: bool = False
+    removed_files: frozenset[str] = frozenset()
+    removed_versions: frozenset[str] = frozenset()
+
+    def then(self, entry: ChangelogEntry) -> Change:
+        """This change followed by ``entry`` of the same name."""
+        gone = withdrawal(entry) or Withdrawal()
+        files = self.removed_files
+        if gone.filename:
+            files = files - {gone.filename} if gone.added else files | {gone.filename}
+        return Change(
+            entry.serial,
+            entry.action == "remove project",
+            self.removed_project or gone.project,
+            files,
+            self.removed_versions | ({gone.version} if gone.version else set()),
+        )
+
+    @property
+    def withdraws(self) -> bool:
+        return self.removed_project or bool(self.removed_files or self.removed_versions)
+
+
+_NOTHING = Change(-1, removal=False)
 
 
 class Follower:
@@ -236,7 +262,7 @@ class Follower:
             if entries:
                 changes: dict[str, Change] = {}
                 for entry in entries:  # oldest first: the last action per name wins
-                    changes[entry.name] = Change(entry.serial, entry.action == "remove project")
+                    changes[entry.name] = changes.get(entry.name, _NOTHING).then(entry)
                 read_serial = entries[-1].serial
                 cut_off = len(entries) >= max(FULL_PAGE_HINT, self._page_size)
                 self._page_size = max(self._page_size, len(entries))
@@ -312,6 +338,15 @@ class Follower:
         dirty rows are there on restart.  Names nobody cached cost nothing.
         """
         cached = self.service.cached_serials(changes)
+        for name, change in changes.items():
+            if change.withdraws and name in cached and (cached[name] or -1) < change.serial:
+                self.service.withdraw(
+                    name,
+                    serial=change.serial,
+                    project=change.removed_project,
+                    files=change.removed_files,
+                    versions=change.removed_versions,
+                )
         with self._database.unit_of_work() as db:
             for name, change in changes.items():
                 if name not in cached or (cached[name] or -1) >= change.serial:

@@ -21,6 +21,7 @@ from pypicache.cache.claims import FillClaims
 from pypicache.cache.index import IndexService
 from pypicache.cache.keyedlocks import KeyedLocks
 from pypicache.cache.projectlist import DatabaseProjects, ProjectList
+from pypicache.cache.quarantine import Quarantine
 from pypicache.cache.retention import Retention
 from pypicache.db import Database, get_engine
 from pypicache.ops.reports import Reports
@@ -86,7 +87,7 @@ def service(engine: Engine, settings: Settings, store: LocalBlobStore) -> Iterat
         upstream=None,
         locks=KeyedLocks(),
         claims=FillClaims(database),
-        blobs=Blobs(database, store),
+        blobs=Blobs(database, store, Quarantine(store, settings.quarantine_dir)),
     )
     yield service
     service.stop()
