@@ -322,9 +322,11 @@ def first_page(name: str, page: UpstreamPage) -> RenderedPage:
             name=name,
             display_name=name,
             serial=None,
-            versions=_versions(page, ()),
-            files=list(page.files),
+            versions=[] if page.status == QUARANTINED else _versions(page, ()),
+            files=[] if page.status == QUARANTINED else list(page.files),
             private=False,
+            status=page.status,
+            status_reason=page.status_reason,
         )
     )
 
@@ -340,6 +342,8 @@ def snapshot(db: Session, project: Project, files: Iterable[FileFacts]) -> Rende
             versions=list(project.versions or ()),
             files=list(files),
             private=project.private,
+            status=project.status,
+            status_reason=project.status_reason,
         )
     )
 

@@ -26,8 +26,9 @@ CONTENT_TYPES = {
     HTML_TYPE: f"{HTML_TYPE}; charset=utf-8",
     TEXT_HTML: f"{TEXT_HTML}; charset=utf-8",
 }
-# We serve `versions`, `size` and `upload-time` (PEP 700); nothing newer is claimed.
-API_VERSION = "1.1"
+# We serve `versions`, `size` and `upload-time` (PEP 700) and the project status (PEP 792,
+# 1.4); the optional keys of 1.2 and 1.3 are left out where we have nothing to say.
+API_VERSION = "1.4"
 
 
 def file_href(project: str, filename: str) -> str:
@@ -47,6 +48,8 @@ class PageData:
     versions: Sequence[str]
     files: Sequence[FileFacts]
     private: bool = False
+    status: str | None = None  # PEP 792; None: nothing said (active)
+    status_reason: str | None = None
 
 
 # Bodies below this go out as they are: compressing saves less than a packet.
@@ -165,10 +168,11 @@ class RenderedPage:
         found = self._renderings.get(kind)
         if found is None:
             data = self._data
+            status = (data.status, data.status_reason)
             if kind == "json":
-                body = render_json(data.name, data.serial, data.versions, data.files)
+                body = render_json(data.name, data.serial, data.versions, data.files, status)
             else:
-                body = render_html(data.name, data.display_name, data.serial, data.files)
+                body = render_html(data.name, data.display_name, data.serial, data.files, status)
             made = Representation(body, etag_of(body))
             if made.length >= KEEP_PLAIN_BELOW:
                 made.gzipped()  # kept encoded only, whichever client asked first
@@ -190,7 +194,11 @@ def render(page: PageData) -> RenderedPage:
 
 
 def render_html(
-    project: str, display_name: str, serial: int | None, files: Sequence[FileFacts]
+    project: str,
+    display_name: str,
+    serial: int | None,
+    files: Sequence[FileFacts],
+    status: tuple[str | None, str | None] = (None, None),
 ) -> bytes:
     """PEP 503 HTML in which every value is escaped: upstream text never becomes markup.
 
@@ -203,6 +211,13 @@ def render_html(
         "<html>",
         "  <head>",
         f'    <meta name="pypi:repository-version" content="{API_VERSION}">',
+    ]
+    state, reason = status
+    if state:
+        lines.append(f'    <meta name="pypi:project-status" content="{_attr(state)}">')
+        if reason:
+            lines.append(f'    <meta name="pypi:project-status-reason" content="{_attr(reason)}">')
+    lines += [
         f"    <title>Links for {name}</title>",
         "  </head>",
         "  <body>",
@@ -232,7 +247,11 @@ def _attr(value: str) -> str:
 
 
 def render_json(
-    name: str, serial: int | None, versions: Sequence[str], files: Sequence[FileFacts]
+    name: str,
+    serial: int | None,
+    versions: Sequence[str],
+    files: Sequence[FileFacts],
+    status: tuple[str | None, str | None] = (None, None),
 ) -> bytes:
     """PEP 691 JSON, keys in sorted order: every object is built in that order, which is
     what ``sort_keys`` would give, without sorting each of a big page's 11,000 entries."""
@@ -243,7 +262,13 @@ def render_json(
         meta["_last-serial"] = serial
     # `size` is mandatory from 1.1 on; a page with an unknown size claims only 1.0.
     meta["api-version"] = API_VERSION if all(f.size is not None for f in files) else "1.0"
-    data = {"files": entries, "meta": meta, "name": name, "versions": sort_versions(versions)}
+    data: dict[str, Any] = {"files": entries, "meta": meta, "name": name}
+    state, reason = status
+    if state:
+        data["project-status"] = (
+            {"reason": reason, "status": state} if reason else {"status": state}
+        )
+    data["versions"] = sort_versions(versions)
     # Compact UTF-8, as json.dumps(separators=(",", ":"), ensure_ascii=False) gives, in a
     # seventh of its time: on an 11,000-file page the encoder was half of rendering.
     return orjson.dumps(data)

@@ -39,9 +39,11 @@ from pypicache.cli.policy import (
     policy_list,
     policy_revoke,
     policy_unblock,
+    project_status,
 )
 from pypicache.cli.serve import serve_command
 from pypicache.errors import PypicacheError, SettingsError
+from pypicache.policy.rules import STATUSES
 from pypicache.times import BadTime, parse_duration
 
 DEFAULT_PORT = 6543
@@ -152,6 +154,14 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument(
             "--index", default=MAIN, help="the index the private project is in (default main)"
         )
+    status = project.add_parser(
+        "status", help="set a project's status (PEP 792), private or upstream, audited"
+    )
+    status.add_argument("project")
+    status.add_argument("status", choices=["active", *STATUSES])
+    status.add_argument("--reason", help="shown on the project's pages (optional)")
+    status.add_argument("--index", help="only in this index (default: every index)")
+    status.set_defaults(run=project_status)
 
     index = commands.add_parser("index", help="manage named indexes").add_subparsers(
         dest="action", required=True

@@ -33,6 +33,21 @@ def policy_unblock(args: argparse.Namespace) -> int:
     return 0
 
 
+def project_status(args: argparse.Namespace) -> int:
+    """PEP 792's status of a project, private or upstream, in one index or in every one."""
+    with command_services(args) as services:
+        _check_index(services, args.index)
+        rule = services.guard.rules.set_status(
+            args.project, args.status, actor=ADMIN_ACTOR, reason=args.reason or "", index=args.index
+        )
+    where = f"index {args.index}" if args.index else "every index"
+    if rule is None:
+        print(f"{args.project} is active on {where}")
+    else:
+        print(f"made rule {rule.id}: {_describe(rule)}")
+    return 0
+
+
 def policy_revoke(args: argparse.Namespace) -> int:
     with command_services(args) as services:
         rule = services.guard.rules.revoke(args.id, actor=ADMIN_ACTOR)
@@ -93,7 +108,7 @@ def _describe(rule: Rule) -> str:
     where = f"index {rule.index}" if rule.index else "every index"
     until = f" until {format_moment(rule.until)}" if rule.until else ""
     return (
-        f"{rule.kind} {rule.subject} on {where}{until}: {rule.reason} "
+        f"{rule.kind} {rule.subject} on {where}{until}: {rule.reason or 'no reason given'} "
         f"({rule.actor}, {format_moment(rule.created_at)})"
     )
 

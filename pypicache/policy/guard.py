@@ -19,10 +19,10 @@ from pypicache.cache.index import CachedPage
 from pypicache.cache.indexes import MAIN
 from pypicache.cache.pagecache import PageCache
 from pypicache.cache.rendering import RenderedPage
-from pypicache.errors import Held, NotAllowed
+from pypicache.errors import FileNotFound, Held, NotAllowed, UploadRejected
 from pypicache.filefacts import FileFacts
 from pypicache.models import utcnow
-from pypicache.policy.rules import Block, Rule, Rules, RuleSet
+from pypicache.policy.rules import ARCHIVED, QUARANTINED, Block, Rule, Rules, RuleSet
 from pypicache.settings import Settings
 from pypicache.times import format_duration, format_moment
 
@@ -138,9 +138,25 @@ class Guard:
             refusal = _refusal(rules, scope, project)
             if refusal is not None:
                 raise NotAllowed(refusal)
+        status = rules.status(scope, project)
+        if status is not None and status.kind == QUARANTINED:
+            # PEP 792: a quarantined project offers no file for download.
+            raise FileNotFound(f"{facts.filename}: {_quarantined(status)}")
         hold = self.hold_of(self._context(scope, project, rules, cooldown, utcnow()), facts)
         if hold is not None:
             raise Held(f"{facts.filename} {hold.reason}")
+
+    def refuse_upload(self, scope: str, project: str) -> None:
+        """PEP 792: an archived or quarantined project takes no new file (409, the reason)."""
+        status = self.rules.current().status(scope, project)
+        if status is None or status.kind not in (ARCHIVED, QUARANTINED):
+            return
+        why = f": {status.reason}" if status.reason else ""
+        raise UploadRejected(
+            f"{project} is {status.kind} (rule {status.id}){why}; it takes no new files "
+            f"(pypicache project status {project} active ends that)",
+            409,
+        )
 
     def hold_of(self, context: _Context, facts: FileFacts) -> Hold | None:
         """Why a file is held in this context, or None: it is served."""
@@ -199,11 +215,23 @@ class Guard:
         cooldown: timedelta,
         now: datetime,
     ) -> _Verdict:
+        source = entry  # what the verdict was made of; ``entry`` becomes what is shown
         page = entry.page
         if not page.private:
             refusal = _refusal(rules, scope, name)
             if refusal is not None:
-                return _Verdict(entry, rules.generation, cooldown, None, None, refusal)
+                return _Verdict(source, rules.generation, cooldown, None, None, refusal)
+        status = rules.status(scope, name)
+        if status is not None and page.data.status != QUARANTINED:
+            # The admin's status stands for the upstream's, but an upstream quarantine
+            # stands whatever an admin said: its files are gone from the cache anyway.
+            data = replace(page.data, status=status.kind, status_reason=status.reason or None)
+            if status.kind == QUARANTINED:
+                data = replace(data, files=[], versions=[])
+            page = RenderedPage(data)
+            entry = replace(entry, page=page)
+            if status.kind == QUARANTINED:
+                return _Verdict(source, rules.generation, cooldown, None, entry)
         context = self._context(scope, name, rules, cooldown, now)
         kept: list[FileFacts] = []
         held_versions: set[str] = set()
@@ -221,13 +249,18 @@ class Guard:
                 changes.append(hold.until)
         until = min(changes).replace(tzinfo=UTC).timestamp() if changes else None
         if len(kept) == len(page.files):
-            return _Verdict(entry, rules.generation, cooldown, until, entry)
+            return _Verdict(source, rules.generation, cooldown, until, entry)
         gone = held_versions - kept_versions
         data = page.data
         versions = [v for v in data.versions if _version_key(v) not in gone]
         shown = RenderedPage(replace(data, files=kept, versions=versions))
         filtered = replace(entry, page=shown, until=until)
-        return _Verdict(entry, rules.generation, cooldown, until, filtered)
+        return _Verdict(source, rules.generation, cooldown, until, filtered)
+
+
+def _quarantined(status: Rule) -> str:
+    why = f": {status.reason}" if status.reason else ""
+    return f"{status.subject} is quarantined (rule {status.id}){why}"
 
 
 def _refusal(rules: RuleSet, scope: str | None, project: str) -> str | None:

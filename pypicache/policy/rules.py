@@ -29,7 +29,13 @@ from pypicache.upstream.routing import normalize_pattern
 BLOCK = "block"
 ALLOW_ONLY = "allow-only"
 ALLOW_RELEASE = "allow-release"
-KINDS = (BLOCK, ALLOW_ONLY, ALLOW_RELEASE)
+# PEP 792's statuses an admin sets, each a rule naming a project ("active" ends them).
+ACTIVE = "active"
+ARCHIVED = "archived"
+DEPRECATED = "deprecated"
+QUARANTINED = "quarantined"
+STATUSES = (ARCHIVED, DEPRECATED, QUARANTINED)
+KINDS = (BLOCK, ALLOW_ONLY, ALLOW_RELEASE, *STATUSES)
 # Seconds a process applies the rules it read before it reads them again.
 RELOAD = 2.0
 SUBJECT_LENGTH = 512
@@ -137,6 +143,11 @@ def _canonical(kind: str, subject: str) -> str:
         return name + (str(specifier) if specifier is not None else "")
     if kind == ALLOW_RELEASE:
         return "==".join(read_release(subject))
+    if kind in STATUSES:
+        try:
+            return normalize_project(subject.strip())
+        except PypicacheError:
+            raise PolicyProblem(f"{subject!r:.80} is no project name") from None
     return read_pattern(subject)
 
 
@@ -150,14 +161,18 @@ class RuleSet:
     _allow: tuple[tuple[Rule, str], ...] = ()
     _releases: dict[tuple[str, str], tuple[Rule, ...]] = field(default_factory=dict)
     _scopes: frozenset[str | None] = frozenset()  # the indexes with rules; None: all have
+    _statuses: dict[str, tuple[Rule, ...]] = field(default_factory=dict)
 
     @classmethod
     def of(cls, generation: int, rules: tuple[Rule, ...]) -> RuleSet:
         blocks: dict[str, list[Block]] = {}
         allow: list[tuple[Rule, str]] = []
         releases: dict[tuple[str, str], list[Rule]] = {}
+        statuses: dict[str, list[Rule]] = {}
         for rule in rules:
-            if rule.kind == BLOCK:
+            if rule.kind in STATUSES:
+                statuses.setdefault(rule.subject, []).append(rule)
+            elif rule.kind == BLOCK:
                 name, specifier = read_block(rule.subject)
                 blocks.setdefault(name, []).append(Block(rule, specifier))
             elif rule.kind == ALLOW_ONLY:
@@ -171,6 +186,7 @@ class RuleSet:
             tuple(allow),
             {key: tuple(found) for key, found in releases.items()},
             frozenset(rule.index for rule in rules),
+            {name: tuple(found) for name, found in statuses.items()},
         )
 
     def any_for(self, scope: str | None) -> bool:
@@ -199,6 +215,12 @@ class RuleSet:
         except InvalidVersion:
             return None
         return next((r for r in self._releases.get(key, ()) if _applies(r, scope)), None)
+
+    def status(self, scope: str | None, project: str) -> Rule | None:
+        """The status an admin set for ``project`` in ``scope``: the index's own over the
+        one for every index, the newest of each."""
+        found = [r for r in self._statuses.get(project, ()) if _applies(r, scope)]
+        return max(found, key=lambda r: (r.index is not None, r.id), default=None)
 
     def releases_of(self, scope: str | None, project: str) -> list[Rule]:
         """Every release of ``project`` let through in ``scope``."""
@@ -264,7 +286,8 @@ class Rules:
         canonical = _canonical(kind, subject)
         if len(canonical) > SUBJECT_LENGTH:
             raise PolicyProblem(f"a rule's subject is at most {SUBJECT_LENGTH} characters")
-        reason = read_reason(reason)
+        # PEP 792 makes a status's reason optional; every other rule says why.
+        reason = "" if kind in STATUSES and not reason.strip() else read_reason(reason)
         now = utcnow()
         if until is not None and until <= now:
             raise PolicyProblem("--until is in the past: the rule would never apply")
@@ -298,6 +321,49 @@ class Rules:
             db.add(_audit("policy-revoke", rule, actor, now))
         self._read(force=True)
         return rule
+
+    def set_status(
+        self,
+        project: str,
+        status: str,
+        *,
+        actor: str,
+        reason: str = "",
+        index: str | None = None,
+    ) -> Rule | None:
+        """Give a project a PEP 792 status in that scope (audited), ending the one it had;
+        ``active`` only ends it.  Returns the new rule (None for active)."""
+        if status != ACTIVE and status not in STATUSES:
+            raise PolicyProblem(
+                f"{status!r:.40} is no project status ({', '.join((ACTIVE, *STATUSES))})"
+            )
+        name = _canonical(QUARANTINED, project)
+        before = [
+            r.id
+            for r in self.list()
+            if r.kind in STATUSES and r.subject == name and r.index == index
+        ]
+        rule = None
+        if status != ACTIVE:
+            rule = self.add(status, name, reason=reason, actor=actor, index=index)
+        for rule_id in before:
+            self.revoke(rule_id, actor=actor)
+        if status == ACTIVE:
+            self._audit_active(name, actor, index)
+        return rule
+
+    def _audit_active(self, name: str, actor: str, index: str | None) -> None:
+        where = f"index {index}" if index else "every index"
+        with self._database.unit_of_work() as db:
+            db.add(
+                AuditEntry(
+                    at=utcnow(),
+                    action="policy-active",
+                    project=name,
+                    actor=actor,
+                    detail=f"{name} is active again for {where}",
+                )
+            )
 
     def unblock(self, subject: str, *, actor: str, index: str | None = None) -> list[Rule]:
         """End the blocks of exactly this requirement in that scope."""

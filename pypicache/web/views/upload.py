@@ -92,6 +92,7 @@ def _upload(request: Request) -> Response:
             max_size=request.services.settings.max_upload_size,
         )
         index = request.matchdict.get("index", MAIN) if request.matchdict else MAIN
+        request.services.guard.refuse_upload(index, valid.project)
         result = request.services.private.upload(valid, content.file, request.identity, index=index)
     except UploadRejected as exc:
         request.services.metrics.uploads.labels("rejected").inc()

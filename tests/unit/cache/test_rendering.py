@@ -238,7 +238,7 @@ def test_ordinary_pages_are_the_same_bytes_as_before():
         page.html.body
         == (
             "<!DOCTYPE html>\n<html>\n  <head>\n"
-            '    <meta name="pypi:repository-version" content="1.1">\n'
+            '    <meta name="pypi:repository-version" content="1.4">\n'
             "    <title>Links for Pkg</title>\n  </head>\n  <body>\n    <h1>Links for Pkg</h1>\n"
             f'    <a href="../../packages/pkg/pkg-1.0.tar.gz#sha256={"a" * 64}" '
             'data-requires-python="&gt;=3.8" data-yanked="broken" '
