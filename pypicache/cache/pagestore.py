@@ -220,7 +220,7 @@ def _removal_alarm(
         "project": project,
         "filename": names[0] if len(names) == 1 else None,
         "detail": f"{len(names)} file(s) {why}: {shown}; their bytes, where cached, are in "
-        "the quarantine area (pypicache cache quarantined)",
+        "the quarantine area (pypicache quarantined)",
     }
 
 

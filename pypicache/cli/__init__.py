@@ -31,7 +31,7 @@ from pypicache.cli.indexes import (
     index_show,
     index_update,
 )
-from pypicache.cli.maintenance import gc_command, verify_command
+from pypicache.cli.maintenance import gc_command, quarantined_command, verify_command
 from pypicache.cli.policy import (
     policy_allow_only,
     policy_allow_release,
@@ -286,6 +286,11 @@ def _parser() -> argparse.ArgumentParser:
         help="remove corrupt and orphaned blobs and stale temp files; refetch on demand",
     )
     verify.set_defaults(run=verify_command)
+    quarantined = commands.add_parser(
+        "quarantined", help="list the files removed upstream whose bytes are kept aside"
+    )
+    config_options(quarantined)
+    quarantined.set_defaults(run=quarantined_command)
 
     for sub in (user, token, project, index, policy):
         for command in sub.choices.values():

@@ -6,6 +6,7 @@ import argparse
 import sys
 import time
 
+from pypicache.cache.quarantine import Quarantine
 from pypicache.cache.retention import Eviction, Retention
 from pypicache.cli.common import tools
 from pypicache.ops.progress import Progress, format_bytes
@@ -111,4 +112,31 @@ def verify_command(args: argparse.Namespace) -> int:
     )
     if remaining and not args.repair:
         print("run `pypicache verify --repair` to fix what can be fixed")
-    return 1 if remaining else 0
+    quarantine = Quarantine(services.store, settings.quarantine_dir)
+    kept = list(quarantine.blobs())
+    damaged = quarantine.damaged()
+    print(
+        f"quarantine: {len(kept)} blobs of files removed upstream in {quarantine.root} "
+        f"(`pypicache quarantined` lists them)"
+        + (f"; DAMAGED (bytes no longer match their name): {', '.join(damaged)}" if damaged else "")
+    )
+    return 1 if remaining or damaged else 0
+
+
+def quarantined_command(args: argparse.Namespace) -> int:
+    """The files removed upstream whose bytes were kept aside, oldest first."""
+    services = tools(args)
+    try:
+        quarantine = Quarantine(services.store, services.settings.quarantine_dir)
+        records = list(quarantine.files())
+    finally:
+        services.close()
+    if not records:
+        print(f"nothing is quarantined ({quarantine.root})")
+    for record in records:
+        where = str(quarantine.root / record.sha256) if record.kept else "never cached"
+        print(
+            f"{record.at}  {record.source}/{record.project}/{record.filename}  "
+            f"sha256={record.sha256}  {record.why}  [{where}]"
+        )
+    return 0
