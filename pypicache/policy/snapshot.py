@@ -77,6 +77,10 @@ class Snapshots:
     def __init__(self, cache_bytes: int) -> None:
         self._pages: PageCache[_Snapshot] = PageCache(cache_bytes, size=_Snapshot.size)
 
+    def moment(self, text: str) -> datetime:
+        """The moment a snapshot URL's time names (BadTime says why it names none)."""
+        return parse_snapshot_time(text)
+
     def page(self, scope: str | None, name: str, entry: CachedPage, moment: datetime) -> CachedPage:
         """``entry`` (the page as served now) as of ``moment``; a moment still to come is
         today's page, which clients may keep only until that moment comes."""

@@ -23,7 +23,6 @@ from pypicache.cache.projectlist import ProjectList
 from pypicache.cache.rendering import CONTENT_TYPES, GZIP_MIN_BYTES, JSON_TYPE
 from pypicache.cache.router import Router, Source
 from pypicache.names import normalize_project
-from pypicache.policy.snapshot import parse_snapshot_time
 from pypicache.web.httputil import etag_matches
 from pypicache.web.negotiation import accepts_gzip, select_media_type
 from pypicache.web.observe import note_cache
@@ -164,7 +163,7 @@ def index_snapshot_project_list(request: Request) -> Response:
 
 def snapshot_moment(request: Request) -> datetime:
     """The moment the URL's snapshot time names, naive UTC; BadTime (400) says why not."""
-    return parse_snapshot_time(request.matchdict["time"])
+    return request.services.snapshots.moment(request.matchdict["time"])
 
 
 @view_config(route_name="upstream_index", request_method=("GET", "HEAD"), permission=READ)
