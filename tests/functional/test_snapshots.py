@@ -22,8 +22,9 @@ from tests.support.clients import (
 )
 from tests.support.dists import Dist, make_wheel
 from tests.support.fakeupstream import FakeUpstream
-from tests.support.privatedb import JSON, PASSWORD, Db, pypicache_cli
+from tests.support.privatedb import JSON, PASSWORD, Db, admin_cli, pypicache_cli
 from tests.support.uploads import twine_upload
+from tests.support.waiting import wait_until
 
 
 def moment(delta: timedelta) -> str:
@@ -267,3 +268,21 @@ def test_a_named_index_that_needs_a_login_needs_it_for_its_snapshots(
     for url in (snapshot, f"{snapshot}lib/", file_url(snapshot, dist)):
         assert requests.get(url, timeout=30).status_code == 401, url
         assert requests.get(url, auth=("bob", PASSWORD), timeout=30).status_code == 200, url
+
+
+def test_a_snapshot_shows_the_yank_state_pypicache_knows_now(index: RunningIndex, tmp_path: Path):
+    db = Db(index)
+    db.accounts.add_user("alice", PASSWORD)
+    db.engine.dispose()
+    own = make_wheel("steady-lib", "1.0")
+    (tmp_path / own.filename).write_bytes(own.content)
+    result = twine_upload(f"{index.url}/legacy/", "alice", PASSWORD, tmp_path / own.filename)
+    assert result.returncode == 0, result.stdout + result.stderr
+    snapshot = snapshot_url(index, datetime.now(UTC).isoformat())
+    assert "yanked" not in page(snapshot, "steady-lib").json()["files"][0]
+
+    assert admin_cli(index, "yank", "steady-lib", "1.0", "--reason", "oops").returncode == 0
+    assert wait_until(
+        lambda: page(snapshot, "steady-lib").json()["files"][0].get("yanked") == "oops"
+    )
+    assert requests.get(file_url(snapshot, own), timeout=30).content == own.content
