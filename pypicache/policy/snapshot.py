@@ -14,21 +14,13 @@ from datetime import UTC, datetime
 from pypicache.cache.index import CachedPage
 from pypicache.cache.pagecache import PageCache
 from pypicache.cache.rendering import RenderedPage, left_to
-from pypicache.errors import FileNotFound
+from pypicache.errors import NotInSnapshot
 from pypicache.filefacts import FileFacts
 from pypicache.models import utcnow
 from pypicache.times import BadTime, format_moment, parse_moment
 
 # What an entry that filters nothing out costs the cache: it holds no page of its own.
 _SMALL = 200
-
-
-class NotInSnapshot(FileNotFound):
-    """A file uploaded after the snapshot's moment: that index never listed it (404).
-
-    Not 403, which says a rule holds the file and may let it go: the snapshot's
-    answer for this URL never changes, as for a file the index never had.
-    """
 
 
 def parse_snapshot_time(text: str) -> datetime:

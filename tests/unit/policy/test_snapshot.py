@@ -12,8 +12,9 @@ from hypothesis import strategies as st
 
 from pypicache.cache.index import CachedPage
 from pypicache.cache.rendering import PageData, RenderedPage
+from pypicache.errors import NotInSnapshot
 from pypicache.filefacts import FileFacts
-from pypicache.policy.snapshot import NotInSnapshot, Snapshots, as_of, parse_snapshot_time
+from pypicache.policy.snapshot import Snapshots, as_of, parse_snapshot_time
 from pypicache.times import BadTime
 
 # Offsets RFC 3339 can spell: whole minutes, less than a day either way.
