@@ -29,6 +29,14 @@ class FileNotFound(PypicacheError):
     """The project exists but offers no file of that name."""
 
 
+class NotInSnapshot(FileNotFound):
+    """A file uploaded after a snapshot's time: that index did not list it then (404).
+
+    Not 403, which says a rule holds the file and may let it go: the snapshot's
+    answer for this URL never changes, as for a file the index never had.
+    """
+
+
 class UpstreamUnavailable(PypicacheError):
     """The upstream failed (connection error, 5xx, garbage) and nothing cached can stand in."""
 

@@ -29,6 +29,7 @@ from pypicache.ops.metrics import Metrics
 from pypicache.ops.reports import Reports
 from pypicache.policy.guard import Guard
 from pypicache.policy.rules import Rules
+from pypicache.policy.snapshot import Snapshots
 from pypicache.private.packages import PrivatePackages
 from pypicache.settings import Settings
 from pypicache.storage.local import BlobStore, make_store
@@ -61,6 +62,7 @@ class Services:
     followers: tuple[Follower, ...]  # one per upstream that can tell what changed
     evictor: Evictor | None
     guard: Guard  # the supply-chain rules, applied when answering
+    snapshots: Snapshots  # /snapshot/<time>/: the pages the guard serves, as of a time
     index_lists: dict[str, tuple[Router, ProjectList]] = field(default_factory=dict)
     _lists_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -219,6 +221,7 @@ def build_services(settings: Settings) -> Services:
         guard=Guard(
             settings, Rules(database), indexes.cooldown, cache_bytes=settings.page_cache_bytes // 4
         ),
+        snapshots=Snapshots(cache_bytes=settings.page_cache_bytes // 8),
     )
 
 

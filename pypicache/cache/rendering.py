@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import quote
 
 import orjson
+from packaging.utils import canonicalize_version
 from packaging.version import InvalidVersion, Version
 
 from pypicache.filefacts import FileFacts
@@ -183,6 +184,28 @@ class RenderedPage:
     def wait_rendered(self, timeout: float) -> bool:
         """Wait until a rendering has been made (for whoever asked first), or ``timeout``."""
         return self._rendered.wait(timeout)
+
+
+def left_to(page: RenderedPage, kept: Sequence[FileFacts]) -> RenderedPage:
+    """``page`` showing only the files ``kept`` (rules and snapshots leave some out).
+
+    A version left with no files leaves ``versions``, so an installer does not pick
+    it; one that never had files stays, as the upstream listed it.
+    """
+    left = {_version_key(f.version) for f in kept}
+    gone = {_version_key(f.version) for f in page.files.values()} - left
+    data = page.data
+    versions = [v for v in data.versions if _version_key(v) not in gone]
+    return RenderedPage(replace(data, files=kept, versions=versions))
+
+
+def _version_key(version: str | None) -> str:
+    if version is None:
+        return ""
+    try:
+        return canonicalize_version(version)
+    except ValueError:
+        return version
 
 
 def etag_of(body: bytes) -> str:

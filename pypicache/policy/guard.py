@@ -13,12 +13,10 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from fnmatch import fnmatchcase
 
-from packaging.utils import canonicalize_version
-
 from pypicache.cache.index import CachedPage
 from pypicache.cache.indexes import MAIN
 from pypicache.cache.pagecache import PageCache
-from pypicache.cache.rendering import RenderedPage
+from pypicache.cache.rendering import RenderedPage, left_to
 from pypicache.errors import FileNotFound, Held, NotAllowed, UploadRejected
 from pypicache.filefacts import FileFacts
 from pypicache.models import utcnow
@@ -234,27 +232,18 @@ class Guard:
                 return _Verdict(source, rules.generation, cooldown, None, entry)
         context = self._context(scope, name, rules, cooldown, now)
         kept: list[FileFacts] = []
-        held_versions: set[str] = set()
-        kept_versions: set[str] = set()
         changes: list[datetime] = [r.until for r in _timed(rules, scope, name) if r.until]
         for facts in page.files.values():
             hold = self.hold_of(context, facts)
-            version = _version_key(facts.version)
             if hold is None:
                 kept.append(facts)
-                kept_versions.add(version)
                 continue
-            held_versions.add(version)
             if hold.until is not None:
                 changes.append(hold.until)
         until = min(changes).replace(tzinfo=UTC).timestamp() if changes else None
         if len(kept) == len(page.files):
             return _Verdict(source, rules.generation, cooldown, until, entry)
-        gone = held_versions - kept_versions
-        data = page.data
-        versions = [v for v in data.versions if _version_key(v) not in gone]
-        shown = RenderedPage(replace(data, files=kept, versions=versions))
-        filtered = replace(entry, page=shown, until=until)
+        filtered = replace(entry, page=left_to(page, kept), until=until)
         return _Verdict(source, rules.generation, cooldown, until, filtered)
 
 
@@ -276,12 +265,3 @@ def _timed(rules: RuleSet, scope: str | None, project: str) -> list[Rule]:
     found: list[Rule] = [block.rule for block in rules.blocks(scope, project)]
     found += rules.releases_of(scope, project)
     return [rule for rule in found if rule.until is not None]
-
-
-def _version_key(version: str | None) -> str:
-    if version is None:
-        return ""
-    try:
-        return canonicalize_version(version)
-    except ValueError:
-        return version

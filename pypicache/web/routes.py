@@ -20,6 +20,15 @@ def includeme(config: Configurator) -> None:
     config.add_route("index_project", "/i/{index}/simple/{project}/")
     config.add_route("index_file", "/i/{index}/packages/{project}/{filename}")
     config.add_route("index_upload", "/i/{index}/legacy/")
+    # Snapshots: an index as it was at an RFC 3339 time (files uploaded at or before it).
+    config.add_route("snapshot_index", "/snapshot/{time}/simple/")
+    config.add_route("snapshot_project", "/snapshot/{time}/simple/{project}/")
+    config.add_route("snapshot_file", "/snapshot/{time}/packages/{project}/{filename}")
+    config.add_route("index_snapshot_index", "/i/{index}/snapshot/{time}/simple/")
+    config.add_route("index_snapshot_project", "/i/{index}/snapshot/{time}/simple/{project}/")
+    config.add_route(
+        "index_snapshot_file", "/i/{index}/snapshot/{time}/packages/{project}/{filename}"
+    )
     # Chaining: this index's changelog (XML-RPC, as PyPI's) and the legacy JSON API.
     config.add_route("xmlrpc", "/pypi", request_method="POST")
     config.add_route("legacy_json", "/pypi/{project}/json")

@@ -146,12 +146,25 @@ class BasicAuthSecurityPolicy:
 
 # The routes of a named index's pages, files and uploads (the index is in the URL), and
 # those of the index main, /simple/ and /legacy/.
-_INDEX_ROUTES = frozenset({"index_index", "index_project", "index_file", "index_upload"})
+_INDEX_ROUTES = frozenset(
+    {
+        "index_index",
+        "index_project",
+        "index_file",
+        "index_upload",
+        "index_snapshot_index",
+        "index_snapshot_project",
+        "index_snapshot_file",
+    }
+)
 _MAIN_ROUTES = frozenset(
     {
         "simple_index",
         "simple_project",
         "file",
+        "snapshot_index",
+        "snapshot_project",
+        "snapshot_file",
         "upload",
         "upload_legacy_no_slash",
         "upload_root",

@@ -28,6 +28,7 @@ from pypicache.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from pypicache.times import BadTime
 from pypicache.web.security import REALM
 from pypicache.web.views.upload import answer
 
@@ -123,6 +124,12 @@ def not_utf8(exc: UnicodeDecodeError, request: Request) -> Response:
     """WebOb decodes query strings and forms lazily, so bytes that are not UTF-8 surface
     as this error wherever a view first reads ``request.params``: the client's mistake."""
     return _text(400, "400 Bad Request: the query string or form is not UTF-8")
+
+
+@exception_view_config(BadTime)
+def bad_time(exc: BadTime, request: Request) -> Response:
+    """A time in a URL (a snapshot's) that is none: the reason names the value."""
+    return _text(400, f"400 Bad Request: {exc}")
 
 
 @exception_view_config(InvalidName)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime
 
 from pyramid.request import Request
 from pyramid.response import Response
@@ -18,7 +19,7 @@ from pypicache.storage.local import BlobReader
 from pypicache.web.httputil import ByteRange, Unsatisfiable, etag_matches, parse_range
 from pypicache.web.observe import note_cache
 from pypicache.web.security import READ
-from pypicache.web.views.simple import named_index, upstream_source
+from pypicache.web.views.simple import named_index, snapshot_moment, upstream_source
 
 CHUNK = 256 * 1024
 # Bodies up to this size are read in one go and sent as bytes.
@@ -46,6 +47,25 @@ def index_download(request: Request) -> Response:
     return _download(request, source, name, index.name)
 
 
+@view_config(route_name="snapshot_file", request_method=("GET", "HEAD"), permission=READ)
+def snapshot_download(request: Request) -> Response:
+    """A file of the index main's page as of the URL's time."""
+    moment = snapshot_moment(request)
+    name = normalize_project(request.matchdict["project"])
+    source = request.services.index.file_source(name, request.matchdict["filename"])
+    return _download(request, source, name, MAIN, moment)
+
+
+@view_config(route_name="index_snapshot_file", request_method=("GET", "HEAD"), permission=READ)
+def index_snapshot_download(request: Request) -> Response:
+    """A file of a named index's page as of the URL's time."""
+    moment = snapshot_moment(request)
+    name = normalize_project(request.matchdict["project"])
+    index = named_index(request)
+    source = index.file_source(name, request.matchdict["filename"])
+    return _download(request, source, name, index.name, moment)
+
+
 @view_config(route_name="upstream_file", request_method=("GET", "HEAD"), permission=READ)
 def upstream_download(request: Request) -> Response:
     """A file of one upstream's page, checked against that upstream's hash."""
@@ -53,10 +73,25 @@ def upstream_download(request: Request) -> Response:
     return _download(request, source, normalize_project(request.matchdict["project"]), None)
 
 
-def _download(request: Request, source: Source, name: str, scope: str | None) -> Response:
-    """``scope``: the index whose rules apply (None: one upstream alone, the defaults)."""
+def _download(
+    request: Request,
+    source: Source,
+    name: str,
+    scope: str | None,
+    moment: datetime | None = None,
+) -> Response:
+    """``scope``: the index whose rules apply (None: one upstream alone, the defaults);
+    ``moment``: a snapshot's time."""
     guard = request.services.guard
+    snapshots = request.services.snapshots
     private = source.name.startswith(PRIVATE_PREFIX)
+
+    def admit(facts: FileFacts) -> None:
+        # A file the snapshot never had is a 404 whatever the rules say of it today.
+        if moment is not None:
+            snapshots.admit(facts, moment)
+        guard.admit(scope, name, facts, private=private)
+
     answer = source.files.open(
         name,
         request.matchdict["filename"],
@@ -64,7 +99,7 @@ def _download(request: Request, source: Source, name: str, scope: str | None) ->
         ranged=bool(request.headers.get("Range")),
         note=lambda kind, result: note_cache(request, kind, result),
         wanted_range=lambda facts: _wanted_range(request, facts),
-        admit=lambda facts: guard.admit(scope, name, facts, private=private),
+        admit=admit,
     )
     facts = answer.facts
     if answer.location is not None:

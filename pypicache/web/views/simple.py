@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from datetime import datetime
 from typing import Protocol
 
 from pyramid.httpexceptions import (
@@ -132,6 +133,39 @@ def project_list(request: Request) -> Response:
     return _project_list(request, request.services.project_list)
 
 
+@view_config(route_name="snapshot_project", request_method=("GET", "HEAD"), permission=READ)
+def snapshot_project_page(request: Request) -> Response:
+    """The index main as of the URL's time."""
+    moment = snapshot_moment(request)
+    return _project_page(request, request.services.index, MAIN, moment)
+
+
+@view_config(route_name="index_snapshot_project", request_method=("GET", "HEAD"), permission=READ)
+def index_snapshot_project_page(request: Request) -> Response:
+    """A named index as of the URL's time."""
+    moment = snapshot_moment(request)
+    index = named_index(request)
+    return _project_page(request, index, index.name, moment)
+
+
+@view_config(route_name="snapshot_index", request_method=("GET", "HEAD"), permission=READ)
+def snapshot_project_list(request: Request) -> Response:
+    """The index's own list: a name whose files all came later has an empty page."""
+    snapshot_moment(request)  # a 400 for a time that is none
+    return _project_list(request, request.services.project_list)
+
+
+@view_config(route_name="index_snapshot_index", request_method=("GET", "HEAD"), permission=READ)
+def index_snapshot_project_list(request: Request) -> Response:
+    snapshot_moment(request)
+    return _project_list(request, request.services.project_list_of(named_index(request)))
+
+
+def snapshot_moment(request: Request) -> datetime:
+    """The moment the URL's snapshot time names, naive UTC; BadTime (400) says why not."""
+    return request.services.snapshots.moment(request.matchdict["time"])
+
+
 @view_config(route_name="upstream_index", request_method=("GET", "HEAD"), permission=READ)
 def upstream_project_list(request: Request) -> Response:
     upstream_source(request)  # a 404 for a name that is no upstream's
@@ -146,8 +180,11 @@ def upstream_source(request: Request) -> Source:
         raise HTTPNotFound("no upstream of that name") from None
 
 
-def _project_page(request: Request, pages: Pages, scope: str | None) -> Response:
-    """``scope``: the index whose rules apply (None: one upstream alone, the defaults)."""
+def _project_page(
+    request: Request, pages: Pages, scope: str | None, moment: datetime | None = None
+) -> Response:
+    """``scope``: the index whose rules apply (None: one upstream alone, the defaults);
+    ``moment``: a snapshot's time."""
     name = normalize_project(request.matchdict["project"])
     if name != request.matchdict["project"]:
         location = request.current_route_path(project=name)
@@ -158,6 +195,8 @@ def _project_page(request: Request, pages: Pages, scope: str | None) -> Response
     entry, result = pages.lookup_page(name)
     note_cache(request, "page", result)
     entry = request.services.guard.page(scope, name, entry)
+    if moment is not None:
+        entry = request.services.snapshots.page(scope, name, entry, moment)
     status, headers, body = page_response(
         entry,
         media_type,
@@ -200,6 +239,10 @@ def _project_list(request: Request, projects: ProjectList) -> Response:
 @view_config(route_name="upstream_project", require_csrf=False)
 @view_config(route_name="index_index", require_csrf=False)
 @view_config(route_name="index_project", require_csrf=False)
+@view_config(route_name="snapshot_index", require_csrf=False)
+@view_config(route_name="snapshot_project", require_csrf=False)
+@view_config(route_name="index_snapshot_index", require_csrf=False)
+@view_config(route_name="index_snapshot_project", require_csrf=False)
 def wrong_method(request: Request) -> Response:
     # uv and twine turn a 405 here into "you used the index URL instead of the upload URL".
     return HTTPMethodNotAllowed(headers={"Allow": "GET, HEAD"})
