@@ -44,6 +44,7 @@ def includeme(config: Configurator) -> None:
     config.add_route("admin_project_refresh", "/admin/projects/{project}/refresh")
     config.add_route("admin_project_purge", "/admin/projects/{project}/purge")
     config.add_route("admin_project_merge", "/admin/projects/{project}/merge")
+    config.add_route("admin_project_status", "/admin/projects/{project}/status")
     config.add_route("admin_file_yank", "/admin/projects/{project}/yank")
     config.add_route("admin_file_delete", "/admin/projects/{project}/delete")
     config.add_route("admin_upload", "/admin/upload")

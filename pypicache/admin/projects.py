@@ -13,6 +13,7 @@ from pyramid.view import view_config
 from pypicache.admin import back_to, page_number, see_other
 from pypicache.errors import ProjectNotFound, PypicacheError, UploadRejected, UpstreamUnavailable
 from pypicache.ops.reports import KINDS
+from pypicache.policy.rules import ACTIVE, STATUSES
 from pypicache.private.distfiles import validate_file
 from pypicache.web.security import ADMIN
 from pypicache.web.views.upload import close_file_parts
@@ -47,9 +48,13 @@ def search(request: Request) -> dict[str, Any]:
 )
 def project(request: Request) -> dict[str, Any]:
     detail = request.services.reports.project(request.matchdict["project"])
+    rules = request.services.guard.rules
     return {
         "section": "projects",
         "project": detail,
+        "statuses": [r for r in rules.list() if r.kind in STATUSES and r.subject == detail.name],
+        "status_choices": (ACTIVE, *STATUSES),
+        "indexes": [i.name for i in request.services.indexes.all()],
         "follows_upstream": request.services.index.follows_upstream
         and (not detail.private or detail.merge_upstream),
     }
@@ -95,6 +100,26 @@ def merge(request: Request) -> Response:
             f"{name}: upstream files are {'merged into' if on else 'kept out of'} its page.", "ok"
         )
     return back_to(request, request.route_path("admin_project", project=name))
+
+
+@view_config(route_name="admin_project_status", request_method="POST", permission=ADMIN)
+def set_status(request: Request) -> Response:
+    """PEP 792's status, for every index or one, as ``pypicache project status`` sets it."""
+    name = request.matchdict["project"]
+    status = request.POST.get("status", "")
+    index = request.POST.get("index", "").strip() or None
+    where = f"index {index}" if index else "every index"
+
+    def change() -> None:
+        if index is not None:
+            request.services.indexes.info(index)  # IndexProblem when there is none
+        request.services.guard.rules.set_status(
+            name, status, actor=_me(request), reason=request.POST.get("reason", ""), index=index
+        )
+
+    if _change(request, change):
+        request.session.flash(f"{name} is {status} on {where}.", "ok")
+    return see_other(request, "admin_project", project=name)
 
 
 @view_config(route_name="admin_file_yank", request_method="POST", permission=ADMIN)

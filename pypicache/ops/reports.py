@@ -91,6 +91,8 @@ class ProjectDetail:
     checked_at: datetime | None
     files: list[FileRow]
     members: list[str]  # who may upload to a private project, besides admins
+    status: str | None = None  # PEP 792, as the upstream said it
+    status_reason: str | None = None
 
     @property
     def cached_upstream_files(self) -> int:
@@ -271,6 +273,8 @@ class Reports:
                 project.checked_at,
                 files,
                 members,
+                project.status,
+                project.status_reason,
             )
 
     def shadowed(self) -> list[ShadowedName]:

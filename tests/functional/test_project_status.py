@@ -9,8 +9,10 @@ from typing import Any
 
 import pytest
 import requests
+from playwright.sync_api import Page, expect
 
 from tests.conftest import IndexFactory, RunningIndex
+from tests.support.browser import log_in
 from tests.support.clients import installed, make_venv, pip_install, uv_pip_install
 from tests.support.dists import Dist, make_wheel
 from tests.support.fakeupstream import FakeUpstream
@@ -178,3 +180,39 @@ def test_a_bad_status_command_changes_nothing_and_says_why(index: RunningIndex):
     assert result.returncode != 0
     assert "control character" in result.stderr
     assert "no rules" in pypicache_cli(index, "policy", "list").stdout
+
+
+def test_an_admin_quarantines_and_restores_a_project_on_its_admin_page(
+    index: RunningIndex, upstream: FakeUpstream, page: Page
+):
+    dist = make_wheel("shady", "1.0")
+    upstream.publish(dist)
+    assert download(index, dist).status_code == 200
+    db = Db(index)
+    db.accounts.add_user("root", PASSWORD, admin=True)
+    db.engine.dispose()
+
+    log_in(page, index)
+    page.goto(f"{index.url}/admin/projects/shady/")
+    card = page.locator("#status")
+    card.get_by_label("Status of shady").select_option("quarantined")
+    card.get_by_label("Reason").fill("<script>alert(1)</script> INC-7")
+    card.get_by_role("button", name="Set status").click()
+    expect(page.locator(".flash, [role=status]").first).to_contain_text(
+        "shady is quarantined on every index"
+    )
+    expect(page.locator("#status")).to_contain_text("<script>alert(1)</script> INC-7")
+    assert wait_until(lambda: download(index, dist).status_code == 404, timeout=15)
+    assert page_status(index, "shady")["status"] == "quarantined"
+
+    card = page.locator("#status")
+    card.get_by_label("Status of shady").select_option("active")
+    card.get_by_role("button", name="Set status").click()
+    expect(page.locator(".flash, [role=status]").first).to_contain_text("shady is active")
+    assert wait_until(lambda: download(index, dist).status_code == 200, timeout=15)
+
+
+def page_status(index: RunningIndex, project: str) -> dict[str, str]:
+    found = served_status(index, project)
+    assert found is not None
+    return found
