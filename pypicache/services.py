@@ -17,6 +17,7 @@ from pypicache.cache.indexes import Indexes, private_source
 from pypicache.cache.keyedlocks import KeyedLocks
 from pypicache.cache.ledger import FileLedger
 from pypicache.cache.projectlist import DatabaseProjects, ProjectList
+from pypicache.cache.provenance import ProvenanceCache
 from pypicache.cache.retention import CountingLedger, Evictor, Retention, UsageLog
 from pypicache.cache.router import Router, Source
 from pypicache.db import Database
@@ -60,6 +61,7 @@ class Services:
     followers: tuple[Follower, ...]  # one per upstream that can tell what changed
     evictor: Evictor | None
     guard: Guard  # the supply-chain rules, applied when answering
+    provenance: ProvenanceCache  # files' PEP 740 provenance, fetched once, kept
     index_lists: dict[str, tuple[Router, ProjectList]] = field(default_factory=dict)
     _lists_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -218,6 +220,7 @@ def build_services(settings: Settings) -> Services:
         guard=Guard(
             settings, Rules(database), indexes.cooldown, cache_bytes=settings.page_cache_bytes // 4
         ),
+        provenance=ProvenanceCache(database, locks),
     )
 
 

@@ -26,8 +26,11 @@ CONTENT_TYPES = {
     HTML_TYPE: f"{HTML_TYPE}; charset=utf-8",
     TEXT_HTML: f"{TEXT_HTML}; charset=utf-8",
 }
-# We serve `versions`, `size` and `upload-time` (PEP 700); nothing newer is claimed.
-API_VERSION = "1.1"
+# We serve `versions`, `size` and `upload-time` (PEP 700) and `provenance` (PEP 740);
+# 1.2's `tracks` (PEP 708, rejected) need not be served to claim a later version.
+API_VERSION = "1.3"
+# The URL of a file's provenance (PEP 740) is the file's with this appended.
+PROVENANCE_SUFFIX = ".provenance"
 
 
 def file_href(project: str, filename: str) -> str:
@@ -219,6 +222,9 @@ def render_html(
         if f.has_metadata:
             value = _attr(f"sha256={f.metadata_sha256}" if f.metadata_sha256 else "true")
             attrs.append(f'data-dist-info-metadata="{value}" data-core-metadata="{value}"')
+        if f.provenance is not None:
+            href = file_href(project, f.filename) + PROVENANCE_SUFFIX
+            attrs.append(f'data-provenance="{_attr(href)}"')
         lines.append(f"    <a {' '.join(attrs)}>{_attr(f.filename)}</a><br />")
     lines += ["  </body>", "</html>"]
     if serial is not None:
@@ -265,15 +271,17 @@ def _json_file(href_prefix: str, f: FileFacts) -> dict[str, Any]:
         entry["data-dist-info-metadata"] = value
     entry["filename"] = f.filename
     entry["hashes"] = {"sha256": f.sha256} if f.sha256 else {}
+    filename = f.filename
+    url = href_prefix + (filename if _UNQUOTED.fullmatch(filename) else quote(filename, safe=""))
+    if f.provenance is not None:
+        entry["provenance"] = url + PROVENANCE_SUFFIX
     if f.requires_python:
         entry["requires-python"] = f.requires_python
     if f.size is not None:
         entry["size"] = f.size
     if f.upload_time is not None:
         entry["upload-time"] = format_upload_time(f.upload_time)
-    filename = f.filename
-    quoted = filename if _UNQUOTED.fullmatch(filename) else quote(filename, safe="")
-    entry["url"] = href_prefix + quoted
+    entry["url"] = url
     if f.yanked:
         # Never "" (pip: not yanked, uv: yanked) and never null (uv rejects the page).
         entry["yanked"] = f.yanked_reason or True
