@@ -150,7 +150,7 @@ def test_html_page_carries_upstream_facts_and_points_at_this_server(index, demo,
     body = response.text
     assert body.startswith("<!DOCTYPE html>")
     page = anchors(body)
-    assert page.metas["pypi:repository-version"] == "1.1"
+    assert page.metas["pypi:repository-version"] == "1.3"
     by_name = {a["href"].split("#")[0].rsplit("/", 1)[1]: a for a in page.anchors}
     wheel1 = make_wheel("Demo.Pkg", "1.0", requires_python=">=3.8")
     sdist = make_sdist("Demo.Pkg", "1.0")
@@ -188,7 +188,7 @@ def test_html_page_carries_upstream_facts_and_points_at_this_server(index, demo,
 def test_json_page_follows_pep_691_and_700(index, demo, http):
     response = get(http, index.simple_url + "demo-pkg/", UV_ACCEPT)
     data = response.json()
-    assert data["meta"]["api-version"] == "1.1"
+    assert data["meta"]["api-version"] == "1.3"
     assert data["name"] == "demo-pkg"
     assert data["versions"] == ["1.0", "2.0", "3.0"]
     files = {f["filename"]: f for f in data["files"]}
@@ -345,14 +345,14 @@ def test_project_list_merges_the_upstream_list_and_cached_projects(index, demo, 
     html = get(http, index.simple_url, "text/html")
     assert html.status_code == 200
     page = anchors(html.text)
-    assert page.metas["pypi:repository-version"] == "1.1"
+    assert page.metas["pypi:repository-version"] == "1.3"
     hrefs = [a["href"] for a in page.anchors]
     assert "demo-pkg/" in hrefs
     assert "bulkproj0/" in hrefs
     assert len(hrefs) == len(set(hrefs)) == 51
 
     data = get(http, index.simple_url, UV_ACCEPT).json()
-    assert data["meta"]["api-version"] == "1.1"
+    assert data["meta"]["api-version"] == "1.3"
     assert len(data["projects"]) == 51
     listed = {p["name"]: p["_last-serial"] for p in data["projects"]}
     # Each name with this index's serial: cached here, or 0 for names only listed upstream.
