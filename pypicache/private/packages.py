@@ -276,8 +276,11 @@ class PrivatePackages:
             self._claim(db, project, who, upstream=upstream_has)
         if not db.get(ProjectMember, (project.id, who.user_id)) and not who.is_admin:
             db.add(ProjectMember(project_id=project.id, user_id=who.user_id))
-        for old in [f for f in project.files if f.filename == upload.filename]:
+        replaced = [f for f in project.files if f.filename == upload.filename]
+        for old in replaced:
             project.files.remove(old)  # an allowed overwrite; its provenance goes with it
+        if replaced:
+            db.flush()  # deleted before the new row is inserted: one row per filename
         row = new_row(upload.facts(now), origin="private", cached_at=now)
         project.files.append(row)
         if upload.provenance is not None:

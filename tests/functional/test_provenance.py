@@ -232,3 +232,27 @@ def test_twine_upload_without_attestations_gives_no_provenance_and_bad_ones_are_
     assert "Invalid attestations supplied during upload" in result.stdout + result.stderr
     _, data = json_page(private_index, "inhouse")
     assert [f["filename"] for f in data["files"]] == [plain.filename], "nothing was stored"
+
+
+def test_an_allowed_overwrite_serves_the_new_files_attestations_only(
+    make_index: IndexFactory, upstream: FakeUpstream, tmp_path: Path
+):
+    index = make_index(upstream.simple_url, **{"pypicache.allow_overwrite": "true"})
+    db = Db(index)
+    db.accounts.add_user("alice", PASSWORD)
+    first = make_wheel("inhouse", "1.0")
+    second = make_wheel("inhouse", "1.0", extra_files={"extra.txt": b"rebuilt"})
+    for number, wheel in enumerate((first, second)):
+        dist = tmp_path / str(number) / wheel.filename
+        dist.parent.mkdir()
+        dist.write_bytes(wheel.content)
+        attestation = write_attestation(dist, wheel.sha256)
+        result = twine_upload(
+            upload_url(index), "alice", PASSWORD, dist, attestation, options=["--attestations"]
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+
+    document = requests.get(provenance_url(index, "inhouse", first.filename), timeout=30).json()
+    (bundle,) = document["attestation_bundles"]
+    assert bundle["attestations"] == [json.loads(attestation.read_text())]
+    assert db.query(select(ProvenanceDocument.file_sha256)) == [(second.sha256,)]
