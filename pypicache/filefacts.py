@@ -1,7 +1,7 @@
 """A distribution file's facts: the one type every part passes around, and its one mapper.
 
 The upstream's page, a database row, a rendered page, a bundle and the admin's
-reports all speak of the same eleven facts about a file.  They are declared here
+reports all speak of the same twelve facts about a file.  They are declared here
 once and copied field by field nowhere else, so a new fact is one line here, one
 column in ``models.File`` and a migration.
 """
@@ -14,6 +14,9 @@ from operator import attrgetter
 from typing import Any, TypeVar
 
 from pypicache.models import File
+
+# The ``provenance`` of a file whose upload carried attestations: its document is stored here.
+UPLOADED = "uploaded"
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +34,9 @@ class FileFacts:
     has_metadata: bool
     metadata_sha256: str | None
     upstream_url: str | None  # where the bytes come from; None for files uploaded here
+    # Where its PEP 740 provenance comes from: the upstream's URL of it, or UPLOADED for
+    # attestations that came with an upload here; None: the file has none.
+    provenance: str | None
 
     def keeping_known(self, previous: FileFacts) -> FileFacts:
         """These facts, with the hash and size ``previous`` knew where these leave them out.

@@ -14,6 +14,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -128,6 +129,8 @@ class File(Base):
     # Indexed: evicting or verifying a blob asks which other files' metadata it is.
     metadata_sha256: Mapped[str | None] = mapped_column(String(64), index=True)
     upstream_url: Mapped[str | None] = mapped_column(Text)
+    # The upstream's URL of the file's PEP 740 provenance, or "uploaded" (FileFacts).
+    provenance: Mapped[str | None] = mapped_column(Text)
     # "upstream" (cached, may be invalidated) or "private" (uploaded here, never touched
     # by the cache machinery).
     origin: Mapped[str] = mapped_column(String(16), default="upstream")
@@ -139,6 +142,27 @@ class File(Base):
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime)
 
     project: Mapped[Project] = relationship(back_populates="files")
+
+
+class ProvenanceDocument(Base):
+    """A file's PEP 740 provenance object as served: fetched once from the upstream, or
+    built from the attestations uploaded with the file.
+
+    It goes with its file's row, and counts only for the bytes it was stored for: a
+    file whose hash changed never shows the old file's provenance.
+    """
+
+    __tablename__ = "provenance_documents"
+
+    file_id: Mapped[int] = mapped_column(
+        ForeignKey("files.id", ondelete="CASCADE"), primary_key=True
+    )
+    # None: the page gave no hash for the file (nor did its bytes, yet).
+    file_sha256: Mapped[str | None] = mapped_column(String(64))
+    # Where it was fetched from (the file's ``provenance`` then); None: uploaded here.
+    source_url: Mapped[str | None] = mapped_column(Text)
+    document: Mapped[bytes] = mapped_column(LargeBinary)
+    stored_at: Mapped[datetime] = mapped_column(DateTime)
 
 
 class IndexDefinition(Base):

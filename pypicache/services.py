@@ -17,6 +17,7 @@ from pypicache.cache.indexes import Indexes, private_source
 from pypicache.cache.keyedlocks import KeyedLocks
 from pypicache.cache.ledger import FileLedger
 from pypicache.cache.projectlist import DatabaseProjects, ProjectList
+from pypicache.cache.provenance import ProvenanceCache
 from pypicache.cache.quarantine import Quarantine
 from pypicache.cache.retention import CountingLedger, Evictor, Retention, UsageLog
 from pypicache.cache.router import Router, Source
@@ -63,6 +64,7 @@ class Services:
     evictor: Evictor | None
     guard: Guard  # the supply-chain rules, applied when answering
     snapshots: Snapshots  # /snapshot/<time>/: the pages the guard serves, as of a time
+    provenance: ProvenanceCache  # files' PEP 740 provenance, fetched once, kept
     index_lists: dict[str, tuple[Router, ProjectList]] = field(default_factory=dict)
     _lists_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -222,6 +224,7 @@ def build_services(settings: Settings) -> Services:
             settings, Rules(database), indexes.cooldown, cache_bytes=settings.page_cache_bytes // 4
         ),
         snapshots=Snapshots(cache_bytes=settings.page_cache_bytes // 8),
+        provenance=ProvenanceCache(database, locks),
     )
 
 

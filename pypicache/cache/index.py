@@ -141,9 +141,9 @@ class IndexService:
         """The upstream this source's pages come from (None for the private projects)."""
         return self._upstream
 
-    def _client(self, name: str) -> UpstreamClient | None:
-        """Where the page of ``name`` is fetched: this source's upstream, or the one a
-        private project merges."""
+    def client_for(self, name: str) -> UpstreamClient | None:
+        """Where the page of ``name`` (and what it links to) is fetched: this source's
+        upstream, or the one a private project merges."""
         if self._merge_from is not None:
             return self._merge_from(name)
         return self._upstream
@@ -285,7 +285,7 @@ class IndexService:
                     ttl = min(self._settings.page_ttl, PRIVATE_REFRESH)
                     return self._remember(db, project, ttl)
                 age = age_of(project)
-                if self._client(name) is None or (age < self._settings.page_ttl and not force):
+                if self.client_for(name) is None or (age < self._settings.page_ttl and not force):
                     return self._remember(db, project, self._settings.page_ttl - age)
             elif self.private:
                 # Not a private name (yet): whoever routes it asks an upstream.  Known for
@@ -380,7 +380,7 @@ class IndexService:
         self, name: str, etag: str | None, cache_buster: str | None = None
     ) -> UpstreamPage | NotModified:
         """The upstream's answer; an invalid page of a stored project raises an alarm."""
-        upstream = self._client(name)
+        upstream = self.client_for(name)
         assert upstream is not None
         try:
             return upstream.fetch_project(

@@ -16,7 +16,7 @@ from pypicache.cache.quarantine import Removal
 from pypicache.cache.rendering import PageData, RenderedPage, render
 from pypicache.errors import ProjectNotFound
 from pypicache.filefacts import FACT_FIELDS, FileFacts, fact_values, facts_of
-from pypicache.models import Alarm, AuditEntry, File, Project, utcnow
+from pypicache.models import Alarm, AuditEntry, File, Project, ProvenanceDocument, utcnow
 from pypicache.upstream.entries import UpstreamPage
 
 log = logging.getLogger(__name__)
@@ -107,6 +107,8 @@ class _Changes:
     audits: list[dict[str, object]] = field(default_factory=list)
     alarms: list[dict[str, object]] = field(default_factory=list)
     removed: list[Removal] = field(default_factory=list)
+    # Files whose stored provenance no longer holds: other bytes, or another document.
+    stale_provenance: list[int] = field(default_factory=list)
 
 
 def apply_page(
@@ -151,6 +153,9 @@ def apply_page(
         if uf.sha256 and row.facts.sha256 and uf.sha256 != row.facts.sha256:
             _hash_changed(changes, project, row, uf.sha256, page.serial, now)
             cached_at = None
+            changes.stale_provenance.append(row.id)
+        elif facts.provenance != row.facts.provenance and row.facts.provenance is not None:
+            changes.stale_provenance.append(row.id)
         if facts != row.facts or cached_at != row.cached_at or seen != row.upload_time_seen:
             changes.updates.append(
                 {
@@ -303,7 +308,10 @@ def _write(db: Session, project_id: int, changes: _Changes) -> None:
         db.execute(update(File), changes.updates)
     for start in range(0, len(changes.deletes), _DELETE_BATCH):
         batch = changes.deletes[start : start + _DELETE_BATCH]
-        db.execute(delete(File).where(File.id.in_(batch)))
+        db.execute(delete(File).where(File.id.in_(batch)))  # their provenance goes with them
+    for start in range(0, len(changes.stale_provenance), _DELETE_BATCH):
+        batch = changes.stale_provenance[start : start + _DELETE_BATCH]
+        db.execute(delete(ProvenanceDocument).where(ProvenanceDocument.file_id.in_(batch)))
     if changes.audits:
         db.execute(insert(AuditEntry.__table__), changes.audits)
     if changes.alarms:

@@ -27,9 +27,12 @@ CONTENT_TYPES = {
     HTML_TYPE: f"{HTML_TYPE}; charset=utf-8",
     TEXT_HTML: f"{TEXT_HTML}; charset=utf-8",
 }
-# We serve `versions`, `size` and `upload-time` (PEP 700) and the project status (PEP 792,
-# 1.4); the optional keys of 1.2 and 1.3 are left out where we have nothing to say.
+# We serve `versions`, `size` and `upload-time` (PEP 700), `provenance` (PEP 740, 1.3)
+# and the project status (PEP 792, 1.4); 1.2's `tracks` (PEP 708) need not be served to
+# claim a later version.
 API_VERSION = "1.4"
+# The URL of a file's provenance (PEP 740) is the file's with this appended.
+PROVENANCE_SUFFIX = ".provenance"
 
 
 def file_href(project: str, filename: str) -> str:
@@ -257,6 +260,8 @@ def render_html(
         if f.has_metadata:
             value = _attr(f"sha256={f.metadata_sha256}" if f.metadata_sha256 else "true")
             attrs.append(f'data-dist-info-metadata="{value}" data-core-metadata="{value}"')
+        # No data-provenance: HTML wants it fully qualified, which would make the page
+        # depend on the Host it was asked by; JSON (what pip and uv read) carries it.
         lines.append(f"    <a {' '.join(attrs)}>{_attr(f.filename)}</a><br />")
     lines += ["  </body>", "</html>"]
     if serial is not None:
@@ -313,15 +318,17 @@ def _json_file(href_prefix: str, f: FileFacts) -> dict[str, Any]:
         entry["data-dist-info-metadata"] = value
     entry["filename"] = f.filename
     entry["hashes"] = {"sha256": f.sha256} if f.sha256 else {}
+    filename = f.filename
+    url = href_prefix + (filename if _UNQUOTED.fullmatch(filename) else quote(filename, safe=""))
+    if f.provenance is not None:
+        entry["provenance"] = url + PROVENANCE_SUFFIX
     if f.requires_python:
         entry["requires-python"] = f.requires_python
     if f.size is not None:
         entry["size"] = f.size
     if f.upload_time is not None:
         entry["upload-time"] = format_upload_time(f.upload_time)
-    filename = f.filename
-    quoted = filename if _UNQUOTED.fullmatch(filename) else quote(filename, safe="")
-    entry["url"] = href_prefix + quoted
+    entry["url"] = url
     if f.yanked:
         # Never "" (pip: not yanked, uv: yanked) and never null (uv rejects the page).
         entry["yanked"] = f.yanked_reason or True

@@ -21,6 +21,7 @@ from packaging.utils import canonicalize_name
 from pypicache.digests import is_sha256
 from pypicache.errors import BundleError
 from pypicache.filefacts import FileFacts
+from pypicache.upstream.entries import checked_provenance
 
 FORMAT = "pypicache-bundle"
 FORMAT_VERSION = 1
@@ -149,6 +150,7 @@ def _file_json(f: BundleFile) -> dict[str, Any]:
         "metadata-size": f.metadata_size,
         "origin": f.origin,
         "upstream-url": f.upstream_url,
+        "provenance": f.provenance,
     }
 
 
@@ -250,7 +252,20 @@ def _parse_file(f: _Fields, project_where: str) -> BundleFile:
         metadata_size=metadata_size,
         origin=origin,
         upstream_url=f.get("upstream-url", str, optional=True),
+        provenance=_provenance(f, origin),
     )
+
+
+def _provenance(f: _Fields, origin: str) -> str | None:
+    """The upstream's provenance URL of an upstream file; documents are not carried, so
+    an uploaded file's provenance stays behind."""
+    value = f.get("provenance", str, optional=True)
+    if value is None or origin != "upstream":
+        return None
+    url, why = checked_provenance(value, value)
+    if why is not None:
+        raise BundleError(f"{f.where}.provenance: {why}")
+    return url
 
 
 def timestamp_text(value: datetime) -> str:

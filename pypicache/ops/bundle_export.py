@@ -20,7 +20,7 @@ from sqlalchemy.orm import selectinload
 
 from pypicache.db import Database
 from pypicache.errors import BundleError
-from pypicache.filefacts import facts_of
+from pypicache.filefacts import UPLOADED, facts_of
 from pypicache.models import PRIVATE_SOURCE, File, Project, utcnow
 from pypicache.ops.bundle import BLOB_PREFIX, CHUNK, MANIFEST, BundleFile, BundleProject, Manifest
 from pypicache.ops.progress import Progress
@@ -125,6 +125,8 @@ def _export_file(
         size=size,
         has_metadata=metadata is not None,
         metadata_sha256=metadata[0] if metadata is not None else None,
+        # An upstream's URL travels; an uploaded document stays here.
+        provenance=row.provenance if row.provenance != UPLOADED else None,
     )
     return facts_of(
         facts,

@@ -343,6 +343,8 @@ def _update_row(row: File, bf: BundleFile, now: datetime, newer: bool) -> bool:
             yanked_reason=bf.yanked_reason,
             upload_time=bf.upload_time,
         )
+        if row.origin == "upstream":  # an uploaded file keeps the document stored with it
+            changed |= _assign(row, provenance=bf.provenance)
     return changed
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import BinaryIO, NamedTuple
 
@@ -27,10 +27,12 @@ from packaging.utils import (
 from packaging.version import InvalidVersion, Version
 
 from pypicache.errors import InvalidName, UploadRejected
-from pypicache.filefacts import FileFacts
+from pypicache.filefacts import UPLOADED, FileFacts
 from pypicache.models import FILENAME_LENGTH, NAME_LENGTH, VERSION_LENGTH
 from pypicache.names import normalize_project
 from pypicache.private.archives import Member, metadata_member, same_version
+from pypicache.private.attestations import checked_attestations, uploaded_document
+from pypicache.upstream.provenance import InvalidProvenance
 
 # Fields a client sends at most once; a repeated one is a client bug we refuse to guess about.
 _SINGLE_VALUED = frozenset(
@@ -95,6 +97,8 @@ class ValidUpload:
     metadata: bytes | None  # wheel: exact METADATA bytes (served as PEP 658 .metadata)
     metadata_sha256: str | None
     summary: str | None
+    # The PEP 740 provenance document built from the upload's attestations, if it had any.
+    provenance: bytes | None = None
 
     def facts(self, uploaded_at: datetime) -> FileFacts:
         """What the project page says of the file once it is stored."""
@@ -110,6 +114,7 @@ class ValidUpload:
             has_metadata=self.metadata is not None,
             metadata_sha256=self.metadata_sha256,
             upstream_url=None,
+            provenance=UPLOADED if self.provenance is not None else None,
         )
 
 
@@ -137,12 +142,21 @@ def validate_upload(
     content: BinaryIO,
     *,
     max_size: int,
+    attestations: str | None = None,
 ) -> ValidUpload:
     """Check an upload completely; raise UploadRejected at the first problem.
 
-    `fields` holds every form field except the file parts.
+    `fields` holds every form field except the file parts; ``attestations`` is the
+    form's PEP 740 attestations (twine ``--attestations``), kept as the file's provenance.
     """
-    return _validate(_read_form(fields), filename, content, max_size)
+    upload = _validate(_read_form(fields), filename, content, max_size)
+    if attestations is None:
+        return upload
+    try:
+        checked = checked_attestations(attestations, upload.filename, upload.sha256)
+    except InvalidProvenance as exc:
+        raise UploadRejected(f"Invalid attestations supplied during upload: {exc}") from None
+    return replace(upload, provenance=uploaded_document(checked))
 
 
 def validate_file(filename: str, content: BinaryIO, *, max_size: int) -> ValidUpload:

@@ -34,6 +34,7 @@ from pypicache.models import (
     File,
     Project,
     ProjectMember,
+    ProvenanceDocument,
     User,
     utcnow,
 )
@@ -275,9 +276,24 @@ class PrivatePackages:
             self._claim(db, project, who, upstream=upstream_has)
         if not db.get(ProjectMember, (project.id, who.user_id)) and not who.is_admin:
             db.add(ProjectMember(project_id=project.id, user_id=who.user_id))
-        for old in [f for f in project.files if f.filename == upload.filename]:
-            project.files.remove(old)  # an allowed overwrite
-        project.files.append(new_row(upload.facts(now), origin="private", cached_at=now))
+        replaced = [f for f in project.files if f.filename == upload.filename]
+        for old in replaced:
+            project.files.remove(old)  # an allowed overwrite; its provenance goes with it
+        if replaced:
+            db.flush()  # deleted before the new row is inserted: one row per filename
+        row = new_row(upload.facts(now), origin="private", cached_at=now)
+        project.files.append(row)
+        if upload.provenance is not None:
+            db.flush()  # the row's id
+            db.add(
+                ProvenanceDocument(
+                    file_id=row.id,
+                    file_sha256=upload.sha256,
+                    source_url=None,
+                    document=upload.provenance,
+                    stored_at=now,
+                )
+            )
         project.versions = sorted(set(project.versions or ()) | {upload.version})
         record_change(db, project.name)
         db.add(
@@ -387,6 +403,7 @@ class PrivatePackages:
                 copied = replace(
                     facts,
                     upstream_url=None,
+                    provenance=None,  # its document is the source's: not copied
                     has_metadata=keep_metadata,
                     metadata_sha256=facts.metadata_sha256 if keep_metadata else None,
                 )

@@ -24,6 +24,7 @@ from urllib3.util.retry import Retry
 
 from pypicache.errors import (
     ChangelogUnavailable,
+    FileNotFound,
     ProjectNotFound,
     UpstreamTimeout,
     UpstreamUnavailable,
@@ -222,7 +223,7 @@ class UpstreamClient:
                 self._error("page", "invalid")
                 raise InvalidPage(f"{url}: {exc}") from exc
 
-    def _page_body(self, response: requests.Response, max_bytes: int) -> bytes:
+    def _page_body(self, response: requests.Response, max_bytes: int, kind: str = "page") -> bytes:
         """The decompressed body, refused once it grows past ``max_bytes``."""
         body = bytearray()
         try:
@@ -230,15 +231,15 @@ class UpstreamClient:
             for chunk in decoded(raw, response.headers.get("Content-Encoding", "")):
                 body += chunk
                 if len(body) > max_bytes:
-                    raise InvalidPage(f"page larger than {max_bytes} bytes")
+                    raise InvalidPage(f"{kind} larger than {max_bytes} bytes")
         except requests.Timeout as exc:
-            self._error("page", "timeout")
+            self._error(kind, "timeout")
             raise UpstreamTimeout(f"upstream timed out during {response.url}") from exc
         except (urllib3.exceptions.HTTPError, requests.RequestException, OSError) as exc:
-            self._error("page", "connection")
-            raise UpstreamUnavailable(f"upstream page broke off: {response.url}: {exc}") from exc
+            self._error(kind, "connection")
+            raise UpstreamUnavailable(f"upstream {kind} broke off: {response.url}: {exc}") from exc
         finally:
-            self._count("page", len(body))
+            self._count(kind, len(body))
         return bytes(body)
 
     def _local_project(self, name: str) -> UpstreamPage:
@@ -251,8 +252,11 @@ class UpstreamClient:
             directory = found[0]
         index = directory / "index.html"
         if index.is_file():
-            page = ProjectPage.from_html(name, index.read_bytes(), base_url=index.as_uri())
-            return checked_page(name, page, None, None, local=True, metrics=self.metrics)
+            base_url = index.as_uri()
+            page = ProjectPage.from_html(name, index.read_bytes(), base_url=base_url)
+            return checked_page(
+                name, page, None, None, local=True, metrics=self.metrics, base_url=base_url
+            )
         entries = (
             checked_file(
                 DistributionPackage.from_link(Link(p.name, p.as_uri(), {}), name),
@@ -260,6 +264,7 @@ class UpstreamClient:
                 size=p.stat().st_size,
                 sha256=_sha256_file(p),
                 metrics=self.metrics,
+                base_url=directory.as_uri() + "/",
             )
             for p in sorted(directory.iterdir())
             if p.is_file() and p.name.endswith(DIST_SUFFIXES)
@@ -312,6 +317,41 @@ class UpstreamClient:
                 raise ChangelogUnavailable(reason)
             raise UpstreamUnavailable(reason)
         return ProjectSerials(response, self.metrics)
+
+    # -- documents a page links to ---------------------------------------------------------
+
+    def fetch_document(self, url: str, *, kind: str, accept: str, max_bytes: int) -> bytes:
+        """The whole of a small document a page links to (a file's PEP 740 provenance).
+
+        The URL policy, redirects and timeouts are those of ``open``; the body is read
+        decompressed up to ``max_bytes`` (InvalidPage past that).  FileNotFound when
+        the upstream answers 404 or 410: it has no such document.
+        """
+        for _hop in range(MAX_REDIRECTS + 1):
+            try:
+                path = self.policy.check_url(url)
+            except URLRefused as exc:
+                self._error(kind, "refused")
+                log.warning("%s", exc)
+                raise
+            if path is not None:
+                return _local_document(path, kind, max_bytes)
+            headers = {"Accept": accept, "Accept-Encoding": "gzip, deflate"}
+            response = self._get(
+                url, kind=kind, headers=headers, stream=True, allow_redirects=False
+            )
+            redirected = self._redirected(response, kind)
+            if redirected is not None:
+                url = redirected
+                continue
+            with response:
+                if response.status_code in (404, 410):
+                    raise FileNotFound(f"the upstream has no {kind} at {url}")
+                if response.status_code != 200:
+                    raise UpstreamUnavailable(f"upstream answered {response.status_code} for {url}")
+                return self._page_body(response, max_bytes, kind)
+        self._error(kind, "redirects")
+        raise UpstreamUnavailable(f"more than {MAX_REDIRECTS} redirects, the last to {url}")
 
     # -- files -----------------------------------------------------------------------------
 
@@ -583,6 +623,20 @@ def _anchor_texts(response: requests.Response) -> Iterator[str]:
                 tail = buffer[end:] if end else buffer[-4096:]
         except requests.RequestException as exc:
             raise UpstreamUnavailable(f"upstream list broke off: {exc}") from exc
+
+
+def _local_document(path: Path, kind: str, max_bytes: int) -> bytes:
+    """A document of a ``file://`` upstream, read only when it is at most ``max_bytes``."""
+    try:
+        with path.open("rb") as handle:
+            body = handle.read(max_bytes + 1)
+    except FileNotFoundError:
+        raise FileNotFound(f"the upstream has no {kind} at {path}") from None
+    except OSError as exc:
+        raise UpstreamUnavailable(f"cannot read {path}: {exc}") from exc
+    if len(body) > max_bytes:
+        raise InvalidPage(f"{kind} larger than {max_bytes} bytes")
+    return body
 
 
 def _subdirs(root: Path) -> Iterator[Path]:

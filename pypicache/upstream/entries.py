@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, urljoin, urlsplit
 from urllib.request import url2pathname
 
 from packaging.utils import (
@@ -308,7 +308,9 @@ def checked_page(
     etag: str | None,
     local: bool = False,
     metrics: Metrics | None = None,
+    base_url: str | None = None,
 ) -> UpstreamPage:
+    """``base_url``: the page's URL, which relative URLs on it are relative to."""
     if serial is None:
         serial = parse_serial(page.last_serial)
     entries = (
@@ -317,6 +319,7 @@ def checked_page(
             name,
             size=local_size(pkg.url) if local and pkg.size is None else pkg.size,
             metrics=metrics,
+            base_url=base_url,
         )
         for pkg in page.packages
     )
@@ -340,6 +343,7 @@ def checked_file(
     size: int | None = None,
     sha256: str | None = None,
     metrics: Metrics | None = None,
+    base_url: str | None = None,
 ) -> FileFacts | None:
     """The page entry as we keep it, or None (logged, counted) when it is not valid.
 
@@ -362,6 +366,9 @@ def checked_file(
     if upload_time is not None:
         upload_time = upload_time.astimezone(UTC).replace(tzinfo=None)
     url = pkg.url.split("#", 1)[0]
+    provenance, why = checked_provenance(pkg.provenance_url, base_url or url)
+    if why is not None:
+        reject("provenance", project, pkg.filename, why, metrics)
     return FileFacts(
         filename=pkg.filename,
         version=storable_version(pkg.version),
@@ -374,7 +381,44 @@ def checked_file(
         has_metadata=bool(pkg.has_metadata),
         metadata_sha256=metadata_sha256,
         upstream_url=url,
+        provenance=provenance,
     )
+
+
+# A provenance URL longer than this is not one (PyPI's are under 200 characters).
+PROVENANCE_URL_LIMIT = 2048
+_URL_SCHEMES = ("http", "https", "file")
+
+
+def checked_provenance(value: object, base_url: str) -> tuple[str | None, str | None]:
+    """A file entry's ``provenance`` (PEP 740) as (absolute URL, None), or (None, why not).
+
+    None is what most files have.  Anything but a URL of the upstream's kinds (http(s),
+    or file on a local tree) is refused: text with spaces or control characters, a
+    URL with credentials, another scheme.  Where it may lead is decided when it is
+    fetched, by the URL policy, as for file URLs.
+    """
+    if value is None:
+        return None, None
+    if not isinstance(value, str) or not value:
+        return None, f"a provenance {value!r:.100} that is not a URL"
+    if len(value) > PROVENANCE_URL_LIMIT:
+        return None, f"a provenance URL longer than {PROVENANCE_URL_LIMIT} characters"
+    if not (value.isascii() and value.isprintable()) or any(c.isspace() for c in value):
+        return None, f"a provenance URL {value!r:.100} with spaces or control characters"
+    try:
+        url = urljoin(base_url, value).split("#", 1)[0]
+        parts = urlsplit(url)
+        _ = parts.port  # raises for a port that is not a number
+    except ValueError:
+        return None, f"a provenance {value!r:.100} that is not a URL"
+    if parts.scheme not in _URL_SCHEMES:
+        return None, f"a provenance URL {value!r:.100} that is not http(s)"
+    if parts.scheme != "file" and not parts.hostname:
+        return None, f"a provenance URL {value!r:.100} without a host"
+    if parts.username is not None or parts.password is not None:
+        return None, "a provenance URL with credentials in it"
+    return url, None
 
 
 # Free text from the upstream (yank reasons, requires-python) kept at most this long.

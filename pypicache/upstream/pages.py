@@ -29,6 +29,7 @@ from pypicache.upstream.entries import (
     UpstreamPage,
     all_versions,
     checked_page,
+    checked_provenance,
     checked_serial,
     distinct_files,
     filename_problem,
@@ -93,7 +94,7 @@ def parse_page(
     if not page.packages and page.repository_version is None:
         # Neither a link nor the simple API's meta tag: a portal's or an error's HTML.
         raise InvalidPage("HTML without links or pypi:repository-version: not a page")
-    return checked_page(name, page, serial, etag, metrics=metrics)
+    return checked_page(name, page, serial, etag, metrics=metrics, base_url=url)
 
 
 def read_json_page(
@@ -191,6 +192,9 @@ def _file(entry: object, project: str, base_url: str, metrics: Metrics | None) -
             reject("digest", project, filename, why, metrics)
             return None
     yanked = entry.get("yanked", False)
+    provenance, why = checked_provenance(entry.get("provenance"), base_url)
+    if why is not None:
+        reject("provenance", project, filename, why, metrics)
     return FileFacts(
         filename=filename,
         version=dist_version(filename, project),
@@ -203,6 +207,7 @@ def _file(entry: object, project: str, base_url: str, metrics: Metrics | None) -
         has_metadata=metadata is True or isinstance(metadata, dict),
         metadata_sha256=metadata_sha256,
         upstream_url=absolute_url(base_url, url).split("#", 1)[0],
+        provenance=provenance,
     )
 
 

@@ -9,15 +9,21 @@ def includeme(config: Configurator) -> None:
     config.add_route("metrics", "/metrics")
     config.add_route("simple_index", "/simple/")
     config.add_route("simple_project", "/simple/{project}/")
+    # A file's PEP 740 provenance: the file's URL and ".provenance" (before the file's route).
+    config.add_route("file_provenance", "/packages/{project}/{filename}.provenance")
     # The filename is the last path segment, as pip and uv expect (they take it from the URL).
     config.add_route("file", "/packages/{project}/{filename}")
     # One upstream alone, through the cache (uv's explicit indexes, pinned sources).
     config.add_route("upstream_index", "/u/{upstream}/simple/")
     config.add_route("upstream_project", "/u/{upstream}/simple/{project}/")
+    config.add_route(
+        "upstream_provenance", "/u/{upstream}/packages/{project}/{filename}.provenance"
+    )
     config.add_route("upstream_file", "/u/{upstream}/packages/{project}/{filename}")
     # A named index: its private projects over its bases; /simple/ is the index main.
     config.add_route("index_index", "/i/{index}/simple/")
     config.add_route("index_project", "/i/{index}/simple/{project}/")
+    config.add_route("index_provenance", "/i/{index}/packages/{project}/{filename}.provenance")
     config.add_route("index_file", "/i/{index}/packages/{project}/{filename}")
     config.add_route("index_upload", "/i/{index}/legacy/")
     # Snapshots: an index as it was at an RFC 3339 time (files uploaded at or before it).

@@ -26,6 +26,7 @@ def sample() -> Manifest:
         metadata_size=56,
         origin="upstream",
         upstream_url="http://127.0.0.1:1/packages/demo_pkg-1.0-py3-none-any.whl",
+        provenance="http://127.0.0.1:1/integrity/demo-pkg/1.0/demo_pkg-1.0-py3-none-any.whl",
     )
     sdist = BundleFile(
         filename="demo_pkg-1.0.tar.gz",
@@ -41,6 +42,7 @@ def sample() -> Manifest:
         metadata_size=None,
         origin="private",
         upstream_url=None,
+        provenance=None,
     )
     project = BundleProject(
         name="demo-pkg",

@@ -333,6 +333,8 @@ class FakeUpstream:
         self._root_cache: dict[str, _Page] = {}
         self._page_cache: dict[tuple[str, str], _Page] = {}
         self._stale: dict[str, dict[str, _Page] | None] = {}
+        # PEP 740 provenance documents by filename, served under /integrity/ as PyPI does.
+        self._provenance: dict[str, bytes] = {}
 
         self.requests: list[RequestRecord] = []
         self.errors: list[BaseException] = []  # unexpected exceptions inside handlers
@@ -646,6 +648,22 @@ class FakeUpstream:
             self._write_journal(project, old.version, f"add {new.pyversion} file {filename}")
         return new
 
+    def attest(self, filename: str, document: object) -> str:
+        """Give a file a PEP 740 provenance document (an object to dump, or raw bytes to
+        serve as they are); its pages link it from now on.  Returns its URL.
+
+        PyPI writes no journal entry for it: it comes with the upload.
+        """
+        body = document if isinstance(document, bytes) else json.dumps(document).encode()
+        with self._lock:
+            record = self._files[filename]
+            self._provenance[filename] = body
+            self._page_cache.clear()
+        return self.base_url + _provenance_path(record)
+
+    def provenance_url(self, filename: str) -> str:
+        return self.base_url + _provenance_path(self.file(filename))
+
     def yank(self, project: str, version: str, reason: str | None = None) -> None:
         with self._lock:
             proj, release = self._get_release(project, version)
@@ -844,7 +862,8 @@ class FakeUpstream:
             key=lambda pair: (_version_key(pair[1].version), pair[1].filename),
         )
         render = _render_json if kind == "json" else _render_html
-        body = render(project, files, self.base_url)
+        attested = {name for _, record in files if (name := record.filename) in self._provenance}
+        body = render(project, files, self.base_url, attested)
         page = self._page_cache[key] = _Page(body, self._page_etag(body), project.last_serial)
         return page
 
@@ -887,6 +906,8 @@ class FakeUpstream:
             return _text(404, "not found")
         if path.startswith("/packages/"):
             return self._serve_file(method, path, header_map)
+        if path.startswith("/integrity/"):
+            return self._serve_provenance(method, path)
         if path in RPC_PATHS:
             return self._serve_xmlrpc(method, header_map, body)
         return _text(404, "not found")
@@ -1007,6 +1028,18 @@ class FakeUpstream:
             response_headers.append(("Content-Range", f"bytes {first}-{last}/{len(content)}"))
         return _Response(status, response_headers, body, truncate_at=truncate_at, paced=True)
 
+    def _serve_provenance(self, method: str, path: str) -> _Response:
+        """/integrity/<project>/<version>/<filename>/provenance, as Warehouse serves it."""
+        if method not in ("GET", "HEAD"):
+            return _text(405, "method not allowed", [("Allow", "GET, HEAD")])
+        with self._lock:
+            record = next((r for r in self._files.values() if _provenance_path(r) == path), None)
+            body = self._provenance.get(record.filename) if record is not None else None
+        if body is None:
+            return _text(404, "not found")
+        headers = [("Content-Type", "application/vnd.pypi.integrity.v1+json")]
+        return _Response(200, headers, body)
+
     def _serve_xmlrpc(
         self, method: str, headers: CaseInsensitiveDict[str], body: bytes
     ) -> _Response:
@@ -1089,7 +1122,16 @@ def _with_charset(content_type: str) -> str:
     return content_type + "; charset=utf-8" if content_type == TEXT_HTML else content_type
 
 
-def _render_html(project: Project, files: list[tuple[Release, FileRecord]], base: str) -> bytes:
+def _provenance_path(record: FileRecord) -> str:
+    return f"/integrity/{record.project}/{record.version}/{quote(record.filename)}/provenance"
+
+
+def _render_html(
+    project: Project,
+    files: list[tuple[Release, FileRecord]],
+    base: str,
+    attested: set[str],
+) -> bytes:
     """Warehouse's templates/api/simple/detail.html, attribute for attribute."""
     escape = html.escape
     lines = []
@@ -1102,6 +1144,8 @@ def _render_html(project: Project, files: list[tuple[Release, FileRecord]], base
         if record.metadata is not None:
             digest = f"sha256={record.metadata_sha256}"
             attrs.append(f'data-dist-info-metadata="{digest}" data-core-metadata="{digest}"')
+        if record.filename in attested:
+            attrs.append(f'data-provenance="{escape(base + _provenance_path(record))}"')
         lines.append(f"    <a {' '.join(attrs)}>{escape(record.filename)}</a><br />\n")
     name = escape(project.normalized)
     return (
@@ -1113,7 +1157,12 @@ def _render_html(project: Project, files: list[tuple[Release, FileRecord]], base
     ).encode()
 
 
-def _render_json(project: Project, files: list[tuple[Release, FileRecord]], base: str) -> bytes:
+def _render_json(
+    project: Project,
+    files: list[tuple[Release, FileRecord]],
+    base: str,
+    attested: set[str],
+) -> bytes:
     """PEP 691 JSON as Warehouse's _simple_detail builds it."""
     entries = []
     for release, record in files:
@@ -1132,7 +1181,9 @@ def _render_json(project: Project, files: list[tuple[Release, FileRecord]], base
                 "yanked": yanked,
                 "core-metadata": metadata,
                 "data-dist-info-metadata": metadata,
-                "provenance": None,
+                "provenance": (
+                    base + _provenance_path(record) if record.filename in attested else None
+                ),
             }
         )
     return json.dumps(

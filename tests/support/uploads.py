@@ -15,13 +15,16 @@ from tests.support.dists import Dist
 
 
 def twine_upload(
-    url: str, username: str, password: str, *files: Path
+    url: str, username: str, password: str, *files: Path, options: Sequence[str] = ()
 ) -> subprocess.CompletedProcess[str]:
+    """``twine upload`` of ``files`` with ``options`` (``--attestations``: each file's
+    ``<file>.<kind>.attestation`` among ``files`` goes with it)."""
     env = {k: v for k, v in clean_client_env().items() if not k.startswith("TWINE_")}
     env["PYTHON_KEYRING_BACKEND"] = "keyring.backends.null.Keyring"
     return subprocess.run(
         [sys.executable, "-m", "twine", "upload", "--non-interactive", "--disable-progress-bar",
-         "--repository-url", url, "-u", username, "-p", password, *map(str, files)],
+         "--repository-url", url, "-u", username, "-p", password, *options,
+         *map(str, files)],
         capture_output=True, text=True, env=env, timeout=120,
     )  # fmt: skip
 

@@ -23,6 +23,7 @@ facts = st.builds(
     has_metadata=st.booleans(),
     metadata_sha256=digests,
     upstream_url=st.just("https://files.example/demo-1.0.tar.gz"),
+    provenance=st.none() | st.just("https://index.example/integrity/demo/1.0/p"),
 )
 
 

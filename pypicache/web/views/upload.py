@@ -14,8 +14,8 @@ from pypicache.errors import UploadRejected
 from pypicache.private.distfiles import validate_upload
 from pypicache.web.security import UPLOAD
 
-# Everything but these is a metadata field; the signature and attestations are
-# accepted and ignored (twine warns that only PyPI keeps them).
+# Everything but these is a metadata field; the signature is accepted and ignored,
+# the attestations (PEP 740) are kept as the file's provenance.
 FILE_PARTS = ("content", "gpg_signature", "attestations")
 GONE = {
     "submit": "Project pre-registration is no longer required or supported; upload your files.",
@@ -84,12 +84,16 @@ def _upload(request: Request) -> Response:
         if not isinstance(value, str):
             return answer(400, f"Field '{key}' must be a text field, not a file.")
         fields.setdefault(key, []).append(value)
+    attestations = form.getall("attestations")
+    if len(attestations) > 1 or not all(isinstance(a, str) for a in attestations):
+        return answer(400, "Field 'attestations' must be one text field.")
     try:
         valid = validate_upload(
             fields,
             content.filename or "",
             content.file,
             max_size=request.services.settings.max_upload_size,
+            attestations=attestations[0] if attestations else None,
         )
         index = request.matchdict.get("index", MAIN) if request.matchdict else MAIN
         request.services.guard.refuse_upload(index, valid.project)

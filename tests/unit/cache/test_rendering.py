@@ -34,6 +34,7 @@ def record(filename: str, **changes) -> FileFacts:
         "has_metadata": False,
         "metadata_sha256": None,
         "upstream_url": None,
+        "provenance": None,
     }
     values.update(changes)
     return FileFacts(**values)
@@ -159,6 +160,7 @@ def hostile_records(draw: st.DrawFn) -> FileFacts:
         yanked_reason=draw(st.none() | HOSTILE_TEXT),
         has_metadata=draw(st.booleans()),
         metadata_sha256=draw(st.none() | HOSTILE_TEXT),
+        provenance=draw(st.none() | st.just("uploaded") | HOSTILE_TEXT),
     )
 
 
@@ -215,7 +217,8 @@ def test_markup_in_every_field_is_text_and_the_hash_cannot_close_the_attribute()
 
 
 def test_ordinary_pages_are_the_same_bytes_as_before():
-    """Escaping a hex digest changes nothing: caches and ETags of existing pages stay valid."""
+    """Escaping a hex digest changes nothing: pages are what they were (but for the API
+    version they claim, 1.3 since provenance)."""
     page = render(
         PageData(
             "pkg",
@@ -266,6 +269,8 @@ def expected_entry(f: FileFacts) -> dict[str, object]:
     if f.has_metadata:
         value = {"sha256": f.metadata_sha256} if f.metadata_sha256 else True
         entry["core-metadata"] = entry["data-dist-info-metadata"] = value
+    if f.provenance is not None:
+        entry["provenance"] = f"{entry['url']}.provenance"
     return entry
 
 

@@ -41,6 +41,8 @@ def first_file(data: dict[str, Any]) -> dict[str, Any]:
         (lambda d: first_file(d).update({"origin": "elsewhere"}), "origin: expected one of"),
         (lambda d: first_file(d).update({"upload-time": "yesterday"}), "not an ISO 8601 time"),
         (lambda d: d["projects"][0]["files"][1].update({"sha256": WHEEL_SHA}), "two sizes"),
+        (lambda d: first_file(d).update({"provenance": "javascript:x"}), "provenance: a prov"),
+        (lambda d: first_file(d).update({"provenance": 7}), "provenance: expected str"),
     ],
 )
 def test_a_bad_manifest_is_refused_naming_what_is_wrong(
@@ -55,3 +57,14 @@ def test_a_bad_manifest_is_refused_naming_what_is_wrong(
 def test_not_json_at_all():
     with pytest.raises(BundleError, match="not valid JSON"):
         Manifest.from_json(b"\x00garbage")
+
+
+def test_a_manifest_carries_an_upstream_files_provenance_url_and_no_uploaded_one():
+    data = json.loads(sample().to_json())
+    assert first_file(data)["provenance"].endswith("/integrity/demo-pkg/1.0/" + WHEEL)
+    data["projects"][0]["files"][1]["provenance"] = "uploaded"  # a private file's
+    files = Manifest.from_json(json.dumps(data).encode()).projects[0].files
+    assert [f.provenance for f in files] == [first_file(data)["provenance"], None]
+
+
+WHEEL = "demo_pkg-1.0-py3-none-any.whl"

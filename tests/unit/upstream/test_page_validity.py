@@ -33,6 +33,7 @@ def upstream_file(filename: str) -> FileFacts:
         has_metadata=False,
         metadata_sha256=None,
         upstream_url=f"https://files.example/{filename}",
+        provenance=None,
     )
 
 

@@ -151,6 +151,13 @@ def file_entries(draw: st.DrawFn) -> dict[str, Any]:
         "yanked": st.booleans() | st.text(max_size=12),
         "size": optional | st.integers(min_value=0, max_value=2**60),
         "upload-time": optional | upload_times,
+        "provenance": optional
+        | st.sampled_from(
+            [
+                "https://up.example/integrity/demo-pkg/1.0/demo_pkg-1.0.tar.gz/provenance",
+                "http://up.example:8080/p/x",
+            ]
+        ),
     }
     for key, values in maybe.items():
         if draw(st.booleans()):
