@@ -81,7 +81,7 @@ def test_a_time_that_is_none_is_refused(text: str):
 
 def facts(filename: str, version: str, uploaded: datetime | None) -> FileFacts:
     return FileFacts(
-        filename, version, "0" * 64, 1, None, False, None, uploaded, False, None, "https://x/"
+        filename, version, "0" * 64, 1, None, False, None, uploaded, False, None, "https://x/", None
     )
 
 
