@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 from urllib.parse import urljoin
 
 import pytest
@@ -141,7 +142,16 @@ def test_an_invalid_upstream_document_is_a_502_and_never_kept(
     assert "provenance" in response.text
     assert requests.get(url, timeout=30).status_code == 502
     assert integrity_requests(upstream) == 2, "nothing invalid was kept"
-    assert Db(index).query(select(ProvenanceDocument)) == []
+    assert documents(index, ProvenanceDocument) == []
+
+
+def documents(index: RunningIndex, *columns: Any) -> list[Any]:
+    """The stored provenance documents, read from the index's database."""
+    db = Db(index)
+    try:
+        return db.query(select(*columns))
+    finally:
+        db.engine.dispose()
 
 
 def test_a_replaced_file_never_shows_the_old_files_provenance(
@@ -154,8 +164,7 @@ def test_a_replaced_file_never_shows_the_old_files_provenance(
     assert requests.get(url, timeout=30).json()["attestation_bundles"][0]["publisher"][
         "repository"
     ] == ("org/old")
-    db = Db(index)
-    assert len(db.query(select(ProvenanceDocument))) == 1
+    assert len(documents(index, ProvenanceDocument)) == 1
 
     new_bytes = make_wheel("mutable", "1.0", extra_files={"extra.txt": b"new"}).content
     upstream.replace_bytes(wheel.filename, new_bytes)
@@ -163,7 +172,7 @@ def test_a_replaced_file_never_shows_the_old_files_provenance(
     upstream.attest(wheel.filename, provenance(wheel.filename, new_sha, repository="org/new"))
     _, data = json_page(index, "mutable")  # the refetch sees the new hash
     assert data["files"][0]["hashes"]["sha256"] == new_sha
-    assert db.query(select(ProvenanceDocument)) == [], "invalidated with its file"
+    assert documents(index, ProvenanceDocument) == [], "invalidated with its file"
 
     served = requests.get(url, timeout=30).json()
     assert served["attestation_bundles"][0]["publisher"]["repository"] == "org/new"
@@ -240,6 +249,7 @@ def test_an_allowed_overwrite_serves_the_new_files_attestations_only(
     index = make_index(upstream.simple_url, **{"pypicache.allow_overwrite": "true"})
     db = Db(index)
     db.accounts.add_user("alice", PASSWORD)
+    db.engine.dispose()
     first = make_wheel("inhouse", "1.0")
     second = make_wheel("inhouse", "1.0", extra_files={"extra.txt": b"rebuilt"})
     for number, wheel in enumerate((first, second)):
@@ -255,4 +265,4 @@ def test_an_allowed_overwrite_serves_the_new_files_attestations_only(
     document = requests.get(provenance_url(index, "inhouse", first.filename), timeout=30).json()
     (bundle,) = document["attestation_bundles"]
     assert bundle["attestations"] == [json.loads(attestation.read_text())]
-    assert db.query(select(ProvenanceDocument.file_sha256)) == [(second.sha256,)]
+    assert documents(index, ProvenanceDocument.file_sha256) == [(second.sha256,)]
