@@ -21,6 +21,7 @@ from pypicache.cache.provenance import ProvenanceCache
 from pypicache.cache.quarantine import Quarantine
 from pypicache.cache.retention import CountingLedger, Evictor, Retention, UsageLog
 from pypicache.cache.router import Router, Source
+from pypicache.cache.watcher import ChangeWatcher
 from pypicache.db import Database
 from pypicache.follower.changelog import XmlRpcChangelog
 from pypicache.follower.follower import Follower
@@ -60,6 +61,7 @@ class Services:
     accounts: Accounts
     reports: Reports
     history: History
+    watcher: ChangeWatcher  # other processes' page changes end this one's copies
     followers: tuple[Follower, ...]  # one per upstream that can tell what changed
     evictor: Evictor | None
     guard: Guard  # the supply-chain rules, applied when answering
@@ -96,6 +98,7 @@ class Services:
             self.evictor.start()
         # Samples for the dashboard's charts.
         self.history.start()
+        self.watcher.start()
 
     def close(self) -> None:
         for follower in self.followers:
@@ -103,6 +106,7 @@ class Services:
         if self.evictor is not None:
             self.evictor.stop()
         self.history.stop()
+        self.watcher.stop()
         self.indexes.stop()
         self.index.stop()
         self.claims.stop()
@@ -214,6 +218,7 @@ def build_services(settings: Settings) -> Services:
         # What the admin page shows: queries, and the samples its charts draw.
         reports=Reports(database, project_list, [s.name for s in router.sources]),
         history=History(database, metrics, settings.chart_interval, first),
+        watcher=ChangeWatcher(database, indexes.forget),
         followers=tuple(
             follower
             for upstream in settings.upstreams

@@ -301,6 +301,11 @@ class Indexes:
             seen.add(current)
             pending.extend(b for b in defined.get(current) or () if b in defined)
 
+    def forget(self, name: str) -> None:
+        """Drop what this process remembers of ``name`` in every index."""
+        for view in list(self._views.values()):
+            view.forget(name)
+
     def stop(self) -> None:
         """Stop the private sources this process made (main's stops with main)."""
         for name, source in self._privates.items():

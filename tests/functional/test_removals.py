@@ -163,3 +163,26 @@ def test_a_project_the_upstream_quarantines_serves_nothing_and_its_bytes_are_kep
     assert record["bytes"] == dist.content
     assert "the upstream quarantined worm: malware" in record["why"]
     assert dist.sha256 not in blobs(index)
+
+
+def test_another_process_stops_listing_a_withdrawn_file_without_waiting_for_its_ttl(
+    make_index: IndexFactory, upstream: FakeUpstream, fresh_database_url
+):
+    url = fresh_database_url()
+    leader = make_index(
+        upstream.simple_url, name="leader", **follow_settings(upstream, **{"sqlalchemy.url": url})
+    )
+    other = make_index(
+        upstream.simple_url,
+        name="other",
+        **{"sqlalchemy.url": url, "pypicache.follow_method": "off", "pypicache.page_ttl": "3600"},
+    )
+    kept, bad = make_wheel("lib", "1.0"), make_wheel("lib", "1.1")
+    upstream.publish(kept)
+    upstream.publish(bad)
+    assert filenames(other, "lib") == [kept.filename, bad.filename], "in its memory for an hour"
+    assert caught_up(leader, upstream)
+    upstream.delete_file(bad.filename)
+
+    assert wait_until(lambda: filenames(other, "lib") == [kept.filename], timeout=15)
+    assert download(other, bad).status_code == 404
