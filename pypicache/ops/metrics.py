@@ -82,6 +82,10 @@ class Metrics:
         """Serials of the follower of ``upstream`` (the first one), and the store's size."""
         self.registry.register(DatabaseCollector(database, upstream))
 
+    def watch_policy(self, counts: Callable[[], dict[str, int]]) -> None:
+        """Files the supply-chain rules hold back now, by kind (``counts``, when scraped)."""
+        self.registry.register(PolicyCollector(counts))
+
     def cache_totals(self) -> dict[str, float]:
         """Lookups of every kind since start, by result ("hit", "miss", "stale")."""
         totals: dict[str, float] = {}
@@ -147,6 +151,28 @@ class DatabaseCollector(Collector):
                 "Seconds since the follower's last successful round.",
                 (utcnow() - state.last_success_at).total_seconds(),
             )
+
+
+# Every kind a hold has (policy.guard), so a series exists before the first file is held.
+HOLD_KINDS = ("block", "cooldown", "cutoff")
+
+
+class PolicyCollector(Collector):
+    """pypicache_policy_held_files{reason}: distinct files held back in any index."""
+
+    def __init__(self, counts: Callable[[], dict[str, int]]) -> None:
+        self._counts = counts
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        counts = self._counts()
+        family = GaugeMetricFamily(
+            "pypicache_policy_held_files",
+            "Files the supply-chain rules hold back now, by reason (block, cooldown, cutoff).",
+            labels=["reason"],
+        )
+        for kind in sorted({*HOLD_KINDS, *counts}):
+            family.add_metric([kind], float(counts.get(kind, 0)))
+        yield family
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:

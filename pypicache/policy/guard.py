@@ -8,7 +8,7 @@ held file matures: the hot path pays a lookup, not a pass over the files.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from fnmatch import fnmatchcase
@@ -155,6 +155,19 @@ class Guard:
             f"(pypicache project status {project} active ends that)",
             409,
         )
+
+    def holds(
+        self, scope: str, project: str, files: Iterable[FileFacts]
+    ) -> list[tuple[FileFacts, Hold]]:
+        """The files of ``project`` this index holds back now, and why (for listings)."""
+        rules = self.rules.current()
+        context = self._context(scope, project, rules, self.cooldown(scope), utcnow())
+        found = []
+        for facts in files:
+            hold = self.hold_of(context, facts)
+            if hold is not None:
+                found.append((facts, hold))
+        return found
 
     def hold_of(self, context: _Context, facts: FileFacts) -> Hold | None:
         """Why a file is held in this context, or None: it is served."""

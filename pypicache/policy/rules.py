@@ -194,6 +194,10 @@ class RuleSet:
         scopes = self._scopes
         return bool(scopes) and (None in scopes or scope in scopes)
 
+    def blocked_projects(self) -> frozenset[str]:
+        """The projects some block rule names, in any index."""
+        return frozenset(self._blocks)
+
     def blocks(self, scope: str | None, project: str) -> tuple[Block, ...]:
         found = self._blocks.get(project)
         if not found:
