@@ -7,11 +7,14 @@ given, so a follower reading past serial S never misses a change numbered below 
 
 from __future__ import annotations
 
+import threading
+import weakref
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Engine, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -21,6 +24,20 @@ UPDATE = "update"
 REMOVE = "remove project"  # PyPI's word: a follower expects a 404 after it
 # Entries per answer, as PyPI gives at most.
 PAGE = 50_000
+
+
+# The serials this process gave, per database engine (one per app), so that its watcher
+# (cache.watcher) leaves its own pages be: a big first page keeps its bytes once written.
+_OWN_KEPT = 10_000  # a rolled-back change's serial is never seen; the oldest are dropped
+_own: weakref.WeakKeyDictionary[Engine, OrderedDict[int, None]] = weakref.WeakKeyDictionary()
+_own_lock = threading.Lock()
+
+
+def made_here(engine: Engine, serial: int) -> bool:
+    """Whether this process gave ``serial`` (asked once per serial: it is forgotten)."""
+    with _own_lock:
+        own = _own.get(engine)
+        return own is not None and own.pop(serial, False) is None
 
 
 def record_change(db: Session, name: str, action: str = UPDATE) -> int:
@@ -38,6 +55,13 @@ def record_change(db: Session, name: str, action: str = UPDATE) -> int:
         .values(name=name, serial=serial)
         .on_conflict_do_update(index_elements=[NameSerial.name], set_={"serial": serial})
     )
+    engine = db.get_bind()
+    if isinstance(engine, Engine):
+        with _own_lock:
+            own = _own.setdefault(engine, OrderedDict())
+            own[serial] = None
+            if len(own) > _OWN_KEPT:
+                own.popitem(last=False)
     return serial
 
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from pypicache.cache.changes import PAGE, last_serial, since
+from pypicache.cache.changes import PAGE, last_serial, made_here, since
 from pypicache.db import Database
 
 log = logging.getLogger(__name__)
@@ -25,7 +25,7 @@ INTERVAL = 1.0
 
 
 class ChangeWatcher:
-    """A thread that calls ``forget(name)`` for every page changed since it started."""
+    """A thread that calls ``forget(name)`` for every page another process changed."""
 
     def __init__(
         self, database: Database, forget: Callable[[str], None], interval: float = INTERVAL
@@ -68,7 +68,8 @@ class ChangeWatcher:
             while True:
                 entries = since(db, self._serial, PAGE)
                 for entry in entries:
-                    self._forget(entry.name)
+                    if not made_here(self._database.engine, entry.serial):
+                        self._forget(entry.name)  # this process's own changes show already
                 seen += len(entries)
                 if entries:
                     self._serial = entries[-1].serial
