@@ -51,12 +51,20 @@ class ChangeWatcher:
             self._thread.join(10)
 
     def _run(self) -> None:
+        failing = False
         while not self._stop.wait(self._interval):
             try:
                 self.look()
             except SQLAlchemyError as exc:
-                # The database is down or locked: pages stay as the TTL has them; try again.
-                log.warning("could not read the changes of other processes: %s", exc)
+                # The database is down or locked: pages stay as the TTL has them; try again,
+                # with one line per outage, not one a second.
+                if not failing:
+                    log.warning("could not read the changes of other processes: %s", exc)
+                failing = True
+            else:
+                if failing:
+                    log.info("reading the changes of other processes again")
+                failing = False
 
     def look(self) -> int:
         """Forget every page changed since the last look; how many changes there were."""
