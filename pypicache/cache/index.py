@@ -27,6 +27,7 @@ from pypicache.cache.pagestore import (
     first_page,
     load_page_row,
     older,
+    project_removed_after,
     remove_project,
     snapshot,
     stored_files,
@@ -425,6 +426,13 @@ class IndexService:
     ) -> CachedPage:
         with self._database.unit_of_work() as db:
             project = load_page_row(db, self.source, name)
+            if project is None and isinstance(result, UpstreamPage):
+                removed_at = project_removed_after(db, name, result.serial)
+                if removed_at is not None:
+                    raise InvalidPage(
+                        f"the upstream's page of {name} (serial {result.serial}) is older than "
+                        f"the project's removal at serial {removed_at}"
+                    )
             if (
                 project is None
                 and write_later

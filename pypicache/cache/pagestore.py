@@ -127,6 +127,10 @@ def apply_page(
     private = {s.facts.filename: s.facts for s in stored if s.origin == "private"}
     listed = list(private.values())
     quarantined = page.status == QUARANTINED
+    # A page older than a removal the changelog announced (a CDN's stale copy) does not
+    # bring the removed files back.
+    new = [f.filename for f in page.files if f.filename not in existing]
+    taken_back = removed_after(db, project.name, page.serial, new) if new else set()
     # PEP 792: a quarantined project offers no file, whatever its page still lists.
     why_gone = (
         f"the upstream quarantined {project.name}: {page.status_reason or 'no reason given'}"
@@ -138,6 +142,9 @@ def apply_page(
             continue  # a private file of that name wins over the upstream's
         row = existing.pop(uf.filename, None)
         seen = uf.filename in page.first_seen
+        if row is None and uf.filename in taken_back:
+            log.warning("%s/%s: the page predates its removal; left out", project.name, uf.filename)
+            continue
         if row is None:
             changes.inserts.append(
                 {**fact_values(uf), "origin": "upstream", "upload_time_seen": seen}
@@ -380,6 +387,41 @@ def uncache_files(db: Session, source: str, name: str, actor: str) -> tuple[int,
     detail = f"{len(rows)} cached files dropped"
     db.add(AuditEntry(at=utcnow(), action="purge", project=name, actor=actor, detail=detail))
     return len(rows), {row.sha256 for row in rows if row.sha256}
+
+
+def removed_after(db: Session, name: str, serial: int | None, filenames: list[str]) -> set[str]:
+    """Those of ``filenames`` a removal after ``serial`` took back (none for a page
+    without a serial: nothing says how old it is)."""
+    if serial is None:
+        return set()
+    found: set[str] = set()
+    for start in range(0, len(filenames), _DELETE_BATCH):
+        found.update(
+            db.scalars(
+                select(AuditEntry.filename).where(
+                    AuditEntry.project == name,
+                    AuditEntry.action == "remove-file",
+                    AuditEntry.serial > serial,
+                    AuditEntry.filename.in_(filenames[start : start + _DELETE_BATCH]),
+                )
+            )
+        )
+    return found
+
+
+def project_removed_after(db: Session, name: str, serial: int | None) -> int | None:
+    """The serial of the project's removal, when one came after ``serial``."""
+    if serial is None:
+        return None
+    return db.scalar(
+        select(AuditEntry.serial)
+        .where(
+            AuditEntry.project == name,
+            AuditEntry.action == "remove-project",
+            AuditEntry.serial > serial,
+        )
+        .limit(1)
+    )
 
 
 def withdraw_files(

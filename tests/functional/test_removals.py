@@ -23,9 +23,10 @@ from tests.support.waiting import wait_until
 
 @pytest.fixture
 def following(make_index: IndexFactory, upstream: FakeUpstream) -> RunningIndex:
-    # Pages go stale at once: every request asks the upstream, which is down when it matters.
+    # Pages (and "no such project") go stale at once: every request asks the upstream.
     return make_index(
-        upstream.simple_url, **follow_settings(upstream, **{"pypicache.page_ttl": "0"})
+        upstream.simple_url,
+        **follow_settings(upstream, **{"pypicache.page_ttl": "0", "pypicache.negative_ttl": "0"}),
     )
 
 
@@ -186,3 +187,38 @@ def test_another_process_stops_listing_a_withdrawn_file_without_waiting_for_its_
 
     assert wait_until(lambda: filenames(other, "lib") == [kept.filename], timeout=15)
     assert download(other, bad).status_code == 404
+
+
+def test_a_stale_copy_of_the_page_from_before_a_removal_does_not_bring_it_back(
+    following: RunningIndex, upstream: FakeUpstream
+):
+    kept, bad = make_wheel("cdn", "1.0"), make_wheel("cdn", "1.1")
+    upstream.publish(kept)
+    upstream.publish(bad)
+    assert filenames(following, "cdn") == [kept.filename, bad.filename]
+    assert caught_up(following, upstream)
+    upstream.stale("cdn")  # the CDN keeps the page (and its serial) from before
+    upstream.ignore_page_etags = True  # and sends it whole, not as a 304
+    upstream.delete_file(bad.filename)
+    assert wait_until(lambda: bad.filename in quarantined(following), timeout=15)
+
+    for _ in range(3):  # page_ttl 0: each request asks the upstream, which says 1.1 is there
+        assert filenames(following, "cdn") == [kept.filename]
+    assert download(following, bad).status_code == 404
+
+
+def test_a_stale_copy_of_a_removed_projects_page_does_not_bring_it_back(
+    following: RunningIndex, upstream: FakeUpstream
+):
+    dist = make_wheel("vanished", "1.0")
+    upstream.publish(dist)
+    assert download(following, dist).status_code == 200
+    assert caught_up(following, upstream)
+    upstream.stale("vanished")
+    upstream.delete_project("vanished")
+    assert wait_until(lambda: dist.filename in quarantined(following), timeout=15)
+
+    response = page(following, "vanished")
+    assert response.status_code == 502
+    assert "older than the project's removal" in response.text
+    assert download(following, dist).status_code in (404, 502)

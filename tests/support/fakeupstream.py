@@ -345,6 +345,8 @@ class FakeUpstream:
         self.down = False
         self.html_only = False
         self.omit_serial = False
+        # A CDN node that never answers 304 for pages: every request gets the whole body.
+        self.ignore_page_etags = False
         self.throttle_bytes_per_second: float | None = None
         self.allow_filename_reuse = False
         # Answer every file request whole (200), as an origin without range support does.
@@ -809,6 +811,7 @@ class FakeUpstream:
             self._truncate.clear()
             self._stale.clear()
         self.down = self.html_only = self.omit_serial = self.ignore_ranges = False
+        self.ignore_page_etags = False
         self.throttle_bytes_per_second = None
         self.xmlrpc_fault = None
 
@@ -959,7 +962,7 @@ class FakeUpstream:
         self, content_type: str, page: _Page, headers: CaseInsensitiveDict[str]
     ) -> _Response:
         response_headers = self._simple_headers(content_type, page)
-        if _etag_matches(headers.get("If-None-Match"), page.etag):
+        if not self.ignore_page_etags and _etag_matches(headers.get("If-None-Match"), page.etag):
             return _Response(304, response_headers)
         return _Response(200, response_headers, page.body)
 
