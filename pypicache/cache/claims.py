@@ -144,6 +144,18 @@ class FillClaims:
             ).first()
         return row is not None and row.owner != self.owner and row.expires_at >= utcnow()
 
+    def live(self, prefix: str) -> set[str]:
+        """The keys starting with ``prefix`` that some process (this one too) holds now."""
+        guard = database_guard(f"reading the claims on {prefix}*")
+        with guard, self._database.unit_of_work() as db:
+            keys = db.scalars(
+                select(FillClaim.key).where(
+                    FillClaim.key.startswith(prefix, autoescape=True),
+                    FillClaim.expires_at >= utcnow(),
+                )
+            )
+            return set(keys)
+
     def wait_while_held(self, key: str, deadline: float, stop: threading.Event) -> bool:
         """Wait until no other process holds ``key``; False at ``deadline`` (monotonic) or stop."""
         while self.held_elsewhere(key):

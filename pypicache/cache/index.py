@@ -556,6 +556,13 @@ class IndexService:
             self._await_write(name, time.monotonic() + self._wait_timeout)
             with self._database.unit_of_work() as db:
                 project = load_page_row(db, self.source, name)
+            claim = PAGE_CLAIM + self._key(name)
+            if project is None and self._claims.held_elsewhere(claim):
+                # Another process is storing its first page: refetch on top of it.
+                deadline = time.monotonic() + self._wait_timeout
+                self._claims.wait_while_held(claim, deadline, self._stop)
+            with self._database.unit_of_work() as db:
+                project = load_page_row(db, self.source, name)
                 if project is None or project.private:
                     return Refresh.NOT_CACHED  # private projects never follow the upstream
                 if (project.last_serial or -1) >= required:
@@ -572,6 +579,13 @@ class IndexService:
                 return Refresh.STALE
             self._store(name, result)
             return Refresh.UPDATED
+
+    def being_fetched(self, names: Iterable[str]) -> set[str]:
+        """Those of ``names`` whose first page some process is fetching right now: not
+        cached yet, but what it stores may predate a change the changelog just told of."""
+        prefix = PAGE_CLAIM + self._key("")
+        fetching = {key[len(prefix) :] for key in self._claims.live(prefix)}
+        return fetching.intersection(names)
 
     def cached_serials(self, names: Iterable[str]) -> dict[str, int | None]:
         """The stored serial of each of ``names`` that is in the cache."""

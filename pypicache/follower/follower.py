@@ -338,6 +338,10 @@ class Follower:
         dirty rows are there on restart.  Names nobody cached cost nothing.
         """
         cached = self.service.cached_serials(changes)
+        # A first page being fetched now may be stored from before these changes: it is
+        # refetched like a cached one (the refetch waits for it to be stored).
+        for name in self.service.being_fetched(changes.keys() - cached.keys()):
+            cached[name] = None
         for name, change in changes.items():
             if change.withdraws and name in cached and (cached[name] or -1) < change.serial:
                 self.service.withdraw(

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from pathlib import Path
 
@@ -84,6 +85,25 @@ def test_a_new_release_appears_after_the_follower_ran(following, upstream):
     assert wait_until(lambda: versions(following, "growing") == ["1.0", "2.0"], 10)
     response = page(following, "growing")
     assert int(response.headers["X-PyPI-Last-Serial"]) > before  # this index's own serial
+    assert caught_up(following, upstream)
+
+
+def test_a_first_page_fetched_while_the_changelog_moved_on_is_refetched(following, upstream):
+    """The gap between a first fetch and its store: the change it missed still arrives."""
+    upstream.publish(make_wheel("racing", "1.0"))
+    assert caught_up(following, upstream)
+    upstream.stale("racing")  # what the first fetch will get: the page before 2.0
+    upstream.stall("/simple/racing/")
+    with ThreadPoolExecutor(1) as pool:
+        first = pool.submit(versions, following, "racing")
+        assert upstream.wait_stalled()
+        upstream.publish(make_wheel("racing", "2.0"))
+        # The follower has read the change while the page was being fetched.
+        assert wait_until(lambda: status(following)["read_serial"] == upstream.serial, 15)
+        upstream.release()
+        assert first.result(timeout=30) == ["1.0"]
+    upstream.stale("racing", on=False)
+    assert wait_until(lambda: versions(following, "racing") == ["1.0", "2.0"], 20)
     assert caught_up(following, upstream)
 
 
