@@ -129,7 +129,10 @@ def apply_page(
     quarantined = page.status == QUARANTINED
     # A page older than a removal the changelog announced (a CDN's stale copy) does not
     # bring the removed files back.
-    new = [f.filename for f in page.files if f.filename not in existing]
+    # A first page needs no look (a new row has no serial yet): a removed project's rows
+    # are gone, and its first page is checked against the removal (project_removed_after).
+    stored_before = project.last_serial is not None
+    new = [f.filename for f in page.files if f.filename not in existing] if stored_before else []
     taken_back = removed_after(db, project.name, page.serial, new) if new else set()
     # PEP 792: a quarantined project offers no file, whatever its page still lists.
     why_gone = (
