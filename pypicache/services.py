@@ -27,6 +27,8 @@ from pypicache.ops.history import History
 from pypicache.ops.metrics import Metrics
 from pypicache.ops.reports import Reports
 from pypicache.policy.guard import Guard
+from pypicache.policy.held import KINDS as HELD_KINDS
+from pypicache.policy.held import HeldFiles
 from pypicache.policy.rules import Rules
 from pypicache.private.packages import PrivatePackages
 from pypicache.settings import Settings
@@ -60,6 +62,7 @@ class Services:
     followers: tuple[Follower, ...]  # one per upstream that can tell what changed
     evictor: Evictor | None
     guard: Guard  # the supply-chain rules, applied when answering
+    held: HeldFiles  # what the rules hold back now (the admin page, the metric)
     index_lists: dict[str, tuple[Router, ProjectList]] = field(default_factory=dict)
     _lists_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -185,6 +188,11 @@ def build_services(settings: Settings) -> Services:
         DatabaseProjects(database),
         ttl=settings.index_ttl,
     )
+    guard = Guard(
+        settings, Rules(database), indexes.cooldown, cache_bytes=settings.page_cache_bytes // 4
+    )
+    held = HeldFiles(database, guard, indexes, settings)
+    metrics.watch_held(held.counts, HELD_KINDS)
     return Services(
         settings=settings,
         database=database,
@@ -215,9 +223,8 @@ def build_services(settings: Settings) -> Services:
             if (follower := _follower(settings, database, metrics, upstream, router)) is not None
         ),
         evictor=evictor,
-        guard=Guard(
-            settings, Rules(database), indexes.cooldown, cache_bytes=settings.page_cache_bytes // 4
-        ),
+        guard=guard,
+        held=held,
     )
 
 

@@ -142,6 +142,11 @@ class Guard:
         if hold is not None:
             raise Held(f"{facts.filename} {hold.reason}")
 
+    def context(self, scope: str | None, project: str, now: datetime) -> _Context:
+        """What ``hold_of`` judges a project's files in, for an index, at ``now`` (naive
+        UTC): the held-files listing asks it once per project and index."""
+        return self._context(scope, project, self.rules.current(), self.cooldown(scope), now)
+
     def hold_of(self, context: _Context, facts: FileFacts) -> Hold | None:
         """Why a file is held in this context, or None: it is served."""
         for block in context.blocks:
