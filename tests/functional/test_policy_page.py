@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -21,6 +22,9 @@ from tests.support.fakeupstream import FakeUpstream
 from tests.support.privatedb import JSON, PASSWORD, Db
 from tests.support.waiting import wait_until
 
+OUTPUT = Path(
+    os.environ.get("PYPICACHE_TEST_OUTPUT", Path(__file__).resolve().parents[2] / "test-output")
+)
 MARKUP = '<img src=x onerror="window.pwned=1">'
 
 
@@ -97,6 +101,8 @@ def test_an_admin_blocks_a_release_sees_what_is_held_and_revokes_the_block(
     assert installed(python) == {"lib": "1.0"}, "the blocked release is left out of the page"
     page.reload()
     expect(page.locator(f"#held tr[data-filename='{bad.filename}']")).to_contain_text("block")
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=OUTPUT / "admin-policy.png", full_page=True)
 
     rule.get_by_role("button", name="Revoke").click()
     expect(page.locator(".flash-ok")).to_contain_text("Rule 1 (block lib==2.0) ended.")

@@ -196,3 +196,25 @@ def test_only_the_candidates_the_database_selects_are_judged(
     store(nothing, "big", ("2.0", YOUNG))
     assert nothing.held.listing().total == 0
     assert judged == [], "no cooldown, cutoff or block: nothing is even selected"
+
+
+def test_routes_and_merges_decide_which_upstream_rows_an_index_serves(
+    make_services: ServicesFactory, tmp_path: Path
+):
+    services = make_services(
+        **{
+            "pypicache.cooldown": "7d",
+            "pypicache.upstreams": f"{UPSTREAM}=file://{tmp_path}/a/ extra=file://{tmp_path}/b/",
+            "pypicache.routes": "acme-*=extra",
+            "pypicache.merge": "both",
+        }
+    )
+    for source in (UPSTREAM, "extra"):
+        for project in ("acme-core", "plain", "both"):
+            store(services, project, (f"1.0+{source}", YOUNG), source=source)
+    assert [(h.project, h.filename) for h in services.held.listing().files] == [
+        ("acme-core", "acme_core-1.0+extra-py3-none-any.whl"),  # routed: extra alone
+        ("both", "both-1.0+extra-py3-none-any.whl"),  # merged: every upstream's
+        ("both", "both-1.0+pypi-py3-none-any.whl"),
+        ("plain", "plain-1.0+pypi-py3-none-any.whl"),  # the first upstream that has it
+    ]
