@@ -191,7 +191,9 @@ def test_bad_input_is_refused_with_the_reason_and_changes_nothing(
     expect(page.locator("#rules tbody tr")).to_have_count(1)
 
 
-def test_an_unknown_index_and_an_unknown_rule_are_refused(site: tuple[RunningIndex, Db], page):
+def test_an_unknown_index_a_forged_form_and_an_unknown_rule_are_refused(
+    site: tuple[RunningIndex, Db], page
+):
     index, db = site
     log_in(page, index)
     page.goto(index.url + "/admin/policy/")
@@ -202,6 +204,12 @@ def test_an_unknown_index_and_an_unknown_rule_are_refused(site: tuple[RunningInd
     page.fill("#block-reason", "x")
     page.get_by_role("button", name="Block", exact=True).click()
     expect(page.locator(".flash-error")).to_contain_text("there is no index named 'nosuch'")
+    assert rules(db) == []
+
+    forged = page.request.post(
+        index.url + "/admin/policy/block", form={"requirement": "lib", "reason": "x"}
+    )
+    assert forged.status == 400, "no CSRF token: refused"
     assert rules(db) == []
 
     token = page.locator("input[name=csrf_token]").first.get_attribute("value")
