@@ -30,6 +30,7 @@ from pypicache.ops.history import History
 from pypicache.ops.metrics import Metrics
 from pypicache.ops.reports import Reports
 from pypicache.policy.guard import Guard
+from pypicache.policy.held import KINDS as HELD_KINDS
 from pypicache.policy.held import HeldFiles
 from pypicache.policy.rules import Rules
 from pypicache.policy.snapshot import Snapshots
@@ -66,7 +67,7 @@ class Services:
     followers: tuple[Follower, ...]  # one per upstream that can tell what changed
     evictor: Evictor | None
     guard: Guard  # the supply-chain rules, applied when answering
-    held: HeldFiles  # what the rules hold back now (admin page, metric)
+    held: HeldFiles  # what the rules hold back now (the admin page, the metric)
     snapshots: Snapshots  # /snapshot/<time>/: the pages the guard serves, as of a time
     provenance: ProvenanceCache  # files' PEP 740 provenance, fetched once, kept
     index_lists: dict[str, tuple[Router, ProjectList]] = field(default_factory=dict)
@@ -199,8 +200,8 @@ def build_services(settings: Settings) -> Services:
     guard = Guard(
         settings, Rules(database), indexes.cooldown, cache_bytes=settings.page_cache_bytes // 4
     )
-    held = HeldFiles(database, guard, settings, lambda: [i.name for i in indexes.all()])
-    metrics.watch_policy(held.counts)
+    held = HeldFiles(database, guard, indexes, settings)
+    metrics.watch_held(held.counts, HELD_KINDS)
     return Services(
         settings=settings,
         database=database,

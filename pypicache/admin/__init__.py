@@ -7,7 +7,7 @@ token, the page that shows it once).
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -21,6 +21,7 @@ from pyramid.view import exception_view_config, forbidden_view_config
 
 from pypicache.errors import ProjectNotFound
 from pypicache.models import utcnow
+from pypicache.times import format_duration
 from pypicache.web.views.simple import SIMPLE_SECURITY_POLICY
 
 ADMIN_PATHS = r"^/admin/"
@@ -53,8 +54,10 @@ def includeme(config: Configurator) -> None:
     config.add_route("admin_index_delete", "/admin/indexes/{index}/delete")
     config.add_route("admin_index_push", "/admin/indexes/push")
     config.add_route("admin_policy", "/admin/policy/")
-    config.add_route("admin_policy_rule", "/admin/policy/{kind}")
-    config.add_route("admin_policy_revoke", "/admin/policy/rules/{rule_id:\\d+}/revoke")
+    config.add_route("admin_policy_block", "/admin/policy/block")
+    config.add_route("admin_policy_allow_release", "/admin/policy/allow-release")
+    config.add_route("admin_policy_allow_only", "/admin/policy/allow-only")
+    config.add_route("admin_policy_revoke", "/admin/policy/{rule_id}/revoke")
     config.add_route("admin_users", "/admin/users/")
     config.add_route("admin_user_role", "/admin/users/{user}/role")
     config.add_route("admin_user_password", "/admin/users/{user}/password")
@@ -79,7 +82,7 @@ def includeme(config: Configurator) -> None:
 
     def add_filters() -> None:
         env = config.get_jinja2_environment()
-        env.filters.update(ago=ago, utc=utc, duration=duration, number=number)
+        env.filters.update(ago=ago, utc=utc, duration=duration, number=number, span=span)
         env.globals.update(page_link=page_link)
 
     config.action(None, add_filters, order=999)  # once the environment exists
@@ -204,6 +207,13 @@ def duration(seconds: float | None) -> str:
     if seconds < 86400:
         return f"{seconds // 3600} h {seconds % 3600 // 60} min"
     return f"{seconds // 86400} d {seconds % 86400 // 3600} h"
+
+
+def span(value: timedelta | None) -> str:
+    """A cooldown as its setting spells it (``7d``, ``1d12h``), or that it is off."""
+    if value is None:
+        return "—"
+    return format_duration(value) if value else "0 (off)"
 
 
 def utc(value: datetime | None) -> str:

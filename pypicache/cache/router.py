@@ -142,6 +142,26 @@ class Router:
             and any(fnmatchcase(project, pattern) for pattern in self._merge)
         )
 
+    def answering(self, project: str, holds: Callable[[str], bool]) -> tuple[str, ...]:
+        """The sources whose stored page of ``project`` this index serves, told by
+        ``holds(source)`` (whether the database has that source's page of it) instead of
+        asking anyone: the same shadowing, routes and merging as ``lookup_page``."""
+        if not holds(self.private.name) and self.merges(project):
+            return tuple(source.name for source in self.upstreams if holds(source.name))
+        return self._answering_first(project, holds)
+
+    def _answering_first(self, project: str, holds: Callable[[str], bool]) -> tuple[str, ...]:
+        if holds(self.private.name):
+            return (self.private.name,)
+        for base in self._chain(project):
+            if isinstance(base, Router):
+                found = base._answering_first(project, holds)
+                if found:
+                    return found
+            elif holds(base.name):
+                return (base.name,)
+        return ()
+
     def merge_from(self, project: str) -> UpstreamClient | None:
         """The upstream a private project merges when an admin allows it: its routed one,
         else the first."""

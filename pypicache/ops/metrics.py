@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
@@ -12,6 +14,8 @@ from sqlalchemy import func, select
 from pypicache.db import Database
 from pypicache.models import File, FollowerState, utcnow
 
+# Seconds a scrape serves the held-files counts read last: judging the candidates is work.
+HELD_MAX_AGE = 5.0
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
@@ -82,9 +86,15 @@ class Metrics:
         """Serials of the follower of ``upstream`` (the first one), and the store's size."""
         self.registry.register(DatabaseCollector(database, upstream))
 
-    def watch_policy(self, counts: Callable[[], dict[str, int]]) -> None:
-        """Files the supply-chain rules hold back now, by kind (``counts``, when scraped)."""
-        self.registry.register(PolicyCollector(counts))
+    def watch_held(
+        self,
+        count: Callable[[], Mapping[str, int]],
+        reasons: Sequence[str],
+        max_age: float = HELD_MAX_AGE,
+    ) -> None:
+        """Files the supply-chain rules hold back, by reason: ``count()`` at most every
+        ``max_age`` seconds."""
+        self.registry.register(HeldFilesCollector(count, reasons, max_age))
 
     def cache_totals(self) -> dict[str, float]:
         """Lookups of every kind since start, by result ("hit", "miss", "stale")."""
@@ -153,25 +163,34 @@ class DatabaseCollector(Collector):
             )
 
 
-# Every kind a hold has (policy.guard), so a series exists before the first file is held.
-HOLD_KINDS = ("block", "cooldown", "cutoff")
+class HeldFilesCollector(Collector):
+    """Files held back in any index, by reason, counted at most every ``max_age`` seconds
+    however often Prometheus (or several of them) scrapes."""
 
-
-class PolicyCollector(Collector):
-    """pypicache_policy_held_files{reason}: distinct files held back in any index."""
-
-    def __init__(self, counts: Callable[[], dict[str, int]]) -> None:
-        self._counts = counts
+    def __init__(
+        self, count: Callable[[], Mapping[str, int]], reasons: Sequence[str], max_age: float
+    ) -> None:
+        self._count = count
+        self._reasons = tuple(reasons)
+        self._max_age = max_age
+        self._lock = threading.Lock()
+        self._counts: Mapping[str, int] = {}
+        self._read_at = float("-inf")
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        counts = self._counts()
+        with self._lock:  # concurrent scrapes wait for one count, not one each
+            if time.monotonic() - self._read_at >= self._max_age:
+                self._counts = self._count()
+                self._read_at = time.monotonic()
+            counts = self._counts
         family = GaugeMetricFamily(
             "pypicache_policy_held_files",
-            "Files the supply-chain rules hold back now, by reason (block, cooldown, cutoff).",
+            "Files the supply-chain rules hold back in any index, by reason "
+            "(cooldown, cutoff, block).",
             labels=["reason"],
         )
-        for kind in sorted({*HOLD_KINDS, *counts}):
-            family.add_metric([kind], float(counts.get(kind, 0)))
+        for reason in self._reasons:
+            family.add_metric([reason], float(counts.get(reason, 0)))
         yield family
 
 

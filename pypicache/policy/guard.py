@@ -8,7 +8,7 @@ held file matures: the hot path pays a lookup, not a pass over the files.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from fnmatch import fnmatchcase
@@ -156,18 +156,10 @@ class Guard:
             409,
         )
 
-    def holds(
-        self, scope: str, project: str, files: Iterable[FileFacts]
-    ) -> list[tuple[FileFacts, Hold]]:
-        """The files of ``project`` this index holds back now, and why (for listings)."""
-        rules = self.rules.current()
-        context = self._context(scope, project, rules, self.cooldown(scope), utcnow())
-        found = []
-        for facts in files:
-            hold = self.hold_of(context, facts)
-            if hold is not None:
-                found.append((facts, hold))
-        return found
+    def context(self, scope: str | None, project: str, now: datetime) -> _Context:
+        """What ``hold_of`` judges a project's files in, for an index, at ``now`` (naive
+        UTC): the held-files listing asks it once per project and index."""
+        return self._context(scope, project, self.rules.current(), self.cooldown(scope), now)
 
     def hold_of(self, context: _Context, facts: FileFacts) -> Hold | None:
         """Why a file is held in this context, or None: it is served."""

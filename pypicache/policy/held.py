@@ -1,116 +1,196 @@
-"""What the rules hold back right now, for the admin page and the metric.
+"""The files the rules hold back right now, in each index that judges them its own way.
 
-Judging every cached file would read the whole files table; only files a rule can
-hold are read: uploaded within the longest cooldown in force or after the cutoff,
-or of a project a block names.  Each is then judged as each index judges it.
+An admin asks what is held, why and until when; the metric asks how many.  Neither may
+read the whole files table of a big cache into memory: the candidates are selected in
+SQL (files young enough for the longest cooldown in force, uploaded after the cutoff,
+or of a project a block names) and only those are judged, by the guard itself, so the
+listing says what a download would answer.
 """
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime
 
-from sqlalchemy import or_, select
+from sqlalchemy import ColumnElement, and_, or_, select
 
-from pypicache.cache.indexes import MAIN
+from pypicache.cache.indexes import MAIN, Indexes
+from pypicache.cache.router import Router
 from pypicache.db import Database
 from pypicache.filefacts import FACT_FIELDS, FileFacts
 from pypicache.models import PRIVATE_PREFIX, File, Project, utcnow
-from pypicache.policy.guard import Guard
+from pypicache.policy.guard import BLOCK, COOLDOWN, CUTOFF, Guard
+from pypicache.policy.rules import BLOCK as BLOCK_RULE
+from pypicache.policy.rules import RuleSet, read_block
 from pypicache.settings import Settings
 
-# Rows a listing shows; the counts cover every held file.
-SHOWN = 1_000
-# Candidate files read at most: a cache where more are young is a bigger problem.
-CANDIDATES = 100_000
-# Seconds the metric's counts are reused: a scrape every few seconds reads once.
-METRIC_REUSE = 30.0
+KINDS = (COOLDOWN, CUTOFF, BLOCK)
+# Rows a listing keeps; the total counts the others too.
+LIMIT = 1_000
+# Names per ``IN (...)``: well under every database's limit of bound parameters.
+_CHUNK = 500
 
 
 @dataclass(frozen=True)
 class HeldFile:
-    index: str
+    """A file an index does not serve now, and why (``reason`` follows the filename)."""
+
     project: str
     filename: str
+    index: str
     kind: str  # cooldown, cutoff or block
-    reason: str  # follows the filename
-    until: datetime | None
+    reason: str
+    until: datetime | None  # naive UTC; None: until a rule or a setting changes
 
 
 @dataclass(frozen=True)
 class HeldListing:
-    files: list[HeldFile]  # the first SHOWN, soonest to mature first
-    total: int  # (index, file) pairs held
-    by_kind: dict[str, int] = field(default_factory=dict)  # distinct files, per kind
+    """Held files, by project, filename and index, at most ``limit`` of them."""
+
+    files: tuple[HeldFile, ...]
+    total: int  # (file, index) pairs held, those left out of ``files`` included
+    counts: Mapping[str, int]  # distinct files held in any index, by kind
+
+    @property
+    def truncated(self) -> bool:
+        return self.total > len(self.files)
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    file_id: int
+    source: str
+    project: str
+    facts: FileFacts
 
 
 class HeldFiles:
-    """Lists the files held back in every index, and counts them by kind."""
+    """What the guard holds back in the index main and in every named index with a
+    cooldown or rules of its own (the others judge like main)."""
 
     def __init__(
-        self,
-        database: Database,
-        guard: Guard,
-        settings: Settings,
-        index_names: Callable[[], list[str]],
+        self, database: Database, guard: Guard, indexes: Indexes, settings: Settings
     ) -> None:
         self._database = database
         self._guard = guard
+        self._indexes = indexes
         self._cutoff = settings.cutoff
-        self._index_names = index_names
-        self._counted: tuple[float, dict[str, int]] | None = None
-        self._lock = threading.Lock()
+        self._hold_private = settings.cooldown_private
 
-    def listing(self, shown: int = SHOWN) -> HeldListing:
-        scopes = [MAIN, *(name for name in self._index_names() if name != MAIN)]
-        candidates = self._candidates(scopes)
-        held: list[HeldFile] = []
-        kinds: dict[str, set[tuple[str, str]]] = {}
-        for (source, project), files in candidates.items():
-            own = source[len(PRIVATE_PREFIX) :] if source.startswith(PRIVATE_PREFIX) else None
-            for scope in scopes if own is None else [own]:
-                for facts, hold in self._guard.holds(scope, project, files):
-                    held.append(
-                        HeldFile(scope, project, facts.filename, hold.kind, hold.reason, hold.until)
-                    )
-                    kinds.setdefault(hold.kind, set()).add((source, facts.filename))
-        held.sort(key=lambda h: (h.until is None, h.until or datetime.min, h.project, h.index))
-        counts = {kind: len(found) for kind, found in sorted(kinds.items())}
-        return HeldListing(held[:shown], len(held), counts)
+    def scopes(self) -> list[str]:
+        """main, then the named indexes that hold files their own way, by name."""
+        ruled = {rule.index for rule in self._guard.rules.current().rules}
+        own = sorted(
+            info.name
+            for info in self._indexes.all()
+            if info.name != MAIN and (info.cooldown is not None or info.name in ruled)
+        )
+        return [MAIN, *own]
+
+    def listing(self, limit: int = LIMIT) -> HeldListing:
+        """The files held now in each scope; ``limit`` 0 only counts them."""
+        now = utcnow()
+        rules = self._guard.rules.current()
+        views = self._views()
+        files: list[HeldFile] = []
+        total = 0
+        held: dict[str, set[int]] = {kind: set() for kind in KINDS}
+        for project, candidates, holders in self._projects(rules, list(views), now):
+            judges = []
+            for scope, view in views.items():
+                answering = set(view.answering(project, holders.__contains__))
+                if answering and (
+                    rules.allows(scope, project) or all(_private(s) for s in answering)
+                ):
+                    judges.append((scope, answering, self._guard.context(scope, project, now)))
+            for candidate in candidates:
+                for scope, answering, context in judges:
+                    if candidate.source not in answering:
+                        continue
+                    hold = self._guard.hold_of(context, candidate.facts)
+                    if hold is None:
+                        continue
+                    total += 1
+                    held[hold.kind].add(candidate.file_id)
+                    if len(files) < limit:
+                        filename = candidate.facts.filename
+                        files.append(
+                            HeldFile(project, filename, scope, hold.kind, hold.reason, hold.until)
+                        )
+        return HeldListing(tuple(files), total, {kind: len(ids) for kind, ids in held.items()})
 
     def counts(self) -> dict[str, int]:
-        """Distinct files held, by kind; reused for METRIC_REUSE seconds."""
-        with self._lock:
-            now = time.monotonic()
-            if self._counted is None or now - self._counted[0] > METRIC_REUSE:
-                self._counted = (now, self.listing(shown=0).by_kind)
-            return self._counted[1]
+        """Distinct files held in any index, by kind (what the metric shows)."""
+        return dict(self.listing(limit=0).counts)
 
-    def _candidates(self, scopes: list[str]) -> dict[tuple[str, str], list[FileFacts]]:
-        rules = self._guard.rules.current()
-        longest = max((self._guard.cooldown(s) for s in scopes), default=timedelta(0))
-        conditions = []
-        if longest:
-            conditions.append(File.upload_time > utcnow() - longest)
-        if self._cutoff is not None:
-            conditions.append(File.upload_time > self._cutoff)
-        blocked = rules.blocked_projects()
-        if blocked:
-            conditions.append(Project.name.in_(sorted(blocked)))
-        if not conditions:
-            return {}
+    def _views(self) -> dict[str, Router]:
+        views: dict[str, Router] = {}
+        for scope in self.scopes():
+            try:
+                views[scope] = self._indexes.view(scope)
+            except KeyError:  # deleted since it was listed
+                continue
+        return views
+
+    def _projects(
+        self, rules: RuleSet, scopes: list[str], now: datetime
+    ) -> Iterator[tuple[str, list[_Candidate], frozenset[str]]]:
+        """Each project with candidates: them, and the sources that have a page of it."""
+        condition = self._condition(rules, scopes, now)
+        if condition is None:
+            return
         columns = [getattr(File, name) for name in FACT_FIELDS]
-        query = (
-            select(Project.source, Project.name, *columns)
-            .join(Project, File.project_id == Project.id)
-            .where(or_(*conditions))
-            .limit(CANDIDATES)
+        statement = (
+            select(File.id, Project.source, Project.name, *columns)
+            .join(File.project)
+            .where(condition)
+            .order_by(Project.name, File.filename, Project.source)
         )
-        found: dict[tuple[str, str], list[FileFacts]] = {}
+        by_project: dict[str, list[_Candidate]] = {}
         with self._database.unit_of_work() as db:
-            for source, name, *values in db.execute(query):
-                found.setdefault((source, name), []).append(FileFacts(*values))
-        return found
+            for file_id, source, project, *values in db.execute(statement):
+                candidate = _Candidate(file_id, source, project, FileFacts(*values))
+                by_project.setdefault(project, []).append(candidate)
+            names = list(by_project)
+            holders: dict[str, set[str]] = {}
+            for start in range(0, len(names), _CHUNK):
+                chunk = names[start : start + _CHUNK]
+                found = db.execute(
+                    select(Project.source, Project.name).where(Project.name.in_(chunk))
+                )
+                for source, name in found:
+                    holders.setdefault(name, set()).add(source)
+        for project, candidates in by_project.items():
+            yield project, candidates, frozenset(holders.get(project, ()))
+
+    def _condition(
+        self, rules: RuleSet, scopes: list[str], now: datetime
+    ) -> ColumnElement[bool] | None:
+        """Which files may be held at all: None when no rule or setting holds any."""
+        conditions: list[ColumnElement[bool]] = []
+        longest = max(self._guard.cooldown(scope) for scope in scopes) if scopes else None
+        young = []
+        if longest:
+            young.append(File.upload_time > now - longest)
+        if self._cutoff is not None:
+            young.append(File.upload_time > self._cutoff)
+        if young:
+            recent = or_(*young)
+            if not self._hold_private:
+                recent = and_(recent, File.upstream_url.is_not(None))
+            conditions.append(recent)
+        blocked = sorted(
+            {
+                read_block(rule.subject)[0]
+                for rule in rules.rules
+                if rule.kind == BLOCK_RULE and (rule.index is None or rule.index in scopes)
+            }
+        )
+        if blocked:
+            conditions.append(Project.name.in_(blocked))
+        return or_(*conditions) if conditions else None
+
+
+def _private(source: str) -> bool:
+    return source.startswith(PRIVATE_PREFIX)

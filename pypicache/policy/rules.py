@@ -115,7 +115,11 @@ def read_block(subject: str) -> tuple[str, SpecifierSet | None]:
             "(no URL, extras or markers)"
         )
     specifier = requirement.specifier
-    return normalize_project(requirement.name), (specifier if str(specifier) else None)
+    try:
+        name = normalize_project(requirement.name)
+    except PypicacheError:
+        raise PolicyProblem(f"{subject!r:.80} names no project we could serve") from None
+    return name, (specifier if str(specifier) else None)
 
 
 def read_release(subject: str) -> tuple[str, str]:
@@ -193,10 +197,6 @@ class RuleSet:
         """Whether any rule applies in ``scope`` (an index's name; None: /u/<upstream>/)."""
         scopes = self._scopes
         return bool(scopes) and (None in scopes or scope in scopes)
-
-    def blocked_projects(self) -> frozenset[str]:
-        """The projects some block rule names, in any index."""
-        return frozenset(self._blocks)
 
     def blocks(self, scope: str | None, project: str) -> tuple[Block, ...]:
         found = self._blocks.get(project)

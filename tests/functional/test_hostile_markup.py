@@ -32,6 +32,7 @@ HTML = "text/html"
 ADMIN_PAGES = (
     "/admin/projects/?q=evil",
     "/admin/upload",
+    "/admin/policy/",
     "/admin/users/",
     "/admin/alarms/",
     "/admin/shadowed/",

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import requests
@@ -15,6 +16,7 @@ from tests.conftest import IndexFactory, RunningIndex
 from tests.support.clients import make_venv, pip_install
 from tests.support.dists import make_wheel
 from tests.support.fakeupstream import FakeUpstream
+from tests.support.privatedb import pypicache_cli
 from tests.support.serveprocess import free_port, running
 from tests.support.waiting import wait_until
 
@@ -102,6 +104,45 @@ def test_follower_gauges(make_index: IndexFactory, upstream: FakeUpstream):
     assert value(samples, "pypicache_upstream_serial") == upstream.serial
     assert value(samples, "pypicache_follower_lag_serials") == 0
     assert value(samples, "pypicache_upstream_requests_total", kind="changelog") >= 1
+
+
+def test_held_files_are_counted_by_reason_once_whatever_the_indexes_holding_them(
+    make_index: IndexFactory, upstream: FakeUpstream
+):
+    now = datetime.now(UTC)
+    cutoff = (now - timedelta(days=10)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    index = make_index(
+        upstream.simple_url, **{"pypicache.cooldown": "30d", "pypicache.cutoff": cutoff}
+    )
+    published = {
+        "cooling": now - timedelta(days=20),  # before the cutoff, within the cooldown
+        "newest": now - timedelta(hours=1),  # after the cutoff
+        "evil": now - timedelta(days=90),  # old, and blocked below
+        "mature": now - timedelta(days=60),
+    }
+    for name, uploaded in published.items():
+        upstream.publish(make_wheel(name, "1.0"), upload_time=uploaded)
+        requests.get(f"{index.simple_url}{name}/", timeout=10).raise_for_status()  # cache it
+    held = "pypicache_policy_held_files"
+    samples = scrape(index)
+    assert value(samples, held, reason="cooldown") == 1
+    assert value(samples, held, reason="cutoff") == 1
+    assert (held, (("reason", "block"),)) in samples
+    assert value(samples, held, reason="block") == 0
+
+    for args in (
+        ("policy", "block", "evil", "--reason", "typosquat"),
+        ("index", "create", "prod", "--bases", "main", "--cooldown", "70d"),
+    ):
+        result = pypicache_cli(index, *args)
+        assert result.returncode == 0, result.stderr
+
+    def counted() -> tuple[float, ...]:
+        samples = scrape(index)
+        return tuple(value(samples, held, reason=r) for r in ("cooldown", "cutoff", "block"))
+
+    # prod holds "mature" too, and "cooling": one file, however many indexes hold it.
+    assert wait_until(lambda: counted() == (2, 1, 1), timeout=20), counted()
 
 
 def test_every_request_gets_an_access_log_line(index, upstream, caplog):

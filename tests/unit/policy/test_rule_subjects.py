@@ -96,3 +96,8 @@ def test_a_reason_with_an_escape_sequence_is_refused():
     with pytest.raises(PolicyProblem, match="U\\+001B"):
         read_reason("compromised \x1b[31mrelease")
     assert read_reason("  worm\n  spreading\t") == "worm spreading"
+
+
+def test_a_requirement_whose_name_no_project_can_have_is_refused():
+    with pytest.raises(PolicyProblem, match="names no project"):
+        read_block("0_")
