@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 # The newest migration (tests/unit/test_migrations.py holds it to the scripts): a process
 # that finds the schema there never imports alembic, which would cost it 11 MB.
-SCHEMA_HEAD = "0018"
+SCHEMA_HEAD = "0019"
 
 # How long a writer waits for SQLite's lock before "database is locked".
 SQLITE_BUSY_TIMEOUT = 30.0

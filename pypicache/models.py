@@ -122,7 +122,7 @@ class File(Base):
     requires_python: Mapped[str | None] = mapped_column(Text)
     yanked: Mapped[bool] = mapped_column(Boolean, default=False)
     yanked_reason: Mapped[str | None] = mapped_column(Text)
-    upload_time: Mapped[datetime | None] = mapped_column(DateTime)
+    upload_time: Mapped[datetime | None] = mapped_column(DateTime, index=True)
     # The upstream gave no upload time: ``upload_time`` is when this index first saw the file.
     upload_time_seen: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     has_metadata: Mapped[bool] = mapped_column(Boolean, default=False)
