@@ -167,7 +167,9 @@ class Guard:
             if block.matches(facts.version):
                 rule = block.rule
                 return Hold(
-                    BLOCK, f"is blocked by rule {rule.id} ({rule.subject}): {rule.reason}", None
+                    BLOCK,
+                    f"is blocked by rule {rule.id} ({rule.subject}): {rule.reason}",
+                    rule.until,  # None: until it is revoked
                 )
         uploaded = facts.upload_time
         if context.exempt or uploaded is None:

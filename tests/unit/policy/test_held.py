@@ -112,6 +112,15 @@ def test_blocks_and_the_cutoff_hold_old_files_too(make_services: ServicesFactory
     assert [h.project for h in services.held.listing().files] == ["lib"]
 
 
+def test_a_block_that_ends_by_itself_is_listed_with_its_end(make_services: ServicesFactory):
+    services = make_services()
+    store(services, "evil", ("1.0", OLD))
+    ends = (NOW + timedelta(days=2)).replace(microsecond=0)
+    services.guard.rules.add("block", "evil", reason="until fixed", actor="root", until=ends)
+    [held] = services.held.listing().files
+    assert (held.kind, held.until) == ("block", ends)
+
+
 def test_an_index_with_a_cooldown_or_rules_of_its_own_lists_what_it_holds(
     make_services: ServicesFactory,
 ):
