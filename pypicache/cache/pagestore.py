@@ -7,13 +7,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from packaging.utils import canonicalize_version
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session, raiseload, selectinload
 
 from pypicache.cache.changes import REMOVE, name_serial, record_change
 from pypicache.cache.quarantine import Removal
-from pypicache.cache.rendering import PageData, RenderedPage, render
+from pypicache.cache.rendering import PageData, RenderedPage, render, version_key
 from pypicache.errors import ProjectNotFound
 from pypicache.filefacts import FACT_FIELDS, FileFacts, fact_values, facts_of
 from pypicache.models import Alarm, AuditEntry, File, Project, ProvenanceDocument, utcnow
@@ -441,12 +440,12 @@ def withdraw_files(
     project = load_page_row(db, source, name)
     if project is None:
         return []
-    named, releases = set(filenames), {_release(v) for v in versions}
+    named, releases = set(filenames), {version_key(v) for v in versions}
     gone = [
         s
         for s in stored_files(db, project.id)
         if s.origin == "upstream"
-        and (s.facts.filename in named or _release(s.facts.version) in releases)
+        and (s.facts.filename in named or version_key(s.facts.version) in releases)
     ]
     if not gone:
         return []
@@ -469,26 +468,11 @@ def withdraw_files(
             changes.removed.append(_removal(project, g.facts, why))
     changes.alarms.append(_removal_alarm(now, name, gone, why))
     _write(db, project.id, changes)
-    project.versions = [
-        v for v in project.versions or () if _release(v) not in releases or _listed(db, project, v)
-    ]
+    # A removed release leaves the versions, unless a file of it stays (a private one).
+    left = {version_key(s.facts.version) for s in stored_files(db, project.id)}
+    project.versions = [v for v in project.versions or () if version_key(v) not in releases - left]
     record_change(db, name)
     return changes.removed
-
-
-def _release(version: str | None) -> str:
-    if version is None:
-        return ""
-    try:
-        return canonicalize_version(version)
-    except ValueError:
-        return version
-
-
-def _listed(db: Session, project: Project, version: str) -> bool:
-    """Whether a file of ``version`` is still on the page (a removed release may keep
-    a private file of that version)."""
-    return any(_release(s.facts.version) == _release(version) for s in stored_files(db, project.id))
 
 
 def remove_project(db: Session, source: str, name: str, serial: int | None) -> list[Removal]:

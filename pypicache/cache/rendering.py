@@ -195,14 +195,15 @@ def left_to(page: RenderedPage, kept: Sequence[FileFacts]) -> RenderedPage:
     A version left with no files leaves ``versions``, so an installer does not pick
     it; one that never had files stays, as the upstream listed it.
     """
-    left = {_version_key(f.version) for f in kept}
-    gone = {_version_key(f.version) for f in page.files.values()} - left
+    left = {version_key(f.version) for f in kept}
+    gone = {version_key(f.version) for f in page.files.values()} - left
     data = page.data
-    versions = [v for v in data.versions if _version_key(v) not in gone]
+    versions = [v for v in data.versions if version_key(v) not in gone]
     return RenderedPage(replace(data, files=kept, versions=versions))
 
 
-def _version_key(version: str | None) -> str:
+def version_key(version: str | None) -> str:
+    """A version as releases are compared (``1.0`` is ``1.0.0``); any text stays itself."""
     if version is None:
         return ""
     try:

@@ -19,7 +19,7 @@ from pypicache.models import Alarm
 from pypicache.web.views.simple import STALE_CACHE_CONTROL
 from tests.conftest import IndexFactory, RunningIndex
 from tests.support.cachestate import blob_path, download
-from tests.support.dists import Dist, make_wheel
+from tests.support.dists import make_wheel
 from tests.support.hostile import JSON_TYPE, Answer, HostileUpstream
 
 MIB = 1024 * 1024
@@ -49,20 +49,6 @@ def gzip_bomb(inflated: int) -> Callable[[], Iterable[bytes]]:
 def peak_rss() -> int:
     """This process's peak resident size in bytes (the index runs in it, on waitress)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def serve_file(hostile: HostileUpstream, dist: Dist) -> dict[str, Any]:
-    """Serve ``dist`` and return its PEP 691 file entry."""
-    path = f"/files/{dist.filename}"
-    hostile.set(
-        path, Answer(headers={"Content-Type": "application/octet-stream"}, body=dist.content)
-    )
-    return {
-        "filename": dist.filename,
-        "url": hostile.url + path,
-        "hashes": {"sha256": dist.sha256},
-        "size": dist.size,
-    }
 
 
 def alarms(index: RunningIndex) -> list[tuple[str, str, str]]:
@@ -114,7 +100,7 @@ def test_a_page_under_the_cap_is_inflated_and_served(
     make_index: IndexFactory, hostile: HostileUpstream
 ):
     index = make_index(hostile.simple_url, **{"pypicache.max_page_bytes": str(MIB)})
-    entry = serve_file(hostile, make_wheel("zipped", "1.0"))
+    entry = hostile.serve_dist(make_wheel("zipped", "1.0"))
     hostile.json_page("zipped", [entry])
     body = hostile.answers["/simple/zipped/"].body
     assert isinstance(body, bytes)
@@ -194,7 +180,7 @@ def test_an_invalid_page_keeps_the_cached_one_served_stale_with_one_alarm(
         },
     )
     wheel = make_wheel("victim", "1.0")
-    entry = serve_file(hostile, wheel)
+    entry = hostile.serve_dist(wheel)
     hostile.json_page("victim", [entry], meta={"_last-serial": 7})
     good = get_page(index, "victim")
     assert listed(good) == [wheel.filename]
@@ -219,7 +205,7 @@ def test_an_invalid_page_keeps_the_cached_one_served_stale_with_one_alarm(
 def test_the_alarm_says_why(make_index: IndexFactory, hostile: HostileUpstream):
     index = make_index(hostile.simple_url, **{"pypicache.page_ttl": "0"})
     wheel = make_wheel("why", "1.0")
-    hostile.json_page("why", [serve_file(hostile, wheel)], meta={"_last-serial": 3})
+    hostile.json_page("why", [hostile.serve_dist(wheel)], meta={"_last-serial": 3})
     listed(get_page(index, "why"))
     hostile.json_page("why", [], meta={"_last-serial": 3})
     listed(get_page(index, "why"))
@@ -232,9 +218,9 @@ def test_a_valid_change_still_replaces_the_files(
 ):
     index = make_index(hostile.simple_url, **{"pypicache.page_ttl": "0"})
     old, new = make_wheel("moving", "1.0"), make_wheel("moving", "2.0")
-    hostile.json_page("moving", [serve_file(hostile, old)], meta={"_last-serial": 1})
+    hostile.json_page("moving", [hostile.serve_dist(old)], meta={"_last-serial": 1})
     assert listed(get_page(index, "moving")) == [old.filename]
-    hostile.json_page("moving", [serve_file(hostile, new)], meta={"_last-serial": 2})
+    hostile.json_page("moving", [hostile.serve_dist(new)], meta={"_last-serial": 2})
     response = get_page(index, "moving")
     assert listed(response) == [new.filename]
     assert response.headers["Cache-Control"] != STALE_CACHE_CONTROL
@@ -266,7 +252,7 @@ def test_a_small_page_cache_still_serves_every_page_from_the_database(
     index = make_index(hostile.simple_url, **{"pypicache.page_cache_bytes": "3000"})
     wheels = {f"many{n}": make_wheel(f"many{n}", "1.0") for n in range(12)}
     for name, wheel in wheels.items():
-        hostile.json_page(name, [serve_file(hostile, wheel)], meta={"_last-serial": 1})
+        hostile.json_page(name, [hostile.serve_dist(wheel)], meta={"_last-serial": 1})
     for _ in range(3):
         for name, wheel in wheels.items():
             assert listed(get_page(index, name)) == [wheel.filename]
@@ -280,7 +266,7 @@ def test_a_changelog_refetch_that_gets_an_emptied_page_keeps_the_project(
     """The follower's path: the changelog says serial 8 changed it, the upstream says nothing."""
     index = make_index(hostile.simple_url)
     wheel = make_wheel("followed", "1.0")
-    hostile.json_page("followed", [serve_file(hostile, wheel)], meta={"_last-serial": 7})
+    hostile.json_page("followed", [hostile.serve_dist(wheel)], meta={"_last-serial": 7})
     good = get_page(index, "followed")
     assert listed(good) == [wheel.filename]
     served_serial = good.headers["X-PyPI-Last-Serial"]
@@ -304,7 +290,7 @@ def test_a_file_listed_twice_is_kept_once_as_first_listed(
 ):
     index = make_index(hostile.simple_url)
     wheel = make_wheel("twice", "1.0")
-    entry = serve_file(hostile, wheel)
+    entry = hostile.serve_dist(wheel)
     impostor = {**entry, "hashes": {"sha256": "0" * 64}, "url": hostile.url + "/files/other"}
     hostile.json_page("twice", [entry, impostor], meta={"_last-serial": 3})
     response = get_page(index, "twice")

@@ -16,7 +16,7 @@ from tests.support.browser import log_in
 from tests.support.clients import installed, make_venv, pip_install, uv_pip_install
 from tests.support.dists import Dist, make_wheel
 from tests.support.fakeupstream import FakeUpstream
-from tests.support.hostile import Answer, HostileUpstream
+from tests.support.hostile import HostileUpstream
 from tests.support.privatedb import JSON, PASSWORD, Db, pypicache_cli, upload_url
 from tests.support.uploads import twine_upload
 from tests.support.waiting import wait_until
@@ -67,19 +67,6 @@ def served_status(index: RunningIndex, project: str) -> dict[str, str] | None:
     return page(index, project).get("project-status")
 
 
-def entry(hostile: HostileUpstream, dist: Dist) -> dict[str, Any]:
-    path = f"/files/{dist.filename}"
-    hostile.set(
-        path, Answer(headers={"Content-Type": "application/octet-stream"}, body=dist.content)
-    )
-    return {
-        "filename": dist.filename,
-        "url": hostile.url + path,
-        "hashes": {"sha256": dist.sha256},
-        "size": dist.size,
-    }
-
-
 def test_the_upstream_status_passes_through_in_json_and_html(
     make_index: IndexFactory, hostile: HostileUpstream
 ):
@@ -87,7 +74,7 @@ def test_the_upstream_status_passes_through_in_json_and_html(
     dist = make_wheel("oldlib", "1.0")
     hostile.json_page(
         "oldlib",
-        [entry(hostile, dist)],
+        [hostile.serve_dist(dist)],
         meta={"api-version": "1.4"},
         **{"project-status": {"status": "deprecated", "reason": "use newlib <instead>"}},
     )

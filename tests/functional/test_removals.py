@@ -16,7 +16,7 @@ from tests.conftest import IndexFactory, RunningIndex
 from tests.support.dists import Dist, make_wheel
 from tests.support.fakeupstream import FakeUpstream
 from tests.support.following import caught_up, follow_settings
-from tests.support.hostile import Answer, HostileUpstream
+from tests.support.hostile import HostileUpstream
 from tests.support.privatedb import JSON, Db, blobs, pypicache_cli
 from tests.support.waiting import wait_until
 
@@ -135,16 +135,7 @@ def test_a_project_the_upstream_quarantines_serves_nothing_and_its_bytes_are_kep
 ):
     index = make_index(hostile.simple_url, **{"pypicache.page_ttl": "0"})
     dist = make_wheel("worm", "1.0")
-    path = f"/files/{dist.filename}"
-    hostile.set(
-        path, Answer(headers={"Content-Type": "application/octet-stream"}, body=dist.content)
-    )
-    listed = {
-        "filename": dist.filename,
-        "url": hostile.url + path,
-        "hashes": {"sha256": dist.sha256},
-        "size": dist.size,
-    }
+    listed = hostile.serve_dist(dist)
     hostile.json_page("worm", [listed], meta={"_last-serial": 1})
     assert download(index, dist).status_code == 200
 

@@ -17,6 +17,8 @@ from types import TracebackType
 from typing import Any, Self
 from urllib.parse import urlsplit
 
+from tests.support.dists import Dist
+
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 
 
@@ -56,6 +58,18 @@ class HostileUpstream:
         meta = {"api-version": "1.1", **extra.pop("meta", {})}
         body = json.dumps({"meta": meta, "name": name, "files": files, **extra}).encode()
         self.set(f"/simple/{name}/", Answer(headers={"Content-Type": JSON_TYPE}, body=body))
+
+    def serve_dist(self, dist: Dist) -> dict[str, Any]:
+        """Serve ``dist`` under /files/ and return its PEP 691 file entry."""
+        path = f"/files/{dist.filename}"
+        headers = {"Content-Type": "application/octet-stream"}
+        self.set(path, Answer(headers=headers, body=dist.content))
+        return {
+            "filename": dist.filename,
+            "url": self.url + path,
+            "hashes": {"sha256": dist.sha256},
+            "size": dist.size,
+        }
 
     def html_page(self, name: str, html: str | bytes) -> None:
         """Serve ``/simple/<name>/`` as the HTML given, byte for byte."""
