@@ -127,10 +127,10 @@ class Fill:
             finally:
                 self._claims.release(self.key)  # unless recording the file ended it
         except PypicacheError as exc:
-            self._fail(exc)
+            self.fail(exc)
         except Exception as exc:
             log.exception("fill of %s failed unexpectedly", self.key)
-            self._fail(UpstreamUnavailable(f"download of {self.key} failed: {exc}"))
+            self.fail(UpstreamUnavailable(f"download of {self.key} failed: {exc}"))
 
     def _claim(self) -> bool:
         """Claim the download; False when another process stored the blob meanwhile.
@@ -222,7 +222,7 @@ class Fill:
             self._cond.notify_all()
         log.info("cached %s (%d bytes, sha256 %s)", self.key, writer.size, sha256)
 
-    def _fail(self, exc: PypicacheError) -> None:
+    def fail(self, exc: PypicacheError) -> None:
         if isinstance(exc, HashMismatch):
             log.error("hash mismatch, nothing stored: %s", exc)
         else:
@@ -369,8 +369,10 @@ class FillRegistry:
             )
             self._fills[key] = fill
             self._threads.add(thread)
-            thread.start()
-            return fill
+        # Outside the lock: a start waits for the new thread to run, and under load that
+        # is a GIL hand-over every other request for a file would have queued behind.
+        thread.start()
+        return fill
 
     def open_range(self, download: Download, start: int, end: int) -> UpstreamStream | None:
         """Bytes ``start``-``end`` (inclusive) of the download's file, straight from the upstream.
@@ -392,6 +394,9 @@ class FillRegistry:
 
     def _run(self, fill: Fill) -> None:
         try:
+            if self._stop.is_set():  # stopped between being registered and starting
+                fill.fail(FillStopped("server stopping"))
+                return
             fill.run()
         finally:
             with self._lock:
@@ -405,4 +410,5 @@ class FillRegistry:
         with self._lock:
             threads = list(self._threads)
         for thread in threads:
-            thread.join(timeout)
+            if thread.ident is not None:  # one not started yet sees the stop when it runs
+                thread.join(timeout)
