@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from pypicache.app import make_wsgi_app
+from pypicache.services import Services, build_services
 from pypicache.settings import Settings
 from pypicache.web.wsgi import PypicacheApp
 from tests.support.browser import browser, page  # noqa: F401 (fixtures)
@@ -175,3 +176,20 @@ def make_index(tmp_path: Path, fresh_database_url: Callable[[], str]) -> Iterato
 def index(make_index: IndexFactory, upstream: FakeUpstream) -> RunningIndex:
     """pypicache in front of the fake upstream."""
     return make_index(upstream.simple_url)
+
+
+@pytest.fixture
+def services_from() -> Iterator[Callable[[dict[str, str]], Services]]:
+    """The services of pypicache's processes without a web server; all closed at the end."""
+    built: list[Services] = []
+
+    def build(ini: dict[str, str]) -> Services:
+        settings = Settings.from_mapping(ini, environ={})
+        settings.prepare_data_dir()
+        services = build_services(settings)
+        built.append(services)
+        return services
+
+    yield build
+    for services in reversed(built):
+        services.close()

@@ -10,8 +10,7 @@ import pytest
 
 from pypicache.cache.fill import Download, FillRegistry
 from pypicache.errors import FillStopped, HashMismatch, UpstreamUnavailable
-from pypicache.services import Services, build_services
-from pypicache.settings import Settings
+from pypicache.services import Services
 from tests.support.dists import make_large_wheel, make_wheel
 from tests.support.fakeupstream import FakeUpstream
 from tests.support.waiting import wait_until
@@ -21,14 +20,16 @@ ServicesFactory = Callable[[], Services]
 
 @pytest.fixture
 def make_services(
-    tmp_path: Path, fresh_database_url: Callable[[], str], upstream: FakeUpstream
+    tmp_path: Path,
+    fresh_database_url: Callable[[], str],
+    upstream: FakeUpstream,
+    services_from: Callable[[dict[str, str]], Services],
 ) -> Iterator[ServicesFactory]:
     """Services of one "process" each, all on one database and one store, as a deployment."""
-    built: list[Services] = []
     url = fresh_database_url()
 
     def build() -> Services:
-        settings = Settings.from_mapping(
+        return services_from(
             {
                 "pypicache.upstream_url": upstream.simple_url,
                 "pypicache.data_dir": str(tmp_path / "data"),
@@ -37,18 +38,11 @@ def make_services(
                 "pypicache.upstream_connect_timeout": "2",
                 "pypicache.upstream_retries": "0",
                 "pypicache.follow_method": "off",
-            },
-            environ={},
+            }
         )
-        settings.prepare_data_dir()
-        services = build_services(settings)
-        built.append(services)
-        return services
 
     yield build
     upstream.release()
-    for services in built:
-        services.close()
 
 
 @pytest.fixture

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import itertools
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -10,8 +11,7 @@ import pytest
 
 from pypicache.models import PRIVATE_SOURCE, File, Project, utcnow
 from pypicache.policy.guard import Guard
-from pypicache.services import Services, build_services
-from pypicache.settings import Settings
+from pypicache.services import Services
 
 UPSTREAM = "pypi"
 NOW = utcnow()
@@ -23,29 +23,24 @@ ServicesFactory = Callable[..., Services]
 
 @pytest.fixture
 def make_services(
-    tmp_path: Path, fresh_database_url: Callable[[], str]
-) -> Iterator[ServicesFactory]:
-    built: list[Services] = []
+    tmp_path: Path,
+    fresh_database_url: Callable[[], str],
+    services_from: Callable[[dict[str, str]], Services],
+) -> ServicesFactory:
+    count = itertools.count()
 
     def build(**overrides: str) -> Services:
-        settings = Settings.from_mapping(
+        return services_from(
             {
-                "pypicache.data_dir": str(tmp_path / f"data{len(built)}"),
+                "pypicache.data_dir": str(tmp_path / f"data{next(count)}"),
                 "sqlalchemy.url": fresh_database_url(),
                 "pypicache.upstreams": f"{UPSTREAM}=file://{tmp_path}/upstream/",
                 "pypicache.follow_method": "off",
                 **overrides,
-            },
-            environ={},
+            }
         )
-        settings.prepare_data_dir()
-        services = build_services(settings)
-        built.append(services)
-        return services
 
-    yield build
-    for services in reversed(built):
-        services.close()
+    return build
 
 
 def store(services: Services, project: str, *files: tuple[str, object], source: str = UPSTREAM):
