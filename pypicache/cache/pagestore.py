@@ -348,14 +348,16 @@ def first_page(name: str, page: UpstreamPage) -> RenderedPage:
     )
 
 
-def snapshot(db: Session, project: Project, files: Iterable[FileFacts]) -> RenderedPage:
+def snapshot(
+    db: Session, project: Project, files: Iterable[FileFacts], serial: int | None = None
+) -> RenderedPage:
     """The page of ``project`` listing ``files``, with the serial of its name's last change
-    (this index's own serial space, not the upstream's)."""
+    (this index's own serial space, not the upstream's; read unless given)."""
     return render(
         PageData(
             name=project.name,
             display_name=project.display_name,
-            serial=name_serial(db, project.name),
+            serial=name_serial(db, project.name) if serial is None else serial,
             versions=list(project.versions or ()),
             files=list(files),
             private=project.private,
@@ -365,9 +367,9 @@ def snapshot(db: Session, project: Project, files: Iterable[FileFacts]) -> Rende
     )
 
 
-def stored_page(db: Session, project: Project) -> RenderedPage:
-    """The page as the database holds it."""
-    return snapshot(db, project, (s.facts for s in stored_files(db, project.id)))
+def stored_page(db: Session, project: Project, serial: int | None = None) -> RenderedPage:
+    """The page as the database holds it (``serial``: its name's, when read already)."""
+    return snapshot(db, project, (s.facts for s in stored_files(db, project.id)), serial)
 
 
 def older(serial: int | None, stored: int | None) -> bool:

@@ -288,3 +288,30 @@ def test_big_pages_and_the_project_list_go_gzip_encoded_to_clients_that_take_it(
     assert refused.headers["ETag"] == plain.headers["ETag"]
     revalidated = raw_get(url, Accept=JSON, **{"If-None-Match": plain.headers["ETag"]})
     assert revalidated.status_code == 304
+
+
+def test_a_page_revalidated_unchanged_shows_what_another_process_stored_meanwhile(
+    make_index, upstream, http
+):
+    """A 304 leaves a process's page in memory only while the database holds that page."""
+    upstream.publish(_dist("small-1.0.tar.gz", "1.0", False, project="small"))
+    first = make_index(upstream.simple_url, name="first", **{"pypicache.page_ttl": "0"})
+    shared = {"sqlalchemy.url": first.settings.database_url, "pypicache.page_ttl": "0"}
+    second = make_index(upstream.simple_url, name="second", **shared)
+
+    def filenames(index: RunningIndex) -> set[str]:
+        response = http.get(f"{index.simple_url}small/", headers={"Accept": JSON}, timeout=30)
+        assert response.status_code == 200, response.text[:300]
+        return {f["filename"] for f in response.json()["files"]}
+
+    assert filenames(first) == {"small-1.0.tar.gz"}
+    assert filenames(first) == {"small-1.0.tar.gz"}  # revalidated, unchanged
+    upstream.publish(_dist("small-1.1.tar.gz", "1.1", False, project="small"))
+    both = {"small-1.0.tar.gz", "small-1.1.tar.gz"}
+    assert filenames(second) == both  # stored by the other process, with its ETag
+    # The first process revalidates with the ETag the other stored, and the upstream
+    # answers 304: the page it shows is the database's, not the one it rendered before.
+    upstream.clear_log()
+    assert filenames(first) == both
+    (asked,) = upstream.find("GET", "/simple/small/")
+    assert asked.headers.get("If-None-Match")
