@@ -86,7 +86,7 @@ BULK_PROJECTS = 200_000
 LARGE_BYTES = 200_000_000
 THROTTLE = 100_000_000  # bytes/s
 PAGE_PROJECT = "requests"
-FILE_TARGET_SIZE = 4_000_000
+FILE_TARGET_SIZE = 1_250_000  # the hot file of issue 13's target
 PYPICACHE_THREADS = 16
 # Pages stay fresh for the whole run, so "warm" means served from memory, never revalidated.
 PAGE_TTL = "3600"
@@ -630,7 +630,9 @@ class InstallBench:
         }
 
 
-def timed_download(url: str, headers: dict[str, str] | None = None) -> dict[str, Any]:
+def timed_download(
+    url: str, headers: dict[str, str] | None = None, status: int = 200
+) -> dict[str, Any]:
     """Time to the first body byte and to the last, reading as fast as the socket gives."""
     parts = urlsplit(url)
     connection = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=HTTP_TIMEOUT)
@@ -639,8 +641,8 @@ def timed_download(url: str, headers: dict[str, str] | None = None) -> dict[str,
         connection.request("GET", parts.path, headers=headers or {})
         response = connection.getresponse()
         headers_at = time.perf_counter()
-        if response.status != 200:
-            raise RuntimeError(f"{url} answered {response.status}")
+        if response.status != status:
+            raise RuntimeError(f"{url} answered {response.status}, not {status}")
         first = response.read1(65536)
         first_at = time.perf_counter()
         total = len(first)
@@ -699,6 +701,27 @@ def large_file_once(upstream: Upstream, pypicache: Server) -> dict[str, Any]:
     return {"page": page, "direct": direct, "pypicache_cold": cold, "pypicache_warm": warm}
 
 
+# What uv asks of a wheel without a .metadata file first: its last bytes (the zip's index).
+TAIL = 65_536
+
+
+def tail_once(upstream: Upstream, pypicache: Server) -> dict[str, Any]:
+    """A range request for the last bytes of a file nobody fetched yet, and the file after it."""
+    large = upstream.info["large"]
+    # First and last byte spelled out: the fake, like PyPI's CDN, ignores suffix ranges.
+    tail = {"Range": f"bytes={large['size'] - TAIL}-{large['size'] - 1}"}
+    direct = timed_download(upstream.url + large["path"], tail, status=206)
+    timed_download(f"{pypicache.url}/simple/{large['project']}/", {"Accept": UV_ACCEPT})
+    url = f"{pypicache.url}/packages/{large['project']}/{quote(large['filename'])}"
+    cold = timed_download(url, tail, status=206)
+    for name, result in (("direct", direct), ("pypicache", cold)):
+        if result["bytes"] != TAIL:
+            raise RuntimeError(
+                f"{name} range request of the large file gave {result['bytes']} bytes"
+            )
+    return {"direct": direct, "pypicache_cold": cold}
+
+
 def measure_large_file(
     upstream: Upstream, main_server: Server, servers: Servers, work: Path, repeats: int
 ) -> dict[str, Any]:
@@ -707,6 +730,10 @@ def measure_large_file(
     for rep in range(1, repeats):
         with fresh_pypicache(servers, upstream, work, f"pypicache-large-{rep}") as server:
             runs.append(large_file_once(upstream, server))
+    tails = []
+    for rep in range(repeats):
+        with fresh_pypicache(servers, upstream, work, f"pypicache-tail-{rep}") as server:
+            tails.append(tail_once(upstream, server))
     large = upstream.info["large"]
     return {
         "size": large["size"],
@@ -716,6 +743,11 @@ def measure_large_file(
         "direct": _median_of(runs, "direct"),
         "pypicache_cold": _median_of(runs, "pypicache_cold"),
         "pypicache_warm": _median_of(runs, "pypicache_warm"),
+        "tail": {
+            "bytes": TAIL,
+            "direct": _median_of(tails, "direct"),
+            "pypicache_cold": _median_of(tails, "pypicache_cold"),
+        },
         "runs": runs,
     }
 
