@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures import wait as wait_for_futures
@@ -22,9 +22,12 @@ from pypicache.cache.claims import FillClaims, database_guard
 from pypicache.cache.keyedlocks import KeyedLocks
 from pypicache.cache.pagecache import PageCache
 from pypicache.cache.pagestore import (
+    QUARANTINED,
+    StoredFile,
     age_of,
     alarm_invalid_page,
     apply_page,
+    apply_page_over,
     first_page,
     load_page_row,
     older,
@@ -45,6 +48,7 @@ from pypicache.errors import (
     ProjectNotFound,
     UpstreamUnavailable,
 )
+from pypicache.filefacts import FileFacts
 from pypicache.models import PRIVATE_PREFIX, AuditEntry, Project, utcnow
 from pypicache.settings import Settings
 from pypicache.upstream.client import UpstreamClient
@@ -482,9 +486,15 @@ class IndexService:
                 project.last_serial,
             )
             return self._remember(db, project, self._settings.error_retry_interval), None, []
-        stored = stored_files(db, project.id) if project is not None else []
-        if project is not None:
+        known = self._known_files(db, project) if project is not None else None
+        if known is not None and result.status != QUARANTINED:
+            stored: list[StoredFile] = []
+            upstream = list(known)
+        else:
+            known = None
+            stored = stored_files(db, project.id) if project is not None else []
             upstream = [s.facts.filename for s in stored if s.origin == "upstream"]
+        if project is not None:
             problem = page_problem(name, result, upstream, project.last_serial)
             if problem is not None:
                 alarm_invalid_page(db, name, problem)  # committed; the page stays as it is
@@ -493,10 +503,26 @@ class IndexService:
             project = Project(source=self.source, name=name, display_name=name, versions=[])
             db.add(project)
             db.flush()  # its id, for the files' rows
-        listed, removed = apply_page(db, project, stored, result)
+        if known is not None:
+            listed, removed = apply_page_over(db, project, known, result)
+        else:
+            listed, removed = apply_page(db, project, stored, result)
         page = snapshot(db, project, listed)
         entry = self._keep(page, self._settings.page_ttl, stale=False, as_of=page.serial)
         return entry, None, removed
+
+    def _known_files(self, db: Session, project: Project) -> Mapping[str, FileFacts] | None:
+        """The files of the page this process holds, while the database holds that page
+        (its name's serial unchanged): a refresh then reads only the rows that differ.
+
+        None for a private project, whose own files the page does not tell apart.
+        """
+        kept = self._pages.get(project.name)
+        if kept is None or kept.as_of is None or kept.stale or project.private:
+            return None
+        if kept.page.private or name_serial(db, project.name) != kept.as_of:
+            return None
+        return kept.page.files
 
     def _write_later(self, name: str, page: UpstreamPage) -> CachedPage | None:
         """Keep the first page ``page`` to serve now; a writer stores it (None: stopping)."""

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session, raiseload, selectinload
@@ -84,10 +85,28 @@ def stored_files(db: Session, project_id: int) -> list[StoredFile]:
     """Every file of a project, read as plain rows: a page of 11,000 files is one query."""
     # The session's connection, not the session: Core rows, without the ORM's result work.
     rows = db.connection().execute(select(*_STORED_COLUMNS).where(File.project_id == project_id))
+    return _as_stored(rows)
+
+
+def _as_stored(rows: Iterable[Sequence[Any]]) -> list[StoredFile]:
     return [
         StoredFile(i, origin, at, bool(seen), FileFacts(*facts))
         for i, origin, at, seen, *facts in rows
     ]
+
+
+def stored_files_named(db: Session, project_id: int, filenames: Sequence[str]) -> list[StoredFile]:
+    """The project's files of these names (those it has), as ``stored_files`` reads them."""
+    found: list[StoredFile] = []
+    for start in range(0, len(filenames), _DELETE_BATCH):
+        rows = db.connection().execute(
+            select(*_STORED_COLUMNS).where(
+                File.project_id == project_id,
+                File.filename.in_(filenames[start : start + _DELETE_BATCH]),
+            )
+        )
+        found.extend(_as_stored(rows))
+    return found
 
 
 def age_of(project: Project) -> float:
@@ -208,6 +227,29 @@ def apply_page(
     if changed:
         record_change(db, project.name)
     return listed, changes.removed
+
+
+def apply_page_over(
+    db: Session, project: Project, known: Mapping[str, FileFacts], page: UpstreamPage
+) -> tuple[list[FileFacts], list[Removal]]:
+    """``apply_page`` for a project of upstream files only, whose stored files are
+    ``known`` (a page this process holds and knows to be current): the rows of the
+    files the page says something else about, and of those it no longer lists, are
+    the only ones read; a big page where one file changed reads and writes one row.
+    """
+    listed: list[FileFacts] = []
+    differing: list[FileFacts] = []
+    for uf in page.files:
+        facts = known.get(uf.filename)
+        if facts is not None and (facts is uf or facts == uf):
+            listed.append(facts)
+        else:
+            differing.append(uf)
+    on_page = {uf.filename for uf in page.files}
+    wanted = [uf.filename for uf in differing] + [f for f in known if f not in on_page]
+    stored = stored_files_named(db, project.id, wanted)
+    changed, removed = apply_page(db, project, stored, replace(page, files=tuple(differing)))
+    return listed + changed, removed
 
 
 def _removal(project: Project, facts: FileFacts, why: str) -> Removal:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from email.message import Message
 from functools import lru_cache
@@ -39,6 +40,7 @@ from pypicache.upstream.entries import (
     storable_version,
     upstream_text,
 )
+from pypicache.upstream.entrymemo import MEMO_MIN_FILES, EntryKey, EntryMemo, entry_key
 
 if TYPE_CHECKING:
     from pypicache.ops.metrics import Metrics
@@ -97,6 +99,10 @@ def parse_page(
     return checked_page(name, page, serial, etag, metrics=metrics, base_url=url)
 
 
+# The big pages read lately, each entry's facts (see entrymemo).
+_memo = EntryMemo()
+
+
 def read_json_page(
     name: str,
     data: object,
@@ -105,6 +111,7 @@ def read_json_page(
     serial: int | None = None,
     etag: str | None = None,
     metrics: Metrics | None = None,
+    memo: EntryMemo = _memo,
 ) -> UpstreamPage:
     """The page ``data`` (decoded JSON) says ``name`` has; InvalidPage when it is no such page.
 
@@ -131,11 +138,38 @@ def read_json_page(
     status, reason = _status(page.get("project-status"))
     if serial is None:
         serial = _serial(meta.get("_last-serial"))
-    found = (_file(entry, name, base_url, metrics) for entry in entries)
-    files = distinct_files(found, name, metrics)
+    if len(entries) >= MEMO_MIN_FILES:
+        files = _read_remembering(entries, name, base_url, metrics, memo)
+    else:
+        found = (_file(entry, name, base_url, metrics)[0] for entry in entries)
+        files = distinct_files(found, name, metrics)
     return UpstreamPage(
         name, files, all_versions(files, listed), serial, etag, status, upstream_text(reason)
     )
+
+
+def _read_remembering(
+    entries: list[object], name: str, base_url: str, metrics: Metrics | None, memo: EntryMemo
+) -> tuple[FileFacts, ...]:
+    """A big page's files, each entry as it was last time given the facts it gave then."""
+    before = memo.get(name, base_url)
+    now: dict[EntryKey, FileFacts] = {}
+
+    def each() -> Iterator[FileFacts | None]:
+        for entry in entries:
+            key = entry_key(entry)
+            facts = before.get(key) if key is not None else None
+            if facts is None:
+                facts, whole = _file(entry, name, base_url, metrics)
+                if facts is None or not whole or key is None:
+                    yield facts
+                    continue
+            now[key] = facts
+            yield facts
+
+    files = distinct_files(each(), name, metrics)
+    memo.put(name, base_url, now)
+    return files
 
 
 def _object(value: object, what: str) -> dict[str, Any]:
@@ -169,7 +203,10 @@ def _serial(value: object) -> int | None:
     return parse_serial(value) if isinstance(value, str) else checked_serial(value)
 
 
-def _file(entry: object, project: str, base_url: str, metrics: Metrics | None) -> FileFacts | None:
+def _file(
+    entry: object, project: str, base_url: str, metrics: Metrics | None
+) -> tuple[FileFacts | None, bool]:
+    """The entry's facts (None: left out), and whether it was taken whole."""
     entry = _object(entry, "a file entry")
     filename = entry.get("filename")
     url = entry.get("url")
@@ -179,7 +216,7 @@ def _file(entry: object, project: str, base_url: str, metrics: Metrics | None) -
     problem = filename_problem(filename, project)
     if problem is not None:
         reject("filename", project, filename, problem, metrics)
-        return None
+        return None, False
     sha256 = hashes.get("sha256")
     # PEP 714: the old key only where the new one is missing.
     metadata = (
@@ -190,12 +227,12 @@ def _file(entry: object, project: str, base_url: str, metrics: Metrics | None) -
         if digest is not None and not is_sha256(digest):
             why = f"its {what} {digest!r:.100} is not 64 lower-case hex characters"
             reject("digest", project, filename, why, metrics)
-            return None
+            return None, False
     yanked = entry.get("yanked", False)
     provenance, why = checked_provenance(entry.get("provenance"), base_url)
     if why is not None:
         reject("provenance", project, filename, why, metrics)
-    return FileFacts(
+    facts = FileFacts(
         filename=filename,
         version=dist_version(filename, project),
         sha256=sha256,
@@ -209,6 +246,7 @@ def _file(entry: object, project: str, base_url: str, metrics: Metrics | None) -
         upstream_url=absolute_url(base_url, url).split("#", 1)[0],
         provenance=provenance,
     )
+    return facts, why is None
 
 
 def dist_version(filename: str, project: str) -> str | None:

@@ -8,12 +8,13 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urljoin
 
-from hypothesis import example, given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 from pypi_simple import ProjectPage
 
 from pypicache.digests import is_sha256
+from pypicache.ops.metrics import Metrics
 from pypicache.upstream.entries import (
     TEXT_LIMIT,
     InvalidPage,
@@ -21,6 +22,7 @@ from pypicache.upstream.entries import (
     filename_problem,
     wheel_project,
 )
+from pypicache.upstream.entrymemo import MEMO_MIN_FILES, EntryMemo
 from pypicache.upstream.pages import STATUSES, absolute_url, read_json_page, upload_time
 
 NAME = "demo-pkg"
@@ -267,3 +269,114 @@ def test_any_json_is_a_page_of_checked_facts_or_an_invalid_page(data: object):
         assert "#" not in f.upstream_url
     assert page.serial is None or (type(page.serial) is int and page.serial >= 0)
     assert page.status is None or page.status in STATUSES
+
+
+# -- big pages read again: what the entries gave last time -------------------------------------
+
+# Entries enough to make a page big, all of them valid and distinct.
+FILLER = [
+    {
+        "filename": f"demo_pkg-0.{i}-py3-none-any.whl",
+        "url": f"https://files.example/demo_pkg-0.{i}-py3-none-any.whl",
+        "hashes": {"sha256": f"{i:064x}"},
+        "size": i,
+    }
+    for i in range(MEMO_MIN_FILES)
+]
+
+
+def big(page: dict[str, Any], extra: list[Any]) -> dict[str, Any]:
+    return {**page, "files": [*extra, *FILLER]}
+
+
+def read_or_problem(page: object, memo: EntryMemo) -> object:
+    """What reading ``page`` gives, entries left out (by reason) included."""
+    metrics = Metrics()
+    try:
+        read = read_json_page(NAME, page, BASE, metrics=metrics, memo=memo)
+    except InvalidPage as exc:
+        return f"invalid: {exc}"
+    (counted,) = metrics.upstream_invalid_entries.collect()
+    left_out = {s.labels["reason"]: s.value for s in counted.samples if s.name.endswith("_total")}
+    return (read.files, sorted(read.versions), read.serial, read.status, left_out)
+
+
+PROVENANCES = ["https://up.example/integrity/demo-pkg/1.0/a/provenance", "../p", "not a url"]
+
+
+@st.composite
+def valid_entries(draw: st.DrawFn) -> dict[str, Any]:
+    """Entries taken whole (or with a provenance left out), as most of a real page's are."""
+    entry = draw(file_entries())
+    entry["filename"] = draw(st.sampled_from(["demo_pkg-1.0-py3-none-any.whl", "demo-pkg-1.0.zip"]))
+    entry["hashes"] = {"sha256": draw(hexdigests)}
+    entry["provenance"] = draw(st.none() | st.sampled_from(PROVENANCES))
+    return entry
+
+
+# What each key of an entry may say instead, in the JSON types that compare equal to
+# each other (1 == 1.0 == True) too.
+same_numbers = st.sampled_from([0, 1, 1.0, True, False])
+NEW_VALUES = {
+    "filename": st.sampled_from(["demo_pkg-1.0-py3-none-any.whl", "demo-pkg-3.tar.gz"]),
+    "url": urls,
+    "hashes": st.fixed_dictionaries({"sha256": hexdigests}),
+    "requires-python": st.text(max_size=12),
+    "core-metadata": st.booleans() | same_numbers | st.fixed_dictionaries({"sha256": hexdigests}),
+    "data-dist-info-metadata": st.booleans() | st.fixed_dictionaries({"sha256": hexdigests}),
+    "yanked": same_numbers | st.text(max_size=12),
+    "size": same_numbers | st.integers(min_value=0, max_value=2**60),
+    "upload-time": upload_times,
+    "provenance": st.sampled_from(PROVENANCES),
+}
+
+
+@st.composite
+def pages_read_twice(draw: st.DrawFn) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A page, and the page again with one value of one of its entries changed."""
+    page = draw(pages())
+    taken = draw(st.lists(valid_entries(), min_size=1, max_size=4))
+    for number, entry in enumerate(taken):  # each name once: none is left out as a repeat
+        wheel = entry["filename"].endswith(".whl")
+        entry["filename"] = (
+            f"demo_pkg-{number}.0-py3-none-any.whl" if wheel else f"demo-pkg-{number}.0.zip"
+        )
+    page["files"] += taken
+    valid = len(taken)
+    page = json.loads(json.dumps(page))
+    again = [dict(entry) for entry in page["files"]]
+    # One value of an entry taken last time: a change there is what a memo could miss.
+    entry = again[draw(st.integers(min_value=len(again) - valid, max_value=len(again) - 1))]
+    key = draw(st.sampled_from(sorted(NEW_VALUES)))
+    entry[key] = draw(st.one_of(NEW_VALUES[key], NEW_VALUES[key], json_values))
+    return page, json.loads(json.dumps({**page, "files": again}))
+
+
+@settings(max_examples=200, deadline=None)
+@given(pages_read_twice())
+def test_a_big_page_read_again_reads_as_it_reads_afresh(
+    pages: tuple[dict[str, Any], dict[str, Any]],
+):
+    before, after = (big(page, page["files"]) for page in pages)
+    memo = EntryMemo()
+    read_or_problem(before, memo)
+    assert read_or_problem(after, memo) == read_or_problem(after, EntryMemo())
+
+
+def test_values_that_compare_equal_across_json_types_are_not_taken_for_each_other():
+    entry = {"filename": "demo_pkg-1.0-py3-none-any.whl", "url": "x.whl", "hashes": {}}
+    page = {"meta": {"api-version": "1.1"}, "name": NAME}
+    memo = EntryMemo()
+    for key in ("size", "yanked", "core-metadata"):
+        for value in (1, 1.0, True, 1):
+            varied = big(page, [{**entry, key: value}])
+            assert read_or_problem(varied, memo) == read_or_problem(varied, EntryMemo())
+
+
+def test_remembered_entries_stay_within_their_bound():
+    memo = EntryMemo(max_entries=2 * MEMO_MIN_FILES + 10)
+    page = {"meta": {"api-version": "1.1"}, "name": NAME}
+    for number in range(3):
+        read_json_page(NAME, page | {"files": FILLER}, f"{BASE}{number}/", memo=memo)
+        assert len(memo) <= memo.max_entries
+    assert len(memo) == 2 * MEMO_MIN_FILES  # the least recently read page went
