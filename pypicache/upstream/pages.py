@@ -223,28 +223,34 @@ def _file(
         entry["core-metadata"] if "core-metadata" in entry else entry.get("data-dist-info-metadata")
     )
     metadata_sha256 = metadata.get("sha256") if isinstance(metadata, dict) else None
-    for digest, what in ((sha256, "sha256"), (metadata_sha256, "core-metadata sha256")):
-        if digest is not None and not is_sha256(digest):
-            why = f"its {what} {digest!r:.100} is not 64 lower-case hex characters"
-            reject("digest", project, filename, why, metrics)
-            return None, False
+    bad = (
+        ("sha256", sha256)
+        if sha256 is not None and not is_sha256(sha256)
+        else ("core-metadata sha256", metadata_sha256)
+        if metadata_sha256 is not None and not is_sha256(metadata_sha256)
+        else None
+    )
+    if bad is not None:
+        why = f"its {bad[0]} {bad[1]!r:.100} is not 64 lower-case hex characters"
+        reject("digest", project, filename, why, metrics)
+        return None, False
     yanked = entry.get("yanked", False)
     provenance, why = checked_provenance(entry.get("provenance"), base_url)
     if why is not None:
         reject("provenance", project, filename, why, metrics)
-    facts = FileFacts(
-        filename=filename,
-        version=dist_version(filename, project),
-        sha256=sha256,
-        size=storable_size(entry.get("size")),
-        requires_python=upstream_text(entry.get("requires-python")),
-        yanked=isinstance(yanked, str) or yanked is True,
-        yanked_reason=upstream_text(yanked),
-        upload_time=upload_time(entry.get("upload-time")),
-        has_metadata=metadata is True or isinstance(metadata, dict),
-        metadata_sha256=metadata_sha256,
-        upstream_url=absolute_url(base_url, url).split("#", 1)[0],
-        provenance=provenance,
+    facts = FileFacts(  # by position, FileFacts' field order: a tenth faster
+        filename,
+        dist_version(filename, project),
+        sha256,
+        storable_size(entry.get("size")),
+        upstream_text(entry.get("requires-python")),
+        isinstance(yanked, str) or yanked is True,
+        upstream_text(yanked),
+        upload_time(entry.get("upload-time")),
+        metadata is True or isinstance(metadata, dict),
+        metadata_sha256,
+        absolute_url(base_url, url).split("#", 1)[0],
+        provenance,
     )
     return facts, why is None
 
