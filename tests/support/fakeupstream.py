@@ -19,6 +19,7 @@ import json
 import logging
 import re
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -317,8 +318,16 @@ class _Handler(BaseHTTPRequestHandler):
 class FakeUpstream:
     """A fake PyPI: Simple API (HTML + JSON), files, XML-RPC changelog, and fault knobs."""
 
-    def __init__(self, *, port: int = 0, clock: Callable[[], datetime] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        port: int = 0,
+        clock: Callable[[], datetime] | None = None,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
+        """``tls``: serve HTTPS with this server-side context."""
         self._port = port
+        self._tls = tls
         self._clock = clock or (lambda: datetime.now(UTC))
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -368,6 +377,8 @@ class FakeUpstream:
         if self._server is not None:
             return self
         server = _Server(("127.0.0.1", self._port), self)
+        if self._tls is not None:
+            server.socket = self._tls.wrap_socket(server.socket, server_side=True)
         self._port = server.server_address[1]
         self._server = server
         self._thread = threading.Thread(
@@ -410,7 +421,8 @@ class FakeUpstream:
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self._tls is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     @property
     def simple_url(self) -> str:
