@@ -517,12 +517,18 @@ class IndexService:
 
         None for a private project, whose own files the page does not tell apart.
         """
-        kept = self._pages.get(project.name)
-        if kept is None or kept.as_of is None or kept.stale or project.private:
+        if project.private:
             return None
-        if kept.page.private or name_serial(db, project.name) != kept.as_of:
+        kept = self._current(project.name, name_serial(db, project.name))
+        return kept.page.files if kept is not None and not kept.page.private else None
+
+    def _current(self, name: str, serial: int | None) -> CachedPage | None:
+        """The page in memory when it is what the database holds: its name's ``serial``
+        is still the one it was read or written at."""
+        kept = self._pages.get(name)
+        if serial is None or kept is None or kept.stale or kept.as_of != serial:
             return None
-        return kept.page.files
+        return kept
 
     def _write_later(self, name: str, page: UpstreamPage) -> CachedPage | None:
         """Keep the first page ``page`` to serve now; a writer stores it (None: stopping)."""
@@ -655,11 +661,8 @@ class IndexService:
         """The stored page, fresh for ``ttl``: the one in memory while its name's serial
         says nothing changed (11,000 files are not read again for a 304)."""
         serial = name_serial(db, project.name)
-        kept = self._pages.get(project.name)
-        if serial is not None and kept is not None and kept.as_of == serial and not kept.stale:
-            page = kept.page
-        else:
-            page = stored_page(db, project, serial)
+        kept = self._current(project.name, serial)
+        page = kept.page if kept is not None else stored_page(db, project, serial)
         return self._keep(page, ttl, stale=False, as_of=serial)
 
     def _keep(
