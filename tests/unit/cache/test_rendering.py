@@ -287,6 +287,24 @@ def test_every_value_round_trips_through_json_with_keys_sorted(files):
     )
 
 
+@pytest.mark.parametrize("count", [0, 1, 499, 500, 501, 1001])
+def test_a_page_of_any_size_lists_each_file_once_in_order(count: int):
+    """Big pages are written a few hundred files at a time; no file is lost or doubled
+    where one part ends and the next begins."""
+    files = [record(f"pkg-{i}.0.tar.gz", version=f"{i}.0") for i in range(count)]
+    page = render(PageData("pkg", "Pkg", 7, [f.version for f in files], files))
+    ordered = sorted(files, key=lambda f: f.filename)
+    data = json.loads(page.json.body)
+    assert data["files"] == [expected_entry(f) for f in ordered]
+    assert (
+        page.json.body
+        == json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    )
+    parsed = Parsed(page.html.body)
+    assert parsed.anchors() == [expected_attributes(f) for f in ordered]
+    assert page.html.body.endswith(b"  </body>\n</html>\n<!--SERIAL 7-->\n")
+
+
 @pytest.mark.parametrize("size", [GZIP_MIN_BYTES, KEEP_PLAIN_BELOW, 4 * KEEP_PLAIN_BELOW])
 def test_a_rendering_kept_encoded_only_still_gives_its_plain_bytes(size: int):
     plain = bytes(range(256)) * (size // 256 + 1)
