@@ -1,4 +1,4 @@
-"""The C allocator takes the cap on its heaps where it is glibc's."""
+"""The C allocator takes the cap on its heaps and its thresholds where it is glibc's."""
 
 from __future__ import annotations
 
