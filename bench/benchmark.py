@@ -755,12 +755,17 @@ def measure_large_file(
 def project_list_cold(pypicache: Server) -> dict[str, float]:
     cold = timed_download(pypicache.url + "/simple/", {"Accept": HTML_ACCEPT})
     first_json = timed_download(pypicache.url + "/simple/", {"Accept": UV_ACCEPT})
+    # As sent to pip and uv, which take gzip.
+    encoded = timed_download(
+        pypicache.url + "/simple/", {"Accept": UV_ACCEPT, "Accept-Encoding": "gzip"}
+    )
     log(f"  cold {cold['total_s'] * 1e3:.0f} ms, first JSON {first_json['total_s'] * 1e3:.0f} ms")
     return {
         "cold_html_ms": cold["total_s"] * 1e3,
         "first_json_ms": first_json["total_s"] * 1e3,
         "html_bytes": cold["bytes"],
         "json_bytes": first_json["bytes"],
+        "json_gzip_bytes": encoded["bytes"],
     }
 
 
