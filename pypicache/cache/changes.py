@@ -31,6 +31,10 @@ PAGE = 50_000
 _OWN_KEPT = 10_000  # a rolled-back change's serial is never seen; the oldest are dropped
 _own: weakref.WeakKeyDictionary[Engine, OrderedDict[int, None]] = weakref.WeakKeyDictionary()
 _own_lock = threading.Lock()
+# The serials a transaction gave, by name, in its session's info (with the transaction:
+# a session's next one reads them again): the page it renders next carries one without
+# reading back what it just wrote.
+_GIVEN = "pypicache_serials_given"
 
 
 def made_here(engine: Engine, serial: int) -> bool:
@@ -55,6 +59,7 @@ def record_change(db: Session, name: str, action: str = UPDATE) -> int:
         .values(name=name, serial=serial)
         .on_conflict_do_update(index_elements=[NameSerial.name], set_={"serial": serial})
     )
+    _given(db)[name] = serial
     engine = db.get_bind()
     if isinstance(engine, Engine):
         with _own_lock:
@@ -65,8 +70,19 @@ def record_change(db: Session, name: str, action: str = UPDATE) -> int:
     return serial
 
 
+def _given(db: Session) -> dict[str, int]:
+    transaction = db.get_transaction()
+    kept = db.info.get(_GIVEN)
+    if kept is None or kept[0] is not transaction:
+        kept = db.info[_GIVEN] = (transaction, {})
+    return kept[1]
+
+
 def name_serial(db: Session, name: str) -> int | None:
     """The serial a page of ``name`` carries (None: nothing under it ever changed)."""
+    given = _given(db)
+    if name in given:
+        return given[name]
     return db.scalar(select(NameSerial.serial).where(NameSerial.name == name))
 
 
