@@ -16,6 +16,7 @@ from pypicache.ops import logs  # noqa: E402
 from pypicache.services import build_services  # noqa: E402
 from pypicache.settings import Settings  # noqa: E402
 from pypicache.web import SERVICES_KEY  # noqa: E402
+from pypicache.web.sendfile import send_files_by_sendfile  # noqa: E402
 from pypicache.web.wsgi import PypicacheApp  # noqa: E402
 
 
@@ -50,3 +51,9 @@ def make_wsgi_app(settings: Settings) -> PypicacheApp:
         policy = config.registry.queryUtility(ISecurityPolicy)
     services.start()
     return PypicacheApp(wsgi_app, services, policy)
+
+
+def tune_server(server: Any) -> None:
+    """What every waitress server of the app gets, ``pypicache serve``'s and the tests'
+    alike: stored files sent by the kernel (web.sendfile)."""
+    send_files_by_sendfile(server)

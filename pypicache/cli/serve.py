@@ -25,7 +25,8 @@ def _exit_on_signal(signum: int, frame: object) -> None:
 def serve_command(args: argparse.Namespace) -> int:
     from waitress.server import create_server
 
-    from pypicache.app import make_wsgi_app  # the web stack only for the one command that serves
+    # The web stack only for the one command that serves.
+    from pypicache.app import make_wsgi_app, tune_server
 
     if not args.config:
         logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
@@ -69,6 +70,7 @@ def serve_command(args: argparse.Namespace) -> int:
         reason = exc.strerror or str(exc)
         print(f"pypicache: cannot listen on {args.host}:{args.port}: {reason}", file=sys.stderr)
         return 2
+    tune_server(server)
     try:
         late.app = app = make_wsgi_app(settings)
     except BaseException:

@@ -12,6 +12,7 @@ from typing import Any
 from waitress.buffers import ReadOnlyFileBasedBuffer
 
 from pypicache.ops.metrics import Metrics
+from pypicache.web.sendfile import FileRegion
 
 access_log = logging.getLogger("pypicache.access")
 log = logging.getLogger(__name__)
@@ -44,21 +45,67 @@ def route_of(path: str, method: str) -> str:
     return {"/health": "health", "/metrics": "metrics", "/api/status": "status"}.get(path, "other")
 
 
+# Bytes of a file read at a time where it cannot be sent by the kernel: each block is
+# read once and sent from memory, in as many sends as the socket takes.
+SEND_BLOCK = 256 * 1024
+# Bytes handed to one sendfile call: a few socket buffers' worth.
+REGION_MAX = 16 * 1024 * 1024
+
+
 class ObservedFile(ReadOnlyFileBasedBuffer):
-    """waitress's file wrapper, still sent the fast way, reporting when the response is done."""
+    """waitress's file wrapper, still sent the fast way, reporting when the response is done.
+
+    A channel that sends with ``sendfile`` (web.sendfile) asks for the body's regions
+    of its open file; otherwise the file is read a block at a time.
+    """
 
     def __init__(self, file: Any, block_size: int = 32768, *, finish: Finish) -> None:
         super().__init__(file, block_size)
         self._finish = finish
         self._prepared = 0
+        self._block = memoryview(b"")  # read, not yet sent
+        self._region: FileRegion | None = None  # where the unsent bytes start, once asked
 
     def prepare(self, size: int | None = None) -> int:
         self._prepared = super().prepare(size)
         return self._prepared
 
+    def send_regions(self) -> None:
+        """Give regions of the file from now on, where it is an OS file."""
+        try:
+            fd, offset = self.file.fileno(), self.file.tell()
+        except (AttributeError, OSError, ValueError):
+            return
+        self._region = FileRegion(fd, offset, 0)
+
+    def get(self, numbytes: int = -1, skip: bool = False) -> memoryview | bytes | FileRegion:
+        """The next bytes to send (a block or a region, whatever ``numbytes``)."""
+        if skip:
+            raise NotImplementedError("waitress skips with skip()")
+        region = self._region
+        if region is not None:
+            return FileRegion(region.fd, region.offset, min(self.remain, REGION_MAX))
+        if not self._block and self.remain > 0:
+            self._block = memoryview(self.file.read(min(SEND_BLOCK, self.remain)))
+        return self._block
+
+    def skip(self, numbytes: int, allow_prune: int = 0) -> None:
+        if self.remain < numbytes:
+            raise ValueError(f"cannot skip {numbytes} bytes of {self.remain}")
+        self.remain -= numbytes
+        if self._region is not None:
+            self._region.offset += numbytes
+            return
+        taken = min(numbytes, len(self._block))
+        self._block = self._block[taken:]
+        if numbytes > taken:
+            self.file.seek(numbytes - taken, 1)
+
     def close(self) -> None:
+        unsent = getattr(self, "remain", 0)  # closing sets it to 0
+        self._block = memoryview(b"")
         super().close()
-        self._finish(self._prepared - getattr(self, "remain", 0))
+        self._finish(self._prepared - unsent)
 
 
 class AccessLog:

@@ -8,6 +8,8 @@ from typing import Any
 
 from waitress import create_server, wasyncore
 
+from pypicache.app import tune_server
+
 
 class WaitressThread:
     """A waitress server on an ephemeral loopback port, served from a background thread.
@@ -20,6 +22,7 @@ class WaitressThread:
         self.server = create_server(
             app, host="127.0.0.1", port=0, threads=threads, ident="pypicache-test"
         )
+        tune_server(self.server)  # as `pypicache serve` does
         self.port: int = self.server.effective_port  # type: ignore[union-attr]
         self.url = f"http://127.0.0.1:{self.port}"
         self._stopping = threading.Event()

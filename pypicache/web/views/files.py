@@ -221,6 +221,10 @@ class _SendWindow:
     def tell(self) -> int:
         return self._handle.tell()
 
+    def fileno(self) -> int:
+        """The blob's file, for a server that sends it with ``sendfile``."""
+        return self._handle.fileno()  # type: ignore[attr-defined]
+
     def seekable(self) -> bool:
         return True
 
