@@ -13,8 +13,9 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Engine, bindparam, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -44,21 +45,45 @@ def made_here(engine: Engine, serial: int) -> bool:
         return own is not None and own.pop(serial, False) is None
 
 
+# Built once: building a statement and its cache key cost more than its run, and every
+# stored page change runs these.
+_NEXT_SERIAL = (
+    update(ChangeCounter)
+    .where(ChangeCounter.id == 1)
+    .values(serial=ChangeCounter.serial + 1)
+    .returning(ChangeCounter.serial)
+)
+_CHANGE = insert(Change).values(
+    serial=bindparam("serial"),
+    name=bindparam("name"),
+    action=bindparam("action"),
+    at=bindparam("at"),
+)
+
+
+def _name_serial_statement(dialect: Any) -> Any:
+    return (
+        dialect.insert(NameSerial)
+        .values(name=bindparam("name"), serial=bindparam("serial"))
+        .on_conflict_do_update(
+            index_elements=[NameSerial.name], set_={"serial": bindparam("serial")}
+        )
+    )
+
+
+_NAME_SERIAL = {
+    "postgresql": _name_serial_statement(postgresql),
+    "sqlite": _name_serial_statement(sqlite),
+}
+_SERIAL_OF = select(NameSerial.serial).where(NameSerial.name == bindparam("name"))
+
+
 def record_change(db: Session, name: str, action: str = UPDATE) -> int:
     """Give the change under ``name`` the next serial; returns it."""
-    serial = db.execute(
-        update(ChangeCounter)
-        .where(ChangeCounter.id == 1)
-        .values(serial=ChangeCounter.serial + 1)
-        .returning(ChangeCounter.serial)
-    ).scalar_one()
-    db.add(Change(serial=serial, name=name, action=action, at=utcnow()))
-    dialect = postgresql if db.get_bind().dialect.name == "postgresql" else sqlite
-    db.execute(
-        dialect.insert(NameSerial)
-        .values(name=name, serial=serial)
-        .on_conflict_do_update(index_elements=[NameSerial.name], set_={"serial": serial})
-    )
+    serial = db.execute(_NEXT_SERIAL).scalar_one()
+    db.execute(_CHANGE, {"serial": serial, "name": name, "action": action, "at": utcnow()})
+    dialect = "postgresql" if db.get_bind().dialect.name == "postgresql" else "sqlite"
+    db.execute(_NAME_SERIAL[dialect], {"name": name, "serial": serial})
     _given(db)[name] = serial
     engine = db.get_bind()
     if isinstance(engine, Engine):
@@ -83,7 +108,7 @@ def name_serial(db: Session, name: str) -> int | None:
     given = _given(db)
     if name in given:
         return given[name]
-    return db.scalar(select(NameSerial.serial).where(NameSerial.name == name))
+    return db.scalar(_SERIAL_OF, {"name": name})
 
 
 def last_serial(db: Session) -> int:

@@ -11,8 +11,9 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import delete, event, select, update
+from sqlalchemy import bindparam, delete, event, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DatabaseError, DataError, IntegrityError, ProgrammingError
 from sqlalchemy.orm import Session
@@ -50,10 +51,23 @@ def database_guard(doing: str) -> Iterator[None]:
         raise DatabaseUnavailable(f"{doing}: {reason}") from exc
 
 
-def _insert(db: Session) -> postgresql.Insert | sqlite.Insert:
-    """An INSERT that can be told to do nothing on a conflict, in the database's dialect."""
-    dialect = postgresql if db.get_bind().dialect.name == "postgresql" else sqlite
-    return dialect.insert(FillClaim)
+def _claim_statement(dialect: Any) -> postgresql.Insert | sqlite.Insert:
+    # ON CONFLICT DO NOTHING rather than a failed INSERT: PostgreSQL logs every failed
+    # one as an ERROR, and waiters ask several times a second.
+    return (
+        dialect.insert(FillClaim)
+        .values(key=bindparam("key"), owner=bindparam("owner"), expires_at=bindparam("expires"))
+        .on_conflict_do_nothing(index_elements=[FillClaim.key])
+        .returning(FillClaim.key)
+    )
+
+
+# Built once per dialect: building a statement and its cache key cost more than its run,
+# and every fill claims and releases.
+_CLAIM = {"postgresql": _claim_statement(postgresql), "sqlite": _claim_statement(sqlite)}
+_RELEASE = delete(FillClaim).where(
+    FillClaim.key == bindparam("key"), FillClaim.owner == bindparam("owner")
+)
 
 
 class FillClaims:
@@ -99,13 +113,9 @@ class FillClaims:
         return True
 
     def _insert(self, db: Session, key: str) -> str | None:
-        # ON CONFLICT DO NOTHING rather than a failed INSERT: PostgreSQL logs every
-        # failed one as an ERROR, and waiters ask several times a second.
+        dialect = "postgresql" if db.get_bind().dialect.name == "postgresql" else "sqlite"
         return db.scalar(
-            _insert(db)
-            .values(key=key, owner=self.owner, expires_at=self._expiry())
-            .on_conflict_do_nothing(index_elements=[FillClaim.key])
-            .returning(FillClaim.key)
+            _CLAIM[dialect], {"key": key, "owner": self.owner, "expires": self._expiry()}
         )
 
     def release(self, key: str) -> None:
@@ -128,7 +138,7 @@ class FillClaims:
         costs one write to the database instead of two.  Until that transaction
         commits, this process still holds (and renews) the claim.
         """
-        db.execute(delete(FillClaim).where(FillClaim.key == key, FillClaim.owner == self.owner))
+        db.execute(_RELEASE, {"key": key, "owner": self.owner})
 
         def released(_session: Session) -> None:
             with self._lock:

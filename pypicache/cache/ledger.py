@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from pypicache.cache.claims import FillClaims
@@ -58,13 +58,21 @@ class FileLedger:
             row.cached_at = row.last_used_at = utcnow()
 
 
+# Built once (a statement's building and cache key cost more than its run), as every
+# fill reads its file's row.
+_ROW = (
+    select(File)
+    .join(Project)
+    .where(
+        Project.source == bindparam("source"),
+        Project.name == bindparam("project"),
+        File.filename == bindparam("filename"),
+    )
+)
+
+
 def _row(db: Session, download: Download) -> File | None:
     return db.scalar(
-        select(File)
-        .join(Project)
-        .where(
-            Project.source == download.source,
-            Project.name == download.project,
-            File.filename == download.filename,
-        )
+        _ROW,
+        {"source": download.source, "project": download.project, "filename": download.filename},
     )
