@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import gc
 import gzip
+import hashlib
 import json
+import tracemalloc
 from datetime import datetime
 from html.parser import HTMLParser
 from urllib.parse import quote, unquote, urlsplit
@@ -314,3 +317,42 @@ def test_a_rendering_kept_encoded_only_still_gives_its_plain_bytes(size: int):
     assert representation.body == plain
     assert representation.length == len(plain)
     assert representation.gzipped() is encoded
+
+
+@pytest.mark.parametrize("count", [30, 300, 3000, 11000])
+def test_a_page_is_counted_at_about_the_memory_it_holds(count: int):
+    """The page cache's bound is in bytes of this estimate: far above the truth, a real
+    install set's big pages no longer fit and are read from the database again."""
+
+    def realistic(i: int) -> FileFacts:
+        name = (
+            f"demo_pkg-{i // 20}.{i % 20}.0-cp3{i % 7 + 8}-cp3{i % 7 + 8}-manylinux_2_17_x86_64.whl"
+        )
+        digest = hashlib.sha256(name.encode()).hexdigest()
+        return record(
+            name,
+            version=f"{i // 20}.{i % 20}.0",
+            sha256=digest,
+            size=1_000_000 + i,
+            requires_python=">=3.8",
+            upload_time=datetime(2020, 1, 1, 0, 0, i % 60, i),
+            has_metadata=True,
+            metadata_sha256=hashlib.sha256(digest.encode()).hexdigest(),
+            upstream_url=f"https://files.example/packages/{digest[:2]}/{digest[2:4]}/{digest}/{name}",
+        )
+
+    gc.collect()
+    tracemalloc.start()
+    try:
+        files = [realistic(i) for i in range(count)]
+        page = render(
+            PageData("demo-pkg", "demo-pkg", 7, sorted({f.version for f in files}), files)
+        )
+        del files
+        page.json.gzipped()
+        page.html.gzipped()
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert 0.7 * held <= page.size <= 1.5 * held
