@@ -15,11 +15,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote, urljoin, urlsplit
 from urllib.request import url2pathname
 
-from packaging.utils import (
-    InvalidSdistFilename,
-    canonicalize_name,
-    parse_sdist_filename,
-)
+from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 from pypi_simple import DistributionPackage, ProjectPage
 
@@ -133,10 +129,7 @@ def page_problem(
 def _is_dist_of(name: str, filename: str) -> bool:
     if filename.endswith(".whl"):
         return wheel_project(filename) == name
-    try:
-        return canonicalize_name(parse_sdist_filename(filename)[0]) == name
-    except ValueError:
-        return False
+    return sdist_project(filename) == name
 
 
 def valid_names(names: Iterator[str], metrics: Metrics | None) -> Iterator[tuple[str, str]]:
@@ -214,12 +207,8 @@ def filename_problem(filename: object, project: str) -> str | None:
         if name is None:
             return "not a valid wheel file name"
         return None if name == project else f"a wheel of {name}, not {project}"
-    if filename.endswith((".tar.gz", ".zip")):
-        try:
-            if parse_sdist_filename(filename)[0] == project:
-                return None
-        except InvalidSdistFilename:
-            pass  # perhaps a legacy version: the name must still be the project's
+    if filename.endswith((".tar.gz", ".zip")) and sdist_project(filename) == project:
+        return None  # else perhaps a legacy version: the name must still be the project's
     suffix = next((s for s in _LEGACY_SUFFIXES if filename.endswith(s)), None)
     if suffix is None:
         return "neither a wheel nor an sdist"
@@ -255,6 +244,24 @@ def wheel_project(filename: str) -> str | None:
     if not (_valid_version(parts[1]) and _valid_tags(parts[-1])):
         return None
     return _wheel_name(parts[0])
+
+
+def sdist_project(filename: str) -> str | None:
+    """The normalized project of a valid sdist file name (``.tar.gz``, ``.zip``), None
+    when the name is not valid: what ``parse_sdist_filename`` decides, with each version
+    checked once (a big page's sdists and wheels share their versions)."""
+    suffix = ".tar.gz" if filename.endswith(".tar.gz") else ".zip"
+    if not filename.endswith(suffix):
+        return None
+    name, dash, version = filename[: -len(suffix)].rpartition("-")
+    if not dash or not name or not _valid_version(version):
+        return None
+    return _canonical(name)
+
+
+@lru_cache(maxsize=4096)
+def _canonical(text: str) -> str:
+    return canonicalize_name(text)
 
 
 @lru_cache(maxsize=4096)

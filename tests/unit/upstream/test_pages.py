@@ -10,7 +10,12 @@ from urllib.parse import urljoin
 
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
-from packaging.utils import InvalidWheelFilename, parse_wheel_filename
+from packaging.utils import (
+    InvalidSdistFilename,
+    InvalidWheelFilename,
+    parse_sdist_filename,
+    parse_wheel_filename,
+)
 from pypi_simple import ProjectPage
 
 from pypicache.digests import is_sha256
@@ -20,6 +25,7 @@ from pypicache.upstream.entries import (
     InvalidPage,
     checked_page,
     filename_problem,
+    sdist_project,
     wheel_project,
 )
 from pypicache.upstream.entrymemo import MEMO_MIN_FILES, EntryMemo
@@ -55,6 +61,28 @@ def packaging_project(filename: str) -> str | None:
 @example("demo_pkg-1.0-1-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl")
 def test_a_wheel_name_is_valid_exactly_when_packaging_says(filename: str):
     assert wheel_project(filename) == packaging_project(filename)
+
+
+sdist_filenames = st.builds(
+    lambda name, version, suffix: f"{name}-{version}{suffix}",
+    wheel_names | st.sampled_from(["demo-pkg", "a-b-c", "-", "demo pkg"]),
+    wheel_versions | st.sampled_from(["1.0-1", "2024.1.1.post3"]),
+    st.sampled_from([".tar.gz", ".zip", ".tar.bz2", ".tgz", ""]),
+)
+
+
+def packaging_sdist_project(filename: str) -> str | None:
+    try:
+        return parse_sdist_filename(filename)[0]
+    except InvalidSdistFilename:
+        return None
+
+
+@given(sdist_filenames | st.text(alphabet="ab-_.1\n", max_size=30).map(lambda t: t + ".tar.gz"))
+@example("demo_pkg-1.0.tar.gz")
+@example("demo-pkg-1.0.zip")
+def test_an_sdist_name_is_valid_exactly_when_packaging_says(filename: str):
+    assert sdist_project(filename) == packaging_sdist_project(filename)
 
 
 def test_a_compressed_tag_set_is_checked_without_expanding_it():
