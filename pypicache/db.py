@@ -112,6 +112,12 @@ def get_engine(database_url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
+def dialect_of(db: Session) -> str:
+    """ "postgresql" or "sqlite": which of the two databases the session writes to, for
+    statements built once in each one's dialect (an upsert's ON CONFLICT)."""
+    return "postgresql" if db.get_bind().dialect.name == "postgresql" else "sqlite"
+
+
 def postgresql_url(url: URL) -> URL:
     """``url`` with the psycopg (3) driver: psycopg2, SQLAlchemy's default, is no dependency."""
     if url.drivername not in ("postgresql", "postgresql+psycopg"):

@@ -19,6 +19,7 @@ from sqlalchemy import Engine, bindparam, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from pypicache.db import dialect_of
 from pypicache.models import Change, ChangeCounter, NameSerial, utcnow
 
 UPDATE = "update"
@@ -82,8 +83,7 @@ def record_change(db: Session, name: str, action: str = UPDATE) -> int:
     """Give the change under ``name`` the next serial; returns it."""
     serial = db.execute(_NEXT_SERIAL).scalar_one()
     db.execute(_CHANGE, {"serial": serial, "name": name, "action": action, "at": utcnow()})
-    dialect = "postgresql" if db.get_bind().dialect.name == "postgresql" else "sqlite"
-    db.execute(_NAME_SERIAL[dialect], {"name": name, "serial": serial})
+    db.execute(_NAME_SERIAL[dialect_of(db)], {"name": name, "serial": serial})
     _given(db)[name] = serial
     engine = db.get_bind()
     if isinstance(engine, Engine):

@@ -18,7 +18,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DatabaseError, DataError, IntegrityError, ProgrammingError
 from sqlalchemy.orm import Session
 
-from pypicache.db import Database
+from pypicache.db import Database, dialect_of
 from pypicache.errors import DatabaseUnavailable
 from pypicache.models import FillClaim, utcnow
 
@@ -113,9 +113,8 @@ class FillClaims:
         return True
 
     def _insert(self, db: Session, key: str) -> str | None:
-        dialect = "postgresql" if db.get_bind().dialect.name == "postgresql" else "sqlite"
         return db.scalar(
-            _CLAIM[dialect], {"key": key, "owner": self.owner, "expires": self._expiry()}
+            _CLAIM[dialect_of(db)], {"key": key, "owner": self.owner, "expires": self._expiry()}
         )
 
     def release(self, key: str) -> None:

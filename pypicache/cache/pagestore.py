@@ -87,6 +87,7 @@ _STORED_COLUMNS = (
 
 
 _STORED = select(*_STORED_COLUMNS).where(File.project_id == bindparam("project_id"))
+_STORED_NAMED = _STORED.where(File.filename.in_(bindparam("names", expanding=True)))
 
 
 def stored_files(db: Session, project_id: int) -> list[StoredFile]:
@@ -107,12 +108,8 @@ def stored_files_named(db: Session, project_id: int, filenames: Sequence[str]) -
     """The project's files of these names (those it has), as ``stored_files`` reads them."""
     found: list[StoredFile] = []
     for start in range(0, len(filenames), _DELETE_BATCH):
-        rows = db.connection().execute(
-            select(*_STORED_COLUMNS).where(
-                File.project_id == project_id,
-                File.filename.in_(filenames[start : start + _DELETE_BATCH]),
-            )
-        )
+        batch = filenames[start : start + _DELETE_BATCH]
+        rows = db.connection().execute(_STORED_NAMED, {"project_id": project_id, "names": batch})
         found.extend(_as_stored(rows))
     return found
 
