@@ -12,6 +12,7 @@ from typing import Any
 
 from pypicache.cli.common import LOG_FORMAT, load_settings
 from pypicache.ops.allocator import share_heaps
+from pypicache.ops.collector import freeze_startup
 from pypicache.settings import Settings
 
 # Bytes of a response waitress holds unsent before the thread writing it waits.
@@ -76,6 +77,7 @@ def serve_command(args: argparse.Namespace) -> int:
     except BaseException:
         server.close()
         raise
+    freeze_startup()
     upstream = settings.upstream_url or "none"
     print(
         f"pypicache serving http://{args.host}:{args.port}/simple/ "
