@@ -201,7 +201,7 @@ def filename_problem(filename: object, project: str) -> str | None:
         unicodedata.category(c).startswith("C") for c in filename
     ):
         return "a file name with control characters"
-    project = canonicalize_name(project)
+    project = _canonical(project)
     if filename.endswith(".whl"):
         name = wheel_project(filename)
         if name is None:

@@ -64,15 +64,16 @@ def entry_key(entry: object) -> EntryKey | None:
 
 
 class EntryMemo:
-    """(project, page URL) -> each remembered entry's facts; thread-safe, bounded."""
+    """(project, page URL) -> each remembered entry's facts, by its key (an ``entry_key``,
+    or a typed entry, which is its own); thread-safe, bounded."""
 
     def __init__(self, max_entries: int = MEMO_MAX_ENTRIES) -> None:
         self.max_entries = max_entries
-        self._pages: OrderedDict[tuple[str, str], dict[EntryKey, FileFacts]] = OrderedDict()
+        self._pages: OrderedDict[tuple[str, str], dict[Hashable, FileFacts]] = OrderedDict()
         self._total = 0
         self._lock = threading.Lock()
 
-    def get(self, project: str, url: str) -> dict[EntryKey, FileFacts]:
+    def get(self, project: str, url: str) -> dict[Hashable, FileFacts]:
         with self._lock:
             found = self._pages.get((project, url))
             if found is None:
@@ -80,7 +81,7 @@ class EntryMemo:
             self._pages.move_to_end((project, url))
             return found
 
-    def put(self, project: str, url: str, entries: dict[EntryKey, FileFacts]) -> None:
+    def put(self, project: str, url: str, entries: dict[Hashable, FileFacts]) -> None:
         """What the page's entries gave this time, in place of what they gave before."""
         with self._lock:
             old = self._pages.pop((project, url), None)

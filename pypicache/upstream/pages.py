@@ -1,61 +1,21 @@
-"""An upstream's project page into checked file facts: PEP 691 JSON read here, HTML
-through pypi_simple.
-
-PyPI's biggest projects list 11,000 files.  Read through generic models (pydantic,
-a URL join and a full wheel-name parse per file) a page cost about 50 µs a file,
-many times the upstream's own answer time; read here, each value is checked once,
-as it becomes a fact, and values that repeat (versions, tags) are checked once a page.
-"""
+"""An upstream's project page into checked file facts, by its media type: PEP 691 JSON
+typed (``typedpage``) or, with values of other types, plain (``jsonpage``); HTML
+through pypi_simple."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import re
-from collections.abc import Iterator
-from datetime import UTC, datetime
 from email.message import Message
-from functools import lru_cache
-from typing import TYPE_CHECKING, Any
-from urllib.parse import urljoin
+from typing import TYPE_CHECKING
 
-from packaging.utils import canonicalize_name
-from packaging.version import InvalidVersion, Version
-from pypi_simple import ProjectPage, UnparsableFilenameError, parse_filename
+from pypi_simple import ProjectPage
 
-from pypicache.digests import is_sha256
-from pypicache.filefacts import FileFacts
-from pypicache.upstream.entries import (
-    InvalidPage,
-    UpstreamPage,
-    all_versions,
-    checked_page,
-    checked_provenance,
-    checked_serial,
-    distinct_files,
-    filename_problem,
-    parse_serial,
-    reject,
-    storable_size,
-    storable_version,
-    upstream_text,
-)
-from pypicache.upstream.entrymemo import MEMO_MIN_FILES, EntryKey, EntryMemo, entry_key
+from pypicache.upstream.entries import InvalidPage, UpstreamPage, checked_page
+from pypicache.upstream.jsonpage import read_json_page
+from pypicache.upstream.typedpage import decode, read_typed_page
 
 if TYPE_CHECKING:
     from pypicache.ops.metrics import Metrics
-
-# PEP 792's statuses; any other value makes the page unusable, as an unknown API would.
-STATUSES = frozenset({"active", "archived", "quarantined", "deprecated"})
-# The simple API's major version we understand (PEP 629: a newer major is refused).
-API_MAJOR = 1
-# An absolute http(s) URL that ``urljoin`` would give back unchanged: no query, fragment,
-# parameters, whitespace or backslash, which its parser would rewrite (an empty ";" goes).
-_PLAIN_ABSOLUTE = re.compile(r"https?://[^/?#;\s\\]+(?:/[^?#;\s\\]*)?", re.ASCII)
-# The characters pypi_simple lets a version read from a file name have.
-_VERSION_TEXT = re.compile(r"[A-Za-z0-9_.!+-]+")
-# "2024-01-02T03:04:05Z": a date, a time to the second and the zone.
-_SHORTEST_ZULU = 20
 
 
 def parse_page(
@@ -70,13 +30,16 @@ def parse_page(
 ) -> UpstreamPage:
     """The project's page in ``body`` (read by us, bounded), every entry checked.
 
-    JSON goes straight into file facts (``read_json_page``); HTML through pypi_simple's parser.
+    JSON goes straight into file facts; HTML through pypi_simple's parser.
     """
     header = Message()
     header["Content-Type"] = content_type or "text/html"
     media_type = header.get_content_type()
     charset = header.get_param("charset")
     if media_type == "application/vnd.pypi.simple.v1+json":
+        typed = decode(body)
+        if typed is not None:
+            return read_typed_page(name, typed, url, serial=serial, etag=etag, metrics=metrics)
         try:
             data = json.loads(body)
         except (ValueError, RecursionError) as exc:
@@ -97,209 +60,3 @@ def parse_page(
         # Neither a link nor the simple API's meta tag: a portal's or an error's HTML.
         raise InvalidPage("HTML without links or pypi:repository-version: not a page")
     return checked_page(name, page, serial, etag, metrics=metrics, base_url=url)
-
-
-# The big pages read lately, each entry's facts (see entrymemo).
-_memo = EntryMemo()
-
-
-def read_json_page(
-    name: str,
-    data: object,
-    base_url: str,
-    *,
-    serial: int | None = None,
-    etag: str | None = None,
-    metrics: Metrics | None = None,
-    memo: EntryMemo = _memo,
-) -> UpstreamPage:
-    """The page ``data`` (decoded JSON) says ``name`` has; InvalidPage when it is no such page.
-
-    A page of the wrong shape (no ``meta``, ``name`` or ``files``, an entry that is no
-    object or lacks ``filename``, ``url`` or ``hashes``, an API version we do not
-    speak, an unknown project status) is refused whole, as a broken or foreign page;
-    an entry that is well-formed but unsafe (a path for a name, another project's
-    file, a digest that is not one) is left out, counted and logged.
-    """
-    page = _object(data, "the page")
-    meta = _object(page.get("meta"), "meta")
-    _check_api_version(meta.get("api-version"))
-    project = page.get("name")
-    if not isinstance(project, str) or canonicalize_name(project) != name:
-        raise InvalidPage(f"the page is for project {project!r:.100}, not {name!r}")
-    entries = page.get("files")
-    if not isinstance(entries, list):
-        raise InvalidPage("the page's files are not a list")
-    listed = page.get("versions")
-    if listed is not None and not (
-        isinstance(listed, list) and all(isinstance(v, str) for v in listed)
-    ):
-        raise InvalidPage("the page's versions are not a list of strings")
-    status, reason = _status(page.get("project-status"))
-    if serial is None:
-        serial = _serial(meta.get("_last-serial"))
-    if len(entries) >= MEMO_MIN_FILES:
-        files = _read_remembering(entries, name, base_url, metrics, memo)
-    else:
-        found = (_file(entry, name, base_url, metrics)[0] for entry in entries)
-        files = distinct_files(found, name, metrics)
-    return UpstreamPage(
-        name, files, all_versions(files, listed), serial, etag, status, upstream_text(reason)
-    )
-
-
-def _read_remembering(
-    entries: list[object], name: str, base_url: str, metrics: Metrics | None, memo: EntryMemo
-) -> tuple[FileFacts, ...]:
-    """A big page's files, each entry as it was last time given the facts it gave then."""
-    before = memo.get(name, base_url)
-    now: dict[EntryKey, FileFacts] = {}
-
-    def each() -> Iterator[FileFacts | None]:
-        for entry in entries:
-            key = entry_key(entry)
-            facts = before.get(key) if key is not None else None
-            if facts is None:
-                facts, whole = _file(entry, name, base_url, metrics)
-                if facts is None or not whole or key is None:
-                    yield facts
-                    continue
-            now[key] = facts
-            yield facts
-
-    files = distinct_files(each(), name, metrics)
-    memo.put(name, base_url, now)
-    return files
-
-
-def _object(value: object, what: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise InvalidPage(f"{what} is not a JSON object")
-    return value
-
-
-def _check_api_version(value: object) -> None:
-    if not isinstance(value, str):
-        raise InvalidPage("the page has no meta.api-version")
-    try:
-        major = Version(value).major
-    except InvalidVersion as exc:
-        raise InvalidPage(f"meta.api-version {value!r:.50} is not a version") from exc
-    if major != API_MAJOR:
-        raise InvalidPage(f"simple API version {value!r:.50} is not one we speak")
-
-
-def _status(value: object) -> tuple[str | None, object]:
-    if value is None:
-        return None, None
-    status = _object(value, "project-status")
-    state = status.get("status")
-    if state is not None and (not isinstance(state, str) or state not in STATUSES):
-        raise InvalidPage(f"unknown project status {state!r:.50}")
-    return state, status.get("reason")
-
-
-def _serial(value: object) -> int | None:
-    return parse_serial(value) if isinstance(value, str) else checked_serial(value)
-
-
-def _file(
-    entry: object, project: str, base_url: str, metrics: Metrics | None
-) -> tuple[FileFacts | None, bool]:
-    """The entry's facts (None: left out), and whether it was taken whole."""
-    entry = _object(entry, "a file entry")
-    filename = entry.get("filename")
-    url = entry.get("url")
-    hashes = entry.get("hashes")
-    if not (isinstance(filename, str) and isinstance(url, str) and isinstance(hashes, dict)):
-        raise InvalidPage(f"a file entry without filename, url and hashes: {entry!r:.200}")
-    problem = filename_problem(filename, project)
-    if problem is not None:
-        reject("filename", project, filename, problem, metrics)
-        return None, False
-    sha256 = hashes.get("sha256")
-    # PEP 714: the old key only where the new one is missing.
-    metadata = (
-        entry["core-metadata"] if "core-metadata" in entry else entry.get("data-dist-info-metadata")
-    )
-    metadata_sha256 = metadata.get("sha256") if isinstance(metadata, dict) else None
-    bad = (
-        ("sha256", sha256)
-        if sha256 is not None and not is_sha256(sha256)
-        else ("core-metadata sha256", metadata_sha256)
-        if metadata_sha256 is not None and not is_sha256(metadata_sha256)
-        else None
-    )
-    if bad is not None:
-        why = f"its {bad[0]} {bad[1]!r:.100} is not 64 lower-case hex characters"
-        reject("digest", project, filename, why, metrics)
-        return None, False
-    yanked = entry.get("yanked", False)
-    provenance, why = checked_provenance(entry.get("provenance"), base_url)
-    if why is not None:
-        reject("provenance", project, filename, why, metrics)
-    facts = FileFacts(  # by position, FileFacts' field order: a tenth faster
-        filename,
-        dist_version(filename, project),
-        sha256,
-        storable_size(entry.get("size")),
-        upstream_text(entry.get("requires-python")),
-        isinstance(yanked, str) or yanked is True,
-        upstream_text(yanked),
-        upload_time(entry.get("upload-time")),
-        metadata is True or isinstance(metadata, dict),
-        metadata_sha256,
-        absolute_url(base_url, url).split("#", 1)[0],
-        provenance,
-    )
-    return facts, why is None
-
-
-def dist_version(filename: str, project: str) -> str | None:
-    """The version a distribution's file name gives, spelled as in the name.
-
-    ``filename`` is one ``filename_problem`` accepted, so a wheel's name has its
-    version in the second field; other names are read with the project as the hint.
-    """
-    if filename.endswith(".whl"):
-        version: str | None = filename.split("-", 2)[1]
-    else:
-        try:
-            version = parse_filename(filename, project)[1]
-        except UnparsableFilenameError:
-            version = None
-    return _stored_version(version) if version is not None else None
-
-
-@lru_cache(maxsize=4096)
-def _stored_version(text: str) -> str | None:
-    """A file name's version as stored: a big page repeats each one dozens of times."""
-    return storable_version(text) if _VERSION_TEXT.fullmatch(text) else None
-
-
-def upload_time(value: object) -> datetime | None:
-    """An ISO 8601 upload time as naive UTC (a time without a zone is taken as UTC)."""
-    if not isinstance(value, str):
-        return None
-    if value.endswith("Z") and len(value) >= _SHORTEST_ZULU and value[10] == "T":
-        # PyPI's spelling, read as the naive time it names without converting zones
-        # (a fifth of the cost); anything the fast reading would not take exactly
-        # as the full one does goes the full way.
-        with contextlib.suppress(ValueError):
-            naive = datetime.fromisoformat(value[:-1])
-            if naive.tzinfo is None:
-                return naive
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    if parsed.tzinfo is not None:
-        parsed = parsed.astimezone(UTC).replace(tzinfo=None)
-    return parsed
-
-
-def absolute_url(base_url: str, url: str) -> str:
-    """``urljoin(base_url, url)``, without its cost for the absolute URLs big indexes give."""
-    if _PLAIN_ABSOLUTE.fullmatch(url):
-        return url
-    return urljoin(base_url, url)

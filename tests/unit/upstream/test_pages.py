@@ -29,7 +29,8 @@ from pypicache.upstream.entries import (
     wheel_project,
 )
 from pypicache.upstream.entrymemo import MEMO_MIN_FILES, EntryMemo
-from pypicache.upstream.pages import STATUSES, absolute_url, read_json_page, upload_time
+from pypicache.upstream.jsonpage import STATUSES, absolute_url, read_json_page, upload_time
+from pypicache.upstream.typedpage import decode, read_typed_page
 
 NAME = "demo-pkg"
 BASE = "https://up.example/simple/demo-pkg/"
@@ -317,11 +318,16 @@ def big(page: dict[str, Any], extra: list[Any]) -> dict[str, Any]:
     return {**page, "files": [*extra, *FILLER]}
 
 
-def read_or_problem(page: object, memo: EntryMemo) -> object:
-    """What reading ``page`` gives, entries left out (by reason) included."""
+def read_or_problem(page: object, memo: EntryMemo, *, typed: bool = False) -> object:
+    """What reading ``page`` gives, entries left out (by reason) included; ``typed``: read
+    as a body is, typed where it decodes so."""
     metrics = Metrics()
+    decoded = decode(json.dumps(page).encode()) if typed else None
     try:
-        read = read_json_page(NAME, page, BASE, metrics=metrics, memo=memo)
+        if decoded is not None:
+            read = read_typed_page(NAME, decoded, BASE, metrics=metrics, memo=memo)
+        else:
+            read = read_json_page(NAME, page, BASE, metrics=metrics, memo=memo)
     except InvalidPage as exc:
         return f"invalid: {exc}"
     (counted,) = metrics.upstream_invalid_entries.collect()
@@ -381,14 +387,44 @@ def pages_read_twice(draw: st.DrawFn) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 @settings(max_examples=200, deadline=None)
-@given(pages_read_twice())
+@given(pages_read_twice(), st.booleans(), st.booleans())
 def test_a_big_page_read_again_reads_as_it_reads_afresh(
-    pages: tuple[dict[str, Any], dict[str, Any]],
+    pages: tuple[dict[str, Any], dict[str, Any]], typed_before: bool, typed_after: bool
 ):
     before, after = (big(page, page["files"]) for page in pages)
     memo = EntryMemo()
-    read_or_problem(before, memo)
-    assert read_or_problem(after, memo) == read_or_problem(after, EntryMemo())
+    read_or_problem(before, memo, typed=typed_before)
+    assert read_or_problem(after, memo, typed=typed_after) == read_or_problem(after, EntryMemo())
+
+
+# -- typed: the pages indexes send, decoded into the simple API's types ---------------------
+
+
+@given(pages())
+def test_the_pages_indexes_send_are_read_typed(page: dict[str, Any]):
+    assert decode(json.dumps(page).encode()) is not None
+
+
+@given(damaged_pages())
+@example({"meta": {"api-version": "1.0"}, "name": NAME, "files": [], "project-status": None})
+@example({"meta": {"api-version": "1.0", "_last-serial": "12"}, "name": NAME, "files": []})
+def test_a_page_read_typed_reads_as_it_reads_plain(data: object):
+    data = json.loads(json.dumps(data))
+    assert read_or_problem(data, EntryMemo(), typed=True) == read_or_problem(data, EntryMemo())
+
+
+@given(st.binary(max_size=40) | json_values.map(lambda v: json.dumps(v).encode()))
+@example(b'{"meta": {"api-version": "1.0"}, "name": 1, "files": [], "name": "demo-pkg"}')
+@example(b'{"s": "\\ud800"}')
+@example(b"\xef\xbb\xbf{}")
+def test_a_body_decodes_typed_only_as_the_json_it_is(body: bytes):
+    """Duplicate keys, surrogates, a byte-order mark: typed or not, as json.loads reads it."""
+    typed = decode(body)
+    if typed is None:
+        return
+    plain = json.loads(body)
+    assert typed.name == plain["name"]
+    assert len(typed.files) == len(plain["files"])
 
 
 def test_values_that_compare_equal_across_json_types_are_not_taken_for_each_other():
@@ -398,7 +434,10 @@ def test_values_that_compare_equal_across_json_types_are_not_taken_for_each_othe
     for key in ("size", "yanked", "core-metadata"):
         for value in (1, 1.0, True, 1):
             varied = big(page, [{**entry, key: value}])
-            assert read_or_problem(varied, memo) == read_or_problem(varied, EntryMemo())
+            for typed in (False, True):
+                assert read_or_problem(varied, memo, typed=typed) == read_or_problem(
+                    varied, EntryMemo()
+                )
 
 
 def test_remembered_entries_stay_within_their_bound():

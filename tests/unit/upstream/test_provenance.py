@@ -11,7 +11,8 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from pypicache.upstream.entries import checked_provenance
-from pypicache.upstream.pages import parse_page, read_json_page
+from pypicache.upstream.jsonpage import read_json_page
+from pypicache.upstream.pages import parse_page
 from pypicache.upstream.provenance import (
     MAX_DOCUMENT_BYTES,
     InvalidProvenance,
