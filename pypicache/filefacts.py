@@ -8,10 +8,11 @@ column in ``models.File`` and a migration.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
 from datetime import datetime
 from operator import attrgetter
 from typing import Any, TypeVar
+
+import msgspec
 
 from pypicache.models import File
 
@@ -19,9 +20,13 @@ from pypicache.models import File
 UPLOADED = "uploaded"
 
 
-@dataclass(frozen=True, slots=True)
-class FileFacts:
-    """What an index says about one file, detached from any database session."""
+class FileFacts(msgspec.Struct, frozen=True, gc=False):
+    """What an index says about one file, detached from any database session.
+
+    A struct, not a dataclass: made a sixth as fast (a big page makes 11,000), and
+    left out of Python's cycle collections (texts, numbers and times are never part
+    of a cycle), which walked every cached page's facts otherwise.
+    """
 
     filename: str
     version: str | None
@@ -51,10 +56,12 @@ class FileFacts:
         )
         if (sha256, size, metadata_sha256) == (self.sha256, self.size, self.metadata_sha256):
             return self  # nothing to keep: the common case, 11,000 times on a big page
-        return replace(self, sha256=sha256, size=size, metadata_sha256=metadata_sha256)
+        return msgspec.structs.replace(
+            self, sha256=sha256, size=size, metadata_sha256=metadata_sha256
+        )
 
 
-FACT_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(FileFacts))
+FACT_FIELDS: tuple[str, ...] = FileFacts.__struct_fields__
 _read = attrgetter(*FACT_FIELDS)
 
 Facts = TypeVar("Facts", bound=FileFacts)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
+import msgspec
 from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session, raiseload, selectinload
 
@@ -179,7 +180,7 @@ def apply_page(
         facts = uf.keeping_known(row.facts)
         if seen and row.facts.upload_time is not None:
             # Still none upstream: the time it had stays, first seen or the upstream's own.
-            facts = replace(facts, upload_time=row.facts.upload_time)
+            facts = msgspec.structs.replace(facts, upload_time=row.facts.upload_time)
             seen = row.upload_time_seen
         cached_at = row.cached_at
         if uf.sha256 and row.facts.sha256 and uf.sha256 != row.facts.sha256:

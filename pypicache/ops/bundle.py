@@ -36,8 +36,7 @@ ORIGINS = ("upstream", "private")
 # -- the manifest ----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class BundleFile(FileFacts):
+class BundleFile(FileFacts, frozen=True, gc=False):
     """A file's facts as a bundle carries them: its bytes always with it, so hash and size known.
 
     ``metadata_sha256`` and ``metadata_size`` are set exactly when has_metadata.

@@ -10,11 +10,12 @@ import tempfile
 import zipfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC
 from pathlib import Path
 from typing import IO
 
+import msgspec
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
@@ -120,7 +121,7 @@ def _export_file(
         sources[metadata[0]] = metadata[1]
     elif row.has_metadata:
         skipped.append(f"{where}: core metadata not cached; exported without it")
-    facts = replace(
+    facts = msgspec.structs.replace(
         facts_of(row),
         size=size,
         has_metadata=metadata is not None,

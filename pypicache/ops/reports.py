@@ -71,8 +71,7 @@ class ProjectRow:
     cached_files: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class FileRow(FileFacts):
+class FileRow(FileFacts, frozen=True, gc=False):
     """A file's facts as the admin's project page lists them, with where it came from."""
 
     origin: str

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import BinaryIO
 
+import msgspec
 from packaging.utils import canonicalize_name, canonicalize_version
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
@@ -400,7 +401,7 @@ class PrivatePackages:
                 keep_metadata = bool(
                     facts.metadata_sha256 and self._store.exists(facts.metadata_sha256)
                 )
-                copied = replace(
+                copied = msgspec.structs.replace(
                     facts,
                     upstream_url=None,
                     provenance=None,  # its document is the source's: not copied

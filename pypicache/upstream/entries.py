@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote, urljoin, urlsplit
 from urllib.request import url2pathname
 
+import msgspec
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 from pypi_simple import DistributionPackage, ProjectPage
@@ -53,7 +54,8 @@ class UpstreamPage:
         if not missing:
             return self
         files = tuple(
-            replace(f, upload_time=moment) if f.upload_time is None else f for f in self.files
+            msgspec.structs.replace(f, upload_time=moment) if f.upload_time is None else f
+            for f in self.files
         )
         return replace(self, files=files, first_seen=self.first_seen | missing)
 
