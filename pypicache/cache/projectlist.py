@@ -8,7 +8,6 @@ there (the other upstreams' lists, and ours, are merged in from memory).
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import logging
@@ -23,6 +22,7 @@ from html import escape
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
+from isal import igzip
 from sqlalchemy import func, select
 
 from pypicache.cache import changes
@@ -328,7 +328,7 @@ def _gzip_temp(directory: Path, source: Path) -> Path:
     fd, name = tempfile.mkstemp(dir=directory, prefix=".tmp-")
     try:
         with os.fdopen(fd, "wb") as raw, source.open("rb") as handle:
-            with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=GZIP_LEVEL, mtime=0) as out:
+            with igzip.GzipFile(fileobj=raw, mode="wb", compresslevel=GZIP_LEVEL, mtime=0) as out:
                 while chunk := handle.read(1 << 20):
                     out.write(chunk)
             raw.flush()

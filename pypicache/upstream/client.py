@@ -16,6 +16,7 @@ from urllib.parse import quote, urljoin, urlsplit
 
 import requests
 import urllib3
+from isal import isal_zlib
 from packaging.utils import (
     canonicalize_name,
 )
@@ -591,19 +592,20 @@ def decoded(chunks: Iterable[bytes], content_encoding: str) -> Iterator[bytes]:
 
 
 def _inflate(chunks: Iterable[bytes], wbits: int) -> Iterator[bytes]:
-    decoder = zlib.decompressobj(wbits)
+    """ISA-L's inflate: zlib's format, in half its time (a big page comes gzip-encoded)."""
+    decoder = isal_zlib.decompressobj(wbits)
     try:
         for data in chunks:
             while data:
                 if decoder.eof:  # another gzip member follows
-                    decoder = zlib.decompressobj(wbits)
+                    decoder = isal_zlib.decompressobj(wbits)
                 out = decoder.decompress(data, CHUNK)
                 data = decoder.unused_data if decoder.eof else decoder.unconsumed_tail
                 while out:
                     yield out
                     # A full buffer may leave output inside zlib: drain it, CHUNK at a time.
                     out = decoder.decompress(b"", CHUNK) if len(out) == CHUNK else b""
-    except zlib.error as exc:
+    except isal_zlib.error as exc:
         raise InvalidPage(f"undecodable compressed page: {exc}") from exc
     if not decoder.eof:
         raise InvalidPage("compressed page ends early")
