@@ -47,14 +47,16 @@ def made_here(engine: Engine, serial: int) -> bool:
 
 
 # Built once: building a statement and its cache key cost more than its run, and every
-# stored page change runs these.
+# stored page change runs these.  On the tables, not the mapped classes: none of their
+# rows is loaded as an object here, and the ORM's DML path cost more than the statements.
+_COUNTER = ChangeCounter.__table__
 _NEXT_SERIAL = (
-    update(ChangeCounter)
-    .where(ChangeCounter.id == 1)
-    .values(serial=ChangeCounter.serial + 1)
-    .returning(ChangeCounter.serial)
+    update(_COUNTER)
+    .where(_COUNTER.c.id == 1)
+    .values(serial=_COUNTER.c.serial + 1)
+    .returning(_COUNTER.c.serial)
 )
-_CHANGE = insert(Change).values(
+_CHANGE = insert(Change.__table__).values(
     serial=bindparam("serial"),
     name=bindparam("name"),
     action=bindparam("action"),
@@ -64,10 +66,10 @@ _CHANGE = insert(Change).values(
 
 def _name_serial_statement(dialect: Any) -> Any:
     return (
-        dialect.insert(NameSerial)
+        dialect.insert(NameSerial.__table__)
         .values(name=bindparam("name"), serial=bindparam("serial"))
         .on_conflict_do_update(
-            index_elements=[NameSerial.name], set_={"serial": bindparam("serial")}
+            index_elements=[NameSerial.__table__.c.name], set_={"serial": bindparam("serial")}
         )
     )
 
