@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 def parse_page(
     name: str,
-    body: bytes,
+    body: bytes | bytearray,
     content_type: str | None,
     url: str,
     *,
@@ -50,7 +50,7 @@ def parse_page(
     try:
         page = ProjectPage.from_html(
             project=name,
-            html=body,
+            html=bytes(body),
             base_url=url,
             from_encoding=charset if isinstance(charset, str) else None,
         )

@@ -83,7 +83,7 @@ class TypedPage(msgspec.Struct, rename={"project_status": "project-status"}):
 _decoder = msgspec.json.Decoder(TypedPage)
 
 
-def decode(body: bytes) -> TypedPage | None:
+def decode(body: bytes | bytearray) -> TypedPage | None:
     """The page in ``body``; None when it is not UTF-8 JSON of the simple API's types."""
     try:
         return _decoder.decode(body)
