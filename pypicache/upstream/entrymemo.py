@@ -5,7 +5,8 @@ A project of 11,000 files is fetched again whenever it changes (the follower's
 refetch, a revalidation that finds a new release), and all but a few of its entries
 are what they were: checking each again cost 6 µs of the 8 µs an entry costs to
 read.  An entry is remembered by every value its facts are made of, with the type of
-those a JSON value of another type could equal (``1 == 1.0 == True``); only entries
+those a JSON value of another type could equal (``1 == 1.0 == True``), or, read typed,
+by a hash of its JSON text (the same text, the same facts); only entries
 taken whole (nothing left out, nothing logged) are remembered, so a hit gives what
 checking it would give.
 """
@@ -20,9 +21,11 @@ from pypicache.filefacts import FileFacts
 
 # Pages with fewer entries are read again in less time than remembering them costs.
 MEMO_MIN_FILES = 1_000
-# Entries remembered in all (about 320 bytes each, their facts aside, which the page
-# cache holds anyway): the biggest projects' pages, the least recently read dropped.
-MEMO_MAX_ENTRIES = 30_000
+# Entries remembered in all (about 100 bytes each for a typed page's, whose key is a
+# hash of the entry's text; their facts aside, which the page cache holds anyway): the
+# biggest projects' pages (a real install set's big ones list 46,000 files), the least
+# recently read dropped.
+MEMO_MAX_ENTRIES = 60_000
 
 EntryKey = tuple[Hashable, ...]
 
@@ -65,7 +68,7 @@ def entry_key(entry: object) -> EntryKey | None:
 
 class EntryMemo:
     """(project, page URL) -> each remembered entry's facts, by its key (an ``entry_key``,
-    or a typed entry, which is its own); thread-safe, bounded."""
+    or the hash of a typed entry's text); thread-safe, bounded."""
 
     def __init__(self, max_entries: int = MEMO_MAX_ENTRIES) -> None:
         self.max_entries = max_entries

@@ -12,7 +12,7 @@ simple API gives is read here, the careful way (see ``typedpage`` for the others
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Hashable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -136,14 +136,16 @@ def read_entries(
     memo: EntryMemo,
     key_of: Callable[[Entry], Hashable | None],
     read: Callable[[Entry, str, str, Metrics | None], tuple[FileFacts | None, bool]],
+    before: Mapping[Hashable, FileFacts] | None = None,
 ) -> tuple[FileFacts, ...]:
     """The page's files, each entry read with ``read``; a big page's entries as they
-    were last time (``key_of``: every value an entry's facts are made of) give the facts
-    they gave then."""
+    were last time (``key_of``: a key made of every value an entry's facts are made of)
+    give the facts they gave then (``before``: what the memo held, if already asked)."""
     if len(entries) < MEMO_MIN_FILES:
         found = (read(entry, name, base_url, metrics)[0] for entry in entries)
         return distinct_files(found, name, metrics)
-    before = memo.get(name, base_url)
+    if before is None:
+        before = memo.get(name, base_url)
     now: dict[Hashable, FileFacts] = {}
 
     def each() -> Iterator[FileFacts | None]:

@@ -38,8 +38,13 @@ def parse_page(
     charset = header.get_param("charset")
     if media_type == "application/vnd.pypi.simple.v1+json":
         typed = decode(body)
-        if typed is not None:
-            return read_typed_page(name, typed, url, serial=serial, etag=etag, metrics=metrics)
+        read = (
+            read_typed_page(name, typed, url, serial=serial, etag=etag, metrics=metrics)
+            if typed is not None
+            else None
+        )
+        if read is not None:
+            return read
         try:
             data = json.loads(body)
         except (ValueError, RecursionError) as exc:

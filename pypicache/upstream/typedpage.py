@@ -4,21 +4,25 @@ sends are read.
 Decoding 11,000 entries into dictionaries and then asking each for its keys cost more
 than checking them: json.loads took 25 ms of such a page and the lookups a third of
 the rest.  msgspec decodes the body into the types the simple API gives (strings,
-integers, booleans, the hashes' sha256) in C, entries as frozen values that are their
-own memo keys.  A page with any value of another type, or not UTF-8 JSON, is no such
-page: ``decode`` answers None, and it is read by ``jsonpage``, which takes any JSON, so
-what a page gives never depends on which reader read it.
+integers, booleans, the hashes' sha256) in C; a big page's entries are each first
+hashed as text, and those read last time are not decoded at all.  A page with any
+value of another type, or not UTF-8 JSON, is no such page: ``decode`` or
+``read_typed_page`` answers None before any entry is read, and the page is read by
+``jsonpage``, which takes any JSON, so what a page gives never depends on which reader
+read it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Mapping
+from hashlib import blake2b
 from typing import TYPE_CHECKING
 
 import msgspec
 
 from pypicache.filefacts import FileFacts
 from pypicache.upstream.entries import UpstreamPage, all_versions, upstream_text
-from pypicache.upstream.entrymemo import EntryMemo
+from pypicache.upstream.entrymemo import MEMO_MIN_FILES, EntryMemo
 from pypicache.upstream.jsonpage import (
     check_header,
     digest_problem,
@@ -71,16 +75,25 @@ class _Status(msgspec.Struct):
 
 
 class TypedPage(msgspec.Struct, rename={"project_status": "project-status"}):
-    """A page's values, each of the type the simple API gives it."""
+    """A page's values, each of the type the simple API gives it; its entries as their
+    JSON text, decoded as they are read (a big page's known ones never are)."""
 
     meta: _Meta
     name: str
-    files: list[_Entry]
+    files: list[msgspec.Raw]
     versions: list[str] | None = None
     project_status: _Status | None = None
 
 
 _decoder = msgspec.json.Decoder(TypedPage)
+_entry_decoder = msgspec.json.Decoder(_Entry)
+# An entry's text, hashed: the memo's key for it.  The same text gives the same facts;
+# 16 bytes a key rather than the entry's decoded values (900 bytes, 16 MB for the
+# benchmark's big pages).  A collision would give an entry another of the same page's
+# checked facts, and needs 2**64 tries.
+_KEY_BYTES = 16
+
+_Read = tuple[bytes | None, _Entry | None]
 
 
 def decode(body: bytes | bytearray) -> TypedPage | None:
@@ -101,12 +114,17 @@ def read_typed_page(
     metrics: Metrics | None = None,
     memo: EntryMemo = shared_memo,
 ) -> UpstreamPage:
-    """What ``read_json_page`` gives for the same page, read from typed values."""
+    """What ``read_json_page`` gives for the same page, read from typed values; None when
+    an entry is not of the simple API's types (found before any entry is read)."""
     status = page.project_status or _Status()
     state = check_header(name, page.meta.api_version, page.name, status.status)
     if serial is None:
         serial = page_serial(page.meta.last_serial)
-    files = read_entries(page.files, name, base_url, metrics, memo, _itself, _file)
+    known = memo.get(name, base_url) if len(page.files) >= MEMO_MIN_FILES else None
+    entries = _decoded(page.files, known)
+    if entries is None:
+        return None
+    files = read_entries(entries, name, base_url, metrics, memo, _key, _file, known)
     return UpstreamPage(
         name,
         files,
@@ -118,13 +136,33 @@ def read_typed_page(
     )
 
 
-def _itself(entry: _Entry) -> _Entry:
-    return entry
+def _decoded(
+    raws: list[msgspec.Raw], known: Mapping[Hashable, FileFacts] | None
+) -> list[_Read] | None:
+    """Each entry with its key (``known``: a big page's entries as last read, which are
+    not decoded again), decoded; None when one does not decode as the simple API's types."""
+    entries: list[_Read] = []
+    for raw in raws:
+        key = blake2b(raw, digest_size=_KEY_BYTES).digest() if known is not None else None
+        if key is not None and key in known:  # type: ignore[operator]  # known is not None
+            entries.append((key, None))
+            continue
+        try:
+            entries.append((key, _entry_decoder.decode(raw)))
+        except (msgspec.DecodeError, RecursionError):
+            return None
+    return entries
+
+
+def _key(read: _Read) -> bytes | None:
+    return read[0]
 
 
 def _file(
-    entry: _Entry, project: str, base_url: str, metrics: Metrics | None
+    read: _Read, project: str, base_url: str, metrics: Metrics | None
 ) -> tuple[FileFacts | None, bool]:
+    entry = read[1]
+    assert entry is not None  # a known entry's facts come from the memo, never read here
     metadata = entry.core_metadata
     if metadata is msgspec.UNSET:
         metadata = entry.dist_info_metadata

@@ -324,9 +324,12 @@ def read_or_problem(page: object, memo: EntryMemo, *, typed: bool = False) -> ob
     metrics = Metrics()
     decoded = decode(json.dumps(page).encode()) if typed else None
     try:
-        if decoded is not None:
-            read = read_typed_page(NAME, decoded, BASE, metrics=metrics, memo=memo)
-        else:
+        read = (
+            read_typed_page(NAME, decoded, BASE, metrics=metrics, memo=memo)
+            if decoded is not None
+            else None
+        )
+        if read is None:
             read = read_json_page(NAME, page, BASE, metrics=metrics, memo=memo)
     except InvalidPage as exc:
         return f"invalid: {exc}"
@@ -402,7 +405,9 @@ def test_a_big_page_read_again_reads_as_it_reads_afresh(
 
 @given(pages())
 def test_the_pages_indexes_send_are_read_typed(page: dict[str, Any]):
-    assert decode(json.dumps(page).encode()) is not None
+    decoded = decode(json.dumps(page).encode())
+    assert decoded is not None
+    assert read_typed_page(NAME, decoded, BASE, memo=EntryMemo()) is not None
 
 
 @given(damaged_pages())
