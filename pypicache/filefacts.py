@@ -23,7 +23,7 @@ UPLOADED = "uploaded"
 class FileFacts(msgspec.Struct, frozen=True, gc=False):
     """What an index says about one file, detached from any database session.
 
-    A struct, not a dataclass: made a sixth as fast (a big page makes 11,000), and
+    A struct, not a dataclass: made in a tenth of the time (a big page makes 11,000), and
     left out of Python's cycle collections (texts, numbers and times are never part
     of a cycle), which walked every cached page's facts otherwise.
     """

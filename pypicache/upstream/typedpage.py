@@ -88,7 +88,7 @@ class TypedPage(msgspec.Struct, rename={"project_status": "project-status"}):
 _decoder = msgspec.json.Decoder(TypedPage)
 _entry_decoder = msgspec.json.Decoder(_Entry)
 # An entry's text, hashed: the memo's key for it.  The same text gives the same facts;
-# 16 bytes a key rather than the entry's decoded values (900 bytes, 16 MB for the
+# 16 bytes a key rather than the entry's decoded values (about 6 MB more for the
 # benchmark's big pages).  A collision would give an entry another of the same page's
 # checked facts, and needs 2**64 tries.
 _KEY_BYTES = 16
@@ -113,7 +113,7 @@ def read_typed_page(
     etag: str | None = None,
     metrics: Metrics | None = None,
     memo: EntryMemo = shared_memo,
-) -> UpstreamPage:
+) -> UpstreamPage | None:
     """What ``read_json_page`` gives for the same page, read from typed values; None when
     an entry is not of the simple API's types (found before any entry is read)."""
     status = page.project_status or _Status()
