@@ -35,10 +35,10 @@ from pypicache.upstream.entries import (
     NotModified,
     UpstreamNames,
     UpstreamPage,
-    all_versions,
     checked_file,
     checked_page,
     local_path,
+    page_of,
     parse_serial,
     reject,
     valid_names,
@@ -274,7 +274,7 @@ class UpstreamClient:
             if p.is_file() and p.name.endswith(DIST_SUFFIXES)
         )
         files = tuple(f for f in entries if f is not None)
-        return UpstreamPage(name, files, all_versions(files, None), None, None, None, None)
+        return page_of(name, files, None, None, None, None, None)
 
     # -- the project list ------------------------------------------------------------------
 

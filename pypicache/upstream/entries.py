@@ -334,15 +334,7 @@ def checked_page(
     )
     files = distinct_files(entries, name, metrics)
     status = page.status.value if page.status is not None else None
-    return UpstreamPage(
-        name,
-        files,
-        all_versions(files, page.versions),
-        serial,
-        etag,
-        status,
-        upstream_text(page.status_reason),
-    )
+    return page_of(name, files, page.versions, serial, etag, status, page.status_reason)
 
 
 def checked_file(
@@ -461,10 +453,20 @@ def storable_size(value: object) -> int | None:
     return value
 
 
-def all_versions(files: tuple[FileFacts, ...], listed: list[str] | None) -> tuple[str, ...]:
+def page_of(
+    name: str,
+    files: tuple[FileFacts, ...],
+    listed: list[str] | None,
+    serial: int | None,
+    etag: str | None,
+    status: str | None,
+    reason: object,
+) -> UpstreamPage:
+    """The page every reader makes of what it read: its versions those listed (as we may
+    store them) and its files', its status reason upstream text."""
     versions = {v for v in map(storable_version, listed or ()) if v is not None}
     versions.update(f.version for f in files if f.version)
-    return tuple(versions)
+    return UpstreamPage(name, files, tuple(versions), serial, etag, status, upstream_text(reason))
 
 
 def local_path(url: str) -> Path:

@@ -27,11 +27,11 @@ from pypicache.filefacts import FileFacts
 from pypicache.upstream.entries import (
     InvalidPage,
     UpstreamPage,
-    all_versions,
     checked_provenance,
     checked_serial,
     distinct_files,
     filename_problem,
+    page_of,
     parse_serial,
     reject,
     storable_size,
@@ -95,15 +95,7 @@ def read_json_page(
     if serial is None:
         serial = page_serial(meta.get("_last-serial"))
     files = read_entries(entries, name, base_url, metrics, memo, entry_key, _file)
-    return UpstreamPage(
-        name,
-        files,
-        all_versions(files, listed),
-        serial,
-        etag,
-        state,
-        upstream_text(status.get("reason")),
-    )
+    return page_of(name, files, listed, serial, etag, state, status.get("reason"))
 
 
 def check_header(name: str, api_version: object, project: object, state: object) -> str | None:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from pypicache.filefacts import FileFacts
-from pypicache.upstream.entries import UpstreamPage, all_versions, upstream_text
+from pypicache.upstream.entries import UpstreamPage, page_of
 from pypicache.upstream.entrymemo import MEMO_MIN_FILES, EntryMemo
 from pypicache.upstream.jsonpage import (
     check_header,
@@ -125,15 +125,7 @@ def read_typed_page(
     if entries is None:
         return None
     files = read_entries(entries, name, base_url, metrics, memo, _key, _file, known)
-    return UpstreamPage(
-        name,
-        files,
-        all_versions(files, page.versions),
-        serial,
-        etag,
-        state,
-        upstream_text(status.reason),
-    )
+    return page_of(name, files, page.versions, serial, etag, state, status.reason)
 
 
 def _decoded(
