@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import ipaddress
 import os
@@ -13,7 +14,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from pypi_simple import PYPI_SIMPLE_ENDPOINT
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -493,12 +493,33 @@ def _secret(key: str, raw: str) -> str:
 
 _MIB = 1024 * 1024
 
+
+def _pypi_simple_endpoint() -> str:
+    """``pypi_simple.PYPI_SIMPLE_ENDPOINT``, read from the module's source: importing it
+    loads its parsers (bs4, lxml, pydantic: 16 MB of every process), which only an HTML
+    upstream needs."""
+    spec = importlib.util.find_spec("pypi_simple")
+    if spec is not None and spec.origin is not None:
+        for node in ast.parse(Path(spec.origin).read_bytes()).body:
+            if (
+                isinstance(node, ast.AnnAssign)
+                and isinstance(node.target, ast.Name)
+                and node.target.id == "PYPI_SIMPLE_ENDPOINT"
+                and isinstance(node.value, ast.Constant)
+                and isinstance(node.value.value, str)
+            ):
+                return node.value.value
+    from pypi_simple import PYPI_SIMPLE_ENDPOINT
+
+    return PYPI_SIMPLE_ENDPOINT
+
+
 # Every setting we read, the one place each is declared.  The environment
 # variable of ``pypicache.NAME`` is ``PYPICACHE_NAME`` (see env_name).
 SETTINGS: tuple[Setting, ...] = (
     Setting(
         "pypicache.upstream_url",
-        PYPI_SIMPLE_ENDPOINT,
+        _pypi_simple_endpoint(),
         _upstream_url,
         "The upstream simple index: http(s)://, file:// (a local PEP 503 tree) or none.",
     ),

@@ -20,7 +20,6 @@ from isal import isal_zlib
 from packaging.utils import (
     canonicalize_name,
 )
-from pypi_simple import DistributionPackage, Link, ProjectPage
 from urllib3.util.retry import Retry
 
 from pypicache.errors import (
@@ -254,6 +253,9 @@ class UpstreamClient:
             if not found:
                 raise ProjectNotFound(name)
             directory = found[0]
+        # Only here: pypi_simple brings its parsers (bs4, lxml, pydantic: 16 MB) with it.
+        from pypi_simple import DistributionPackage, Link, ProjectPage
+
         index = directory / "index.html"
         if index.is_file():
             base_url = index.as_uri()

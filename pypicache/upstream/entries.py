@@ -18,7 +18,6 @@ from urllib.request import url2pathname
 import msgspec
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
-from pypi_simple import DistributionPackage, ProjectPage
 
 from pypicache.digests import is_sha256
 from pypicache.errors import InvalidName, UpstreamUnavailable
@@ -27,6 +26,8 @@ from pypicache.models import FILENAME_LENGTH, NAME_LENGTH, VERSION_LENGTH
 from pypicache.names import normalize_project
 
 if TYPE_CHECKING:
+    from pypi_simple import DistributionPackage, ProjectPage
+
     from pypicache.ops.metrics import Metrics
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,6 @@ from urllib.parse import urljoin
 
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
-from pypi_simple import UnparsableFilenameError, parse_filename
 
 from pypicache.digests import is_sha256
 from pypicache.filefacts import FileFacts
@@ -34,6 +33,7 @@ from pypicache.upstream.entries import (
     page_of,
     parse_serial,
     reject,
+    sdist_project,
     storable_size,
     storable_version,
     upstream_text,
@@ -261,17 +261,33 @@ def digest_problem(sha256: object, metadata_sha256: object) -> str | None:
 def dist_version(filename: str, project: str) -> str | None:
     """The version a distribution's file name gives, spelled as in the name.
 
-    ``filename`` is one ``filename_problem`` accepted, so a wheel's name has its
-    version in the second field; other names are read with the project as the hint.
+    ``filename`` is one ``filename_problem`` accepted for ``project`` (a normalized
+    name), so a wheel's name has its version in the second field; other names are read
+    with the project as the hint.
     """
     if filename.endswith(".whl"):
         version: str | None = filename.split("-", 2)[1]
     else:
-        try:
-            version = parse_filename(filename, project)[1]
-        except UnparsableFilenameError:
-            version = None
+        version = _sdist_version(filename, project)
     return _stored_version(version) if version is not None else None
+
+
+def _sdist_version(filename: str, project: str) -> str | None:
+    """An sdist's version; pypi_simple's parser only for names it could read another way
+    than at the last dash: legacy formats, local versions ("1.0+x.win" reads as "1.0" of
+    a built distribution), names outside ASCII.  Importing it loads its HTML and JSON
+    parsers too (bs4, lxml, pydantic: 16 MB), which a process reading JSON never needs."""
+    if filename.isascii() and sdist_project(filename) == project:
+        stem = filename.removesuffix(".tar.gz") if filename.endswith(".tar.gz") else filename
+        version = stem.removesuffix(".zip").rpartition("-")[2]
+        if "+" not in version:
+            return version
+    from pypi_simple import UnparsableFilenameError, parse_filename
+
+    try:
+        return parse_filename(filename, project)[1]
+    except UnparsableFilenameError:
+        return None
 
 
 @lru_cache(maxsize=4096)

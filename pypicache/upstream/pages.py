@@ -8,8 +8,6 @@ import json
 from email.message import Message
 from typing import TYPE_CHECKING
 
-from pypi_simple import ProjectPage
-
 from pypicache.upstream.entries import InvalidPage, UpstreamPage, checked_page
 from pypicache.upstream.jsonpage import read_json_page
 from pypicache.upstream.typedpage import decode, read_typed_page
@@ -52,6 +50,9 @@ def parse_page(
         return read_json_page(name, data, url, serial=serial, etag=etag, metrics=metrics)
     if media_type not in ("application/vnd.pypi.simple.v1+html", "text/html"):
         raise InvalidPage(f"not a project page: Content-Type {media_type!r}")
+    # Only for HTML: pypi_simple brings its parsers (bs4, lxml, pydantic: 16 MB) with it.
+    from pypi_simple import ProjectPage
+
     try:
         page = ProjectPage.from_html(
             project=name,

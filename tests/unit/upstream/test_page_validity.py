@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sys
 import zlib
 
 import pytest
@@ -159,6 +160,21 @@ def test_a_json_page_naming_another_project_is_refused(other):
         assert canonicalize_name(other) != NAME
         return
     assert canonicalize_name(other) == parsed.name == NAME
+
+
+@pytest.mark.parametrize("yanked", [False, 1], ids=["typed", "plain"])
+def test_a_json_page_is_read_without_pypi_simple(monkeypatch: pytest.MonkeyPatch, yanked):
+    """pypi_simple's import loads its HTML and JSON parsers (16 MB): JSON upstreams never do."""
+    files = ["demo_pkg-1.0-py3-none-any.whl", "demo_pkg-1.0.tar.gz", "demo-pkg-2.0.zip"]
+    entries = [{"filename": f, "url": f"/f/{f}", "hashes": {}, "yanked": yanked} for f in files]
+    body = json.dumps({"meta": {"api-version": "1.1"}, "name": NAME, "files": entries}).encode()
+    monkeypatch.setitem(sys.modules, "pypi_simple", None)  # what an absent package looks like
+    parsed = parse_page(NAME, body, JSON_TYPE, "https://up.example/simple/demo-pkg/")
+    assert [(f.filename, f.version) for f in parsed.files] == [
+        (files[0], "1.0"),
+        (files[1], "1.0"),
+        (files[2], "2.0"),
+    ]
 
 
 def test_html_without_links_or_the_simple_api_meta_is_not_a_page():

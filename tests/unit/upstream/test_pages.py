@@ -16,7 +16,7 @@ from packaging.utils import (
     parse_sdist_filename,
     parse_wheel_filename,
 )
-from pypi_simple import ProjectPage
+from pypi_simple import ProjectPage, UnparsableFilenameError, parse_filename
 
 from pypicache.digests import is_sha256
 from pypicache.ops.metrics import Metrics
@@ -29,7 +29,13 @@ from pypicache.upstream.entries import (
     wheel_project,
 )
 from pypicache.upstream.entrymemo import MEMO_MIN_FILES, EntryMemo
-from pypicache.upstream.jsonpage import STATUSES, absolute_url, read_json_page, upload_time
+from pypicache.upstream.jsonpage import (
+    STATUSES,
+    absolute_url,
+    dist_version,
+    read_json_page,
+    upload_time,
+)
 from pypicache.upstream.typedpage import decode, read_typed_page
 
 NAME = "demo-pkg"
@@ -80,6 +86,34 @@ sdist_filenames = st.builds(
 @example("demo-pkg-1.0.zip")
 def test_an_sdist_name_is_valid_exactly_when_packaging_says(filename: str):
     assert sdist_project(filename) == packaging_project(filename)
+
+
+def pypi_simple_version(filename: str, project: str) -> str | None:
+    try:
+        return parse_filename(filename, project)[1]
+    except UnparsableFilenameError:
+        return None
+
+
+# Names that read another way than at the last dash, or only with the hint: legacy
+# formats, built distributions, local versions naming a platform, a Kelvin sign (whose
+# lower case is "k").
+distribution_names = st.builds(
+    lambda name, version, suffix: f"{name}-{version}{suffix}",
+    st.sampled_from(["kit-pkg", "Kit_Pkg", "kit.pkg", "\u212ait-pkg", "kit", "kit-pkg-kit"]),
+    st.sampled_from(["1.0", "1!2.0.post1", "1.0-1", "1.0+local.win", "1.0+x.linux", "1.0_rc1"]),
+    st.sampled_from([".tar.gz", ".zip", ".tar.bz2", ".tgz", ".egg", "-py3.8.egg"])
+    | st.sampled_from([".linux-x86_64.tar.gz", ".win32.zip", ".macosx-10.9.tar.gz"]),
+)
+
+
+@given(distribution_names)
+@example("kit_pkg-1.0.tar.gz")
+@example("kit-pkg-1.0+local.win.zip")
+def test_a_distribution_version_is_what_pypi_simple_reads(filename: str):
+    project = "kit-pkg"
+    if filename_problem(filename, project) is None:
+        assert dist_version(filename, project) == pypi_simple_version(filename, project)
 
 
 def test_a_compressed_tag_set_is_checked_without_expanding_it():
