@@ -122,7 +122,7 @@ class FileCache:
             handle = self._open_stored(facts.metadata_sha256)
             note("metadata", "hit" if handle is not None else "miss")
             if handle is None:
-                handle = self._open_metadata(project, facts)
+                return self._open_metadata(project, facts, ranged)
             return FileAnswer(facts, facts.metadata_sha256, handle=handle)
         facts = self._locate(project, filename)
         if admit is not None:
@@ -148,9 +148,10 @@ class FileCache:
             if answer is not None:
                 return answer
         size = fill.wait_started()
-        if size is None or ranged:
-            # Without a size there is no Content-Length to promise; a range needs the whole file.
+        if ranged:  # a range needs the whole file
             return self._stored(facts, fill.wait_finished())
+        if size is None:  # no Content-Length to promise before all of it hashed right
+            size = fill.wait_verified()
         return FileAnswer(facts, facts.sha256, chunks=fill.chunks(), size=size)
 
     def _upstream_range(self, facts: FileFacts, fill: Fill, span: Span | None) -> FileAnswer | None:
@@ -161,7 +162,7 @@ class FileCache:
         answer is checked to be exactly this range of a file of the page's size; the
         fill goes on regardless and is what the cache keeps, once its hash matched.
         """
-        if span is None or fill.done or facts.size is None:
+        if span is None or fill.done or fill.verified or facts.size is None:
             return None
         if not 0 <= span.start <= span.end < facts.size:
             return None
@@ -193,22 +194,22 @@ class FileCache:
             )
         )
 
-    def _open_metadata(self, project: str, facts: FileFacts) -> BlobReader:
+    def _open_metadata(self, project: str, facts: FileFacts, ranged: bool) -> FileAnswer:
         """The file's core metadata (PEP 658), fetched from the upstream on first use."""
         if not facts.has_metadata:
             raise FileNotFound(f"{facts.filename} has no metadata file")
-        stored = self._open_stored(facts.metadata_sha256)
-        if stored is not None:
-            return stored
         url = _url(facts) + METADATA_SUFFIX
         fill = self._fills.get_or_start(
             Download(self._source, project, facts.filename, True, url, facts.metadata_sha256, None)
         )
+        if fill is not None and not ranged:
+            size = fill.wait_verified()  # its size, which no page gives
+            return FileAnswer(facts, facts.metadata_sha256, chunks=fill.chunks(), size=size)
         sha256 = fill.wait_finished() if fill is not None else facts.metadata_sha256
         stored = self._open_stored(sha256)
         if stored is None:
             raise FileNotFound(f"metadata of {facts.filename} vanished from the store")
-        return stored
+        return FileAnswer(facts, facts.metadata_sha256, handle=stored)
 
 
 class _Body:

@@ -110,7 +110,8 @@ class Fill:
         self._started = False
         self._written = 0
         self.size: int | None = None
-        self.sha256: str | None = None
+        self.sha256: str | None = None  # once stored
+        self._verified: str | None = None  # once the bytes hashed right, stored or not yet
         self.error: PypicacheError | None = None
 
     # -- the download thread ---------------------------------------------------------------
@@ -206,6 +207,13 @@ class Fill:
                 raise UpstreamUnavailable(
                     f"{self.key}: upstream sent {writer.size} of {size} bytes"
                 )
+            # Readers take the bytes once they hashed right and were read back as written;
+            # making them durable, publishing and recording them (2 ms of a small file's
+            # 5) is then no longer a client's wait.
+            verified = writer.verify(self._expected_sha256)
+            with self._cond:
+                self._verified = verified
+                self._cond.notify_all()
             sha256 = writer.commit(self._expected_sha256)
         except BaseException:
             writer.abort()
@@ -237,6 +245,11 @@ class Fill:
     def done(self) -> bool:
         return self.sha256 is not None or self.error is not None
 
+    @property
+    def verified(self) -> bool:
+        """Whether every byte is here and hashed right (stored, or still being stored)."""
+        return self._verified is not None or self.sha256 is not None
+
     def wait_started(self) -> int | None:
         """Block until the upstream answered; return the size to announce to the client."""
         with self._cond:
@@ -244,6 +257,22 @@ class Fill:
                 raise UpstreamTimeout(f"upstream did not answer for {self.key}")
             self._raise_error()
             return self.size
+
+    def wait_verified(self) -> int:
+        """Block until the bytes hashed right (stored, or still being stored); their size."""
+        with self._cond:
+            while self._verified is None and not self.done:
+                written = self._written
+                if not self._cond.wait_for(
+                    lambda seen=written: (
+                        self._verified is not None or self.done or self._written != seen
+                    ),
+                    self._read_timeout,
+                ):
+                    raise UpstreamTimeout(f"upstream stalled sending {self.key}")
+            if self._verified is None:
+                self._raise_error()
+            return self._written
 
     def wait_finished(self) -> str:
         """Block until the file is stored; return its sha256."""
@@ -280,9 +309,10 @@ class Fill:
     def _wait_for_data(self, position: int) -> int | None:
         """Hold the lock; wait until bytes beyond ``position`` may be sent (None: all sent)."""
         while True:
-            self._raise_error()
-            if self.sha256 is not None:
+            if self.sha256 is not None or self._verified is not None:
+                # All of it; an error in storing it after that is no reader's.
                 return None if position >= self._written else self._written
+            self._raise_error()
             limit = self._written - 1  # the held-back byte
             if limit > position:
                 return limit
@@ -343,9 +373,10 @@ class FillRegistry:
         key = download.key
         with self._lock:
             fill = self._fills.get(key)
-            if fill is not None and fill.error is None:
+            if fill is not None and fill.error is None and fill.download.sha256 == download.sha256:
                 return fill
-            # A failed fill stays listed until its thread ends: a retry starts afresh.
+            # A failed fill stays listed until its thread ends: a retry starts afresh; so
+            # does a request for other bytes under the name (the page changed meanwhile).
             if download.sha256 is not None and self._store.exists(download.sha256):
                 return None
             source = self._source_for(download.project)

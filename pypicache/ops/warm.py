@@ -15,6 +15,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -37,6 +38,10 @@ _ERROR_START = re.compile(r"^\s*(ERROR:|error:)")
 _NO_MATCH = re.compile(r"No matching distribution found for (\S+)")
 _FILE_URL = re.compile(r"/packages/[^/\s]+/([^/\s?#]+)")
 # pip's error markers and the box drawing of its rich diagnostics.
+# A fill records a file just after the client has its bytes: how long the report waits
+# for the records of the last files pip saved, and how often it looks.
+RECORD_WAIT = 5.0
+RECORD_POLL = 0.05
 _DECORATION = re.compile(r"^(?:ERROR:|error:|\u00d7|\u2570\u2500>|\u2502)\s*")
 
 
@@ -172,14 +177,28 @@ def warm(
         if failure is not None:
             report.failures.append(failure)
         saved = sorted(p for p in dest.iterdir() if p.is_file())
-        with database.unit_of_work() as db:
-            for path in saved:
-                outcome = _classify(db, path, since)
-                if isinstance(outcome, Failure):
-                    report.failures.append(outcome)
-                else:
-                    report.files.append(outcome)
+        for outcome in _classified(database, saved, since):
+            if isinstance(outcome, Failure):
+                report.failures.append(outcome)
+            else:
+                report.files.append(outcome)
     return report
+
+
+def _classified(
+    database: Database, saved: list[Path], since: datetime
+) -> list[WarmedFile | Failure]:
+    """Each saved file's outcome, once the index recorded the ones it fetched (or after
+    RECORD_WAIT: a file whose bytes were stored already under another name never is)."""
+    digests = {path: _digest(path) for path in saved}
+    deadline = time.monotonic() + RECORD_WAIT
+    while True:
+        final = time.monotonic() >= deadline
+        with database.unit_of_work() as db:
+            outcomes = [_classify(db, path, *digests[path], since, final) for path in saved]
+        if all(outcome is not None for outcome in outcomes):
+            return [outcome for outcome in outcomes if outcome is not None]
+        time.sleep(RECORD_POLL)
 
 
 def _run_pip(
@@ -248,8 +267,10 @@ def _failure(lines: list[str], status: int, requirements: Path) -> Failure:
     return Failure(str(requirements), text)
 
 
-def _classify(db: Session, path: Path, since: datetime) -> WarmedFile | Failure:
-    sha256, size = _digest(path)
+def _classify(
+    db: Session, path: Path, sha256: str, size: int, since: datetime, final: bool
+) -> WarmedFile | Failure | None:
+    """None: not recorded as cached (yet), unless ``final``."""
     found = db.execute(
         select(Project.name, File.cached_at)
         .join(File.project)
@@ -262,6 +283,8 @@ def _classify(db: Session, path: Path, since: datetime) -> WarmedFile | Failure:
             "(does the index URL serve the configured database?)",
         )
     project, cached_at = found
+    if cached_at is None and not final:
+        return None
     # Not marked cached: its bytes were in the store already (under another file's name).
     fetched = cached_at is not None and cached_at >= since
     return WarmedFile(project, path.name, sha256, size, fetched)

@@ -74,6 +74,8 @@ class BlobWriter(Protocol):
 
     def write(self, chunk: bytes) -> None: ...
 
+    def verify(self, expected_sha256: str | None) -> str: ...
+
     def commit(self, expected_sha256: str | None) -> str: ...
 
     def abort(self) -> None: ...
@@ -392,6 +394,19 @@ class TempFileWriter:
         if expected_sha256 is not None and digest != expected_sha256.lower():
             self.abort()
             raise HashMismatch(f"expected sha256 {expected_sha256}, got {digest}")
+        return digest
+
+    def verify(self, expected_sha256: str | None) -> str:
+        """The sha256 of what was written, once it is ``expected_sha256`` (when given) and
+        the temp file read back the same; HashMismatch or StorageUnavailable (the temp
+        file gone) otherwise.  Nothing is durable or published yet: ``commit`` does that."""
+        digest = self.checked_digest(expected_sha256)
+        if self._on_disk.hexdigest() != digest:
+            self.abort()
+            raise StorageUnavailable(
+                f"blob store failed: {self.temp_path.name} read back other bytes than were"
+                f" written (sha256 {digest})"
+            )
         return digest
 
     def seal(self, digest: str) -> None:

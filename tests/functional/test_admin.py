@@ -303,7 +303,7 @@ def test_refresh_from_upstream_and_purge_the_cached_files(make_index, upstream, 
         url = f"{index.url}/packages/steady/{wheel.filename}"
         assert requests.get(url, timeout=10).content == wheel.content
         blob = index.app.services.store.path(wheel.sha256)
-        assert blob.is_file()
+        assert wait_until(blob.is_file)
         upstream.publish(make_wheel("steady", "2.0"))  # the cached page does not know yet
 
         log_in(page, index)

@@ -13,6 +13,7 @@ import requests
 from sqlalchemy import event
 
 from tests.conftest import IndexFactory, RunningIndex
+from tests.support.cachestate import wait_cached
 from tests.support.dists import make_wheel, noise
 from tests.support.fakeupstream import FakeUpstream
 from tests.support.waiting import wait_until
@@ -138,7 +139,7 @@ def test_sixteen_concurrent_downloads_make_one_upstream_fetch(index, upstream, h
         bodies = [r.result(timeout=30) for r in results]
     assert all(body == wheel.content for body in bodies)
     assert upstream.count(path_contains=wheel.filename) == 1
-    assert [p.name for p in stored_blobs(index)] == [wheel.sha256]
+    assert wait_until(lambda: [p.name for p in stored_blobs(index)] == [wheel.sha256])
 
 
 def test_a_miss_is_streamed_before_the_upstream_has_finished(index, upstream, http):
@@ -180,7 +181,7 @@ def test_a_hash_mismatch_aborts_the_client_and_stores_nothing(index, upstream, h
 
     upstream.reset_faults()
     assert http.get(url, timeout=30).content == wheel.content
-    assert [p.name for p in stored_blobs(index)] == [wheel.sha256]
+    assert wait_until(lambda: [p.name for p in stored_blobs(index)] == [wheel.sha256])
 
 
 def test_a_truncated_upstream_download_stores_nothing(index, upstream, http):
@@ -368,15 +369,22 @@ def test_pages_and_downloads_cost_the_same_queries_however_many_files(
         if re.search(r"\b(projects|files)\b", statement):
             statements.append(statement)
 
-    def cost(url: str, **headers: str) -> int:
+    def cost(url: str, filled: str | None = None, **headers: str) -> int:
+        """The statements of a request, and of the fill of ``filled`` it started (which
+        records the file once the client has its bytes)."""
         statements.clear()
         assert http.get(url, headers=headers, timeout=30).status_code == 200
+        if filled is not None:
+            wait_cached(index, filled)
         return len(statements)
 
     event.listen(index.app.services.database.engine, "before_cursor_execute", record)
     try:
         pages = [cost(f"{index.simple_url}{name}/", Accept=UV_ACCEPT) for name in wheels]
-        cold = [cost(file_url(index, name, dists[0].filename)) for name, dists in wheels.items()]
+        cold = [
+            cost(file_url(index, name, dists[0].filename), dists[0].filename)
+            for name, dists in wheels.items()
+        ]
         warm = [cost(file_url(index, name, dists[0].filename)) for name, dists in wheels.items()]
         fresh = cost(f"{index.simple_url}many/", Accept=UV_ACCEPT)
     finally:

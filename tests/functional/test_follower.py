@@ -139,7 +139,7 @@ def test_a_replaced_file_is_invalidated_and_pip_gets_the_new_bytes(
     url = f"{following.url}/packages/swapped/{wheel.filename}"
     assert requests.get(url, timeout=10).content == wheel.content
     old_blob = following.app.services.store.path(wheel.sha256)
-    assert old_blob.is_file()
+    assert wait_until(old_blob.is_file)
 
     new_bytes = make_wheel("swapped", "1.0", extra_files={"new.txt": b"new"}).content
     new_sha256 = hashlib.sha256(new_bytes).hexdigest()

@@ -25,6 +25,7 @@ from tests.conftest import IndexFactory
 from tests.support.cachestate import IndexDb, blobs, upload_as_new_user
 from tests.support.dists import make_wheel
 from tests.support.fakeupstream import FakeUpstream
+from tests.support.waiting import wait_until
 
 
 def noise(size: int) -> bytes:
@@ -159,7 +160,7 @@ def test_a_fill_bigger_than_the_free_space_fails_and_succeeds_once_there_is_room
     response = requests.get(url, timeout=30)
     assert response.status_code == 200
     assert hashlib.sha256(response.content).hexdigest() == dist.sha256
-    assert blobs(index.settings) == {dist.sha256}
+    assert wait_until(lambda: blobs(index.settings) == {dist.sha256})
 
 
 # -- a database that refuses writes -----------------------------------------------------------

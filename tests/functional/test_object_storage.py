@@ -21,6 +21,7 @@ from tests.support.dists import Dist, make_sdist, make_wheel
 from tests.support.fakeupstream import FakeUpstream
 from tests.support.seaweedfs import S3Storage
 from tests.support.uploads import twine_upload
+from tests.support.waiting import wait_until
 
 PASSWORD = "correct horse battery"
 EXPECTED = {"app": "1.0", "liba": "1.0", "libc": "0.1"}
@@ -67,9 +68,9 @@ def test_install_fills_the_bucket_and_installs_again_without_the_upstream(
     assert installed(tmp_path / "cold" / "bin" / "python") == EXPECTED
 
     wheels = [tree.file(f"{n}-{v}-py3-none-any.whl") for n, v in EXPECTED.items()]
-    assert {w.sha256 for w in wheels} <= s3_storage.blobs()
+    assert wait_until(lambda: {w.sha256 for w in wheels} <= s3_storage.blobs())
     assert not index.settings.blob_dir.exists(), "nothing stored on the local disk"
-    assert list(index.settings.tmp_dir.iterdir()) == [], "no temp file left behind"
+    assert wait_until(lambda: list(index.settings.tmp_dir.iterdir()) == []), "no temp file"
 
     tree.stop()
     warm = installer(make_venv(tmp_path / "warm"), index.simple_url, "app")
@@ -101,8 +102,8 @@ def test_concurrent_downloads_during_a_fill_share_one_fetch_and_one_upload(
         bodies = [r.result(timeout=30) for r in results]
     assert all(body == wheel.content for body in bodies)
     assert upstream.count(path_contains=wheel.filename) == 1
-    assert s3_storage.blobs() == {wheel.sha256}
-    assert list(index.settings.tmp_dir.iterdir()) == []
+    assert wait_until(lambda: s3_storage.blobs() == {wheel.sha256})
+    assert wait_until(lambda: list(index.settings.tmp_dir.iterdir()) == [])
 
 
 def test_a_hash_mismatch_uploads_nothing_to_the_bucket(
@@ -192,6 +193,7 @@ def test_redirect_mode_sends_pip_and_uv_to_a_presigned_url_once_the_file_is_stor
     filled = requests.get(url, allow_redirects=False, timeout=30)
     assert filled.status_code == 200
     assert hashlib.sha256(filled.content).hexdigest() == libc.sha256
+    assert wait_until(lambda: libc.sha256 in s3_storage.blobs())
 
     stored = requests.get(url, allow_redirects=False, timeout=10)
     assert stored.status_code == 302
@@ -209,6 +211,8 @@ def test_redirect_mode_sends_pip_and_uv_to_a_presigned_url_once_the_file_is_stor
 
     cold = pip_install(make_venv(tmp_path / "cold"), index.simple_url, "app")
     assert cold.returncode == 0, cold.stderr
+    filled = {tree.file(f"{n}-{v}-py3-none-any.whl").sha256 for n, v in EXPECTED.items()}
+    assert wait_until(lambda: filled <= s3_storage.blobs())
     tree.stop()
     for dist_name in EXPECTED:
         wheel = tree.file(f"{dist_name}-{EXPECTED[dist_name]}-py3-none-any.whl")

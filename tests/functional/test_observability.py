@@ -13,6 +13,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import IndexFactory, RunningIndex
+from tests.support.cachestate import wait_cached
 from tests.support.clients import make_venv, pip_install
 from tests.support.dists import make_wheel
 from tests.support.fakeupstream import FakeUpstream
@@ -152,6 +153,7 @@ def test_every_request_gets_an_access_log_line(index, upstream, caplog):
     requests.get(index.simple_url + "logged/", timeout=10)
     requests.get(index.simple_url + "logged/", timeout=10)
     requests.get(f"{index.url}/packages/logged/{wheel.filename}", timeout=10)
+    wait_cached(index, wheel.filename)  # stored and recorded after the client had its bytes
     requests.get(f"{index.url}/packages/logged/{wheel.filename}", timeout=10)
     assert wait_until(lambda: len([r for r in caplog.records if r.name == "pypicache.access"]) == 4)
     # A line is written when its response has been sent: a streamed miss's can come after

@@ -13,6 +13,7 @@ from sqlalchemy import select
 
 from pypicache.models import Alarm
 from tests.conftest import IndexFactory, RunningIndex
+from tests.support.cachestate import wait_cached
 from tests.support.dists import Dist, make_wheel
 from tests.support.fakeupstream import FakeUpstream
 from tests.support.following import caught_up, follow_settings
@@ -138,6 +139,7 @@ def test_a_project_the_upstream_quarantines_serves_nothing_and_its_bytes_are_kep
     listed = hostile.serve_dist(dist)
     hostile.json_page("worm", [listed], meta={"_last-serial": 1})
     assert download(index, dist).status_code == 200
+    wait_cached(index, dist.filename)  # stored and recorded once the client had its bytes
 
     # A careless mirror may quarantine and still list files: none is served either way.
     hostile.json_page(

@@ -71,6 +71,7 @@ def test_gc_evicts_the_least_recently_used_and_never_a_private_file(
         download(index, dist)
     metadata = requests.get(f"{index.url}/packages/lru-a/{oldest.filename}.metadata", timeout=10)
     assert metadata.content == oldest.metadata
+    assert wait_until(lambda: oldest.metadata_sha256 in blobs(index.settings))
     stored = blobs(index.settings)
     assert {oldest.metadata_sha256, private.sha256, private.metadata_sha256} <= stored
     limit = str(middle.size + newest.size)

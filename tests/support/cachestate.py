@@ -19,6 +19,7 @@ from tests.conftest import RunningIndex
 from tests.support.clients import clean_client_env
 from tests.support.dists import Dist
 from tests.support.uploads import form_fields, post_upload
+from tests.support.waiting import wait_until
 
 PYPICACHE = Path(sys.executable).parent / "pypicache"
 
@@ -54,10 +55,23 @@ def blobs(settings: Settings) -> set[str]:
 
 
 def download(index: RunningIndex, dist: Dist) -> bytes:
+    """The file through the index, once the index has stored it too: a client has its
+    bytes as soon as they hashed right, before the fill stores and records them."""
     response = requests.get(f"{index.url}/packages/{dist.name}/{dist.filename}", timeout=30)
     assert response.status_code == 200, response.text
     assert hashlib.sha256(response.content).hexdigest() == dist.sha256
+    wait_cached(index, dist.filename)
     return response.content
+
+
+def wait_cached(index: RunningIndex, *filenames: str) -> None:
+    """Until the index recorded each file as cached (its blob is stored by then)."""
+    db = IndexDb(index)
+    try:
+        for filename in filenames:
+            assert wait_until(lambda f=filename: db.cached(f)), f"{filename} never got cached"
+    finally:
+        db.close()
 
 
 def pypicache(index: RunningIndex, *args: str, **environ: str) -> subprocess.CompletedProcess[str]:

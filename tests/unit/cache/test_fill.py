@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from pypicache.cache.fill import Download, FillRegistry
-from pypicache.errors import FillStopped, HashMismatch, UpstreamUnavailable
+from pypicache.errors import FillStopped, HashMismatch, StorageFull, UpstreamUnavailable
 from pypicache.services import Services
+from pypicache.storage.local import TempFileWriter
 from tests.support.dists import make_large_wheel, make_wheel
 from tests.support.fakeupstream import FakeUpstream
 from tests.support.waiting import wait_until
@@ -178,3 +180,76 @@ def test_stopping_aborts_a_running_download_and_refuses_new_ones(
         fills_of(services).get_or_start(download)
     assert not services.store.exists(dist.sha256)
     assert temp_files(services) == []
+
+
+@pytest.fixture
+def slow_disk(monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
+    """A store whose flush to the disk waits until the event is set (a slow disk)."""
+    flushed = threading.Event()
+    seal = TempFileWriter.seal
+
+    def slow_seal(self: TempFileWriter, digest: str) -> None:
+        assert flushed.wait(30), "the test never let the disk flush"
+        seal(self, digest)
+
+    monkeypatch.setattr(TempFileWriter, "seal", slow_seal)
+    yield flushed
+    flushed.set()
+
+
+def test_readers_get_every_byte_once_it_hashed_right_before_it_is_stored(
+    services: Services, upstream: FakeUpstream, slow_disk: threading.Event
+):
+    dist = make_wheel("prompt", "1.0")
+    upstream.publish(dist)
+    file = download_of(services, "prompt", dist.filename)
+    metadata = replace(
+        file, metadata=True, url=file.url + ".metadata", sha256=dist.metadata_sha256, size=None
+    )
+
+    fill = fills_of(services).get_or_start(file)
+    meta_fill = fills_of(services).get_or_start(metadata)
+    assert fill is not None
+    assert meta_fill is not None
+    assert b"".join(fill.chunks()) == dist.content, "while the disk has not flushed it"
+    assert meta_fill.wait_verified() == len(dist.metadata)
+    assert b"".join(meta_fill.chunks()) == dist.metadata
+    assert not services.store.exists(dist.sha256), "not stored before it is on the disk"
+
+    slow_disk.set()
+    assert fill.wait_finished() == dist.sha256
+    assert meta_fill.wait_finished() == dist.metadata_sha256
+    assert services.store.exists(dist.sha256)
+    assert wait_until(lambda: services.reports.project("prompt").files[0].cached_at is not None)
+
+
+def test_a_file_that_cannot_be_stored_after_it_hashed_right_is_fetched_again(
+    services: Services, upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+):
+    dist = make_wheel("unstored", "1.0")
+    upstream.publish(dist)
+    download = download_of(services, "unstored", dist.filename)
+
+    reading = threading.Event()
+
+    def full_disk(self: TempFileWriter, digest: str) -> None:
+        assert reading.wait(30), "the reader never started"
+        self.abort()
+        raise StorageFull("blob store full: no space left on device")
+
+    monkeypatch.setattr(TempFileWriter, "seal", full_disk)
+    fill = fills_of(services).get_or_start(download)
+    assert fill is not None
+    chunks = fill.chunks()
+    first = next(chunks)  # the reader has the file open before the disk fills
+    reading.set()
+    assert first + b"".join(chunks) == dist.content, "what hashed right reaches the reader"
+    with pytest.raises(StorageFull):
+        fill.wait_finished()
+    assert not services.store.exists(dist.sha256)
+    assert wait_until(lambda: temp_files(services) == [])
+
+    monkeypatch.undo()
+    assert wait_until(lambda: fills_of(services).get_or_start(download) is not fill)
+    assert wait_until(lambda: services.store.exists(dist.sha256))
+    assert upstream.count("GET", "/packages/") == 2
