@@ -38,11 +38,11 @@ _ERROR_START = re.compile(r"^\s*(ERROR:|error:)")
 _NO_MATCH = re.compile(r"No matching distribution found for (\S+)")
 _FILE_URL = re.compile(r"/packages/[^/\s]+/([^/\s?#]+)")
 # pip's error markers and the box drawing of its rich diagnostics.
+_DECORATION = re.compile(r"^(?:ERROR:|error:|\u00d7|\u2570\u2500>|\u2502)\s*")
 # A fill records a file just after the client has its bytes: how long the report waits
 # for the records of the last files pip saved, and how often it looks.
 RECORD_WAIT = 5.0
 RECORD_POLL = 0.05
-_DECORATION = re.compile(r"^(?:ERROR:|error:|\u00d7|\u2570\u2500>|\u2502)\s*")
 
 
 @dataclass(frozen=True)
