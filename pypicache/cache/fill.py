@@ -261,15 +261,7 @@ class Fill:
     def wait_verified(self) -> int:
         """Block until the bytes hashed right (stored, or still being stored); their size."""
         with self._cond:
-            while self._verified is None and not self.done:
-                written = self._written
-                if not self._cond.wait_for(
-                    lambda seen=written: (
-                        self._verified is not None or self.done or self._written != seen
-                    ),
-                    self._read_timeout,
-                ):
-                    raise UpstreamTimeout(f"upstream stalled sending {self.key}")
+            self._wait_while_sending(lambda: self._verified is not None or self.done)
             if self._verified is None:
                 self._raise_error()
             return self._written
@@ -277,15 +269,19 @@ class Fill:
     def wait_finished(self) -> str:
         """Block until the file is stored; return its sha256."""
         with self._cond:
-            while not self.done:
-                written = self._written
-                if not self._cond.wait_for(
-                    lambda seen=written: self.done or self._written != seen, self._read_timeout
-                ):
-                    raise UpstreamTimeout(f"upstream stalled sending {self.key}")
+            self._wait_while_sending(lambda: self.done)
             self._raise_error()
             assert self.sha256 is not None
             return self.sha256
+
+    def _wait_while_sending(self, ready: Callable[[], bool]) -> None:
+        """Hold the lock; wait until ``ready()``, as long as the upstream keeps sending."""
+        while not ready():
+            written = self._written
+            if not self._cond.wait_for(
+                lambda seen=written: ready() or self._written != seen, self._read_timeout
+            ):
+                raise UpstreamTimeout(f"upstream stalled sending {self.key}")
 
     def chunks(self) -> Iterator[bytes]:
         """The file's bytes as they arrive; raises if the download turns out bad."""
