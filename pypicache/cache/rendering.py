@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from html import escape
@@ -14,7 +13,7 @@ from typing import Any
 from urllib.parse import quote
 
 import orjson
-from isal import igzip
+from isal import igzip, isal_zlib
 from packaging.utils import canonicalize_version
 from packaging.version import InvalidVersion, Version
 
@@ -66,8 +65,12 @@ GZIP_LEVEL = 1
 
 # A rendering this big is kept gzip-encoded only: the page of an 11,000-file project is
 # 7.3 MB as it is and 0.8 MB encoded, and pip and uv take gzip; the rare client that does
-# not gets it decompressed (15 ms) on each request.
+# not gets it decompressed (15 ms) on each request, a piece at a time as it is sent.
 KEEP_PLAIN_BELOW = 256 * 1024
+# The pieces such a rendering is decompressed in for a client that does not take gzip.
+SEND_PIECE = 256 * 1024
+# zlib's wbits for a gzip container with the largest window.
+_GZIP_WBITS = 16 + 15
 
 
 class Representation:
@@ -81,6 +84,36 @@ class Representation:
         self.length = len(body)
         self._gzipped: Representation | None = None
 
+    @classmethod
+    def made_of(cls, parts: Iterable[bytes]) -> Representation:
+        """The rendering whose bytes are ``parts`` one after another.
+
+        A big one goes into its gzip form as it is made: the 7 MB of an 11,000-file
+        page never exist at once, only its 0.8 MB encoded.
+        """
+        digest, held, length = hashlib.sha256(), [], 0
+        remaining = iter(parts)
+        for part in remaining:
+            digest.update(part)
+            held.append(part)
+            length += len(part)
+            if length >= KEEP_PLAIN_BELOW:
+                break
+        else:
+            return cls(b"".join(held), _etag(digest))
+        compressor = isal_zlib.compressobj(GZIP_LEVEL, isal_zlib.DEFLATED, _GZIP_WBITS)
+        encoded = [compressor.compress(part) for part in held]
+        held.clear()
+        for part in remaining:
+            digest.update(part)
+            length += len(part)
+            encoded.append(compressor.compress(part))
+        encoded.append(compressor.flush())
+        made = cls(b"", _etag(digest))
+        made._plain, made.length = None, length
+        made._gzipped = Representation(b"".join(encoded), made.etag[:-1] + '-gzip"')
+        return made
+
     @property
     def body(self) -> bytes:
         plain = self._plain
@@ -89,6 +122,16 @@ class Representation:
         encoded = self._gzipped
         assert encoded is not None, "the plain bytes are dropped only once encoded"
         return igzip.decompress(encoded.body)
+
+    def pieces(self) -> Iterable[bytes]:
+        """The bytes to send: one kept encoded only is decompressed as it goes out, so a
+        client that does not take gzip never costs the process the page's plain bytes."""
+        plain = self._plain
+        if plain is not None:
+            return [plain]  # a list: what goes out whole is measured without wrapping
+        encoded = self._gzipped
+        assert encoded is not None, "the plain bytes are dropped only once encoded"
+        return _inflated(encoded.body)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Representation):
@@ -111,6 +154,20 @@ class Representation:
 def gzip_bytes(body: bytes) -> bytes:
     """Deterministic gzip (no time in the header), so the bytes are one ETag's."""
     return igzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0)
+
+
+def _inflated(encoded: bytes) -> Iterator[bytes]:
+    inflater = isal_zlib.decompressobj(_GZIP_WBITS)
+    pending = encoded
+    while not inflater.eof:
+        piece = inflater.decompress(pending, SEND_PIECE)
+        pending = inflater.unconsumed_tail
+        if not piece and not pending:
+            break  # no more output: a stream that ends early stops here, not in a loop
+        yield piece
+    rest = inflater.flush()
+    if rest:
+        yield rest
 
 
 # What a file costs a page in memory, measured: its facts (about 850 bytes), and its entry
@@ -187,12 +244,11 @@ class RenderedPage:
             data = self._data
             status = (data.status, data.status_reason)
             if kind == "json":
-                body = render_json(data.name, data.serial, data.versions, data.files, status)
+                parts = json_parts(data.name, data.serial, data.versions, data.files, status)
             else:
-                body = render_html(data.name, data.display_name, data.serial, data.files, status)
-            made = Representation(body, etag_of(body))
-            if made.length >= KEEP_PLAIN_BELOW:
-                made.gzipped()  # kept encoded only, whichever client asked first
+                parts = html_parts(data.name, data.display_name, data.serial, data.files, status)
+            # A big one is kept encoded only, whichever client asked first.
+            made = Representation.made_of(parts)
             found = self._renderings.setdefault(kind, made)
             self._rendered.set()
         return found
@@ -226,26 +282,30 @@ def version_key(version: str | None) -> str:
 
 
 def etag_of(body: bytes) -> str:
-    return '"' + hashlib.sha256(body).hexdigest()[:40] + '"'
+    return _etag(hashlib.sha256(body))
+
+
+def _etag(digest: Any) -> str:
+    return '"' + digest.hexdigest()[:40] + '"'
 
 
 def render(page: PageData) -> RenderedPage:
     return RenderedPage(page)
 
 
-# Files rendered at a time: a big page is written a part at a time into one buffer, so
-# rendering 11,000 files never holds every file's intermediate objects, nor the text
-# twice over (16-18 MB that stayed in the process as fragmented heap).
+# Files rendered at a time: a big page is made a part at a time, so rendering 11,000
+# files never holds every file's intermediate objects, nor the text twice over (16-18
+# MB that stayed in the process as fragmented heap).
 _PART = 500
 
 
-def render_html(
+def html_parts(
     project: str,
     display_name: str,
     serial: int | None,
     files: Sequence[FileFacts],
     status: tuple[str | None, str | None] = (None, None),
-) -> bytes:
+) -> Iterator[bytes]:
     """PEP 503 HTML in which every value is escaped: upstream text never becomes markup.
 
     The upstream's digests are validated where they enter, but they are escaped
@@ -269,16 +329,14 @@ def render_html(
         "  <body>",
         f"    <h1>Links for {name}</h1>",
     ]
-    out = io.BytesIO()
-    out.write(("\n".join(lines) + "\n").encode())
+    yield ("\n".join(lines) + "\n").encode()
     for start in range(0, len(files), _PART):
         part = files[start : start + _PART]
-        out.write("".join([_html_link(project, f) for f in part]).encode())
+        yield "".join([_html_link(project, f) for f in part]).encode()
     tail = ["  </body>", "</html>"]
     if serial is not None:
         tail.append(f"<!--SERIAL {int(serial)}-->")
-    out.write(("\n".join(tail) + "\n").encode())
-    return out.getvalue()  # the buffer itself, not a copy
+    yield ("\n".join(tail) + "\n").encode()
 
 
 def _html_link(project: str, f: FileFacts) -> str:
@@ -302,13 +360,13 @@ def _attr(value: str) -> str:
     return escape(value, quote=True)
 
 
-def render_json(
+def json_parts(
     name: str,
     serial: int | None,
     versions: Sequence[str],
     files: Sequence[FileFacts],
     status: tuple[str | None, str | None] = (None, None),
-) -> bytes:
+) -> Iterator[bytes]:
     """PEP 691 JSON, keys in sorted order: every object is built in that order, which is
     what ``sort_keys`` would give, without sorting each of a big page's 11,000 entries."""
     meta: dict[str, Any] = {}
@@ -327,16 +385,13 @@ def render_json(
     # seventh of its time: on an 11,000-file page the encoder was half of rendering.
     # "files" sorts first; the entries are encoded a part at a time.
     prefix = _href_prefix(name)
-    out = io.BytesIO()
-    out.write(b'{"files":[')
+    yield b'{"files":['
     for start in range(0, len(files), _PART):
         if start:
-            out.write(b",")
-        part = files[start : start + _PART]
-        out.write(orjson.dumps([_json_file(prefix, f) for f in part])[1:-1])
-    out.write(b"],")
-    out.write(orjson.dumps(rest)[1:])
-    return out.getvalue()
+            yield b","
+        yield orjson.dumps([_json_file(prefix, f) for f in files[start : start + _PART]])[1:-1]
+    yield b"],"
+    yield orjson.dumps(rest)[1:]
 
 
 def _href_prefix(project: str) -> str:

@@ -66,7 +66,7 @@ class PypicacheApp:
                 environ[CACHE_KEY] = "hit"
                 self._page_hit()
                 start_response(status, headers)
-                return [] if method == "HEAD" else [body]
+                return [] if method == "HEAD" else body
         return self.app(environ, start_response)
 
     def _cached(self, path: str) -> tuple[CachedPage, str | None, str] | None:

@@ -264,6 +264,9 @@ def test_big_pages_and_the_project_list_go_gzip_encoded_to_clients_that_take_it(
     assert "Content-Encoding" not in plain.headers
     identity = plain.raw.read()
     assert len(identity) == int(plain.headers["Content-Length"])
+    head = requests.head(url, headers={"Accept": JSON, "Accept-Encoding": "identity"}, timeout=60)
+    assert head.status_code == 200
+    assert (head.headers["Content-Length"], head.content) == (str(len(identity)), b"")
 
     encoded = raw_get(url, Accept=JSON, **{"Accept-Encoding": "gzip, deflate"})
     assert encoded.headers["Content-Encoding"] == "gzip"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Protocol
 
@@ -56,8 +57,9 @@ def page_response(
     if_none_match: str | None,
     max_age: int,
     accept_encoding: str | None = None,
-) -> tuple[str, list[tuple[str, str]], bytes]:
-    """Status, headers and body for a project page; the hot path in wsgi.py uses it too.
+) -> tuple[str, list[tuple[str, str]], Iterable[bytes]]:
+    """Status, headers and body (its pieces) for a project page; the hot path in wsgi.py
+    uses it too.
 
     Big pages go gzip-encoded to clients that take it (pip and uv do): the page of
     a project with thousands of files is megabytes as it is, a tenth of that encoded.
@@ -79,10 +81,9 @@ def page_response(
     if page.serial is not None:
         headers.append(("X-PyPI-Last-Serial", str(page.serial)))
     if etag_matches(if_none_match, representation.etag):
-        return "304 Not Modified", headers, b""
-    body = representation.body
-    headers.append(("Content-Length", str(len(body))))
-    return "200 OK", headers, body
+        return "304 Not Modified", headers, []
+    headers.append(("Content-Length", str(representation.length)))
+    return "200 OK", headers, representation.pieces()
 
 
 def _cache_control(entry: CachedPage, max_age: int) -> str:
@@ -204,7 +205,9 @@ def _project_page(
         request.services.settings.client_max_age,
         request.headers.get("Accept-Encoding"),
     )
-    return Response(status=status, headerlist=headers, body=body)
+    if request.method == "HEAD":
+        body = []  # a big page kept encoded is not decompressed for nothing
+    return Response(status=status, headerlist=headers, app_iter=body)
 
 
 def _project_list(request: Request, projects: ProjectList) -> Response:

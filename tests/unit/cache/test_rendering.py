@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from pypicache.cache.rendering import (
     GZIP_MIN_BYTES,
     KEEP_PLAIN_BELOW,
+    SEND_PIECE,
     PageData,
     Representation,
     etag_of,
@@ -317,6 +318,48 @@ def test_a_rendering_kept_encoded_only_still_gives_its_plain_bytes(size: int):
     assert representation.body == plain
     assert representation.length == len(plain)
     assert representation.gzipped() is encoded
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    parts=st.lists(
+        st.one_of(
+            st.binary(max_size=64),
+            st.builds(
+                lambda byte, n: bytes([byte]) * n, st.integers(0, 255), st.integers(0, 70_000)
+            ),
+            st.builds(lambda n: hashlib.sha256(str(n).encode()).digest() * 2048, st.integers()),
+        ),
+        max_size=12,
+    )
+)
+def test_a_rendering_made_of_parts_is_their_bytes_however_they_are_cut(parts: list[bytes]):
+    whole = b"".join(parts)
+    made = Representation.made_of(parts)
+    assert made.length == len(whole)
+    assert made.etag == etag_of(whole)
+    assert made == Representation(whole, etag_of(whole))
+    pieces = list(made.pieces())
+    assert b"".join(pieces) == whole
+    encoded = made.gzipped()
+    assert gzip.decompress(encoded.body) == whole
+    # Deterministic: the same parts make the same encoded bytes, as one ETag must.
+    assert Representation.made_of(parts).gzipped().body == encoded.body
+    if len(whole) >= KEEP_PLAIN_BELOW:
+        assert all(len(piece) <= SEND_PIECE for piece in pieces)
+        assert made.gzipped() is encoded  # made encoded: kept that way
+
+
+def test_a_big_page_is_sent_a_piece_at_a_time_to_a_client_without_gzip():
+    files = [record(f"pkg-{i}.0.tar.gz", version=f"{i}.0") for i in range(3000)]
+    page = render(PageData("pkg", "pkg", 7, [f"{i}.0" for i in range(3000)], files))
+    representation = page.json
+    assert representation.length >= 2 * SEND_PIECE
+    pieces = list(representation.pieces())
+    assert len(pieces) > 1 and all(len(piece) <= SEND_PIECE for piece in pieces)
+    body = b"".join(pieces)
+    assert len(body) == representation.length
+    assert len(json.loads(body)["files"]) == 3000
 
 
 @pytest.mark.parametrize("count", [30, 300, 3000, 11000])
