@@ -18,9 +18,8 @@ def configured_services(config: Configurator) -> Services:
 
 
 def includeme(config: Configurator) -> None:
+    # ``request.services`` on a request class of this app's own, made once: a reified
+    # request method gave every request a class of its own (20 µs to make, and the rest
+    # of the request looked up its attributes without the type's cache).
     services = configured_services(config)
-
-    def request_services(request: Request) -> Services:
-        return services
-
-    config.add_request_method(request_services, "services", reify=True)
+    config.set_request_factory(type("Request", (Request,), {"services": services}))
