@@ -1,35 +1,49 @@
-"""The outermost WSGI callable: measurement, the hot path for fresh pages, and shutdown."""
+"""The outermost WSGI callable: measurement, the hot path for fresh pages and their stored
+files, and shutdown."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from pyramid.events import NewResponse
+
+from pypicache.cache.files import METADATA_SUFFIX
 from pypicache.cache.index import CachedPage
 from pypicache.cache.indexes import MAIN
-from pypicache.errors import NotAllowed
+from pypicache.cache.rendering import PROVENANCE_SUFFIX
+from pypicache.errors import NotAllowed, PypicacheError
+from pypicache.names import normalize_project
 from pypicache.services import Services
 from pypicache.web.negotiation import select_media_type
 from pypicache.web.observe import CACHE_KEY, Observer
 from pypicache.web.security import BasicAuthSecurityPolicy
+from pypicache.web.views.files import download
 from pypicache.web.views.simple import page_response
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 _PREFIX = "/simple/"
+_FILES = "/packages/"
 
 
 class PypicacheApp:
-    """Serves a fresh, already rendered project page without entering Pyramid.
+    """Serves a fresh, already rendered project page, and a file such a page lists,
+    without entering Pyramid.
 
     pip and uv fetch one project page per dependency, again and again; the
     page is pre-rendered bytes in memory, so routing, tweens and the
-    security policy would be most of the cost.  Everything else,
-    including every miss, goes to the Pyramid app, which answers the same
-    way through the same ``page_response``.
+    security policy would be most of the cost (of a stored file's too, a
+    quarter of its time).  Everything else, including every miss, goes to
+    the Pyramid app, which answers the same way through the same
+    ``page_response`` and ``download``.
     """
 
     def __init__(self, app: WSGIApp, services: Services, policy: BasicAuthSecurityPolicy) -> None:
         self.app = app
+        # Pyramid's request for this app (``request.services`` on it) and its registry,
+        # for ``download`` and the exception views.
+        self._request = getattr(app, "request_factory", None)
+        self._registry = getattr(app, "registry", None)
         self.services = services
         self.policy = policy
         self._index = services.index
@@ -67,7 +81,47 @@ class PypicacheApp:
                 self._page_hit()
                 start_response(status, headers)
                 return [] if method == "HEAD" else body
+        elif path.startswith(_FILES) and method in ("GET", "HEAD"):
+            answered = self._listed_file(environ, start_response, path)
+            if answered is not None:
+                return answered
         return self.app(environ, start_response)
+
+    def _listed_file(
+        self, environ: dict[str, Any], start_response: Callable[..., Any], path: str
+    ) -> Iterable[bytes] | None:
+        """A file (or its .metadata) of a page of the index main this process holds fresh,
+        as the ``file`` route's view and Pyramid's exception views answer it; None leaves
+        the request to Pyramid: a path that is not that route's, a name to normalize, a
+        reader the policy does not let in at once, or a file the page does not list."""
+        project, _, filename = path[len(_FILES) :].partition("/")
+        if (
+            self._request is None
+            or self._registry is None
+            or not path.isascii()  # Pyramid decodes others as UTF-8: its route, its match
+            or not filename
+            or "/" in filename
+            or filename.endswith(PROVENANCE_SUFFIX)
+            or normalize_project(project) != project
+            or not self.policy.may_read(environ, MAIN)
+        ):
+            return None
+        entry = self._index.cached_page(project)
+        if entry is None or filename.removesuffix(METADATA_SUFFIX) not in entry.page.files:
+            return None
+        request = self._request(environ)
+        request.registry = self._registry
+        request.matchdict = {"project": project, "filename": filename}
+        try:
+            response = download(request)
+        except PypicacheError:
+            # Held back by the rules, or a miss whose fill failed: answered here, as Pyramid
+            # would, never asked of Pyramid again (a second download of the file).
+            response = request.invoke_exception_view(reraise=True)
+        # As Pyramid's router does: its subscribers add the security headers.
+        self._registry.notify(NewResponse(request, response))
+        result: Iterable[bytes] = response(environ, start_response)
+        return result
 
     def _cached(self, path: str) -> tuple[CachedPage, str | None, str] | None:
         """The fresh page a project page's path names, its index (None: one upstream

@@ -356,7 +356,8 @@ def test_a_big_page_is_sent_a_piece_at_a_time_to_a_client_without_gzip():
     representation = page.json
     assert representation.length >= 2 * SEND_PIECE
     pieces = list(representation.pieces())
-    assert len(pieces) > 1 and all(len(piece) <= SEND_PIECE for piece in pieces)
+    assert len(pieces) > 1
+    assert all(len(piece) <= SEND_PIECE for piece in pieces)
     body = b"".join(pieces)
     assert len(body) == representation.length
     assert len(json.loads(body)["files"]) == 3000
