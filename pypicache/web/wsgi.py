@@ -12,7 +12,7 @@ from pypicache.cache.files import METADATA_SUFFIX
 from pypicache.cache.index import CachedPage
 from pypicache.cache.indexes import MAIN
 from pypicache.cache.rendering import PROVENANCE_SUFFIX
-from pypicache.errors import NotAllowed, PypicacheError
+from pypicache.errors import NotAllowed
 from pypicache.names import normalize_project
 from pypicache.services import Services
 from pypicache.web.negotiation import select_media_type
@@ -114,9 +114,10 @@ class PypicacheApp:
         request.matchdict = {"project": project, "filename": filename}
         try:
             response = download(request)
-        except PypicacheError:
-            # Held back by the rules, or a miss whose fill failed: answered here, as Pyramid
-            # would, never asked of Pyramid again (a second download of the file).
+        except Exception:
+            # Held back by the rules, a miss whose fill failed, a database that refused:
+            # answered by Pyramid's exception views, as its excview tween would, never
+            # asked of Pyramid again (a second download of the file).
             response = request.invoke_exception_view(reraise=True)
         # As Pyramid's router does: its subscribers add the security headers.
         self._registry.notify(NewResponse(request, response))
