@@ -12,7 +12,7 @@ from pypicache.cache.files import METADATA_SUFFIX
 from pypicache.cache.index import CachedPage
 from pypicache.cache.indexes import MAIN
 from pypicache.cache.rendering import PROVENANCE_SUFFIX
-from pypicache.errors import NotAllowed
+from pypicache.errors import InvalidName, NotAllowed
 from pypicache.names import normalize_project
 from pypicache.services import Services
 from pypicache.web.negotiation import select_media_type
@@ -102,7 +102,7 @@ class PypicacheApp:
             or not filename
             or "/" in filename
             or filename.endswith(PROVENANCE_SUFFIX)
-            or normalize_project(project) != project
+            or not _normalized(project)
             or not self.policy.may_read(environ, MAIN)
         ):
             return None
@@ -153,3 +153,11 @@ class PypicacheApp:
         """Stop the background threads and downloads, release connections; serve no more."""
         self.services.close()
         self._observe.stop()
+
+
+def _normalized(project: str) -> bool:
+    """Whether ``project`` is a project name already normalized (others are Pyramid's)."""
+    try:
+        return normalize_project(project) == project
+    except InvalidName:
+        return False

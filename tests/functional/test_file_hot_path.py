@@ -3,8 +3,12 @@ same answer, header for header, as Pyramid's view gives for the same file."""
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 import pytest
 import requests
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.conftest import RunningIndex
 from tests.support.cachestate import wait_cached
@@ -77,3 +81,39 @@ def test_a_file_whose_fill_fails_answers_502_after_as_many_upstream_tries_as_thr
         assert response.headers["X-Content-Type-Options"] == "nosniff"
     tries = [upstream.count(path_contains=wheel.filename) for wheel in wheels]
     assert tries[0] == tries[1] >= 1
+
+
+@pytest.mark.parametrize(
+    "path", ["/packages//x.whl", "/packages/a%20b/x.whl", "/packages/../x.whl"]
+)
+def test_a_path_that_names_no_project_answers_as_pyramid_does(index: RunningIndex, path: str):
+    response = requests.get(index.url + path, timeout=30)
+    assert response.status_code in (400, 404)
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+
+
+segments = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="/"), max_size=20
+)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(project=segments, filename=segments)
+def test_any_file_path_is_answered_without_a_server_error(
+    index: RunningIndex, upstream: FakeUpstream, project: str, filename: str
+):
+    """The hot path reads the path; whatever a client puts there, the answer is one of
+    Pyramid's (a page the process holds fresh makes the hot path look further)."""
+    wheel = make_wheel("demo-lib", "1.0")
+    try:
+        upstream.file(wheel.filename)
+    except KeyError:
+        upstream.publish(wheel)
+    requests.get(f"{index.simple_url}demo-lib/", headers={"Accept": JSON}, timeout=30)
+    for name in (project, "demo-lib"):
+        url = f"{index.url}/packages/{quote(name, safe='')}/{quote(filename, safe='')}"
+        response = requests.get(url, timeout=30)
+        assert response.status_code < 500, (url, response.text)
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
