@@ -7,13 +7,13 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from pyramid.events import NewResponse
+from pyramid.router import Router
 
 from pypicache.cache.files import METADATA_SUFFIX
 from pypicache.cache.index import CachedPage
 from pypicache.cache.indexes import MAIN
 from pypicache.cache.rendering import PROVENANCE_SUFFIX
-from pypicache.errors import InvalidName, NotAllowed
-from pypicache.names import normalize_project
+from pypicache.errors import NotAllowed
 from pypicache.services import Services
 from pypicache.web.negotiation import select_media_type
 from pypicache.web.observe import CACHE_KEY, Observer
@@ -21,7 +21,6 @@ from pypicache.web.security import BasicAuthSecurityPolicy
 from pypicache.web.views.files import download
 from pypicache.web.views.simple import page_response
 
-WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 _PREFIX = "/simple/"
 _FILES = "/packages/"
 
@@ -38,12 +37,12 @@ class PypicacheApp:
     ``page_response`` and ``download``.
     """
 
-    def __init__(self, app: WSGIApp, services: Services, policy: BasicAuthSecurityPolicy) -> None:
+    def __init__(self, app: Router, services: Services, policy: BasicAuthSecurityPolicy) -> None:
         self.app = app
         # Pyramid's request for this app (``request.services`` on it) and its registry,
         # for ``download`` and the exception views.
-        self._request = getattr(app, "request_factory", None)
-        self._registry = getattr(app, "registry", None)
+        self._request = app.request_factory
+        self._registry = app.registry
         self.services = services
         self.policy = policy
         self._index = services.index
@@ -92,17 +91,15 @@ class PypicacheApp:
     ) -> Iterable[bytes] | None:
         """A file (or its .metadata) of a page of the index main this process holds fresh,
         as the ``file`` route's view and Pyramid's exception views answer it; None leaves
-        the request to Pyramid: a path that is not that route's, a name to normalize, a
-        reader the policy does not let in at once, or a file the page does not list."""
+        the request to Pyramid: a path that is not that route's, a reader the policy does
+        not let in at once, or a file the page does not list.  Only normalized names are
+        cache keys, as for pages, so any other project name goes to Pyramid too."""
         project, _, filename = path[len(_FILES) :].partition("/")
         if (
-            self._request is None
-            or self._registry is None
-            or not path.isascii()  # Pyramid decodes others as UTF-8: its route, its match
+            not path.isascii()  # Pyramid decodes others as UTF-8: its route, its match
             or not filename
             or "/" in filename
             or filename.endswith(PROVENANCE_SUFFIX)
-            or not _normalized(project)
             or not self.policy.may_read(environ, MAIN)
         ):
             return None
@@ -154,10 +151,3 @@ class PypicacheApp:
         self.services.close()
         self._observe.stop()
 
-
-def _normalized(project: str) -> bool:
-    """Whether ``project`` is a project name already normalized (others are Pyramid's)."""
-    try:
-        return normalize_project(project) == project
-    except InvalidName:
-        return False

@@ -205,8 +205,7 @@ def _project_page(
         request.services.settings.client_max_age,
         request.headers.get("Accept-Encoding"),
     )
-    if request.method == "HEAD":
-        body = []  # a big page kept encoded is not decompressed for nothing
+    # A HEAD's body is closed unread: a big page kept encoded is never decompressed for it.
     return Response(status=status, headerlist=headers, app_iter=body)
 
 
