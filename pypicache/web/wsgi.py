@@ -150,4 +150,3 @@ class PypicacheApp:
         """Stop the background threads and downloads, release connections; serve no more."""
         self.services.close()
         self._observe.stop()
-
